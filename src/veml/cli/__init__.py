@@ -1,0 +1,1 @@
+"""The ``veml`` command line: a thin face over :mod:`veml.repository`."""

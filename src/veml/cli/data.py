@@ -1,0 +1,208 @@
+"""``veml data …``: import, add, filter, merge, update, diff, list, show, export, prepare, tag."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from veml.cli.common import Context, version_line
+from veml.errors import InvalidInput
+from veml.versions.data import IMPORT_FORMATS
+from veml.versions.preparation import parse_step_args
+from veml.versions.stats import compute_stats
+from veml.viz import plot_distributions, thumbnail_grid
+
+
+def _source_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--images", metavar="DIR", help="image directory (coco)")
+    p.add_argument("--label", metavar="COL", help="label column (table)")
+    p.add_argument("--adjacency", metavar="FILE", help="sensor adjacency matrix .npy/.npz/.csv (timeseries)")
+    p.add_argument("--window", type=int, metavar="STEPS", help="steps per sample window (timeseries, default 288)")
+    p.add_argument("--missing-value", type=float, metavar="X", help="value marking a missing reading (timeseries, default 0.0)")
+
+
+def _options(args: argparse.Namespace) -> dict[str, Any]:
+    return {k: getattr(args, k) for k in ("images", "label", "adjacency", "window", "missing_value") if getattr(args, k, None) is not None}
+
+
+def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    data = sub.add_parser("data", parents=[common], help="data versions")
+    dsub = data.add_subparsers(dest="data_command", metavar="SUBCOMMAND", required=True)
+
+    p = dsub.add_parser("import", parents=[common], help="import a data set as a new version")
+    p.add_argument("format", choices=IMPORT_FORMATS)
+    p.add_argument("source", nargs="+")
+    p.add_argument("--name", required=True)
+    p.add_argument("--role", choices=["train", "test", "unlabeled"], default="train")
+    _source_options(p)
+    p.set_defaults(handler=cmd_import)
+
+    p = dsub.add_parser("add", parents=[common], help="a version with new samples added to BASE")
+    p.add_argument("base")
+    p.add_argument("format", choices=IMPORT_FORMATS)
+    p.add_argument("source", nargs="+")
+    p.add_argument("--name", required=True)
+    _source_options(p)
+    p.set_defaults(handler=cmd_add)
+
+    p = dsub.add_parser("filter", parents=[common], help="samples of BASE with a row matching an SQL expression")
+    p.add_argument("base")
+    p.add_argument("--where", required=True, metavar="EXPR")
+    p.add_argument("--name", required=True)
+    p.add_argument("--keep-annotations", choices=["all", "matching"], default="all")
+    p.set_defaults(handler=cmd_filter)
+
+    p = dsub.add_parser("merge", parents=[common], help="union of versions")
+    p.add_argument("versions", nargs="+")
+    p.add_argument("--name", required=True)
+    p.set_defaults(handler=cmd_merge)
+
+    p = dsub.add_parser("update", parents=[common], help="same samples, new annotations")
+    p.add_argument("base")
+    p.add_argument("--coco", required=True, metavar="ANN.json")
+    p.add_argument("--name", required=True)
+    p.set_defaults(handler=cmd_update)
+
+    p = dsub.add_parser("diff", parents=[common], help="samples added/removed from A to B")
+    p.add_argument("a")
+    p.add_argument("b")
+    p.set_defaults(handler=cmd_diff)
+
+    p = dsub.add_parser("list", parents=[common], help="all data versions")
+    p.add_argument("--role", choices=["train", "test", "unlabeled"])
+    p.set_defaults(handler=cmd_list)
+
+    p = dsub.add_parser("show", parents=[common], help="a version with its statistics")
+    p.add_argument("version")
+    p.add_argument("--grid", metavar="FILE.png", help="write a thumbnail grid with boxes and labels drawn")
+    p.add_argument("--grid-size", type=int, default=32, metavar="N", help="thumbnails in the grid (default 32)")
+    p.add_argument("--plot", metavar="FILE.png", help="write the distributions as a chart")
+    p.set_defaults(handler=cmd_show)
+
+    p = dsub.add_parser("export", parents=[common], help="write a version out as COCO or an image folder")
+    p.add_argument("version")
+    p.add_argument("--format", choices=["coco", "images"], required=True)
+    p.add_argument("--out", required=True, metavar="DIR")
+    p.set_defaults(handler=cmd_export)
+
+    p = dsub.add_parser("prepare", parents=[common], help="a version with preparation steps recorded")
+    p.add_argument("base")
+    p.add_argument("--name", required=True)
+    p.add_argument("--resize", metavar="WxH")
+    p.add_argument("--normalize", choices=["auto", "imagenet"])
+    p.add_argument("--impute", choices=["mean", "median", "zero", "ffill"])
+    p.set_defaults(handler=cmd_prepare)
+
+    p = dsub.add_parser("tag", parents=[common], help="tag a version (or --delete a tag)")
+    p.add_argument("version", nargs="?")
+    p.add_argument("tag")
+    p.add_argument("--delete", action="store_true")
+    p.set_defaults(handler=cmd_tag)
+
+
+def _emit_version(ctx: Context, node, verb: str) -> None:
+    v = node.to_json()
+    ctx.emit(v, f"{verb} {v['kind']} version {v['id']} {v['name']!r}: {v.get('samples', 0)} samples, {v.get('annotations', 0)} annotations")
+
+
+def cmd_import(ctx: Context, args: argparse.Namespace) -> None:
+    with ctx.progress(f"importing {args.format}", unit="img") as bar:
+        node = ctx.repo.data.import_(args.format, args.source, args.name, role=args.role, progress=bar, **_options(args))
+    _emit_version(ctx, node, "created")
+
+
+def cmd_add(ctx: Context, args: argparse.Namespace) -> None:
+    with ctx.progress(f"importing {args.format}", unit="img") as bar:
+        node = ctx.repo.data.add(args.base, args.format, args.source, args.name, progress=bar, **_options(args))
+    _emit_version(ctx, node, "created")
+
+
+def cmd_filter(ctx: Context, args: argparse.Namespace) -> None:
+    _emit_version(ctx, ctx.repo.data.filter(args.base, args.where, args.name, args.keep_annotations), "created")
+
+
+def cmd_merge(ctx: Context, args: argparse.Namespace) -> None:
+    _emit_version(ctx, ctx.repo.data.merge(args.versions, args.name), "created")
+
+
+def cmd_update(ctx: Context, args: argparse.Namespace) -> None:
+    _emit_version(ctx, ctx.repo.data.update(args.base, args.coco, args.name), "created")
+
+
+def cmd_diff(ctx: Context, args: argparse.Namespace) -> None:
+    d = ctx.repo.data.diff(args.a, args.b).to_json()
+    ctx.emit(d, f"added {d['added']}, removed {d['removed']}, common {d['common']}")
+
+
+def cmd_list(ctx: Context, args: argparse.Namespace) -> None:
+    versions = [n.to_json() for n in ctx.repo.data.list(role=args.role)]
+    ctx.emit(versions, "\n".join(version_line(v) for v in versions) or "no data versions yet")
+
+
+def cmd_show(ctx: Context, args: argparse.Namespace) -> None:
+    repo = ctx.repo
+    node = repo.data.get(args.version)
+    view = repo.data.checkout(node)
+    stats = compute_stats(view)
+    out = node.to_json()
+    out["categories"] = stats["categories"]
+    out["stats"] = stats
+    if args.grid:
+        if node.props.get("modality") != "image":
+            raise InvalidInput("--grid applies to image versions")
+        n = min(len(view), max(args.grid_size, 1))
+        items = [(view.raw_image(i), view[i].annotations) for i in range(n)]
+        out["grid"] = str(thumbnail_grid(items, args.grid, categories=sorted(node.props.get("category_ids", {}))))
+    if args.plot:
+        out["plot"] = str(plot_distributions(stats, args.plot, title=node.name))
+    ctx.emit(out, lambda: _show_text(out))
+
+
+def _show_text(v: dict[str, Any]) -> str:
+    s = v["stats"]
+    lines = [version_line(v), f"  parents: {v['parents'] or '-'}   created: {v['created_at']}"]
+    if v.get("preparation"):
+        lines.append(f"  preparation: {v['preparation']}")
+    if s["categories"]:
+        lines.append("  categories: " + ", ".join(f"{k}={n}" for k, n in s["categories"].items()))
+    if "image_sizes" in s:
+        lines.append("  image sizes: " + ", ".join(f"{k} ({n})" for k, n in list(s["image_sizes"].items())[:5]))
+    if "boxes" in s:
+        b = s["boxes"]
+        lines.append(f"  boxes: {b['count']}, per image median {b['per_image']['median']:.1f}, "
+                     f"width median {b['width']['median']:.1f}px, height median {b['height']['median']:.1f}px")
+    if "pixels" in s:
+        p = s["pixels"]
+        lines.append(f"  pixel mean {p['mean']} std {p['std']} (from {p['images_used']} images)")
+    if "series" in s:
+        x = s["series"]
+        lines.append(f"  series: {x['windows']} windows x {x['sensors']} sensors, {x['total_steps']} steps, "
+                     f"missing {x['missing_values']} ({x['missing_fraction']:.2%})")
+    if "columns" in s:
+        for name, c in s["columns"].items():
+            lines.append(f"  column {name}: {c}")
+    for key in ("grid", "plot"):
+        if key in v:
+            lines.append(f"  wrote {v[key]}")
+    return "\n".join(lines)
+
+
+def cmd_export(ctx: Context, args: argparse.Namespace) -> None:
+    path = ctx.repo.data.export(args.version, args.format, args.out)
+    ctx.emit({"path": str(path)}, f"exported to {path}")
+
+
+def cmd_prepare(ctx: Context, args: argparse.Namespace) -> None:
+    steps = parse_step_args(args.resize, args.normalize, args.impute)
+    _emit_version(ctx, ctx.repo.data.prepare(args.base, args.name, steps), "created")
+
+
+def cmd_tag(ctx: Context, args: argparse.Namespace) -> None:
+    if args.delete:
+        ctx.repo.data.untag(args.tag)
+        ctx.emit({"tag": args.tag, "deleted": True}, f"deleted tag {args.tag!r}")
+        return
+    if args.version is None:
+        raise InvalidInput("usage: veml data tag VERSION TAG (or --delete TAG)")
+    node = ctx.repo.data.tag(args.version, args.tag)
+    ctx.emit(node.to_json(), f"tagged {node.id} {node.name!r} as {args.tag!r}")

@@ -1,0 +1,78 @@
+"""``veml``: the command line (DESIGN.md section 8 is its contract).
+
+Thin: parse arguments, call the Python API, render.  Exit codes: 0 success, 1 error (one
+``error: …`` line on stderr, a traceback only with ``--debug``), 2 bad usage.  With ``--json``
+stdout holds exactly one JSON document.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any, Callable, Sequence
+
+from veml.cli import data as data_cmds
+from veml.cli import repo as repo_cmds
+from veml.cli.common import Context
+from veml.errors import VemlError
+
+
+def _common(json_default: Any = argparse.SUPPRESS) -> argparse.ArgumentParser:
+    """Options every command takes, accepted before or after the sub-command."""
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument("--repo", metavar="PATH", default=json_default, help="repository (default: nearest .veml/ upward, or $VEML_REPO)")
+    p.add_argument("--json", action="store_true", default=json_default, help="print one JSON document on stdout")
+    p.add_argument("--debug", action="store_true", default=json_default, help="show tracebacks")
+    return p
+
+
+def build_parser() -> argparse.ArgumentParser:
+    top_common = _common(None)
+    for a in top_common._actions:
+        if a.dest == "json" or a.dest == "debug":
+            a.default = False
+    parser = argparse.ArgumentParser(prog="veml", description="Version management for the whole ML lifecycle.", parents=[top_common])
+    common = _common()
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    repo_cmds.register(sub, common)
+    data_cmds.register(sub, common)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    ctx = Context(repo_path=args.repo, as_json=bool(args.json), debug=bool(args.debug))
+    handler: Callable[[Context, argparse.Namespace], Any] = args.handler
+    try:
+        result = handler(ctx, args)
+    except VemlError as exc:
+        if ctx.debug:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # a bug: still one line unless --debug, as the contract says
+        if ctx.debug:
+            raise
+        print(f"error: internal error ({type(exc).__name__}: {exc}); rerun with --debug for a traceback", file=sys.stderr)
+        return 1
+    finally:
+        ctx.close()
+    if isinstance(result, int):
+        return result
+    return 0
+
+
+def run() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    run()
+
+
+__all__ = ["main", "build_parser", "json"]

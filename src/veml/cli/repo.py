@@ -1,0 +1,70 @@
+"""Repository-level commands: init, lineage, verify, gc."""
+
+from __future__ import annotations
+
+import argparse
+
+import veml
+from veml.cli.common import Context, version_line
+from veml.versions.lineage import to_cypher, to_dot
+
+
+def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("init", parents=[common], help="create a repository")
+    p.add_argument("path", nargs="?", default=".")
+    p.add_argument("--metadata-url", help="graph/metadata database (default sqlite:///meta.db inside .veml/)")
+    p.add_argument("--storage-url", help="sample store location (default .veml/data)")
+    p.set_defaults(handler=cmd_init)
+
+    p = sub.add_parser("lineage", parents=[common], help="ancestors/descendants of a version")
+    p.add_argument("version")
+    d = p.add_mutually_exclusive_group()
+    d.add_argument("--up", dest="direction", action="store_const", const="up", help="ancestors (default)")
+    d.add_argument("--down", dest="direction", action="store_const", const="down", help="descendants")
+    d.add_argument("--both", dest="direction", action="store_const", const="both")
+    p.add_argument("--hops", type=int, default=None, help="hop limit")
+    p.add_argument("--format", choices=["json", "dot", "cypher"], default=None)
+    p.set_defaults(handler=cmd_lineage, direction="up")
+
+    p = sub.add_parser("verify", parents=[common], help="check every version against its digests")
+    p.set_defaults(handler=cmd_verify)
+
+    p = sub.add_parser("gc", parents=[common], help="reclaim rows no version references")
+    p.add_argument("--grace", type=float, default=3600.0, metavar="SECONDS",
+                   help="keep rows of imports started less than this long ago (default 3600)")
+    p.set_defaults(handler=cmd_gc)
+
+
+def cmd_init(ctx: Context, args: argparse.Namespace) -> None:
+    repo = veml.init(args.path, metadata_url=args.metadata_url, storage_url=args.storage_url)
+    repo.close()
+    ctx.emit({"path": str(repo.root)}, f"initialised VeML repository in {repo.dir}")
+
+
+def cmd_lineage(ctx: Context, args: argparse.Namespace) -> None:
+    lin = ctx.repo.lineage.query(args.version, args.direction, args.hops)
+    if args.format in ("dot", "cypher"):
+        text = to_dot(lin) if args.format == "dot" else to_cypher(lin)
+        ctx.emit({"format": args.format, "text": text}, text)
+    elif args.format == "json":
+        ctx.emit(lin.to_json())
+    else:
+        nodes = "\n".join(version_line(n.to_json()) for n in lin.nodes)
+        edges = "\n".join(f"  {e.src} -[{e.kind}]-> {e.dst}" for e in lin.edges)
+        ctx.emit(lin.to_json(), nodes + (f"\nedges:\n{edges}" if edges else ""))
+
+
+def cmd_verify(ctx: Context, args: argparse.Namespace) -> int:
+    report = ctx.repo.verify()
+    lines = [f"checked {report.versions} versions, {report.samples} samples, {report.annotations} annotations, {report.artifacts} artifacts"]
+    lines += [f"DAMAGED: {p}" for p in report.problems]
+    lines.append("ok" if report.ok else f"{len(report.problems)} problem(s)")
+    ctx.emit(report.to_json(), "\n".join(lines))
+    return 0 if report.ok else 1
+
+
+def cmd_gc(ctx: Context, args: argparse.Namespace) -> None:
+    report = ctx.repo.gc(grace_s=args.grace)
+    r = report.to_json()
+    ctx.emit(r, f"reclaimed {r['samples_reclaimed']} samples and {r['annotations_reclaimed']} annotation rows; "
+                f"sample store {r['bytes_before']} -> {r['bytes_after']} bytes")

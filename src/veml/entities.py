@@ -1,0 +1,133 @@
+"""Frozen entities of the version graph.
+
+Nodes are insert-only, so they are immutable values here too: a change is a new node with an edge
+to its parent.  ``props`` holds the kind-specific fields as plain JSON-able data, which is how the
+graph store persists them; typed accessors live on the subclasses that need them.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+NODE_KINDS = (
+    "Project",
+    "DataVersion",
+    "ModelVersion",
+    "TrainingVersion",
+    "InferenceVersion",
+    "PredictionVersion",
+    "CoreSet",
+    "DriftReport",
+    "SimilarityReport",
+    "Architecture",
+    "Backbone",
+    "Neck",
+    "Head",
+)
+
+EDGE_KINDS = (
+    "ADD_DATA",
+    "FILTER_DATA",
+    "MERGE_DATA",
+    "UPDATE_ANNOTATION",
+    "PREPARE_DATA",
+    "DATA_TRAINING",
+    "MODEL_TRAINING",
+    "FINETUNE_FROM",
+    "TRANSFER_FROM",
+    "DEPLOY",
+    "PREDICT_ON",
+    "CORESET_OF",
+    "DRIFT_CHECK",
+    "REBUILD",
+    "USES",
+)
+
+#: The short kind names used in version objects (``"kind": "data"``) and on the command line.
+SHORT_KIND = {
+    "DataVersion": "data",
+    "ModelVersion": "model",
+    "TrainingVersion": "training",
+    "InferenceVersion": "inference",
+    "PredictionVersion": "prediction",
+    "CoreSet": "coreset",
+    "DriftReport": "drift",
+    "SimilarityReport": "similarity",
+    "Project": "project",
+    "Architecture": "architecture",
+    "Backbone": "backbone",
+    "Neck": "neck",
+    "Head": "head",
+}
+
+ROLES = ("train", "test", "unlabeled")
+MODALITIES = ("image", "table", "series")
+
+
+def iso(ts: float) -> str:
+    """UTC ISO-8601 with a Z, the one timestamp format every face prints."""
+    return _dt.datetime.fromtimestamp(ts, _dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass(frozen=True)
+class Node:
+    id: int
+    kind: str
+    name: str
+    created_at: float
+    props: Mapping[str, Any] = field(default_factory=dict)
+    parents: tuple[int, ...] = ()
+    tags: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        """The version object of DESIGN.md section 8: common keys first, then the kind's fields."""
+        out: dict[str, Any] = {
+            "id": self.id,
+            "kind": SHORT_KIND.get(self.kind, self.kind.lower()),
+            "name": self.name,
+            "parents": list(self.parents),
+            "created_at": iso(self.created_at),
+            "tags": list(self.tags),
+        }
+        for key, value in self.props.items():
+            out.setdefault(key, value)
+        return out
+
+
+@dataclass(frozen=True)
+class Edge:
+    src: int
+    dst: int
+    kind: str
+    props: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"src": self.src, "dst": self.dst, "kind": self.kind, "props": dict(self.props)}
+
+
+@dataclass(frozen=True)
+class Lineage:
+    """A connected piece of the graph returned by a lineage query."""
+
+    root: int
+    direction: str
+    nodes: tuple[Node, ...]
+    edges: tuple[Edge, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "root": self.root,
+            "direction": self.direction,
+            "nodes": [n.to_json() for n in self.nodes],
+            "edges": [e.to_json() for e in self.edges],
+        }
+
+
+@dataclass(frozen=True)
+class IdSetRef:
+    """A stored id set (roaring bitmap) with the count and digest ``verify`` checks it against."""
+
+    count: int
+    digest: str

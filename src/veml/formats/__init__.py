@@ -1,0 +1,6 @@
+"""Import and export of real-world formats.
+
+Parsers turn a source into an :class:`~veml.formats.batch.ImportBatch` (Arrow tables, no ids yet)
+and validate everything before anything is written, so bad input leaves the repository unchanged.
+Exporters write a checked-out version back out.  Nothing here touches the stores.
+"""

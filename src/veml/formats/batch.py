@@ -1,0 +1,118 @@
+"""What every parser returns: rows to append, described well enough to become a version."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping
+
+import pyarrow as pa
+
+from veml.errors import InvalidInput
+
+from veml.schemas import SCHEMAS
+
+SAMPLE_FIELDS = [f for f in SCHEMAS["samples"] if f.name != "data_id"]
+SAMPLE_SCHEMA = pa.schema(SAMPLE_FIELDS)
+
+
+def annotation_schema(table: str) -> pa.Schema:
+    """Annotation rows before ids exist: ``sample_index`` points at a row of the batch's samples."""
+    fields = [f for f in SCHEMAS[table] if f.name not in ("ann_id", "data_id")]
+    return pa.schema([pa.field("sample_index", pa.int64(), nullable=False), *fields])
+
+
+@dataclass(frozen=True)
+class ImportBatch:
+    modality: str
+    samples: pa.Table
+    annotations: Mapping[str, pa.Table] = field(default_factory=dict)
+    columns: Mapping[str, str] = field(default_factory=dict)  # meta column -> SQL type
+    category_ids: Mapping[str, int] = field(default_factory=dict)
+    source: Mapping[str, Any] = field(default_factory=dict)
+    artifacts: Mapping[str, bytes] = field(default_factory=dict)  # prop name -> bytes to store by digest
+    extra_props: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def n_annotations(self) -> int:
+        return sum(t.num_rows for t in self.annotations.values())
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def sql_type(values: Iterable[Any]) -> str:
+    """The narrowest SQL type that holds every non-null value (DuckDB type names)."""
+    seen: set[str] = set()
+    for v in values:
+        if v is None:
+            continue
+        if isinstance(v, bool):
+            seen.add("BOOLEAN")
+        elif isinstance(v, int):
+            seen.add("BIGINT")
+        elif isinstance(v, float):
+            seen.add("DOUBLE")
+        elif isinstance(v, str):
+            seen.add("VARCHAR")
+        else:
+            seen.add("JSON")
+    if not seen:
+        return "VARCHAR"
+    if len(seen) == 1:
+        return seen.pop()
+    if seen <= {"BIGINT", "DOUBLE"}:
+        return "DOUBLE"
+    return "VARCHAR"
+
+
+def merge_columns(*column_sets: Mapping[str, str]) -> dict[str, str]:
+    """Columns of a union of versions; a name typed differently on two sides widens to VARCHAR."""
+    out: dict[str, str] = {}
+    for cols in column_sets:
+        for name, typ in cols.items():
+            if name not in out:
+                out[name] = typ
+            elif out[name] != typ:
+                out[name] = "DOUBLE" if {out[name], typ} <= {"BIGINT", "DOUBLE"} else "VARCHAR"
+    return out
+
+
+def to_json_meta(values: Mapping[str, Any]) -> str:
+    """Meta JSON with NaN/inf written as null (JSON has no NaN)."""
+    clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in values.items()}
+    return json.dumps(clean, sort_keys=True, separators=(",", ":"))
+
+
+def concat_batches(batches: list[ImportBatch]) -> ImportBatch:
+    """Several sources imported as one version (``veml data add BASE coco A.json B.json``)."""
+    if len(batches) == 1:
+        return batches[0]
+    modalities = {b.modality for b in batches}
+    if len(modalities) > 1:
+        raise InvalidInput(f"sources hold different modalities: {sorted(modalities)}")
+    offset, tables = 0, {}
+    for b in batches:
+        for name, t in b.annotations.items():
+            shifted = t.set_column(0, "sample_index", pa.array(t["sample_index"].to_numpy() + offset))
+            tables.setdefault(name, []).append(shifted)
+        offset += b.samples.num_rows
+    cats: dict[str, int] = {}
+    artifacts: dict[str, bytes] = {}
+    for b in batches:
+        for k, v in b.category_ids.items():
+            cats.setdefault(k, v)
+        artifacts.update(b.artifacts)
+    return ImportBatch(
+        modality=batches[0].modality,
+        samples=pa.concat_tables([b.samples for b in batches]),
+        annotations={k: pa.concat_tables(v) for k, v in tables.items()},
+        columns=merge_columns(*(b.columns for b in batches)),
+        category_ids=cats,
+        source={"sources": [dict(b.source) for b in batches]},
+        artifacts=artifacts,
+        extra_props=dict(batches[0].extra_props),
+    )

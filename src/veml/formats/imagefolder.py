@@ -1,0 +1,90 @@
+"""Image folders with one sub-folder per class (torchvision's ImageFolder layout)."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Callable
+
+import pyarrow as pa
+
+from veml.errors import InvalidInput
+from veml.formats.batch import SAMPLE_SCHEMA, ImportBatch, annotation_schema, sha256, to_json_meta
+from veml.formats.images import IMAGE_SUFFIXES, read_image
+
+
+def parse_image_folder(root: Path, progress: Callable[[int], None] | None = None) -> ImportBatch:
+    root = Path(root)
+    if not root.is_dir():
+        raise InvalidInput(f"{root}: directory not found")
+    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not classes:
+        raise InvalidInput(f"{root}: no class sub-folders (expected DIR/<class>/<image>)")
+    entries: list[tuple[str, Path]] = []
+    for cls in classes:
+        for f in sorted((root / cls).rglob("*")):
+            if f.is_file() and not f.name.startswith("."):
+                if f.suffix.lower() not in IMAGE_SUFFIXES:
+                    raise InvalidInput(f"{f}: not an image file (suffix {f.suffix or 'missing'})")
+                entries.append((cls, f))
+    if not entries:
+        raise InvalidInput(f"{root}: no images in the class sub-folders")
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        files = list(pool.map(lambda e: read_image(e[1]), entries))
+    if progress:
+        progress(len(files))
+    rel = [str(p.relative_to(root)) for _, p in entries]
+    samples = pa.table(
+        {
+            "modality": ["image"] * len(files),
+            "format": [f.format for f in files],
+            "payload": pa.array([f.payload for f in files], pa.large_binary()),
+            "width": pa.array([f.width for f in files], pa.int32()),
+            "height": pa.array([f.height for f in files], pa.int32()),
+            "channels": pa.array([f.channels for f in files], pa.int32()),
+            "shape": pa.array([[f.height, f.width, f.channels] for f in files], pa.list_(pa.int32())),
+            "file_name": rel,
+            "content_hash": [sha256(f.payload) for f in files],
+            "meta": [to_json_meta({}) for _ in files],
+        },
+        schema=SAMPLE_SCHEMA,
+    )
+    labels = pa.table(
+        {
+            "sample_index": list(range(len(entries))),
+            "category": [cls for cls, _ in entries],
+            "value": [float("nan")] * len(entries),
+        },
+        schema=annotation_schema("labels"),
+    )
+    return ImportBatch(
+        modality="image",
+        samples=samples,
+        annotations={"labels": labels},
+        category_ids={c: i + 1 for i, c in enumerate(classes)},
+        source={"format": "images", "path": str(root.resolve())},
+    )
+
+
+def write_image_folder(out_dir: Path, samples: pa.Table, labels: pa.Table) -> Path:
+    """One sub-folder per class; a sample with several labels is written under each of them."""
+    out_dir = Path(out_dir)
+    by_id = {}
+    for row in samples.select(["data_id", "file_name", "format", "payload"]).to_pylist():
+        by_id[row["data_id"]] = row
+    if labels.num_rows == 0:
+        raise InvalidInput("this version has no class labels: export it as coco instead")
+    for a in labels.select(["data_id", "category"]).to_pylist():
+        row = by_id.get(a["data_id"])
+        if row is None:
+            continue
+        cls = _safe_component(a["category"])
+        target = out_dir / cls / f"{row['data_id']}_{_safe_component(Path(row['file_name']).name)}"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(row["payload"])
+    return out_dir
+
+
+def _safe_component(name: str) -> str:
+    cleaned = "".join(c if c.isalnum() or c in "-_. " else "_" for c in str(name)).strip(" .")
+    return cleaned or "_"

@@ -1,0 +1,108 @@
+"""The repository: ``.veml/`` on disk, its stores opened from the URLs in ``config.toml``.
+
+Faces (CLI, server) and users' scripts go through :class:`Repository`; it is the one place that
+knows both the configuration and the version modules, so everything below stays independent of
+where the data lives.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+
+from veml.errors import InvalidInput, RepositoryExists, RepositoryNotFound, StorageError
+from veml.store import open_artifact_store, open_graph_store, open_sample_store
+from veml.versions import integrity
+from veml.versions.context import Stores
+from veml.versions.data import DataVersions
+from veml.versions.lineage import LineageAPI
+
+DIRNAME = ".veml"
+CONFIG = "config.toml"
+DEFAULTS = {"metadata_url": "sqlite:///meta.db", "storage_url": "data", "artifacts_url": "artifacts"}
+
+
+class Repository:
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root).resolve()
+        self.dir = self.root / DIRNAME
+        cfg_path = self.dir / CONFIG
+        try:
+            self.config: dict[str, Any] = {**DEFAULTS, **tomllib.loads(cfg_path.read_text())}
+        except FileNotFoundError:
+            raise RepositoryNotFound(f"no VeML repository at {self.root} (run 'veml init')") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise StorageError(f"{cfg_path}: malformed config: {exc}") from None
+        self.stores = Stores(
+            graph=open_graph_store(self.config["metadata_url"], self.dir),
+            samples=open_sample_store(self.config["storage_url"], self.dir),
+            artifacts=open_artifact_store(self.config["artifacts_url"], self.dir),
+        )
+        self.data = DataVersions(self.stores)
+        self.lineage = LineageAPI(self.stores)
+
+    def get(self, ref: str | int):
+        """Any version of any kind, by id, name or tag."""
+        return self.stores.graph.resolve(ref)
+
+    def verify(self) -> integrity.VerifyReport:
+        return integrity.verify(self.stores)
+
+    def gc(self, grace_s: float = integrity.DEFAULT_GRACE_S) -> integrity.GcReport:
+        return integrity.gc(self.stores, grace_s)
+
+    def close(self) -> None:
+        self.stores.graph.close()
+
+    def __enter__(self) -> "Repository":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def init(path: str | Path = ".", metadata_url: str | None = None, storage_url: str | None = None,
+         artifacts_url: str | None = None) -> Repository:
+    root = Path(path).resolve()
+    vdir = root / DIRNAME
+    if (vdir / CONFIG).exists():
+        raise RepositoryExists(f"{root} already holds a VeML repository")
+    if root.exists() and not root.is_dir():
+        raise InvalidInput(f"{root} is not a directory")
+    config = dict(DEFAULTS)
+    for key, value in (("metadata_url", metadata_url), ("storage_url", storage_url), ("artifacts_url", artifacts_url)):
+        if value:
+            config[key] = value
+    vdir.mkdir(parents=True, exist_ok=True)
+    # Create the stores first and write config.toml last: a repository exists once its config does.
+    open_graph_store(config["metadata_url"], vdir).close()
+    open_sample_store(config["storage_url"], vdir).create()
+    tmp = vdir / (CONFIG + ".tmp")
+    tmp.write_text(tomli_w.dumps(config))
+    os.replace(tmp, vdir / CONFIG)
+    return Repository(root)
+
+
+def find_root(start: str | Path | None = None) -> Path:
+    """The nearest directory upward holding ``.veml/``, or ``$VEML_REPO``."""
+    if start is None:
+        env = os.environ.get("VEML_REPO")
+        if env:
+            start = env
+            if not (Path(env) / DIRNAME / CONFIG).exists():
+                raise RepositoryNotFound(f"$VEML_REPO={env} holds no VeML repository")
+            return Path(env).resolve()
+        start = Path.cwd()
+    here = Path(start).resolve()
+    for candidate in (here, *here.parents):
+        if (candidate / DIRNAME / CONFIG).exists():
+            return candidate
+    raise RepositoryNotFound(f"no VeML repository at {here} or above it (run 'veml init')")
+
+
+def open(path: str | Path | None = None) -> Repository:  # noqa: A001 - mirrors veml.open in DESIGN.md
+    return Repository(find_root(path))

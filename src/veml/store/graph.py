@@ -1,0 +1,66 @@
+"""The graph/metadata store interface.
+
+Every version of every kind is a node; every derivation an edge.  :meth:`GraphStore.record` is the
+one atomic write ("record one step", as ML Metadata calls it): the node, its incoming edges, its id
+sets and its tags commit together or not at all, so a killed process never leaves half a version.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterator, Mapping, Protocol, Sequence
+
+from veml.entities import Edge, IdSetRef, Lineage, Node
+from veml.store.idsets import BitMap
+
+#: (parent id, edge kind, edge properties)
+ParentLink = tuple[int, str, Mapping[str, Any]]
+
+
+class GraphStore(Protocol):
+    def record(
+        self,
+        kind: str,
+        name: str,
+        props: Mapping[str, Any],
+        parents: Sequence[ParentLink] = (),
+        idsets: Mapping[str, BitMap] | None = None,
+        allocations: Sequence[int] = (),
+    ) -> Node:
+        """Create a node atomically; ``allocations`` are id ranges this node now owns (marked done)."""
+
+    def get(self, node_id: int) -> Node: ...
+
+    def resolve(self, ref: str | int, kinds: Sequence[str] | None = None) -> Node:
+        """A node by id, unique name or tag; :class:`~veml.errors.NotFound` otherwise."""
+
+    def list(self, kinds: Sequence[str] | None = None, limit: int | None = None, offset: int = 0) -> list[Node]: ...
+
+    def count(self, kinds: Sequence[str] | None = None) -> int: ...
+
+    def name_taken(self, name: str) -> bool: ...
+
+    def add_edge(self, src: int, dst: int, kind: str, props: Mapping[str, Any] | None = None) -> Edge: ...
+
+    def idset(self, node_id: int, name: str) -> BitMap: ...
+
+    def idset_ref(self, node_id: int, name: str) -> IdSetRef: ...
+
+    def iter_idsets(self, name: str) -> Iterator[tuple[int, BitMap, IdSetRef]]: ...
+
+    def lineage(self, node_id: int, direction: str = "up", hops: int | None = None) -> Lineage: ...
+
+    def edges_of(self, node_ids: Sequence[int]) -> list[Edge]: ...
+
+    def tag(self, node_id: int, tag: str) -> None: ...
+
+    def untag(self, tag: str) -> None: ...
+
+    def allocate(self, space: str, count: int) -> tuple[int, int]:
+        """Reserve ``count`` consecutive ids in ``space`` ('data' or 'ann'); returns (allocation id, first id)."""
+
+    def pending_allocations(self) -> list[tuple[int, str, int, int, float]]:
+        """Allocations no node has claimed yet: (id, space, start, count, created_at)."""
+
+    def drop_allocations(self, allocation_ids: Sequence[int]) -> None: ...
+
+    def close(self) -> None: ...

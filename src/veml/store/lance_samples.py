@@ -1,0 +1,110 @@
+"""Samples and annotations in Lance tables on a local path.
+
+Why Lance: columnar, appends are cheap commits, encoded images stay as they came (no re-encoding),
+and random ``take`` by position is fast, which is what reading a filtered version needs.  A read
+turns the version's bitmap into either a few key ranges (pushed down as a filter, sequential I/O
+for the one-import-one-range case) or into row positions found by scanning the small key column.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pyarrow as pa
+
+from veml.errors import StorageError
+from veml.store.idsets import BitMap, runs, to_numpy
+from veml.schemas import KEY, SCHEMAS
+
+_MAX_RANGE_FILTER = 16  # beyond this many runs a positional take beats a long OR filter
+
+
+def _lance():
+    import lance
+
+    return lance
+
+
+class LanceSampleStore:
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    def _uri(self, table: str) -> str:
+        if table not in SCHEMAS:
+            raise StorageError(f"unknown sample table {table!r}")
+        return str(self.root / f"{table}.lance")
+
+    def _open(self, table: str):
+        try:
+            return _lance().dataset(self._uri(table))
+        except (ValueError, OSError) as exc:
+            raise StorageError(f"cannot open sample table {table!r} under {self.root}: {exc}") from exc
+
+    def create(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        for table, schema in SCHEMAS.items():
+            if not Path(self._uri(table)).exists():
+                _lance().write_dataset(schema.empty_table(), self._uri(table), mode="create")
+
+    def append(self, table: str, rows: pa.Table) -> None:
+        if rows.num_rows == 0:
+            return
+        rows = rows.select(SCHEMAS[table].names).cast(SCHEMAS[table])
+        _lance().write_dataset(rows, self._uri(table), mode="append", max_rows_per_group=1024)
+
+    def read(self, table: str, ids: BitMap, columns: Sequence[str] | None = None) -> pa.Table:
+        key = KEY[table]
+        cols = list(columns) if columns is not None else None
+        if cols is not None and key not in cols:
+            cols = [key, *cols]
+        schema = SCHEMAS[table]
+        if len(ids) == 0:
+            return (schema if cols is None else pa.schema([schema.field(c) for c in cols])).empty_table()
+        ds = self._open(table)
+        spans = runs(ids)
+        if len(spans) <= _MAX_RANGE_FILTER:
+            where = " OR ".join(f"({key} >= {a} AND {key} < {b})" for a, b in spans)
+            out = ds.to_table(columns=cols, filter=where)
+        else:
+            keys = ds.to_table(columns=[key])[key].to_numpy()
+            wanted = to_numpy(ids)
+            pos = np.nonzero(np.isin(keys, wanted, assume_unique=True))[0]
+            pos = pos[np.argsort(keys[pos], kind="stable")]
+            out = ds.take(pos, columns=cols)
+        if out.num_rows > 1:
+            k = out[key].to_numpy()
+            if np.any(k[1:] < k[:-1]):
+                out = out.take(pa.array(np.argsort(k, kind="stable")))
+        return out
+
+    def keys(self, table: str) -> BitMap:
+        key = KEY[table]
+        col = self._open(table).to_table(columns=[key])[key].to_numpy()
+        return BitMap(col.astype(np.uint32))
+
+    def reclaim(self, table: str, ids: BitMap) -> int:
+        if len(ids) == 0:
+            return 0
+        key = KEY[table]
+        ds = self._open(table)
+        before = ds.count_rows()
+        for i in range(0, len(spans := runs(ids)), 256):
+            where = " OR ".join(f"({key} >= {a} AND {key} < {b})" for a, b in spans[i : i + 256])
+            ds.delete(where)
+        ds = self._open(table)
+        deleted = before - ds.count_rows()
+        ds.optimize.compact_files()
+        ds = self._open(table)
+        ds.cleanup_old_versions(older_than=_dt.timedelta(seconds=0))
+        return deleted
+
+    def size_bytes(self) -> int:
+        total = 0
+        for dirpath, _dirs, files in os.walk(self.root):
+            for f in files:
+                total += os.path.getsize(os.path.join(dirpath, f))
+        return total

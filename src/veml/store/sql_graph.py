@@ -1,0 +1,417 @@
+"""The version graph in SQL through SQLAlchemy Core: one schema for SQLite and PostgreSQL.
+
+Why SQL and not a graph database: the graph is small next to the samples, lineage is a recursive
+CTE with indexes on both edge ends, and an embedded SQLite file is what a single user wants.
+SQLite runs in WAL mode; write transactions start with ``BEGIN IMMEDIATE`` so two writers queue
+on the busy timeout instead of failing half-way, and readers never block.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any, Iterator, Mapping, Sequence
+
+import sqlalchemy as sa
+from sqlalchemy import event
+
+from veml.entities import SHORT_KIND, Edge, IdSetRef, Lineage, Node
+from veml.errors import AmbiguousName, Conflict, InvalidInput, NotFound, StorageError
+from veml.store import idsets as ids
+from veml.store.graph import ParentLink
+from veml.store.idsets import BitMap
+
+SCHEMA_VERSION = 1
+
+metadata = sa.MetaData()
+
+nodes_t = sa.Table(
+    "nodes",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("kind", sa.String(40), nullable=False),
+    sa.Column("name", sa.String(255), nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("props", sa.Text, nullable=False),
+    sa.UniqueConstraint("name", name="uq_nodes_name"),
+    sa.Index("ix_nodes_kind", "kind", "id"),
+)
+
+edges_t = sa.Table(
+    "edges",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("src", sa.Integer, sa.ForeignKey("nodes.id"), nullable=False),
+    sa.Column("dst", sa.Integer, sa.ForeignKey("nodes.id"), nullable=False),
+    sa.Column("kind", sa.String(40), nullable=False),
+    sa.Column("props", sa.Text, nullable=False),
+    sa.Index("ix_edges_dst", "dst", "src"),
+    sa.Index("ix_edges_src", "src", "dst"),
+)
+
+idsets_t = sa.Table(
+    "idsets",
+    metadata,
+    sa.Column("node_id", sa.Integer, sa.ForeignKey("nodes.id"), primary_key=True),
+    sa.Column("name", sa.String(40), primary_key=True),
+    sa.Column("count", sa.BigInteger, nullable=False),
+    sa.Column("digest", sa.String(64), nullable=False),
+    sa.Column("blob", sa.LargeBinary, nullable=False),
+)
+
+tags_t = sa.Table(
+    "tags",
+    metadata,
+    sa.Column("tag", sa.String(255), primary_key=True),
+    sa.Column("node_id", sa.Integer, sa.ForeignKey("nodes.id"), nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Index("ix_tags_node", "node_id"),
+)
+
+counters_t = sa.Table(
+    "counters",
+    metadata,
+    sa.Column("space", sa.String(40), primary_key=True),
+    sa.Column("next_id", sa.BigInteger, nullable=False),
+)
+
+allocations_t = sa.Table(
+    "allocations",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("space", sa.String(40), nullable=False),
+    sa.Column("start", sa.BigInteger, nullable=False),
+    sa.Column("count", sa.BigInteger, nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("node_id", sa.Integer, nullable=True),
+    sa.Index("ix_allocations_node", "node_id"),
+)
+
+meta_t = sa.Table(
+    "veml_meta",
+    metadata,
+    sa.Column("key", sa.String(64), primary_key=True),
+    sa.Column("value", sa.Text, nullable=False),
+)
+
+_ANCESTORS = sa.text(
+    """
+    WITH RECURSIVE walk(id, depth) AS (
+        SELECT CAST(:root AS INTEGER), 0
+        UNION
+        SELECT e.src, w.depth + 1 FROM edges e JOIN walk w ON e.dst = w.id WHERE w.depth < :hops
+    )
+    SELECT id, MIN(depth) FROM walk GROUP BY id
+    """
+)
+_DESCENDANTS = sa.text(
+    """
+    WITH RECURSIVE walk(id, depth) AS (
+        SELECT CAST(:root AS INTEGER), 0
+        UNION
+        SELECT e.dst, w.depth + 1 FROM edges e JOIN walk w ON e.src = w.id WHERE w.depth < :hops
+    )
+    SELECT id, MIN(depth) FROM walk GROUP BY id
+    """
+)
+
+_MAX_HOPS = 1_000_000
+_CHUNK = 500  # ids per IN (...) list: well under SQLite's variable limit
+
+
+def _chunks(seq: Sequence[int]) -> Iterator[Sequence[int]]:
+    for i in range(0, len(seq), _CHUNK):
+        yield seq[i : i + _CHUNK]
+
+
+class SqlGraphStore:
+    """:class:`~veml.store.graph.GraphStore` on any SQLAlchemy URL (SQLite file or PostgreSQL)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.is_sqlite = url.startswith("sqlite")
+        if self.is_sqlite:
+            self.engine = sa.create_engine(url, connect_args={"timeout": 60})
+            event.listen(self.engine, "connect", _sqlite_on_connect)
+            event.listen(self.engine, "begin", _sqlite_on_begin)
+        else:
+            self.engine = sa.create_engine(url, pool_pre_ping=True)
+        self._ensure_schema()
+
+    # --- schema -------------------------------------------------------------------------------
+    def _ensure_schema(self) -> None:
+        try:
+            with self._write() as conn:
+                metadata.create_all(conn, checkfirst=True)
+                row = conn.execute(sa.select(meta_t.c.value).where(meta_t.c.key == "schema_version")).first()
+                if row is None:
+                    conn.execute(meta_t.insert().values(key="schema_version", value=str(SCHEMA_VERSION)))
+                elif int(row[0]) > SCHEMA_VERSION:
+                    raise StorageError(
+                        f"metadata schema version {row[0]} is newer than this VeML ({SCHEMA_VERSION}): upgrade veml"
+                    )
+        except sa.exc.OperationalError as exc:
+            raise StorageError(f"cannot open metadata database {self.url}: {exc.orig}") from exc
+
+    def _write(self):
+        """A write transaction (``BEGIN IMMEDIATE`` on SQLite, so concurrent writers queue)."""
+        return self.engine.execution_options(veml_immediate=True).begin()
+
+    def _read(self):
+        return self.engine.connect()
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # --- nodes --------------------------------------------------------------------------------
+    def record(
+        self,
+        kind: str,
+        name: str,
+        props: Mapping[str, Any],
+        parents: Sequence[ParentLink] = (),
+        idsets: Mapping[str, BitMap] | None = None,
+        allocations: Sequence[int] = (),
+    ) -> Node:
+        _check_name(name)
+        now = time.time()
+        try:
+            with self._write() as conn:
+                node_id = conn.execute(
+                    nodes_t.insert().values(kind=kind, name=name, created_at=now, props=json.dumps(props, sort_keys=True))
+                ).inserted_primary_key[0]
+                if parents:
+                    conn.execute(
+                        edges_t.insert(),
+                        [{"src": p, "dst": node_id, "kind": k, "props": json.dumps(dict(ep), sort_keys=True)} for p, k, ep in parents],
+                    )
+                for set_name, bitmap in (idsets or {}).items():
+                    conn.execute(
+                        idsets_t.insert().values(
+                            node_id=node_id, name=set_name, count=len(bitmap), digest=ids.digest(bitmap), blob=ids.serialize(bitmap)
+                        )
+                    )
+                if allocations:
+                    conn.execute(
+                        allocations_t.update().where(allocations_t.c.id.in_(list(allocations))).values(node_id=node_id)
+                    )
+        except sa.exc.IntegrityError as exc:
+            if self.name_taken(name):
+                raise Conflict(f"name {name!r} is already taken") from exc
+            raise StorageError(f"cannot record {kind} {name!r}: {exc.orig}") from exc
+        return Node(node_id, kind, name, now, dict(props), tuple(p for p, _, _ in parents), ())
+
+    def _rows_to_nodes(self, conn, rows) -> list[Node]:
+        rows = list(rows)
+        if not rows:
+            return []
+        node_ids = [r.id for r in rows]
+        parents: dict[int, list[int]] = {}
+        tags: dict[int, list[str]] = {}
+        for chunk in _chunks(node_ids):
+            for src, dst in conn.execute(
+                sa.select(edges_t.c.src, edges_t.c.dst).where(edges_t.c.dst.in_(chunk)).order_by(edges_t.c.id)
+            ):
+                parents.setdefault(dst, []).append(src)
+            for tag, nid in conn.execute(
+                sa.select(tags_t.c.tag, tags_t.c.node_id).where(tags_t.c.node_id.in_(chunk)).order_by(tags_t.c.tag)
+            ):
+                tags.setdefault(nid, []).append(tag)
+        return [
+            Node(r.id, r.kind, r.name, r.created_at, json.loads(r.props), tuple(parents.get(r.id, ())), tuple(tags.get(r.id, ())))
+            for r in rows
+        ]
+
+    def get(self, node_id: int) -> Node:
+        with self._read() as conn:
+            found = self._rows_to_nodes(conn, conn.execute(sa.select(nodes_t).where(nodes_t.c.id == int(node_id))))
+        if not found:
+            raise NotFound(f"unknown version id {node_id}")
+        return found[0]
+
+    def resolve(self, ref: str | int, kinds: Sequence[str] | None = None) -> Node:
+        ref_s = str(ref).strip()
+        with self._read() as conn:
+            if ref_s.isdigit():
+                cond = nodes_t.c.id == int(ref_s)
+            else:
+                tagged = sa.select(tags_t.c.node_id).where(tags_t.c.tag == ref_s).scalar_subquery()
+                cond = sa.or_(nodes_t.c.name == ref_s, nodes_t.c.id == tagged)
+            q = sa.select(nodes_t).where(cond)
+            if kinds:
+                q = q.where(nodes_t.c.kind.in_(list(kinds)))
+            found = self._rows_to_nodes(conn, conn.execute(q))
+        what = " or ".join(SHORT_KIND.get(k, k) + " version" for k in kinds) if kinds else "version"
+        if not found:
+            raise NotFound(f"unknown {what} {ref_s!r}")
+        if len(found) > 1:
+            raise AmbiguousName(f"{ref_s!r} names more than one version ({', '.join(str(n.id) for n in found)}): use an id")
+        return found[0]
+
+    def list(self, kinds: Sequence[str] | None = None, limit: int | None = None, offset: int = 0) -> list[Node]:
+        q = sa.select(nodes_t).order_by(nodes_t.c.id)
+        if kinds:
+            q = q.where(nodes_t.c.kind.in_(list(kinds)))
+        if limit is not None:
+            q = q.limit(limit)
+        if offset:
+            q = q.offset(offset)
+        with self._read() as conn:
+            return self._rows_to_nodes(conn, conn.execute(q))
+
+    def count(self, kinds: Sequence[str] | None = None) -> int:
+        q = sa.select(sa.func.count()).select_from(nodes_t)
+        if kinds:
+            q = q.where(nodes_t.c.kind.in_(list(kinds)))
+        with self._read() as conn:
+            return int(conn.execute(q).scalar_one())
+
+    def name_taken(self, name: str) -> bool:
+        with self._read() as conn:
+            return conn.execute(sa.select(nodes_t.c.id).where(nodes_t.c.name == name)).first() is not None
+
+    # --- edges & lineage ----------------------------------------------------------------------
+    def add_edge(self, src: int, dst: int, kind: str, props: Mapping[str, Any] | None = None) -> Edge:
+        props = dict(props or {})
+        with self._write() as conn:
+            for nid in (src, dst):
+                if conn.execute(sa.select(nodes_t.c.id).where(nodes_t.c.id == nid)).first() is None:
+                    raise NotFound(f"unknown version id {nid}")
+            conn.execute(edges_t.insert().values(src=src, dst=dst, kind=kind, props=json.dumps(props, sort_keys=True)))
+        return Edge(src, dst, kind, props)
+
+    def edges_of(self, node_ids: Sequence[int]) -> list[Edge]:
+        """Edges whose both ends lie in ``node_ids``."""
+        wanted = set(node_ids)
+        out: list[Edge] = []
+        with self._read() as conn:
+            for chunk in _chunks(sorted(wanted)):
+                rows = conn.execute(
+                    sa.select(edges_t.c.src, edges_t.c.dst, edges_t.c.kind, edges_t.c.props, edges_t.c.id)
+                    .where(edges_t.c.dst.in_(chunk))
+                    .order_by(edges_t.c.id)
+                )
+                out.extend(Edge(r.src, r.dst, r.kind, json.loads(r.props)) for r in rows if r.src in wanted)
+        return out
+
+    def lineage(self, node_id: int, direction: str = "up", hops: int | None = None) -> Lineage:
+        if direction not in ("up", "down", "both"):
+            raise InvalidInput(f"lineage direction must be up, down or both, not {direction!r}")
+        if hops is not None and hops < 0:
+            raise InvalidInput("hop limit must be >= 0")
+        root = self.get(node_id)
+        limit = _MAX_HOPS if hops is None else hops
+        found: dict[int, int] = {}
+        with self._read() as conn:
+            for d, query in (("up", _ANCESTORS), ("down", _DESCENDANTS)):
+                if direction in (d, "both"):
+                    for nid, depth in conn.execute(query, {"root": root.id, "hops": limit}):
+                        found[nid] = min(depth, found.get(nid, depth))
+            ordered = sorted(found)
+            rows = []
+            for chunk in _chunks(ordered):
+                rows.extend(conn.execute(sa.select(nodes_t).where(nodes_t.c.id.in_(chunk))))
+            rows.sort(key=lambda r: r.id)
+            nodes = self._rows_to_nodes(conn, rows)
+        return Lineage(root.id, direction, tuple(nodes), tuple(self.edges_of(ordered)))
+
+    # --- id sets ------------------------------------------------------------------------------
+    def idset(self, node_id: int, name: str) -> BitMap:
+        with self._read() as conn:
+            row = conn.execute(
+                sa.select(idsets_t.c.blob).where(idsets_t.c.node_id == node_id, idsets_t.c.name == name)
+            ).first()
+        if row is None:
+            return BitMap()
+        return ids.deserialize(row[0])
+
+    def idset_ref(self, node_id: int, name: str) -> IdSetRef:
+        with self._read() as conn:
+            row = conn.execute(
+                sa.select(idsets_t.c.count, idsets_t.c.digest).where(idsets_t.c.node_id == node_id, idsets_t.c.name == name)
+            ).first()
+        if row is None:
+            return IdSetRef(0, ids.digest(BitMap()))
+        return IdSetRef(int(row[0]), row[1])
+
+    def iter_idsets(self, name: str) -> Iterator[tuple[int, BitMap, IdSetRef]]:
+        with self._read() as conn:
+            rows = conn.execute(
+                sa.select(idsets_t.c.node_id, idsets_t.c.blob, idsets_t.c.count, idsets_t.c.digest)
+                .where(idsets_t.c.name == name)
+                .order_by(idsets_t.c.node_id)
+            ).all()
+        for r in rows:
+            yield r.node_id, ids.deserialize(r.blob), IdSetRef(int(r.count), r.digest)
+
+    # --- tags ---------------------------------------------------------------------------------
+    def tag(self, node_id: int, tag: str) -> None:
+        _check_name(tag)
+        if self.name_taken(tag):
+            raise Conflict(f"tag {tag!r} would shadow a version of that name")
+        try:
+            with self._write() as conn:
+                conn.execute(tags_t.insert().values(tag=tag, node_id=node_id, created_at=time.time()))
+        except sa.exc.IntegrityError as exc:
+            raise Conflict(f"tag {tag!r} already exists") from exc
+
+    def untag(self, tag: str) -> None:
+        with self._write() as conn:
+            if conn.execute(tags_t.delete().where(tags_t.c.tag == tag)).rowcount == 0:
+                raise NotFound(f"unknown tag {tag!r}")
+
+    # --- id allocation ------------------------------------------------------------------------
+    def allocate(self, space: str, count: int) -> tuple[int, int]:
+        if count < 0:
+            raise InvalidInput("cannot allocate a negative number of ids")
+        with self._write() as conn:
+            row = conn.execute(sa.select(counters_t.c.next_id).where(counters_t.c.space == space)).first()
+            start = int(row[0]) if row else 0
+            if start + count >= 2**32:
+                raise StorageError(f"id space {space!r} exhausted (32-bit ids)")
+            if row is None:
+                conn.execute(counters_t.insert().values(space=space, next_id=start + count))
+            else:
+                conn.execute(counters_t.update().where(counters_t.c.space == space).values(next_id=start + count))
+            alloc_id = conn.execute(
+                allocations_t.insert().values(space=space, start=start, count=count, created_at=time.time())
+            ).inserted_primary_key[0]
+        return int(alloc_id), start
+
+    def pending_allocations(self) -> list[tuple[int, str, int, int, float]]:
+        with self._read() as conn:
+            rows = conn.execute(
+                sa.select(allocations_t.c.id, allocations_t.c.space, allocations_t.c.start, allocations_t.c.count, allocations_t.c.created_at)
+                .where(allocations_t.c.node_id.is_(None))
+                .order_by(allocations_t.c.id)
+            ).all()
+        return [(int(r[0]), r[1], int(r[2]), int(r[3]), float(r[4])) for r in rows]
+
+    def drop_allocations(self, allocation_ids: Sequence[int]) -> None:
+        if not allocation_ids:
+            return
+        with self._write() as conn:
+            conn.execute(allocations_t.delete().where(allocations_t.c.id.in_(list(allocation_ids))))
+
+
+def _check_name(name: str) -> None:
+    if not name or not name.strip():
+        raise InvalidInput("a name must not be empty")
+    if name.strip().isdigit():
+        raise InvalidInput(f"name {name!r} is all digits, which would read as an id")
+    if len(name) > 255:
+        raise InvalidInput("a name must be at most 255 characters")
+
+
+def _sqlite_on_connect(dbapi_conn, _record) -> None:
+    # Let SQLAlchemy's "begin" event decide how transactions start (pysqlite's own BEGIN is deferred).
+    dbapi_conn.isolation_level = None
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.close()
+
+
+def _sqlite_on_begin(conn) -> None:
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("veml_immediate") else "BEGIN")

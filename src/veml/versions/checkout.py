@@ -1,0 +1,179 @@
+"""Checking a data version out into Python: indexable view, Arrow tables, numpy arrays, torch.
+
+Rows are read once per view (one store read for samples, one per annotation table) and decoded
+lazily per item, so ``view[i]`` on a 100k-sample version does not decode 100k images.  The
+version's preparation steps are applied on the way out.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import TYPE_CHECKING, Any, Iterator
+
+import numpy as np
+import pyarrow as pa
+
+from veml.entities import Node
+from veml.errors import InvalidInput, MissingExtra
+from veml.formats.images import decode
+from veml.store.idsets import BitMap, to_numpy
+from veml.versions import preparation, query
+
+if TYPE_CHECKING:
+    from veml.versions.context import Stores
+
+
+@dataclass(frozen=True)
+class Sample:
+    data_id: int
+    file_name: str
+    value: Any  # image (H, W, C) array, series window (steps, sensors), or table feature vector
+    annotations: list[dict[str, Any]] = field(default_factory=list)
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+class DataView:
+    def __init__(self, node: Node, stores: "Stores", ids: BitMap, ann_ids: BitMap) -> None:
+        self.node = node
+        self._s = stores
+        self._ids = ids
+        self._ann_ids = ann_ids
+        self.steps = list(node.props.get("preparation", []))
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    @property
+    def data_ids(self) -> np.ndarray:
+        return to_numpy(self._ids)
+
+    # --- Arrow --------------------------------------------------------------------------------
+    @cached_property
+    def _samples(self) -> pa.Table:
+        return self._s.samples.read("samples", self._ids)
+
+    @cached_property
+    def _annotations(self) -> dict[str, pa.Table]:
+        return {t: self._s.samples.read(t, self._ann_ids) for t in self.node.props.get("annotation_tables", [])}
+
+    def samples_table(self) -> pa.Table:
+        """Every sample row (payload included), in data_id order."""
+        return self._samples
+
+    def annotations(self, table: str | None = None) -> pa.Table | dict[str, pa.Table]:
+        if table is None:
+            return dict(self._annotations)
+        if table not in self._annotations:
+            raise InvalidInput(f"version {self.node.name!r} has no {table!r} annotations")
+        return self._annotations[table]
+
+    def to_arrow(self) -> pa.Table:
+        """Samples with the version's typed columns expanded from ``meta`` and the payload kept."""
+        meta = query.expand_meta(self._samples.drop_columns(["payload"]), self.node.props.get("columns", {}))
+        return meta.append_column("payload", self._samples["payload"])
+
+    # --- items --------------------------------------------------------------------------------
+    @cached_property
+    def _ann_by_id(self) -> dict[int, list[dict[str, Any]]]:
+        out: dict[int, list[dict[str, Any]]] = {}
+        for table, rows in self._annotations.items():
+            for r in rows.to_pylist():
+                r["kind"] = table
+                out.setdefault(r["data_id"], []).append(r)
+        return out
+
+    def raw_image(self, i: int) -> np.ndarray:
+        return np.asarray(decode(self._samples["payload"][i].as_py()))
+
+    def raw_array(self, i: int) -> np.ndarray:
+        shape = self._samples["shape"][i].as_py()
+        return np.frombuffer(self._samples["payload"][i].as_py(), dtype="<f4").reshape(shape)
+
+    def raw_table_matrix(self) -> np.ndarray:
+        features = self.node.props.get("features") or list(self.node.props.get("columns", {}))
+        rows = [json.loads(m) for m in self._samples["meta"].to_pylist()]
+        return np.array([[_num(r.get(f)) for f in features] for r in rows], dtype=np.float64).reshape(len(rows), len(features))
+
+    def __getitem__(self, i: int) -> Sample:
+        if not -len(self) <= i < len(self):
+            raise IndexError(i)
+        i %= len(self)
+        row = {c: self._samples[c][i].as_py() for c in ("data_id", "file_name", "meta", "width", "height")}
+        modality = self.node.props.get("modality")
+        anns = [dict(a) for a in self._ann_by_id.get(row["data_id"], [])]
+        if modality == "image":
+            value = preparation.apply_image(self.raw_image(i), self.steps)
+            sx, sy = preparation.box_scale(row["width"], row["height"], self.steps)
+            for a in anns:
+                if a["kind"] == "boxes" and (sx, sy) != (1.0, 1.0):
+                    a.update(bbox_x=a["bbox_x"] * sx, bbox_y=a["bbox_y"] * sy, bbox_w=a["bbox_w"] * sx, bbox_h=a["bbox_h"] * sy)
+        elif modality == "series":
+            value = preparation.apply_series(self.raw_array(i), self.node.props.get("missing_value", 0.0), self.steps)
+        else:
+            value = self._table_matrix[i]
+        return Sample(row["data_id"], row["file_name"], value, anns, json.loads(row["meta"] or "{}"))
+
+    @cached_property
+    def _table_matrix(self) -> np.ndarray:
+        return preparation.apply_table(self.raw_table_matrix(), self.steps)
+
+    def __iter__(self) -> Iterator[Sample]:
+        for i in range(len(self)):
+            yield self[i]
+
+    # --- arrays -------------------------------------------------------------------------------
+    def to_numpy(self) -> np.ndarray:
+        """All samples stacked: images (N, H, W, C), series (N, steps, sensors), tables (N, features)."""
+        modality = self.node.props.get("modality")
+        if modality == "table":
+            return self._table_matrix
+        if len(self) == 0:
+            return np.zeros((0,), np.float32)
+        items = [self[i].value for i in range(len(self))]
+        shapes = {a.shape for a in items}
+        if len(shapes) > 1:
+            raise InvalidInput(f"samples of {self.node.name!r} differ in shape ({len(shapes)} shapes): prepare with --resize first")
+        return np.stack(items)
+
+    def labels(self) -> list[str | None]:
+        """One class label per sample (first ``labels`` row), None where a sample has none."""
+        first: dict[int, str] = {}
+        table = self._annotations.get("labels")
+        if table is not None:
+            for did, cat in zip(table["data_id"].to_pylist(), table["category"].to_pylist()):
+                first.setdefault(did, cat)
+        return [first.get(d) for d in self.data_ids.tolist()]
+
+    def to_torch(self):
+        """A ``torch.utils.data.Dataset`` of (tensor, annotations) pairs."""
+        try:
+            import torch
+            from torch.utils.data import Dataset
+        except ImportError as exc:
+            raise MissingExtra("torch", "torch") from exc
+
+        view = self
+
+        class _VersionDataset(Dataset):
+            def __len__(self) -> int:
+                return len(view)
+
+            def __getitem__(self, i: int):
+                s = view[i]
+                x = torch.as_tensor(np.ascontiguousarray(s.value))
+                if x.ndim == 3 and view.node.props.get("modality") == "image":
+                    x = x.permute(2, 0, 1)
+                return x, s.annotations
+
+        return _VersionDataset()
+
+
+def _num(v: Any) -> float:
+    if v is None or isinstance(v, str):
+        try:
+            return float(v) if v is not None else float("nan")
+        except ValueError:
+            return float("nan")
+    return float(v)

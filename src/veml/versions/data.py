@@ -1,0 +1,364 @@
+"""Data version management: every operation is a new immutable version with edges to its parents.
+
+How a version is written (DESIGN.md section 7): the source is parsed and validated completely,
+then one contiguous id range is reserved, the sample and annotation rows are appended, and only
+then does the version's node commit (with its bitmaps) in one SQL transaction.  A process killed
+before that commit leaves rows no version references: invisible, and reclaimed by ``veml gc``.
+Derived versions (filter, merge, diff) never touch the rows at all; they are bitmap algebra.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+import pyarrow as pa
+
+from veml.entities import MODALITIES, ROLES, Node
+from veml.errors import Conflict, InvalidInput
+from veml.formats.batch import ImportBatch, concat_batches, merge_columns
+from veml.formats.coco import check_boxes_within, parse_coco, parse_coco_annotations, write_coco
+from veml.formats.imagefolder import parse_image_folder, write_image_folder
+from veml.formats.table import parse_table
+from veml.formats.timeseries import parse_timeseries
+from veml.store.idsets import BitMap, from_array
+from veml.schemas import ANNOTATION_TABLES, SCHEMAS
+from veml.versions import preparation, query
+from veml.versions.checkout import DataView
+from veml.versions.context import Stores
+
+KIND = "DataVersion"
+IMPORT_FORMATS = ("coco", "images", "table", "timeseries")
+_META_COLUMNS = ["data_id", "modality", "format", "width", "height", "channels", "file_name", "meta"]
+
+Progress = Callable[[int], None]
+
+
+@dataclass(frozen=True)
+class Diff:
+    added: int
+    removed: int
+    common: int
+
+    def to_json(self) -> dict[str, int]:
+        return {"added": self.added, "removed": self.removed, "common": self.common}
+
+
+class DataVersions:
+    """The data version API behind ``veml data …`` and ``repo.data``."""
+
+    def __init__(self, stores: Stores) -> None:
+        self._s = stores
+
+    # --- reading ------------------------------------------------------------------------------
+    def get(self, ref: str | int) -> Node:
+        return self._s.graph.resolve(ref, kinds=[KIND])
+
+    def list(self, role: str | None = None, limit: int | None = None, offset: int = 0) -> list[Node]:
+        nodes = self._s.graph.list(kinds=[KIND], limit=limit, offset=offset)
+        return [n for n in nodes if role is None or n.props.get("role") == role]
+
+    def ids(self, ref: str | int | Node) -> BitMap:
+        node = ref if isinstance(ref, Node) else self.get(ref)
+        return self._s.graph.idset(node.id, "samples")
+
+    def annotation_ids(self, ref: str | int | Node) -> BitMap:
+        node = ref if isinstance(ref, Node) else self.get(ref)
+        return self._s.graph.idset(node.id, "annotations")
+
+    def annotations(self, node: Node, columns_only: bool = False) -> dict[str, pa.Table]:
+        """Every annotation table of the version that holds rows (empty tables for the others it declares)."""
+        ann = self.annotation_ids(node)
+        out = {}
+        for table in node.props.get("annotation_tables", []):
+            out[table] = self._s.samples.read(table, ann)
+        return out
+
+    def sample_metadata(self, node: Node) -> pa.Table:
+        return self._s.samples.read("samples", self.ids(node), columns=_META_COLUMNS)
+
+    def checkout(self, ref: str | int | Node) -> DataView:
+        node = ref if isinstance(ref, Node) else self.get(ref)
+        return DataView(node, self._s, self.ids(node), self.annotation_ids(node))
+
+    def diff(self, a: str | int, b: str | int) -> Diff:
+        ia, ib = self.ids(self.get(a)), self.ids(self.get(b))
+        return Diff(added=len(ib - ia), removed=len(ia - ib), common=len(ia & ib))
+
+    # --- creating -----------------------------------------------------------------------------
+    def import_(
+        self,
+        fmt: str,
+        source: Path | str | Sequence[Path | str],
+        name: str,
+        role: str = "train",
+        progress: Progress | None = None,
+        **options: Any,
+    ) -> Node:
+        self._check_new(name, role)
+        batch = parse_sources(fmt, source, progress=progress, **options)
+        props = self._batch_props(batch, role)
+        return self._commit_batch(batch, name, props, parents=[], base_samples=BitMap(), base_ann=BitMap())
+
+    def add(
+        self,
+        base: str | int,
+        fmt: str,
+        source: Path | str | Sequence[Path | str],
+        name: str,
+        progress: Progress | None = None,
+        **options: Any,
+    ) -> Node:
+        parent = self.get(base)
+        self._check_new(name, parent.props.get("role", "train"))
+        batch = parse_sources(fmt, source, progress=progress, **options)
+        if batch.modality != parent.props.get("modality"):
+            raise InvalidInput(f"cannot add {batch.modality} samples to {parent.props.get('modality')} version {parent.name!r}")
+        props = self._batch_props(batch, parent.props.get("role", "train"))
+        props = _union_props([parent.props, props])
+        props["source"] = {"base": parent.id, **batch.source}
+        return self._commit_batch(
+            batch, name, props, parents=[(parent.id, "ADD_DATA", {"format": fmt})],
+            base_samples=self.ids(parent), base_ann=self.annotation_ids(parent),
+        )
+
+    def filter(self, base: str | int, where: str, name: str, keep_annotations: str = "all") -> Node:
+        if keep_annotations not in ("all", "matching"):
+            raise InvalidInput("--keep-annotations must be 'all' or 'matching'")
+        parent = self.get(base)
+        self._check_new(name, parent.props.get("role", "train"))
+        anns = self.annotations(parent)
+        data_ids, ann_ids = query.run_filter(
+            self.sample_metadata(parent), parent.props.get("columns", {}), anns, where
+        )
+        samples = from_array(data_ids)
+        if keep_annotations == "matching":
+            annotations = from_array(ann_ids)
+        else:
+            annotations = BitMap()
+            for table in anns.values():
+                keep = np.isin(table["data_id"].to_numpy(), data_ids)
+                annotations |= from_array(table["ann_id"].to_numpy()[keep])
+        props = dict(parent.props)
+        props.update(
+            samples=len(samples), annotations=len(annotations),
+            source={"base": parent.id, "where": where, "keep_annotations": keep_annotations},
+        )
+        return self._s.graph.record(
+            KIND, name, props,
+            parents=[(parent.id, "FILTER_DATA", {"where": where, "keep_annotations": keep_annotations})],
+            idsets={"samples": samples, "annotations": annotations},
+        )
+
+    def merge(self, refs: Sequence[str | int], name: str) -> Node:
+        if len(refs) < 2:
+            raise InvalidInput("merge needs at least two versions")
+        parents = [self.get(r) for r in refs]
+        modalities = {p.props.get("modality") for p in parents}
+        if len(modalities) > 1:
+            raise InvalidInput(f"cannot merge versions of different modalities ({', '.join(sorted(map(str, modalities)))})")
+        roles = {p.props.get("role") for p in parents}
+        role = roles.pop() if len(roles) == 1 else "train"
+        self._check_new(name, role)
+        samples, annotations = BitMap(), BitMap()
+        for p in parents:
+            samples |= self.ids(p)
+            annotations |= self.annotation_ids(p)
+        props = _union_props([p.props for p in parents])
+        props.update(samples=len(samples), annotations=len(annotations), role=role, source={"merged": [p.id for p in parents]})
+        return self._s.graph.record(
+            KIND, name, props,
+            parents=[(p.id, "MERGE_DATA", {}) for p in parents],
+            idsets={"samples": samples, "annotations": annotations},
+        )
+
+    def update(self, base: str | int, coco: Path | str, name: str) -> Node:
+        """Same samples, new annotations: images are matched to the base version by file name."""
+        parent = self.get(base)
+        if parent.props.get("modality") != "image":
+            raise InvalidInput("update --coco applies to image versions")
+        self._check_new(name, parent.props.get("role", "train"))
+        coco = Path(coco)
+        images, anns, cats = parse_coco_annotations(coco)
+        meta = self.sample_metadata(parent)
+        by_name = dict(zip(meta["file_name"].to_pylist(), meta["data_id"].to_pylist()))
+        sizes = dict(zip(meta["data_id"].to_pylist(), zip(meta["width"].to_pylist(), meta["height"].to_pylist())))
+        to_data: dict[int, int] = {}
+        for image_id, im in images.items():
+            if im["file_name"] not in by_name:
+                raise InvalidInput(f"{coco}: image id {image_id} ({im['file_name']}) is not a sample of {parent.name!r}")
+            to_data[image_id] = by_name[im["file_name"]]
+        check_boxes_within(coco, anns, {iid: sizes[did] for iid, did in to_data.items()})
+        boxed = [a for a in anns if a.get("bbox") is not None]
+        labelled = [a for a in anns if a.get("bbox") is None]
+        tables = {}
+        if boxed:
+            tables["boxes"] = pa.table({
+                "data_id": [to_data[a["image_id"]] for a in boxed],
+                "category": [cats[a["category_id"]] for a in boxed],
+                "bbox_x": [float(a["bbox"][0]) for a in boxed], "bbox_y": [float(a["bbox"][1]) for a in boxed],
+                "bbox_w": [float(a["bbox"][2]) for a in boxed], "bbox_h": [float(a["bbox"][3]) for a in boxed],
+                "area": [float(a.get("area", a["bbox"][2] * a["bbox"][3])) for a in boxed],
+                "iscrowd": pa.array([int(a.get("iscrowd", 0)) for a in boxed], pa.int8()),
+                "source_id": [a.get("id") for a in boxed],
+            })
+        if labelled:
+            tables["labels"] = pa.table({
+                "data_id": [to_data[a["image_id"]] for a in labelled],
+                "category": [cats[a["category_id"]] for a in labelled],
+                "value": [float("nan")] * len(labelled),
+            })
+        annotations, alloc = self._append_annotations(tables)
+        props = dict(parent.props)
+        props.update(
+            annotations=len(annotations), annotation_tables=sorted(tables) or parent.props.get("annotation_tables", []),
+            category_ids={n: c for c, n in cats.items()}, source={"base": parent.id, "format": "coco", "path": str(coco.resolve())},
+        )
+        return self._s.graph.record(
+            KIND, name, props, parents=[(parent.id, "UPDATE_ANNOTATION", {"path": str(coco.resolve())})],
+            idsets={"samples": self.ids(parent), "annotations": annotations}, allocations=[a for a in [alloc] if a is not None],
+        )
+
+    def prepare(self, base: str | int, name: str, steps: Sequence[Mapping[str, Any]]) -> Node:
+        """Record preparation steps on a new version; rows are untouched, steps apply at checkout."""
+        parent = self.get(base)
+        self._check_new(name, parent.props.get("role", "train"))
+        resolved = preparation.resolve_steps(steps, self.checkout(parent))
+        props = dict(parent.props)
+        props["preparation"] = [*parent.props.get("preparation", []), *resolved]
+        props["source"] = {"base": parent.id, "prepared": True}
+        return self._s.graph.record(
+            KIND, name, props, parents=[(parent.id, "PREPARE_DATA", {"steps": resolved})],
+            idsets={"samples": self.ids(parent), "annotations": self.annotation_ids(parent)},
+        )
+
+    def tag(self, ref: str | int, tag: str) -> Node:
+        node = self._s.graph.resolve(ref)
+        self._s.graph.tag(node.id, tag)
+        return self._s.graph.get(node.id)
+
+    def untag(self, tag: str) -> None:
+        self._s.graph.untag(tag)
+
+    def export(self, ref: str | int, fmt: str, out: Path | str) -> Path:
+        node = self.get(ref)
+        out = Path(out)
+        if out.exists() and any(out.iterdir()):
+            raise InvalidInput(f"{out}: export directory is not empty")
+        view = self.checkout(node)
+        if node.props.get("modality") != "image":
+            raise InvalidInput(f"export --format {fmt} applies to image versions; this one holds {node.props.get('modality')}")
+        samples = view.samples_table()
+        anns = self.annotations(node)
+        empty_boxes = SCHEMAS["boxes"].empty_table()
+        empty_labels = SCHEMAS["labels"].empty_table()
+        if fmt == "coco":
+            return write_coco(out, samples, anns.get("boxes", empty_boxes), anns.get("labels", empty_labels),
+                              node.props.get("category_ids", {}), node.props.get("columns", {})).parent
+        if fmt == "images":
+            return write_image_folder(out, samples, anns.get("labels", empty_labels))
+        raise InvalidInput(f"unknown export format {fmt!r}: use coco or images")
+
+    # --- internals ----------------------------------------------------------------------------
+    def _check_new(self, name: str, role: str) -> None:
+        if role not in ROLES:
+            raise InvalidInput(f"role must be one of {', '.join(ROLES)}, not {role!r}")
+        if self._s.graph.name_taken(name):
+            raise Conflict(f"name {name!r} is already taken")
+
+    def _batch_props(self, batch: ImportBatch, role: str) -> dict[str, Any]:
+        assert batch.modality in MODALITIES
+        props: dict[str, Any] = {
+            "modality": batch.modality,
+            "role": role,
+            "columns": dict(batch.columns),
+            "category_ids": dict(batch.category_ids),
+            "annotation_tables": sorted(batch.annotations),
+            "preparation": [],
+            "source": dict(batch.source),
+        }
+        props.update(batch.extra_props)
+        return props
+
+    def _append_annotations(self, tables: Mapping[str, pa.Table]) -> tuple[BitMap, int | None]:
+        """Append annotation tables that already carry ``data_id``; returns their new ann ids."""
+        total = sum(t.num_rows for t in tables.values())
+        if total == 0:
+            return BitMap(), None
+        alloc, start = self._s.graph.allocate("ann", total)
+        offset = start
+        for name in sorted(tables):
+            t = tables[name]
+            t = t.append_column("ann_id", pa.array(np.arange(offset, offset + t.num_rows), pa.int64()))
+            self._s.samples.append(name, t)
+            offset += t.num_rows
+        return BitMap(range(start, start + total)), alloc
+
+    def _commit_batch(
+        self, batch: ImportBatch, name: str, props: dict[str, Any], parents: list, base_samples: BitMap, base_ann: BitMap
+    ) -> Node:
+        n = batch.samples.num_rows
+        alloc, start = self._s.graph.allocate("data", n)
+        data_ids = np.arange(start, start + n, dtype=np.int64)
+        self._s.samples.append("samples", batch.samples.add_column(0, "data_id", pa.array(data_ids)))
+        tables = {}
+        for table, rows in batch.annotations.items():
+            did = data_ids[rows["sample_index"].to_numpy()]
+            tables[table] = rows.drop_columns(["sample_index"]).append_column("data_id", pa.array(did))
+        ann_ids, ann_alloc = self._append_annotations(tables)
+        for prop, blob in batch.artifacts.items():
+            props[prop] = self._s.artifacts.put_bytes(blob)
+        samples = base_samples | BitMap(range(start, start + n))
+        annotations = base_ann | ann_ids
+        props.update(samples=len(samples), annotations=len(annotations))
+        return self._s.graph.record(
+            KIND, name, props, parents=parents, idsets={"samples": samples, "annotations": annotations},
+            allocations=[a for a in (alloc, ann_alloc) if a is not None],
+        )
+
+
+def parse_sources(fmt: str, sources: Path | str | Sequence[Path | str], progress: Progress | None = None, **options: Any) -> ImportBatch:
+    paths = [Path(sources)] if isinstance(sources, (str, Path)) else [Path(p) for p in sources]
+    if not paths:
+        raise InvalidInput("no source given")
+    batches = [parse_source(fmt, p, progress=progress, **options) for p in paths]
+    return concat_batches(batches)
+
+
+def parse_source(fmt: str, source: Path, progress: Progress | None = None, **options: Any) -> ImportBatch:
+    """One entry point for every import format (``veml data import FORMAT …``)."""
+    if fmt == "coco":
+        images = options.get("images")
+        if images is None:
+            raise InvalidInput("coco import needs --images DIR")
+        return parse_coco(source, Path(images), progress=progress)
+    if fmt == "images":
+        return parse_image_folder(source, progress=progress)
+    if fmt == "table":
+        return parse_table(source, label=options.get("label"))
+    if fmt == "timeseries":
+        adj = options.get("adjacency")
+        kwargs = {k: options[k] for k in ("window", "missing_value") if options.get(k) is not None}
+        return parse_timeseries(source, adjacency=Path(adj) if adj else None, **kwargs)
+    raise InvalidInput(f"unknown import format {fmt!r}: use one of {', '.join(IMPORT_FORMATS)}")
+
+
+def _union_props(props_list: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Props of a union of versions: first one's fields, columns/categories/tables combined."""
+    out = dict(props_list[0])
+    out["columns"] = merge_columns(*(p.get("columns", {}) for p in props_list))
+    cats: dict[str, int] = {}
+    for p in props_list:
+        for cname, cid in p.get("category_ids", {}).items():
+            cats.setdefault(cname, cid)
+    out["category_ids"] = cats
+    out["annotation_tables"] = sorted({t for p in props_list for t in p.get("annotation_tables", [])})
+    preps = {json.dumps(p.get("preparation", []), sort_keys=True) for p in props_list}
+    out["preparation"] = props_list[0].get("preparation", []) if len(preps) == 1 else []
+    return out
+
+
+__all__ = ["DataVersions", "Diff", "parse_source", "parse_sources", "IMPORT_FORMATS", "ANNOTATION_TABLES"]
