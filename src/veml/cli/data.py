@@ -162,7 +162,7 @@ def _show_text(v: dict[str, Any]) -> str:
     s = v["stats"]
     lines = [version_line(v), f"  parents: {v['parents'] or '-'}   created: {v['created_at']}"]
     if v.get("preparation"):
-        lines.append(f"  preparation: {v['preparation']}")
+        lines.append("  preparation: " + " -> ".join(_step_text(st) for st in v["preparation"]))
     if s["categories"]:
         lines.append("  categories: " + ", ".join(f"{k}={n}" for k, n in s["categories"].items()))
     if "image_sizes" in s:
@@ -185,6 +185,15 @@ def _show_text(v: dict[str, Any]) -> str:
         if key in v:
             lines.append(f"  wrote {v[key]}")
     return "\n".join(lines)
+
+
+def _step_text(step: dict[str, Any]) -> str:
+    parts = []
+    for k, val in step.items():
+        if k == "op":
+            continue
+        parts.append(f"{k}=[{len(val)} values]" if isinstance(val, list) and len(val) > 4 else f"{k}={val}")
+    return f"{step['op']}({', '.join(parts)})"
 
 
 def cmd_export(ctx: Context, args: argparse.Namespace) -> None:

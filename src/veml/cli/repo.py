@@ -6,6 +6,7 @@ import argparse
 
 import veml
 from veml.cli.common import Context, version_line
+from veml.demo import run_demo
 from veml.versions.lineage import to_cypher, to_dot
 
 
@@ -25,6 +26,11 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.add_argument("--hops", type=int, default=None, help="hop limit")
     p.add_argument("--format", choices=["json", "dot", "cypher"], default=None)
     p.set_defaults(handler=cmd_lineage, direction="up")
+
+    p = sub.add_parser("demo", parents=[common], help="the self-driving walk-through on generated data")
+    p.add_argument("--path", default="veml-demo", help="where to build the demo repository (default ./veml-demo)")
+    p.add_argument("--images", type=int, default=300, help="generated images per driving domain (default 300)")
+    p.set_defaults(handler=cmd_demo)
 
     p = sub.add_parser("verify", parents=[common], help="check every version against its digests")
     p.set_defaults(handler=cmd_verify)
@@ -52,6 +58,17 @@ def cmd_lineage(ctx: Context, args: argparse.Namespace) -> None:
         nodes = "\n".join(version_line(n.to_json()) for n in lin.nodes)
         edges = "\n".join(f"  {e.src} -[{e.kind}]-> {e.dst}" for e in lin.edges)
         ctx.emit(lin.to_json(), nodes + (f"\nedges:\n{edges}" if edges else ""))
+
+
+def cmd_demo(ctx: Context, args: argparse.Namespace) -> None:
+    import sys
+
+    log = (lambda m: None) if ctx.as_json else (lambda m: print(m, file=sys.stderr))
+    summary = run_demo(args.path, images=args.images, log=log)
+    lines = [f"demo repository: {summary['path']}  ({summary['seconds']} s, verify {'ok' if summary['verify_ok'] else 'FAILED'})",
+             f"lineage of {summary['lineage_of']}: " + ", ".join(summary["lineage"]["nodes"]), "next:"]
+    lines += [f"  {c}" for c in summary["next"]]
+    ctx.emit(summary, "\n".join(lines))
 
 
 def cmd_verify(ctx: Context, args: argparse.Namespace) -> int:

@@ -9,7 +9,7 @@ domain stay statistically alike. Image ``i`` is drawn from
 ``k`` images do not depend on ``n_images``.
 
 Speed (measured on one core, 64x64 PNG, default domain, including the file
-writes): 20,000 images in about 19 s (~0.95 ms per image), e.g. with
+writes): 20,000 images in 19-22 s (~1 ms per image), e.g. with
 ``python -c "from veml.datasets import generate_driving_coco as g; g('/tmp/d', 20000)"``.
 """
 

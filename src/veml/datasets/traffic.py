@@ -19,7 +19,7 @@ Each ingredient draws from its own child of ``SeedSequence(seed)``, so
 e.g. changing ``incident_rate`` leaves the noise and missing pattern unchanged;
 that makes "with vs. without incidents" comparisons exact.
 
-Speed: 200 sensors x 288*30 steps takes about 1 s on one core (measured with
+Speed: 200 sensors x 288*30 steps takes about 0.4 s on one core (measured with
 ``python -c "from veml.datasets import generate_traffic as g; g(200, 288*30)"``).
 """
 
