@@ -175,6 +175,8 @@ class SqlGraphStore:
     ) -> Node:
         _check_name(name)
         now = time.time()
+        if self.name_taken(name):
+            raise Conflict(f"name {name!r} is already taken")
         try:
             with self._write() as conn:
                 node_id = conn.execute(
@@ -267,8 +269,11 @@ class SqlGraphStore:
             return int(conn.execute(q).scalar_one())
 
     def name_taken(self, name: str) -> bool:
+        """True if a version or a tag already answers to ``name``."""
         with self._read() as conn:
-            return conn.execute(sa.select(nodes_t.c.id).where(nodes_t.c.name == name)).first() is not None
+            if conn.execute(sa.select(nodes_t.c.id).where(nodes_t.c.name == name)).first() is not None:
+                return True
+            return conn.execute(sa.select(tags_t.c.tag).where(tags_t.c.tag == name)).first() is not None
 
     # --- edges & lineage ----------------------------------------------------------------------
     def add_edge(self, src: int, dst: int, kind: str, props: Mapping[str, Any] | None = None) -> Edge:
@@ -348,7 +353,7 @@ class SqlGraphStore:
     def tag(self, node_id: int, tag: str) -> None:
         _check_name(tag)
         if self.name_taken(tag):
-            raise Conflict(f"tag {tag!r} would shadow a version of that name")
+            raise Conflict(f"{tag!r} already names a version or a tag")
         try:
             with self._write() as conn:
                 conn.execute(tags_t.insert().values(tag=tag, node_id=node_id, created_at=time.time()))
