@@ -139,6 +139,8 @@ _WRITER = textwrap.dedent(
     repo = veml.open(root)
     for i in range(n):
         repo.data.filter("base", f"data_id % {n} = {i} OR data_id < {worker}", f"w{worker}-{i}")
+    ann = sys.argv[4]
+    repo.data.import_("coco", ann, f"import-{worker}", images=ann.rsplit("/", 1)[0] + "/images")
     repo.close()
     """
 )
@@ -150,10 +152,14 @@ def test_concurrent_writers_lose_no_version(repo, driving_small, tmp_path):
     script = tmp_path / "writer.py"
     script.write_text(_WRITER)
     n = 15
-    procs = [subprocess.Popen([sys.executable, str(script), str(repo.root), str(w), str(n)]) for w in range(4)]
+    procs = [subprocess.Popen([sys.executable, str(script), str(repo.root), str(w), str(n), str(driving_small)]) for w in range(4)]
     assert [p.wait(timeout=300) for p in procs] == [0, 0, 0, 0]
     again = veml.open(repo.root)
     names = [v.name for v in again.data.list()]
-    assert len(names) == 1 + 4 * n and len(set(names)) == len(names)
+    assert len(names) == 1 + 4 * n + 4 and len(set(names)) == len(names)
+    # the four concurrent imports appended to the same Lance tables: disjoint id ranges, all rows there
+    imports = [again.data.ids(f"import-{w}") for w in range(4)]
+    assert all(len(i) == 40 for i in imports)
+    assert len(imports[0] | imports[1] | imports[2] | imports[3]) == 160
     assert again.verify().ok
     again.close()

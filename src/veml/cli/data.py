@@ -151,7 +151,7 @@ def cmd_show(ctx: Context, args: argparse.Namespace) -> None:
         if node.props.get("modality") != "image":
             raise InvalidInput("--grid applies to image versions")
         n = min(len(view), max(args.grid_size, 1))
-        items = [(view.raw_image(i), view[i].annotations) for i in range(n)]
+        items = list(zip(view.read_images(range(n)), (view.annotations_of(d) for d in view.data_ids[:n])))
         out["grid"] = str(thumbnail_grid(items, args.grid, categories=sorted(node.props.get("category_ids", {}))))
     if args.plot:
         out["plot"] = str(plot_distributions(stats, args.plot, title=node.name))

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -18,7 +18,8 @@ import pyarrow as pa
 from veml.entities import Node
 from veml.errors import InvalidInput, MissingExtra
 from veml.formats.images import decode
-from veml.store.idsets import BitMap, to_numpy
+from veml.schemas import SCHEMAS
+from veml.store.idsets import BitMap, from_array, to_numpy
 from veml.versions import preparation, query
 
 if TYPE_CHECKING:
@@ -57,6 +58,29 @@ class DataView:
     @cached_property
     def _annotations(self) -> dict[str, pa.Table]:
         return {t: self._s.samples.read(t, self._ann_ids) for t in self.node.props.get("annotation_tables", [])}
+
+    @cached_property
+    def _meta(self) -> pa.Table:
+        if "_samples" in self.__dict__:
+            return self._samples.drop_columns(["payload"])
+        names = [f.name for f in SCHEMAS["samples"] if f.name != "payload"]
+        return self._s.samples.read("samples", self._ids, columns=names)
+
+    def metadata(self) -> pa.Table:
+        """Every sample row without its payload: cheap even for millions of samples."""
+        return self._meta
+
+    def read_images(self, positions: Sequence[int]) -> list[np.ndarray]:
+        """Decode the images at these positions, reading only their payloads."""
+        if "_samples" in self.__dict__:
+            return [self.raw_image(int(i)) for i in positions]
+        wanted = self.data_ids[np.asarray(positions, dtype=np.int64)]
+        rows = self._s.samples.read("samples", from_array(wanted), columns=["payload"])
+        by_id = dict(zip(rows["data_id"].to_pylist(), rows["payload"].to_pylist()))
+        return [np.asarray(decode(by_id[int(d)])) for d in wanted]
+
+    def annotations_of(self, data_id: int) -> list[dict[str, Any]]:
+        return [dict(a) for a in self._ann_by_id.get(int(data_id), [])]
 
     def samples_table(self) -> pa.Table:
         """Every sample row (payload included), in data_id order."""

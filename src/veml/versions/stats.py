@@ -42,7 +42,7 @@ def category_counts(anns: dict[str, pa.Table]) -> dict[str, int]:
 def compute_stats(view: DataView) -> dict[str, Any]:
     modality = view.node.props.get("modality")
     anns = view.annotations()
-    samples = view.samples_table()
+    samples = view.metadata()
     out: dict[str, Any] = {"samples": len(view), "categories": category_counts(anns)}
     if modality == "image":
         sizes: dict[str, int] = {}
@@ -62,8 +62,8 @@ def compute_stats(view: DataView) -> dict[str, Any]:
         if n:
             picks = np.unique(np.linspace(0, n - 1, min(n, PIXEL_SAMPLE)).astype(int))
             sums, sq, count = np.zeros(3), np.zeros(3), 0
-            for i in picks:
-                px = view.raw_image(int(i)).reshape(-1, 3).astype(np.float64) / 255.0
+            for img in view.read_images(picks):
+                px = img.reshape(-1, 3).astype(np.float64) / 255.0
                 sums += px.sum(0)
                 sq += (px**2).sum(0)
                 count += len(px)
