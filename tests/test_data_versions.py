@@ -193,3 +193,29 @@ def test_torch_dataset_when_torch_installed(repo, driving_small):
     x, anns = ds[0]
     assert isinstance(x, torch.Tensor) and tuple(x.shape) == (3, 64, 64)
     assert len(ds) == 40
+
+
+def test_timeseries_csv_and_h5_match_npz(repo, tmp_path):
+    import h5py
+
+    from veml.datasets import generate_traffic, write_csv, write_npz
+
+    data = generate_traffic(n_sensors=6, n_steps=96 * 3, seed=11)
+    csv = write_csv(data, tmp_path / "t.csv", adjacency_path=tmp_path / "adj.csv")
+    npz = write_npz(data, tmp_path / "t.npz")
+    h5 = tmp_path / "t.h5"
+    with h5py.File(h5, "w") as f:
+        f["data"] = data.speeds
+        f["timestamps"] = data.timestamps
+        f["sensor_ids"] = np.array(data.sensor_ids, dtype="S")
+    a = repo.data.import_("timeseries", npz, "ts-npz", window=96)
+    b = repo.data.import_("timeseries", csv, "ts-csv", window=96, adjacency=tmp_path / "adj.csv")
+    c = repo.data.import_("timeseries", h5, "ts-h5", window=96)
+    assert a.props["sensors"] == b.props["sensors"] == c.props["sensors"] == list(data.sensor_ids)
+    xa, xb, xc = (repo.data.checkout(v).to_numpy() for v in (a, b, c))
+    assert xa.shape == (3, 96, 6)
+    assert np.array_equal(xa, xc)
+    assert np.allclose(xa, xb, atol=1e-4)  # the CSV holds 4 decimals
+    assert a.props["adjacency"] and b.props["adjacency"]
+    first = repo.data.checkout(b).samples_table()["meta"][0].as_py()
+    assert json.loads(first)["window_start"] == int(data.timestamps[0])

@@ -186,7 +186,7 @@ class DataView:
 
             def __getitem__(self, i: int):
                 s = view[i]
-                x = torch.as_tensor(np.ascontiguousarray(s.value))
+                x = torch.from_numpy(np.array(s.value))  # a writable copy: stored payloads are read-only
                 if x.ndim == 3 and view.node.props.get("modality") == "image":
                     x = x.permute(2, 0, 1)
                 return x, s.annotations

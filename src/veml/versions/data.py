@@ -134,9 +134,10 @@ class DataVersions:
         data_ids, ann_ids = query.run_filter(
             self.sample_metadata(parent), parent.props.get("columns", {}), anns, where
         )
-        samples = from_array(data_ids)
+        parent_ann = self.annotation_ids(parent)
+        samples = from_array(data_ids) & self.ids(parent)  # a filter can only narrow its base
         if keep_annotations == "matching":
-            annotations = from_array(ann_ids)
+            annotations = from_array(ann_ids) & parent_ann
         else:
             annotations = BitMap()
             for table in anns.values():
@@ -246,6 +247,8 @@ class DataVersions:
     def export(self, ref: str | int, fmt: str, out: Path | str) -> Path:
         node = self.get(ref)
         out = Path(out)
+        if out.exists() and not out.is_dir():
+            raise InvalidInput(f"{out}: export target exists and is not a directory")
         if out.exists() and any(out.iterdir()):
             raise InvalidInput(f"{out}: export directory is not empty")
         view = self.checkout(node)

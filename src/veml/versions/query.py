@@ -78,9 +78,14 @@ def run_filter(
     """(data ids of samples with any matching row, annotation ids of the matching rows)."""
     if not where or not where.strip():
         raise FilterError("filter expression is empty")
+    try:
+        # Parsed as one expression first: "1=1) UNION SELECT …" or "a; b" never become SQL.
+        expression = duckdb.SQLExpression(where)
+    except duckdb.Error as exc:
+        raise FilterError(f"filter expression does not parse: {_first_line(exc)}") from None
     con, _ = _connect(samples, columns, annotations)
     try:
-        rows = con.execute(f"SELECT data_id, ann_id FROM v WHERE ({where})").fetchnumpy()
+        rows = con.view("v").filter(expression).project("data_id, ann_id").fetchnumpy()
     except duckdb.ParserException as exc:
         raise FilterError(f"filter expression does not parse: {_first_line(exc)}") from None
     except duckdb.BinderException as exc:
