@@ -88,19 +88,17 @@ def init(path: str | Path = ".", metadata_url: str | None = None, storage_url: s
 
 
 def find_root(start: str | Path | None = None) -> Path:
-    """The nearest directory upward holding ``.veml/``, or ``$VEML_REPO``."""
-    if start is None:
-        env = os.environ.get("VEML_REPO")
-        if env:
-            start = env
-            if not (Path(env) / DIRNAME / CONFIG).exists():
-                raise RepositoryNotFound(f"$VEML_REPO={env} holds no VeML repository")
-            return Path(env).resolve()
-        start = Path.cwd()
-    here = Path(start).resolve()
+    """The nearest directory upward (from ``start`` or the working directory) holding ``.veml/``;
+    failing that, ``$VEML_REPO`` (DESIGN.md section 8: "the nearest .veml/ upward, or $VEML_REPO")."""
+    here = Path(start if start is not None else Path.cwd()).resolve()
     for candidate in (here, *here.parents):
         if (candidate / DIRNAME / CONFIG).exists():
             return candidate
+    env = os.environ.get("VEML_REPO")
+    if start is None and env:
+        if not (Path(env) / DIRNAME / CONFIG).exists():
+            raise RepositoryNotFound(f"$VEML_REPO={env} holds no VeML repository")
+        return Path(env).resolve()
     raise RepositoryNotFound(f"no VeML repository at {here} or above it (run 'veml init')")
 
 

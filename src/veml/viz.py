@@ -13,6 +13,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 from PIL import Image, ImageDraw
 
+from veml.errors import InvalidInput
+
 _PALETTE = [(230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48), (145, 30, 180),
             (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212)]
 
@@ -52,10 +54,7 @@ def thumbnail_grid(
             elif a.get("kind") == "labels":
                 draw.text((ox + 2, label_y + 2), str(a.get("category", "")), fill=c)
                 label_y += 11
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    grid.save(path)
-    return path
+    return _save(path, grid.save)
 
 
 def plot_distributions(stats: Mapping[str, Any], path: str | Path, title: str = "") -> Path:
@@ -97,8 +96,17 @@ def plot_distributions(stats: Mapping[str, Any], path: str | Path, title: str = 
     if title:
         fig.suptitle(title)
     fig.tight_layout()
+    try:
+        return _save(path, lambda p: fig.savefig(p, dpi=90))
+    finally:
+        plt.close(fig)
+
+
+def _save(path: str | Path, write) -> Path:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write(path)
+    except (OSError, ValueError) as exc:
+        raise InvalidInput(f"{path}: cannot write picture ({getattr(exc, 'strerror', None) or exc})") from None
     return path

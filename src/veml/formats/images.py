@@ -42,7 +42,9 @@ def read_image(path: Path, label: str | None = None) -> ImageFile:
             width, height = im.size
             mode = im.mode
             im.verify()  # checks the file's structure (e.g. PNG chunk CRCs) without decoding pixels
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+    except UnidentifiedImageError:
+        raise InvalidInput(f"{where}: not a readable image (unknown or corrupt format)") from None
+    except (OSError, SyntaxError, ValueError) as exc:
         raise InvalidInput(f"{where}: not a readable image ({exc})") from None
     return ImageFile(payload, "jpeg" if fmt == "jpg" else fmt, int(width), int(height), _CHANNELS.get(mode, 3))
 

@@ -164,6 +164,8 @@ class DataVersions:
         roles = {p.props.get("role") for p in parents}
         role = roles.pop() if len(roles) == 1 else "train"
         self._check_new(name, role)
+        if len({p.id for p in parents}) != len(parents):
+            raise InvalidInput("merge names the same version twice")
         samples, annotations = BitMap(), BitMap()
         for p in parents:
             samples |= self.ids(p)
@@ -192,6 +194,10 @@ class DataVersions:
             if im["file_name"] not in by_name:
                 raise InvalidInput(f"{coco}: image id {image_id} ({im['file_name']}) is not a sample of {parent.name!r}")
             to_data[image_id] = by_name[im["file_name"]]
+            stored = sizes[to_data[image_id]]
+            for dim, actual in (("width", stored[0]), ("height", stored[1])):
+                if dim in im and im[dim] != actual:
+                    raise InvalidInput(f"{coco}: image id {image_id} declares {dim} {im[dim]} but the stored sample has {actual}")
         check_boxes_within(coco, anns, {iid: sizes[did] for iid, did in to_data.items()})
         boxed = [a for a in anns if a.get("bbox") is not None]
         labelled = [a for a in anns if a.get("bbox") is None]
