@@ -304,8 +304,8 @@ def detection_report(
     only add recall).  ``precision50``/``recall50`` instead describe the detector as deployed:
     IoU 0.5 and only predictions with score >= ``score_threshold``; precision is 0.0 when nothing
     passes the threshold.  Classes with no gt get ``ap50``/``ap``/``recall50`` = None and are left
-    out of the means (there is nothing to recall; their false positives still cost other classes
-    nothing).  ``map50``/``map`` are None when no class has any gt.
+    out of the means (with nothing to find, AP is undefined; their false positives still show in
+    ``precision50`` and ``worst_detection``).  ``map50``/``map`` are None when no class has any gt.
     """
     names = _class_names(class_names)
     images = _check_detection(gt, pred, len(names))

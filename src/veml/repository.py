@@ -19,7 +19,11 @@ from veml.store import open_artifact_store, open_graph_store, open_sample_store
 from veml.versions import integrity
 from veml.versions.context import Stores
 from veml.versions.data import DataVersions
+from veml.versions.inference import InferenceVersions
+from veml.versions.lifecycles import Lifecycles
 from veml.versions.lineage import LineageAPI
+from veml.versions.model import ModelVersions
+from veml.versions.training import TrainingVersions
 
 DIRNAME = ".veml"
 CONFIG = "config.toml"
@@ -43,6 +47,10 @@ class Repository:
             artifacts=open_artifact_store(self.config["artifacts_url"], self.dir),
         )
         self.data = DataVersions(self.stores)
+        self.models = ModelVersions(self.stores)
+        self.training = TrainingVersions(self.stores, self.data, self.models)
+        self.inference = InferenceVersions(self.stores, self.data, self.models, self.training)
+        self.lifecycles = Lifecycles(self.stores, self.training)
         self.lineage = LineageAPI(self.stores)
 
     def get(self, ref: str | int):

@@ -61,6 +61,20 @@ SERIES = pa.schema(
     ]
 )
 
-SCHEMAS: dict[str, pa.Schema] = {"samples": SAMPLES, "labels": LABELS, "boxes": BOXES, "series": SERIES}
-ANNOTATION_TABLES = ("labels", "boxes", "series")
-KEY = {"samples": "data_id", "labels": "ann_id", "boxes": "ann_id", "series": "ann_id"}
+PREDICTIONS = pa.schema(
+    [
+        pa.field("ann_id", pa.int64(), nullable=False),
+        pa.field("data_id", pa.int64(), nullable=False),
+        pa.field("category", pa.string()),  # predicted class (classification, detection)
+        pa.field("score", pa.float64()),
+        pa.field("bbox_x", pa.float64()),
+        pa.field("bbox_y", pa.float64()),
+        pa.field("bbox_w", pa.float64()),
+        pa.field("bbox_h", pa.float64()),
+        pa.field("values", pa.list_(pa.float32())),  # class probabilities, or a forecast (horizon x sensors, flattened)
+    ]
+)
+
+SCHEMAS: dict[str, pa.Schema] = {"samples": SAMPLES, "labels": LABELS, "boxes": BOXES, "series": SERIES, "predictions": PREDICTIONS}
+ANNOTATION_TABLES = ("labels", "boxes", "series")  # what data versions hold; predictions belong to prediction versions
+KEY = {"samples": "data_id", "labels": "ann_id", "boxes": "ann_id", "series": "ann_id", "predictions": "ann_id"}

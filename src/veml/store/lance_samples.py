@@ -54,6 +54,7 @@ class LanceSampleStore:
         if rows.num_rows == 0:
             return
         rows = rows.select(SCHEMAS[table].names).cast(SCHEMAS[table])
+        # "append" creates a missing table (one added by a newer VeML than the repository)
         _lance().write_dataset(rows, self._uri(table), mode="append", max_rows_per_group=1024)
 
     def read(self, table: str, ids: BitMap, columns: Sequence[str] | None = None) -> pa.Table:
@@ -62,7 +63,7 @@ class LanceSampleStore:
         if cols is not None and key not in cols:
             cols = [key, *cols]
         schema = SCHEMAS[table]
-        if len(ids) == 0:
+        if len(ids) == 0 or not Path(self._uri(table)).exists():
             return (schema if cols is None else pa.schema([schema.field(c) for c in cols])).empty_table()
         ds = self._open(table)
         spans = runs(ids)
@@ -83,6 +84,8 @@ class LanceSampleStore:
 
     def keys(self, table: str) -> BitMap:
         key = KEY[table]
+        if not Path(self._uri(table)).exists():
+            return BitMap()
         col = self._open(table).to_table(columns=[key])[key].to_numpy()
         return BitMap(col.astype(np.uint32))
 

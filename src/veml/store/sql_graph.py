@@ -87,6 +87,30 @@ allocations_t = sa.Table(
     sa.Index("ix_allocations_node", "node_id"),
 )
 
+events_t = sa.Table(
+    "run_events",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("node_id", sa.Integer, sa.ForeignKey("nodes.id"), nullable=False),
+    sa.Column("status", sa.String(20), nullable=False),
+    sa.Column("at", sa.Float, nullable=False),
+    sa.Column("payload", sa.Text, nullable=False),
+    sa.Index("ix_run_events_node", "node_id", "id"),
+)
+
+logs_t = sa.Table(
+    "logs",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("node_id", sa.Integer, sa.ForeignKey("nodes.id"), nullable=False),
+    sa.Column("step", sa.Integer, nullable=False),
+    sa.Column("epoch", sa.Integer, nullable=False),
+    sa.Column("key", sa.String(64), nullable=False),
+    sa.Column("value", sa.Float, nullable=False),
+    sa.Column("at", sa.Float, nullable=False),
+    sa.Index("ix_logs_node", "node_id", "id"),
+)
+
 meta_t = sa.Table(
     "veml_meta",
     metadata,
@@ -397,6 +421,46 @@ class SqlGraphStore:
             return
         with self._write() as conn:
             conn.execute(allocations_t.delete().where(allocations_t.c.id.in_(list(allocation_ids))))
+
+
+    # --- run status and logs (insert-only: the latest event is the status) -------------------
+    def append_event(self, node_id: int, status: str, payload: Mapping[str, Any] | None = None) -> None:
+        with self._write() as conn:
+            conn.execute(events_t.insert().values(node_id=node_id, status=status, at=time.time(),
+                                                  payload=json.dumps(dict(payload or {}), sort_keys=True)))
+
+    def events(self, node_id: int) -> list[dict[str, Any]]:
+        with self._read() as conn:
+            rows = conn.execute(sa.select(events_t).where(events_t.c.node_id == node_id).order_by(events_t.c.id)).all()
+        return [{"status": r.status, "at": r.at, **json.loads(r.payload)} for r in rows]
+
+    def latest_events(self, node_ids: Sequence[int]) -> dict[int, dict[str, Any]]:
+        out: dict[int, dict[str, Any]] = {}
+        with self._read() as conn:
+            for chunk in _chunks(list(node_ids)):
+                rows = conn.execute(
+                    sa.select(events_t).where(events_t.c.node_id.in_(chunk)).order_by(events_t.c.id)
+                ).all()
+                for r in rows:
+                    out[r.node_id] = {"status": r.status, "at": r.at, **json.loads(r.payload)}
+        return out
+
+    def append_logs(self, node_id: int, rows: Sequence[tuple[int, int, str, float, float]]) -> None:
+        """(step, epoch, key, value, at) rows, one transaction for the lot."""
+        if not rows:
+            return
+        with self._write() as conn:
+            conn.execute(logs_t.insert(), [
+                {"node_id": node_id, "step": s, "epoch": e, "key": k, "value": float(v), "at": t} for s, e, k, v, t in rows
+            ])
+
+    def read_logs(self, node_id: int, after_id: int = 0, limit: int | None = None) -> list[dict[str, Any]]:
+        q = sa.select(logs_t).where(logs_t.c.node_id == node_id, logs_t.c.id > after_id).order_by(logs_t.c.id)
+        if limit is not None:
+            q = q.limit(limit)
+        with self._read() as conn:
+            rows = conn.execute(q).all()
+        return [{"id": r.id, "step": r.step, "epoch": r.epoch, "key": r.key, "value": r.value, "at": r.at} for r in rows]
 
 
 def _check_name(name: str) -> None:

@@ -170,6 +170,22 @@ class DataView:
                 first.setdefault(did, cat)
         return [first.get(d) for d in self.data_ids.tolist()]
 
+    def column(self, name: str) -> list[Any]:
+        """One typed sample column (a COCO extra key, a table column), in data_id order."""
+        columns = self.node.props.get("columns", {})
+        if name not in columns:
+            raise InvalidInput(f"{name!r} is not a column of {self.node.name!r} (columns: {', '.join(columns) or 'none'})")
+        return query.expand_meta(self.metadata(), {name: columns[name]})[name].to_pylist()
+
+    def label_values(self) -> list[float]:
+        """One regression target per sample (first ``labels`` row's value), NaN where there is none."""
+        first: dict[int, float] = {}
+        table = self._annotations.get("labels")
+        if table is not None:
+            for did, val in zip(table["data_id"].to_pylist(), table["value"].to_pylist()):
+                first.setdefault(did, float("nan") if val is None else float(val))
+        return [first.get(d, float("nan")) for d in self.data_ids.tolist()]
+
     def to_torch(self):
         """A ``torch.utils.data.Dataset`` of (tensor, annotations) pairs."""
         try:

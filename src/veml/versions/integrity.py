@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from veml.store.idsets import BitMap, digest
-from veml.schemas import ANNOTATION_TABLES
+from veml.schemas import SCHEMAS
 from veml.versions.context import Stores
 
 DEFAULT_GRACE_S = 3600.0
@@ -120,7 +120,7 @@ def gc(stores: Stores, grace_s: float = DEFAULT_GRACE_S) -> GcReport:
         referenced["ann"] |= bm
     dead = stores.samples.keys("samples") - referenced["data"] - protected["data"]
     report.samples = stores.samples.reclaim("samples", dead)
-    for table in ANNOTATION_TABLES:
+    for table in (t for t in SCHEMAS if t != "samples"):
         dead_ann = stores.samples.keys(table) - referenced["ann"] - protected["ann"]
         report.annotations += stores.samples.reclaim(table, dead_ann)
     g.drop_allocations(stale)

@@ -116,7 +116,7 @@ def expand_meta(samples: pa.Table, columns: Mapping[str, str]) -> pa.Table:
     con = duckdb.connect(":memory:")
     try:
         con.register("samples_raw", samples)
-        return con.execute(_sample_select(columns) + " ORDER BY data_id").fetch_arrow_table()
+        return con.sql(_sample_select(columns) + " ORDER BY data_id").to_arrow_table()
     finally:
         con.close()
 

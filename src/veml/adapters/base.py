@@ -1,0 +1,122 @@
+"""The adapter protocol and the plain data that crosses it.
+
+Adapters sit below the version modules: they get numpy arrays and a model description, never a
+repository, so a back-end can be tested (and replaced) without storage.  Everything they return
+is bytes plus JSON-able dictionaries, which is what the version modules persist.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Protocol, Sequence
+
+import numpy as np
+
+TASKS = ("classification", "detection", "forecasting", "tabular-classification", "tabular-regression")
+
+#: log(step, epoch, {"loss": 0.3, ...}) — called as training goes; the caller persists it
+LogFn = Callable[[int, int, Mapping[str, float]], None]
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What a model version says: which adapter builds what, with which parameters."""
+
+    adapter: str
+    task: str
+    architecture: str
+    backbone: str | None = None
+    neck: str | None = None
+    head: str | None = None
+    parameters: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"adapter": self.adapter, "task": self.task, "architecture": self.architecture, "backbone": self.backbone,
+                "neck": self.neck, "head": self.head, "parameters": dict(self.parameters)}
+
+
+@dataclass(frozen=True)
+class TaskData:
+    """A data version made concrete for one task.
+
+    images: (N, H, W, 3) uint8; labels: (N,) class index; boxes: per image (n, 4) xyxy float32 and
+    (n,) class index; series: (N, steps, sensors) float32 windows; table: (N, F) float64 features;
+    targets: (N,) float regression targets.
+    """
+
+    task: str
+    class_names: tuple[str, ...] = ()
+    data_ids: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    images: np.ndarray | None = None
+    labels: np.ndarray | None = None
+    boxes: Sequence[tuple[np.ndarray, np.ndarray]] | None = None
+    series: np.ndarray | None = None
+    adjacency: np.ndarray | None = None
+    missing_value: float = 0.0
+    table: np.ndarray | None = None
+    targets: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.data_ids)
+
+
+@dataclass(frozen=True)
+class Predictions:
+    """What a model says about TaskData: scores (N, C) for classification, per-image (boxes, scores,
+    labels) for detection, (n_windows, horizon, sensors) forecasts with their targets for forecasting."""
+
+    task: str
+    scores: np.ndarray | None = None
+    detections: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]] | None = None
+    forecasts: np.ndarray | None = None
+    forecast_targets: np.ndarray | None = None
+    forecast_sample: np.ndarray | None = None  # which sample (window) each forecast came from
+    values: np.ndarray | None = None  # regression
+
+
+@dataclass(frozen=True)
+class TrainOutcome:
+    checkpoint: bytes
+    metrics: Mapping[str, Any]
+    profile: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class ExportOutcome:
+    artifact: bytes
+    format: str
+    quantize: str
+    max_abs_diff: float
+    tolerance: float
+    agreement: float  # fraction of argmax/top predictions the exported model shares with the original
+    latency_ms: float  # per sample, batch of 1, median
+    original_latency_ms: float
+    size_bytes: int
+    input_names: tuple[str, ...] = ()
+    input_shape: tuple[int, ...] = ()
+    output_names: tuple[str, ...] = ()
+
+
+class Adapter(Protocol):
+    name: str
+
+    def validate(self, spec: ModelSpec) -> ModelSpec:
+        """Check architecture and parameters (naming any key it does not accept); return the spec with defaults filled."""
+
+    def train_defaults(self, spec: ModelSpec) -> dict[str, Any]:
+        """Hyper-parameters ``--set`` may change, with their defaults."""
+
+    def train(self, spec: ModelSpec, data: TaskData, params: Mapping[str, Any], init: bytes | None,
+              log: LogFn) -> TrainOutcome:
+        """Train from ``init`` (a checkpoint of a compatible model) or from scratch; evaluation is the caller's."""
+
+    def predict(self, spec: ModelSpec, checkpoint: bytes, data: TaskData) -> Predictions: ...
+
+    def checkpoint_meta(self, checkpoint: bytes) -> dict[str, Any]:
+        """What the checkpoint records about its training data (classes, sensors, scaling)."""
+
+    def export(self, spec: ModelSpec, checkpoint: bytes, fmt: str, quantize: str, sample: TaskData,
+               device: str = "cpu") -> ExportOutcome: ...
+
+    def predict_exported(self, spec: ModelSpec, artifact: bytes, fmt: str, checkpoint_meta: Mapping[str, Any],
+                         data: TaskData, device: str = "cpu") -> Predictions: ...

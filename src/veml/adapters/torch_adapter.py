@@ -1,0 +1,305 @@
+"""The torch adapter: image classification, object detection and DCRNN forecasting.
+
+One loop trains all three; what differs per task is how a batch becomes a loss and how outputs
+become :class:`~veml.adapters.base.Predictions`.  Checkpoints are ``torch.save`` of plain tensors
+and JSON-able metadata, so they load with ``weights_only=True`` (no pickle code execution).
+"""
+
+from __future__ import annotations
+
+import io
+import resource
+import time
+from typing import Any, Iterator, Mapping
+
+import numpy as np
+import torch
+from torch import nn
+
+from veml.adapters import torch_models as tm
+from veml.adapters.base import ExportOutcome, LogFn, ModelSpec, Predictions, TaskData, TrainOutcome
+from veml.errors import InvalidInput, StorageError
+
+_ARCHS = {"classification": tm.CLASSIFIERS, "detection": tm.DETECTORS, "forecasting": tm.FORECASTERS}
+
+
+class TorchAdapter:
+    name = "torch"
+
+    # --- specification ------------------------------------------------------------------------
+    def validate(self, spec: ModelSpec) -> ModelSpec:
+        if spec.task not in _ARCHS:
+            raise InvalidInput(f"the torch adapter has no task {spec.task!r}: use one of {', '.join(_ARCHS)}")
+        if spec.architecture not in _ARCHS[spec.task]:
+            raise InvalidInput(f"unknown {spec.task} architecture {spec.architecture!r}: use one of {', '.join(_ARCHS[spec.task])}")
+        allowed = tm.MODEL_PARAMETERS[spec.task]
+        unknown = sorted(set(spec.parameters) - set(allowed))
+        if unknown:
+            raise InvalidInput(f"parameter {unknown[0]!r} is not accepted by torch/{spec.architecture} (accepted: {', '.join(allowed)})")
+        if spec.task == "detection" and (spec.backbone or "resnet18") not in tm.DETECTOR_BACKBONES:
+            raise InvalidInput(f"unknown detection backbone {spec.backbone!r}: use one of {', '.join(tm.DETECTOR_BACKBONES)}")
+        params = {**allowed, **spec.parameters}
+        backbone = spec.backbone or (spec.architecture if spec.task == "classification" else "resnet18" if spec.task == "detection" else None)
+        neck = spec.neck or ("fpn" if spec.task == "detection" else None)
+        return ModelSpec(spec.adapter, spec.task, spec.architecture, backbone, neck, spec.head, params)
+
+    def train_defaults(self, spec: ModelSpec) -> dict[str, Any]:
+        return dict(tm.TRAIN_PARAMETERS[spec.task])
+
+    def check_init(self, spec: ModelSpec, data: TaskData, init: bytes) -> None:
+        """Refuse an incompatible ``--init-from`` before a training version is written."""
+        _init_from(self._build(spec, self._meta(spec, data)), init)
+
+    # --- building -----------------------------------------------------------------------------
+    def _build(self, spec: ModelSpec, meta: Mapping[str, Any]) -> nn.Module:
+        p = spec.parameters
+        if spec.task == "classification":
+            return tm.build_classifier(spec.architecture, len(meta["class_names"]), p)
+        if spec.task == "detection":
+            return tm.build_detector(spec.architecture, spec.backbone, len(meta["class_names"]), p)
+        adj = np.asarray(meta["adjacency"], np.float32) if meta.get("adjacency") is not None else None
+        return tm.build_forecaster(p, adj, int(meta["sensors"]))
+
+    def _meta(self, spec: ModelSpec, data: TaskData) -> dict[str, Any]:
+        meta: dict[str, Any] = {"class_names": list(data.class_names), "task": spec.task}
+        if spec.task == "forecasting":
+            if data.series is None:
+                raise InvalidInput("forecasting needs a series data version")
+            meta.update(sensors=int(data.series.shape[2]), missing_value=float(data.missing_value),
+                        adjacency=None if data.adjacency is None else np.asarray(data.adjacency, np.float32).tolist())
+            valid = data.series[data.series != data.missing_value]
+            meta.update(mean=float(valid.mean()) if valid.size else 0.0, std=float(valid.std()) if valid.size else 1.0)
+        return meta
+
+    def _load(self, spec: ModelSpec, checkpoint: bytes) -> tuple[nn.Module, dict[str, Any]]:
+        try:
+            blob = torch.load(io.BytesIO(checkpoint), map_location="cpu", weights_only=True)
+        except Exception as exc:  # any unpickling failure is a damaged artifact
+            raise StorageError(f"cannot load checkpoint: {type(exc).__name__}") from None
+        meta = blob["meta"]
+        model = self._build(spec, meta)
+        model.load_state_dict(blob["state_dict"])
+        return model.eval(), meta
+
+    # --- batches ------------------------------------------------------------------------------
+    def _check_data(self, spec: ModelSpec, data: TaskData, training: bool) -> None:
+        if spec.task == "classification" and (data.images is None or (training and data.labels is None)):
+            raise InvalidInput("classification needs an image data version with class labels")
+        if spec.task == "detection" and (data.images is None or (training and data.boxes is None)):
+            raise InvalidInput("detection needs an image data version with boxes")
+        if spec.task in ("classification", "detection") and data.images is not None:
+            size = int(spec.parameters["image_size"])
+            if data.images.ndim != 4 or data.images.shape[1:] != (size, size, 3):
+                raise InvalidInput(f"images must be {size}x{size}x3 for this model, got {tuple(data.images.shape[1:])}")
+        if spec.task == "forecasting":
+            if data.series is None or data.series.ndim != 3:
+                raise InvalidInput("forecasting needs a series data version (windows x steps x sensors)")
+
+    def _images(self, images: np.ndarray, normalise: bool) -> torch.Tensor:
+        x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float() / 255.0
+        if normalise:
+            mean = torch.tensor(tm.effl.IMAGENET_MEAN).view(1, 3, 1, 1)
+            std = torch.tensor(tm.effl.IMAGENET_STD).view(1, 3, 1, 1)
+            x = (x - mean) / std
+        return x
+
+    def _forecast_windows(self, spec: ModelSpec, data: TaskData, meta: Mapping[str, Any], stride: int):
+        from veml.adapters.dcrnn import make_windows
+
+        hist, hor = int(spec.parameters["history"]), int(spec.parameters["horizon"])
+        xs, ys, owner = [], [], []
+        for i, window in enumerate(data.series):
+            x, y = make_windows(window, hist, hor, stride)
+            xs.append(x)
+            ys.append(y)
+            owner.extend([i] * len(x))
+        if not owner:
+            raise InvalidInput(f"series windows are shorter than history + horizon ({hist + hor} steps)")
+        x, y = np.concatenate(xs), np.concatenate(ys)
+        return (x - meta["mean"]) / meta["std"], y, np.asarray(owner)
+
+    # --- training -----------------------------------------------------------------------------
+    def train(self, spec: ModelSpec, data: TaskData, params: Mapping[str, Any], init: bytes | None, log: LogFn) -> TrainOutcome:
+        self._check_data(spec, data, training=True)
+        torch.manual_seed(int(params["seed"]))
+        np.random.seed(int(params["seed"]))
+        meta = self._meta(spec, data)
+        model = self._build(spec, meta)
+        if init is not None:
+            _init_from(model, init)
+        trainable = [p for p in model.parameters() if p.requires_grad]
+        opt: torch.optim.Optimizer
+        if params["optimizer"] == "sgd":
+            opt = torch.optim.SGD(trainable, lr=float(params["lr"]), momentum=0.9, weight_decay=float(params["weight_decay"]))
+        elif params["optimizer"] == "adamw":
+            opt = torch.optim.AdamW(trainable, lr=float(params["lr"]), weight_decay=float(params["weight_decay"]))
+        else:
+            raise InvalidInput(f"optimizer must be adamw or sgd, not {params['optimizer']!r}")
+        profile = {"data_s": 0.0, "forward_backward_s": 0.0, "evaluation_s": 0.0, "samples": 0, "steps": 0}
+        epochs, max_steps = int(params["epochs"]), int(params["max_steps"])
+        step, last_loss = 0, float("nan")
+        gen = torch.Generator().manual_seed(int(params["seed"]))
+        model.train()
+        t_start = time.perf_counter()
+        for epoch in range(epochs):
+            for batch, n in self._batches(spec, data, meta, int(params["batch_size"]), gen, profile, params):
+                t0 = time.perf_counter()
+                loss = self._loss(spec, model, batch, meta)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                profile["forward_backward_s"] += time.perf_counter() - t0
+                profile["samples"] += n
+                step += 1
+                last_loss = float(loss.detach())
+                log(step, epoch, {"loss": last_loss})
+                if max_steps and step >= max_steps:
+                    break
+            if max_steps and step >= max_steps:
+                break
+        profile["steps"] = step
+        profile["train_s"] = time.perf_counter() - t_start
+        profile["samples_per_s"] = profile["samples"] / profile["forward_backward_s"] if profile["forward_backward_s"] else 0.0
+        buf = io.BytesIO()
+        torch.save({"state_dict": model.state_dict(), "meta": meta}, buf)
+        profile["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        return TrainOutcome(buf.getvalue(), {"final_loss": last_loss}, profile)
+
+    def _batches(self, spec: ModelSpec, data: TaskData, meta: Mapping[str, Any], batch_size: int, gen: torch.Generator,
+                 profile: dict[str, Any], params: Mapping[str, Any]) -> Iterator[tuple[Any, int]]:
+        """Shuffled mini-batches; the time spent making them is the profile's data-loading phase."""
+        t0 = time.perf_counter()
+        if spec.task == "forecasting":
+            x, y, _ = self._forecast_windows(spec, data, meta, int(params.get("stride", 1)))
+            n = len(x)
+        else:
+            n = len(data.images)
+        order = torch.randperm(n, generator=gen).numpy()
+        profile["data_s"] += time.perf_counter() - t0
+        for start in range(0, n, batch_size):
+            t0 = time.perf_counter()
+            idx = np.sort(order[start:start + batch_size])
+            if spec.task == "classification":
+                batch: Any = (self._images(data.images[idx], True), torch.as_tensor(data.labels[idx], dtype=torch.long))
+            elif spec.task == "detection":
+                off = tm.first_label_offset(spec.architecture)
+                images = list(self._images(data.images[idx], False))
+                targets = [{"boxes": torch.as_tensor(data.boxes[i][0], dtype=torch.float32).reshape(-1, 4),
+                            "labels": torch.as_tensor(data.boxes[i][1], dtype=torch.long) + off} for i in idx]
+                batch = (images, targets)
+            else:
+                batch = (torch.from_numpy(x[idx]), torch.from_numpy(y[idx]))
+            profile["data_s"] += time.perf_counter() - t0
+            yield batch, len(idx)
+
+    def _loss(self, spec: ModelSpec, model: nn.Module, batch: Any, meta: Mapping[str, Any]) -> torch.Tensor:
+        if spec.task == "classification":
+            x, y = batch
+            return nn.functional.cross_entropy(model(x), y)
+        if spec.task == "detection":
+            images, targets = batch
+            return sum(model(images, targets).values())
+        from veml.adapters.dcrnn import masked_mae_loss
+
+        x, y = batch
+        pred = model(x) * meta["std"] + meta["mean"]
+        return masked_mae_loss(pred, y, meta["missing_value"])
+
+    # --- prediction ---------------------------------------------------------------------------
+    def predict(self, spec: ModelSpec, checkpoint: bytes, data: TaskData) -> Predictions:
+        model, meta = self._load(spec, checkpoint)
+        return self._predict_model(spec, model, meta, data)
+
+    @torch.no_grad()
+    def _predict_model(self, spec: ModelSpec, model: nn.Module, meta: Mapping[str, Any], data: TaskData,
+                       batch_size: int = 64) -> Predictions:
+        self._check_data(spec, data, training=False)
+        model.eval()
+        if spec.task == "classification":
+            out = [torch.softmax(model(self._images(data.images[i:i + batch_size], True)), -1).numpy()
+                   for i in range(0, len(data.images), batch_size)]
+            return Predictions("classification", scores=np.concatenate(out) if out else np.zeros((0, len(meta["class_names"]))))
+        if spec.task == "detection":
+            off = tm.first_label_offset(spec.architecture)
+            dets = []
+            for i in range(0, len(data.images), batch_size):
+                for o in model(list(self._images(data.images[i:i + batch_size], False))):
+                    dets.append((o["boxes"].numpy(), o["scores"].numpy(), o["labels"].numpy() - off))
+            return Predictions("detection", detections=dets)
+        if data.series.shape[2] != meta["sensors"]:
+            raise InvalidInput(f"this forecaster was trained on {meta['sensors']} sensors; the data has {data.series.shape[2]}")
+        x, y, owner = self._forecast_windows(spec, data, meta, int(spec.parameters["horizon"]))
+        out = [model(torch.from_numpy(x[i:i + batch_size])).numpy() * meta["std"] + meta["mean"] for i in range(0, len(x), batch_size)]
+        return Predictions("forecasting", forecasts=np.concatenate(out)[..., 0], forecast_targets=y[..., 0], forecast_sample=owner)
+
+    # --- deployment ---------------------------------------------------------------------------
+    def export(self, spec: ModelSpec, checkpoint: bytes, fmt: str, quantize: str, sample: TaskData, device: str = "cpu") -> ExportOutcome:
+        from veml.adapters import torch_export
+
+        model, meta = self._load(spec, checkpoint)
+        self._check_data(spec, sample, training=False)
+        return torch_export.export(spec, model, self.example_input(spec, meta, sample, 16), fmt, quantize, device)
+
+    def predict_exported(self, spec: ModelSpec, artifact: bytes, fmt: str, checkpoint_meta: Mapping[str, Any], data: TaskData,
+                         device: str = "cpu", batch_size: int = 64) -> Predictions:
+        from veml.adapters import torch_export
+
+        self._check_data(spec, data, training=False)
+        meta = checkpoint_meta
+        if spec.task == "classification":
+            out = []
+            for i in range(0, len(data.images), batch_size):
+                logits = torch_export.predict_exported(spec, artifact, fmt, self._images(data.images[i:i + batch_size], True), device)[0]
+                out.append(torch.softmax(torch.as_tensor(np.asarray(logits, np.float32)), -1).numpy())
+            return Predictions("classification", scores=np.concatenate(out) if out else np.zeros((0, len(meta["class_names"]))))
+        if spec.task == "detection":
+            off = tm.first_label_offset(spec.architecture)
+            dets = []
+            for img in self._images(data.images, False):
+                boxes, scores, labels = torch_export.predict_exported(spec, artifact, fmt, [img], device)
+                dets.append((np.asarray(boxes, np.float32), np.asarray(scores, np.float32), np.asarray(labels, np.int64) - off))
+            return Predictions("detection", detections=dets)
+        if data.series.shape[2] != meta["sensors"]:
+            raise InvalidInput(f"this forecaster was trained on {meta['sensors']} sensors; the data has {data.series.shape[2]}")
+        x, y, owner = self._forecast_windows(spec, data, meta, int(spec.parameters["horizon"]))
+        out = [np.asarray(torch_export.predict_exported(spec, artifact, fmt, torch.from_numpy(x[i:i + batch_size]), device)[0])
+               * meta["std"] + meta["mean"] for i in range(0, len(x), batch_size)]
+        return Predictions("forecasting", forecasts=np.concatenate(out)[..., 0], forecast_targets=y[..., 0], forecast_sample=owner)
+
+    def checkpoint_meta(self, checkpoint: bytes) -> dict[str, Any]:
+        try:
+            return dict(torch.load(io.BytesIO(checkpoint), map_location="cpu", weights_only=True)["meta"])
+        except Exception as exc:
+            raise StorageError(f"cannot load checkpoint: {type(exc).__name__}") from None
+
+    def model_and_meta(self, spec: ModelSpec, checkpoint: bytes) -> tuple[nn.Module, dict[str, Any]]:
+        """The trained module itself (export, embeddings)."""
+        return self._load(spec, checkpoint)
+
+    def example_input(self, spec: ModelSpec, meta: Mapping[str, Any], data: TaskData, n: int) -> Any:
+        """A batch in the form the model's forward takes, for export and latency checks."""
+        if spec.task == "classification":
+            return self._images(data.images[:n], True)
+        if spec.task == "detection":
+            return [self._images(data.images[:1], False)[0]]
+        x, _, _ = self._forecast_windows(spec, data, meta, int(spec.parameters["horizon"]))
+        return torch.from_numpy(x[:n])
+
+
+def _init_from(model: nn.Module, checkpoint: bytes) -> None:
+    """Initialise from another training's weights: every tensor whose name and shape match.
+
+    A new classifier head (different classes) is expected and left fresh; a checkpoint that shares
+    almost nothing with the model is a different architecture, refused rather than silently ignored.
+    """
+    try:
+        blob = torch.load(io.BytesIO(checkpoint), map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise StorageError(f"cannot load the --init-from checkpoint: {type(exc).__name__}") from None
+    source = blob["state_dict"]
+    target = model.state_dict()
+    matched = {k: v for k, v in source.items() if k in target and target[k].shape == v.shape}
+    if len(matched) < 0.5 * len(target):
+        raise InvalidInput(f"--init-from checkpoint is incompatible with this architecture "
+                           f"({len(matched)} of {len(target)} tensors match by name and shape)")
+    model.load_state_dict(matched, strict=False)

@@ -1,0 +1,224 @@
+"""Export a trained torch model (ONNX or TorchScript), quantise it, and check it still agrees.
+
+Why check: an export that silently changes outputs is worse than no export.  Every deployment is
+run side by side with the eager model on a sample batch; the largest difference, the tolerance it
+was held to and the share of agreeing predictions are recorded on the inference version.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import statistics
+import tempfile
+import time
+import warnings
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from veml.adapters.base import ExportOutcome, ModelSpec, Predictions, TaskData
+from veml.errors import InvalidInput, MissingExtra
+
+FORMATS = ("onnx", "torchscript")
+QUANTIZE = ("none", "fp16", "int8")
+_NAMES = {
+    "classification": (("images",), ("logits",)),
+    "detection": (("image",), ("boxes", "scores", "labels")),
+    "forecasting": (("history",), ("forecast",)),
+}
+
+
+def _ort():
+    try:
+        import onnxruntime as ort
+    except ImportError as exc:
+        raise MissingExtra("onnxruntime", "torch") from exc
+    return ort
+
+
+def _session(artifact: bytes, device: str = "cpu"):
+    ort = _ort()
+    providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if device == "cuda" else ["CPUExecutionProvider"]
+    if device == "cuda" and "CUDAExecutionProvider" not in ort.get_available_providers():
+        raise InvalidInput("--device cuda needs onnxruntime-gpu and a GPU; this machine has neither")
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    return ort.InferenceSession(artifact, sess_options=opts, providers=providers)
+
+
+def _to_onnx(model: torch.nn.Module, example: Any, task: str) -> bytes:
+    inputs, outputs = _NAMES[task]
+    dynamic = None if task == "detection" else {inputs[0]: {0: "batch"}, outputs[0]: {0: "batch"}}
+    args = (example,)
+    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        path = os.path.join(tmp, "model.onnx")
+        torch.onnx.export(model, args, path, dynamo=False, opset_version=17, input_names=list(inputs),
+                          output_names=list(outputs), dynamic_axes=dynamic, do_constant_folding=True)
+        with open(path, "rb") as fh:
+            return fh.read()
+
+
+def _quantize(onnx_bytes: bytes, how: str, task: str, calibration: list[np.ndarray]) -> bytes:
+    if how == "none":
+        return onnx_bytes
+    import onnx
+
+    if how == "fp16":
+        from onnxruntime.transformers.float16 import convert_float_to_float16
+
+        model = convert_float_to_float16(onnx.load_from_string(onnx_bytes), keep_io_types=True)
+        return model.SerializeToString()
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_dynamic, quantize_static
+
+    with tempfile.TemporaryDirectory() as tmp:
+        src, dst = os.path.join(tmp, "in.onnx"), os.path.join(tmp, "out.onnx")
+        with open(src, "wb") as fh:
+            fh.write(onnx_bytes)
+        root = logging.getLogger()
+        level = root.level
+        root.setLevel(logging.ERROR)  # onnxruntime's quantiser advises on the root logger; keep stderr clean
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                if task == "classification":
+                    name = _NAMES[task][0][0]
+
+                    class _Reader(CalibrationDataReader):
+                        def __init__(self) -> None:
+                            self.items = iter([{name: c} for c in calibration])
+
+                        def get_next(self):
+                            return next(self.items, None)
+
+                    quantize_static(src, dst, _Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+                else:  # detection post-processing and recurrent cells: weights only
+                    quantize_dynamic(src, dst, weight_type=QuantType.QInt8)
+        finally:
+            root.setLevel(level)
+        with open(dst, "rb") as fh:
+            return fh.read()
+
+
+def _latency(fn: Callable[[], Any], repeats: int = 15) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times) * 1000.0
+
+
+def export(spec: ModelSpec, model: torch.nn.Module, example: Any, fmt: str, quantize: str, device: str = "cpu") -> ExportOutcome:
+    """``example``: the model's input for one sample batch, as the adapter builds it."""
+    if fmt not in FORMATS:
+        raise InvalidInput(f"--format must be one of {', '.join(FORMATS)}")
+    if quantize not in QUANTIZE:
+        raise InvalidInput(f"--quantize must be one of {', '.join(QUANTIZE)}")
+    if fmt == "torchscript" and quantize != "none":
+        raise InvalidInput("quantisation is done by onnxruntime: use --format onnx with --quantize")
+    task = spec.task
+    model = model.eval()
+    with torch.no_grad():
+        reference = _flat(model(example), task)
+    one = example if task == "detection" else example[:1]
+    with torch.no_grad():
+        eager_ms = _latency(lambda: model(one))
+    if fmt == "onnx":
+        raw = _to_onnx(model, example, task)
+        calibration = [example[i:i + 1].numpy() for i in range(min(len(example), 16))] if task != "detection" else []
+        artifact = _quantize(raw, quantize, task, calibration)
+        sess = _session(artifact, device)
+        feed = _feed(task, example)
+        outputs = _flat(sess.run(None, feed), task)
+        feed_one = _feed(task, one)
+        latency = _latency(lambda: sess.run(None, feed_one))
+    else:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            scripted = torch.jit.script(model) if task == "detection" else torch.jit.trace(model, example)
+        buf = io.BytesIO()
+        torch.jit.save(scripted, buf)
+        artifact = buf.getvalue()
+        loaded = torch.jit.load(io.BytesIO(artifact))
+        with torch.no_grad():
+            outputs = _flat(_script_out(loaded(example), task), task)
+            latency = _latency(lambda: loaded(one))
+    diff, agreement = _compare(reference, outputs, task)
+    tolerance = {"none": 1e-3, "fp16": 5e-2, "int8": float("inf")}[quantize]
+    scale = max(float(np.abs(reference[0]).max()) if reference[0].size else 1.0, 1.0)
+    if diff > tolerance * scale:
+        raise InvalidInput(f"exported model disagrees with the trained one (max |diff| {diff:.3g} > {tolerance * scale:.3g})")
+    inputs, outputs_names = _NAMES[task]
+    shape = tuple(int(s) for s in (example[0].shape if task == "detection" else example.shape[1:]))
+    return ExportOutcome(artifact, fmt, quantize, float(diff), float(tolerance * scale), float(agreement), float(latency),
+                         float(eager_ms), len(artifact), inputs, shape, outputs_names)
+
+
+def _feed(task: str, example: Any) -> dict[str, np.ndarray]:
+    name = _NAMES[task][0][0]
+    return {name: (example[0] if task == "detection" else example).numpy()}
+
+
+def _script_out(out: Any, task: str) -> Any:
+    if task == "detection" and isinstance(out, tuple):  # scripted detectors return (losses, detections)
+        return out[1]
+    return out
+
+
+def _flat(out: Any, task: str) -> list[np.ndarray]:
+    if task == "detection":
+        if isinstance(out, list) and out and isinstance(out[0], dict):
+            d = out[0]
+            return [d["boxes"].numpy(), d["scores"].numpy(), d["labels"].numpy()]
+        return [np.asarray(o) for o in out]
+    arr = out.numpy() if isinstance(out, torch.Tensor) else np.asarray(out[0])
+    return [arr]
+
+
+def _compare(ref: list[np.ndarray], got: list[np.ndarray], task: str) -> tuple[float, float]:
+    if task == "classification":
+        diff = float(np.abs(ref[0] - got[0]).max()) if ref[0].size else 0.0
+        return diff, float((ref[0].argmax(-1) == got[0].argmax(-1)).mean()) if ref[0].size else 1.0
+    if task == "forecasting":
+        return float(np.abs(ref[0] - got[0]).max()) if ref[0].size else 0.0, 1.0
+    # detection: compare the confident boxes
+    rb, rs = ref[0][ref[1] >= 0.3], ref[1][ref[1] >= 0.3]
+    gb, gs = got[0][got[1] >= 0.3], got[1][got[1] >= 0.3]
+    if len(rb) == 0 and len(gb) == 0:
+        return 0.0, 1.0
+    if len(rb) != len(gb):
+        return float("inf") if len(gb) == 0 else float(abs(len(rb) - len(gb))), min(len(rb), len(gb)) / max(len(rb), len(gb))
+    return float(np.abs(rb - gb).max()), 1.0
+
+
+def predict_exported(spec: ModelSpec, artifact: bytes, fmt: str, example: Any, device: str = "cpu") -> list[np.ndarray]:
+    """Raw outputs of a deployed artifact for one model input batch (the adapter turns them into Predictions)."""
+    if fmt == "onnx":
+        sess = _session(artifact, device)
+        return sess.run(None, _feed(spec.task, example))
+    loaded = torch.jit.load(io.BytesIO(artifact))
+    with torch.no_grad():
+        return _flat(_script_out(loaded(example), spec.task), spec.task)
+
+
+def triton_config(name: str, outcome_format: str, task: str, input_shape: tuple[int, ...], max_batch: int = 32) -> str:
+    """A Triton Inference Server ``config.pbtxt`` for a deployed artifact."""
+    platform = "onnxruntime_onnx" if outcome_format == "onnx" else "pytorch_libtorch"
+    inputs, outputs = _NAMES[task]
+    batch = 0 if task == "detection" else max_batch
+    dims = ", ".join(str(d) for d in input_shape)
+    lines = [f'name: "{name}"', f'platform: "{platform}"', f"max_batch_size: {batch}",
+             "input [", f'  {{ name: "{inputs[0]}" data_type: TYPE_FP32 dims: [ {dims} ] }}', "]", "output ["]
+    out_specs = [f'  {{ name: "{o}" data_type: {"TYPE_INT64" if o == "labels" else "TYPE_FP32"} dims: [ -1 ] }}' for o in outputs]
+    lines.append(",\n".join(out_specs))
+    lines += ["]", 'instance_group [ { kind: KIND_CPU } ]']
+    return "\n".join(lines) + "\n"
+
+
+__all__ = ["export", "predict_exported", "triton_config", "FORMATS", "QUANTIZE", "Predictions", "TaskData"]

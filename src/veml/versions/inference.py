@@ -1,0 +1,181 @@
+"""Inference versions (deployments) and prediction versions (a deployment run over a data version).
+
+A deployment is only recorded after the exported artifact has been run side by side with the
+trained model on a sample batch; its latency, size and agreement are properties of the node.
+Predictions are rows of the insert-only ``predictions`` table, referenced by the prediction
+version's id set exactly as a data version references its annotations.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from veml.adapters import get_adapter
+from veml.adapters.base import Predictions, TaskData
+from veml.entities import Node
+from veml.errors import Conflict, InvalidInput, StorageError
+from veml.store.idsets import BitMap
+from veml.versions import evaluation
+from veml.versions.context import Stores
+from veml.versions.data import DataVersions
+from veml.versions.model import ModelVersions, spec_of
+from veml.versions.taskdata import task_data
+from veml.versions.training import TrainingVersions
+
+KIND = "InferenceVersion"
+PREDICTION = "PredictionVersion"
+TARGETS = ("triton",)
+
+
+class InferenceVersions:
+    def __init__(self, stores: Stores, data: DataVersions, models: ModelVersions, training: TrainingVersions) -> None:
+        self._s, self._data, self._models, self._training = stores, data, models, training
+
+    def get(self, ref: str | int) -> Node:
+        return self._s.graph.resolve(ref, kinds=[KIND])
+
+    def get_prediction(self, ref: str | int) -> Node:
+        return self._s.graph.resolve(ref, kinds=[PREDICTION])
+
+    def _spec(self, tnode: Node):
+        return spec_of(self._models.get(tnode.props["model"]))
+
+    def deploy(self, training: str | int, fmt: str = "onnx", quantize: str = "none", device: str = "cpu",
+               target: str | None = None, out: Path | str | None = None, name: str | None = None) -> Node:
+        tnode = self._training.get(training)
+        if target is not None and target not in TARGETS:
+            raise InvalidInput(f"--target must be one of {', '.join(TARGETS)}")
+        if target is not None and out is None:
+            raise InvalidInput("--target triton needs --out DIR")
+        if out is not None and Path(out).exists() and any(Path(out).iterdir()):
+            raise InvalidInput(f"{out}: output directory is not empty")
+        checkpoint = self._training.checkpoint(tnode)  # refuses failed runs and damaged checkpoints
+        spec = self._spec(tnode)
+        adapter = get_adapter(spec.adapter)
+        meta = adapter.checkpoint_meta(checkpoint)
+        sample_node = self._data.get(tnode.props.get("test") or tnode.props["data"])
+        view = self._data.checkout(sample_node)
+        sample = task_data(self._s, spec, view, meta.get("class_names"), require_labels=False,
+                           positions=np.arange(min(len(view), 16)))
+        name = name or self._auto_name(f"{tnode.name}-{fmt}-{quantize}")
+        if self._s.graph.name_taken(name):
+            raise Conflict(f"name {name!r} is already taken")
+        outcome = adapter.export(spec, checkpoint, fmt, quantize, sample, device)
+        digest = self._s.artifacts.put_bytes(outcome.artifact)
+        props: dict[str, Any] = {
+            "training": tnode.id, "task": spec.task, "format": outcome.format, "quantize": outcome.quantize, "device": device,
+            "artifact": digest, "size_bytes": outcome.size_bytes, "latency_ms": round(outcome.latency_ms, 4),
+            "original_latency_ms": round(outcome.original_latency_ms, 4), "max_abs_diff": outcome.max_abs_diff,
+            "tolerance": outcome.tolerance, "agreement": outcome.agreement, "input_shape": list(outcome.input_shape),
+            "input_names": list(outcome.input_names), "output_names": list(outcome.output_names),
+            "class_names": meta.get("class_names", []), "check_samples": len(sample),
+        }
+        if target == "triton":
+            props["triton"] = str(self._write_triton(Path(out), name, outcome, spec.task))
+        return self._s.graph.record(KIND, name, props, parents=[(tnode.id, "DEPLOY", {"format": fmt, "quantize": quantize})])
+
+    def _write_triton(self, out: Path, name: str, outcome: Any, task: str) -> Path:
+        from veml.adapters.torch_export import triton_config
+
+        safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in name)
+        model_dir = out / safe / "1"
+        model_dir.mkdir(parents=True, exist_ok=True)
+        (model_dir / ("model.onnx" if outcome.format == "onnx" else "model.pt")).write_bytes(outcome.artifact)
+        (out / safe / "config.pbtxt").write_text(triton_config(safe, outcome.format, task, outcome.input_shape))
+        return out / safe
+
+    def artifact(self, inode: Node) -> bytes:
+        digest = inode.props["artifact"]
+        if not self._s.artifacts.verify(digest):
+            raise StorageError(f"deployed artifact {digest[:12]} of {inode.name!r} is missing or damaged (digest mismatch)")
+        return self._s.artifacts.get_bytes(digest)
+
+    def run(self, inference: str | int, data: str | int) -> tuple[Node, Node, TaskData, Predictions]:
+        """Run a deployment over a data version without recording anything (drift, monitoring, the server)."""
+        inode, dnode = self.get(inference), self._data.get(data)
+        tnode = self._training.get(inode.props["training"])
+        spec = self._spec(tnode)
+        adapter = get_adapter(spec.adapter)
+        meta = adapter.checkpoint_meta(self._training.checkpoint(tnode))
+        td = task_data(self._s, spec, self._data.checkout(dnode), meta.get("class_names"), require_labels=False)
+        preds = adapter.predict_exported(spec, self.artifact(inode), inode.props["format"], meta, td, inode.props.get("device", "cpu"))
+        return inode, dnode, td, preds
+
+    def predict(self, inference: str | int, data: str | int, name: str | None = None) -> Node:
+        inode = self.get(inference)
+        name = name or self._auto_name(f"{inode.name}-on-{self._data.get(data).name}")
+        if self._s.graph.name_taken(name):
+            raise Conflict(f"name {name!r} is already taken")
+        inode, dnode, td, preds = self.run(inference, data)
+        report, worst = evaluation.evaluate(td, preds)
+        rows = _prediction_rows(td, preds, self._data.checkout(dnode))
+        ids = BitMap()
+        alloc = None
+        if rows.num_rows:
+            alloc, start = self._s.graph.allocate("ann", rows.num_rows)
+            rows = rows.append_column("ann_id", pa.array(np.arange(start, start + rows.num_rows), pa.int64()))
+            self._s.samples.append("predictions", rows)
+            ids = BitMap(range(start, start + rows.num_rows))
+        metric_name, metric = evaluation.key_metric(inode.props["task"], report)
+        props = {"inference": inode.id, "data": dnode.id, "task": inode.props["task"], "metrics": report, "worst": worst,
+                 "predictions": rows.num_rows, "samples": len(td), "annotation_tables": ["predictions"],
+                 "key_metric": {"name": metric_name, "value": metric}}
+        return self._s.graph.record(PREDICTION, name, props,
+                                    parents=[(inode.id, "PREDICT_ON", {}), (dnode.id, "PREDICT_ON", {"role": "data"})],
+                                    idsets={"annotations": ids}, allocations=[alloc] if alloc is not None else [])
+
+    def predictions(self, ref: str | int) -> pa.Table:
+        node = self.get_prediction(ref)
+        return self._s.samples.read("predictions", self._s.graph.idset(node.id, "annotations"))
+
+    def _auto_name(self, base: str) -> str:
+        name, i = base, 1
+        while self._s.graph.name_taken(name):
+            i += 1
+            name = f"{base}-{i}"
+        return name
+
+
+def _prediction_rows(td: TaskData, preds: Predictions, view) -> pa.Table:
+    """Predictions as annotation rows in the data version's own coordinates."""
+    cols: dict[str, list[Any]] = {k: [] for k in ("data_id", "category", "score", "bbox_x", "bbox_y", "bbox_w", "bbox_h", "values")}
+
+    def add(did: int, cat: str | None, score: float | None, box: tuple | None, values: list[float] | None) -> None:
+        cols["data_id"].append(int(did))
+        cols["category"].append(cat)
+        cols["score"].append(None if score is None else float(score))
+        for k, v in zip(("bbox_x", "bbox_y", "bbox_w", "bbox_h"), box or (None,) * 4):
+            cols[k].append(None if v is None else float(v))
+        cols["values"].append(values)
+
+    names = list(td.class_names)
+    if preds.task in ("classification", "tabular-classification"):
+        for did, p in zip(td.data_ids, preds.scores):
+            k = int(np.argmax(p))
+            add(did, names[k] if k < len(names) else str(k), p[k], None, [float(v) for v in p])
+    elif preds.task == "detection":
+        meta = view.metadata()
+        sizes = dict(zip(meta["data_id"].to_pylist(), zip(meta["width"].to_pylist(), meta["height"].to_pylist())))
+        size = td.images.shape[1] if td.images is not None else 1
+        for did, (boxes, scores, labels) in zip(td.data_ids, preds.detections):
+            w, h = sizes[int(did)]
+            sx, sy = w / size, h / size
+            for b, s, l in zip(boxes, scores, labels):
+                add(did, names[int(l)] if 0 <= int(l) < len(names) else str(int(l)), s,
+                    (b[0] * sx, b[1] * sy, (b[2] - b[0]) * sx, (b[3] - b[1]) * sy), None)
+    elif preds.task == "forecasting":
+        for owner, f in zip(preds.forecast_sample, preds.forecasts):
+            add(td.data_ids[int(owner)], None, None, None, [float(v) for v in np.asarray(f).ravel()])
+    else:
+        for did, v in zip(td.data_ids, preds.values):
+            add(did, None, float(v), None, None)
+    return pa.table({
+        "data_id": pa.array(cols["data_id"], pa.int64()), "category": pa.array(cols["category"], pa.string()),
+        "score": pa.array(cols["score"], pa.float64()),
+        **{k: pa.array(cols[k], pa.float64()) for k in ("bbox_x", "bbox_y", "bbox_w", "bbox_h")},
+        "values": pa.array(cols["values"], pa.list_(pa.float32())),
+    })

@@ -1,0 +1,121 @@
+"""Turn a checked-out data version into the arrays one task trains on (adapters never see a repository).
+
+Class order is part of a trained model: it comes from the training data version (its category
+ids, or the sorted values of the label column) and is stored in the checkpoint, so predicting on
+another version maps categories by name, not by position.
+"""
+
+from __future__ import annotations
+
+import io
+from typing import Any, Sequence
+
+import numpy as np
+from PIL import Image
+
+from veml.adapters.base import ModelSpec, TaskData
+from veml.errors import InvalidInput
+from veml.versions.checkout import DataView
+from veml.versions.context import Stores
+
+_MODALITY = {"classification": "image", "detection": "image", "forecasting": "series",
+             "tabular-classification": "table", "tabular-regression": "table"}
+
+
+def class_names_for(spec: ModelSpec, view: DataView) -> tuple[str, ...]:
+    props = view.node.props
+    if spec.task == "classification" and spec.parameters.get("label_column"):
+        col = spec.parameters["label_column"]
+        if col not in props.get("columns", {}):
+            raise InvalidInput(f"label_column {col!r} is not a column of {view.node.name!r}")
+        values = view.column(col)
+        return tuple(sorted({str(v) for v in values if v is not None}))
+    cats = props.get("category_ids", {})
+    return tuple(name for name, _ in sorted(cats.items(), key=lambda kv: (kv[1], kv[0])))
+
+
+def task_data(stores: Stores, spec: ModelSpec, view: DataView, class_names: Sequence[str] | None = None,
+              require_labels: bool = True, positions: np.ndarray | None = None) -> TaskData:
+    """Arrays for ``spec.task`` from ``view`` (optionally only the samples at ``positions``)."""
+    modality = view.node.props.get("modality")
+    if modality != _MODALITY[spec.task]:
+        raise InvalidInput(f"a {spec.task} model needs {_MODALITY[spec.task]} data; {view.node.name!r} holds {modality} data")
+    if len(view) == 0:
+        raise InvalidInput(f"data version {view.node.name!r} is empty")
+    names = tuple(class_names) if class_names is not None else class_names_for(spec, view)
+    index = {n: i for i, n in enumerate(names)}
+    pos = np.arange(len(view)) if positions is None else np.asarray(positions)
+    ids = view.data_ids[pos]
+    if spec.task in ("classification", "detection"):
+        size = int(spec.parameters["image_size"])
+        images = _images(view, pos, size)
+        if spec.task == "classification":
+            if spec.parameters.get("label_column"):
+                raw = view.column(spec.parameters["label_column"])
+                labels_raw = [None if raw[i] is None else str(raw[i]) for i in pos]
+            else:
+                all_labels = view.labels()
+                labels_raw = [all_labels[i] for i in pos]
+            if require_labels and all(l is None for l in labels_raw):
+                raise InvalidInput(f"data version {view.node.name!r} has no class labels to train on")
+            labels = np.array([index.get(l, -1) if l is not None else -1 for l in labels_raw], dtype=np.int64)
+            if require_labels and (labels < 0).any():
+                keep = labels >= 0  # samples without a (known) label cannot teach a classifier
+                images, labels, ids = images[keep], labels[keep], ids[keep]
+            return TaskData("classification", names, ids, images=images, labels=labels)
+        boxes_t = view.annotations().get("boxes")
+        if require_labels and (boxes_t is None or boxes_t.num_rows == 0):
+            raise InvalidInput(f"data version {view.node.name!r} has no boxes to train a detector on")
+        per_image = _boxes(view, pos, size, boxes_t, index)
+        return TaskData("detection", names, ids, images=images, boxes=per_image)
+    if spec.task == "forecasting":
+        series = np.stack([view[int(i)].value for i in pos]).astype(np.float32)
+        adj = None
+        digest = view.node.props.get("adjacency")
+        if digest:
+            adj = np.load(io.BytesIO(stores.artifacts.get_bytes(digest)), allow_pickle=False)
+        return TaskData("forecasting", (), ids, series=series, adjacency=adj,
+                        missing_value=float(view.node.props.get("missing_value", 0.0)))
+    table = view.to_numpy()[pos]
+    if spec.task == "tabular-classification":
+        all_labels = view.labels()
+        labels = np.array([index.get(all_labels[i], -1) if all_labels[i] is not None else -1 for i in pos], np.int64)
+        if require_labels and (labels < 0).all():
+            raise InvalidInput(f"data version {view.node.name!r} has no class labels to train on")
+        keep = labels >= 0 if require_labels else np.ones(len(labels), bool)
+        return TaskData(spec.task, names, ids[keep], table=table[keep], labels=labels[keep])
+    values = view.label_values()
+    targets = np.array([values[i] for i in pos], dtype=np.float64)
+    if require_labels and np.isnan(targets).all():
+        raise InvalidInput(f"data version {view.node.name!r} has no regression targets to train on")
+    keep = ~np.isnan(targets) if require_labels else np.ones(len(targets), bool)
+    return TaskData(spec.task, (), ids[keep], table=table[keep], targets=targets[keep])
+
+
+def _images(view: DataView, pos: np.ndarray, size: int) -> np.ndarray:
+    out = np.empty((len(pos), size, size, 3), dtype=np.uint8)
+    for j, img in enumerate(view.read_images(pos)):
+        if img.shape[:2] != (size, size):
+            img = np.asarray(Image.fromarray(img).resize((size, size), Image.BILINEAR))
+        out[j] = img
+    return out
+
+
+def _boxes(view: DataView, pos: np.ndarray, size: int, boxes_t: Any, index: dict[str, int]) -> list[tuple[np.ndarray, np.ndarray]]:
+    meta = view.metadata()
+    widths, heights = meta["width"].to_numpy(), meta["height"].to_numpy()
+    by_id: dict[int, list[tuple[float, float, float, float, int]]] = {}
+    if boxes_t is not None:
+        for did, cat, x, y, w, h in zip(boxes_t["data_id"].to_pylist(), boxes_t["category"].to_pylist(),
+                                        boxes_t["bbox_x"].to_pylist(), boxes_t["bbox_y"].to_pylist(),
+                                        boxes_t["bbox_w"].to_pylist(), boxes_t["bbox_h"].to_pylist()):
+            if cat in index:
+                by_id.setdefault(did, []).append((x, y, x + w, y + h, index[cat]))
+    out = []
+    ids = view.data_ids
+    for i in pos:
+        sx, sy = size / widths[i], size / heights[i]
+        rows = by_id.get(int(ids[i]), [])
+        b = np.array([[r[0] * sx, r[1] * sy, r[2] * sx, r[3] * sy] for r in rows], np.float32).reshape(-1, 4)
+        out.append((b, np.array([r[4] for r in rows], np.int64)))
+    return out

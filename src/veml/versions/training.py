@@ -1,0 +1,247 @@
+"""Training versions: one node per run, its status as insert-only events, its metrics as a log.
+
+The node is written when the run starts (so ``veml train log T --follow`` has something to
+follow) and is never edited: the run's end is a ``finished`` event carrying the checkpoint digest,
+metrics and resource profile, or a ``failed`` event.  A process killed outright leaves a
+``running`` event whose process is gone; readers report that run as failed.  Everything that can
+be checked is checked before the node exists, so bad input leaves no run behind.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import socket
+import sys
+import time
+from typing import Any, Callable, Mapping
+
+import numpy as np
+
+from veml.adapters import get_adapter
+from veml.adapters.base import ModelSpec
+from veml.entities import Node
+from veml.errors import Conflict, InvalidInput, StorageError
+from veml.versions import evaluation
+from veml.versions.context import Stores
+from veml.versions.data import DataVersions
+from veml.versions.model import ModelVersions, spec_of
+from veml.versions.taskdata import class_names_for, task_data
+
+KIND = "TrainingVersion"
+_FLUSH_S = 0.5
+_FLUSH_ROWS = 500
+
+
+def parse_sets(sets: Mapping[str, Any] | list[str] | None, defaults: Mapping[str, Any]) -> dict[str, Any]:
+    """``--set key=value`` pairs typed like their defaults; an unknown key is refused by name."""
+    raw: dict[str, Any] = {}
+    if isinstance(sets, Mapping):
+        raw = dict(sets)
+    else:
+        for item in sets or []:
+            if "=" not in item:
+                raise InvalidInput(f"--set expects key=value, got {item!r}")
+            k, v = item.split("=", 1)
+            raw[k.strip()] = v.strip()
+    out = dict(defaults)
+    for key, value in raw.items():
+        if key not in defaults:
+            raise InvalidInput(f"unknown training parameter {key!r} (accepted: {', '.join(defaults)})")
+        default = defaults[key]
+        try:
+            if isinstance(default, bool):
+                out[key] = value if isinstance(value, bool) else str(value).lower() in ("1", "true", "yes", "on")
+            elif isinstance(default, int):
+                out[key] = int(value)
+            elif isinstance(default, float):
+                out[key] = float(value)
+            else:
+                out[key] = value
+        except (TypeError, ValueError):
+            raise InvalidInput(f"training parameter {key}={value!r} is not a {type(default).__name__}") from None
+    return out
+
+
+def _libraries() -> dict[str, str]:
+    libs = {"python": platform.python_version()}
+    for mod in ("numpy", "torch", "torchvision", "sklearn", "onnxruntime"):
+        m = sys.modules.get(mod)
+        if m is not None:
+            libs[mod] = getattr(m, "__version__", "?")
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        libs["veml"] = version("veml")
+    except PackageNotFoundError:
+        libs["veml"] = "unknown"
+    return libs
+
+
+class _Logger:
+    """Buffers metric rows and writes them in small transactions, so logging costs little per step."""
+
+    def __init__(self, stores: Stores, node_id: int, echo: Callable[[int, int, Mapping[str, float]], None] | None) -> None:
+        self._s, self._id, self._echo = stores, node_id, echo
+        self._rows: list[tuple[int, int, str, float, float]] = []
+        self._last = time.monotonic()
+
+    def __call__(self, step: int, epoch: int, values: Mapping[str, float]) -> None:
+        now = time.time()
+        self._rows.extend((step, epoch, k, float(v), now) for k, v in values.items())
+        if self._echo:
+            self._echo(step, epoch, values)
+        if len(self._rows) >= _FLUSH_ROWS or time.monotonic() - self._last > _FLUSH_S:
+            self.flush()
+
+    def flush(self) -> None:
+        rows, self._rows = self._rows, []
+        self._s.graph.append_logs(self._id, rows)
+        self._last = time.monotonic()
+
+
+def _alive(pid: int, host: str) -> bool:
+    if host != socket.gethostname():
+        return True  # another machine's run: trust its events
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class TrainingVersions:
+    def __init__(self, stores: Stores, data: DataVersions, models: ModelVersions) -> None:
+        self._s, self._data, self._models = stores, data, models
+
+    def get(self, ref: str | int) -> Node:
+        return self._s.graph.resolve(ref, kinds=[KIND])
+
+    def status(self, node: Node) -> dict[str, Any]:
+        ev = self._s.graph.latest_events([node.id]).get(node.id, {"status": "unknown"})
+        return self._effective(ev)
+
+    @staticmethod
+    def _effective(ev: dict[str, Any]) -> dict[str, Any]:
+        if ev.get("status") == "running" and not _alive(int(ev.get("pid", -1)), str(ev.get("host", ""))):
+            return {**ev, "status": "failed", "error": "the training process died without finishing"}
+        return ev
+
+    def describe(self, node: Node, event: dict[str, Any] | None = None) -> dict[str, Any]:
+        ev = self._effective(event) if event is not None else self.status(node)
+        out = node.to_json()
+        out["status"] = ev.get("status")
+        for key in ("metrics", "checkpoint", "profile", "worst", "error", "finished_at"):
+            if key in ev:
+                out[key] = ev[key]
+        out.setdefault("metrics", None)
+        return out
+
+    def list(self) -> list[dict[str, Any]]:
+        nodes = self._s.graph.list(kinds=[KIND])
+        events = self._s.graph.latest_events([n.id for n in nodes])
+        return [self.describe(n, events.get(n.id, {"status": "unknown"})) for n in nodes]
+
+    def logs(self, ref: str | int, after_id: int = 0) -> list[dict[str, Any]]:
+        return self._s.graph.read_logs(self.get(ref).id, after_id)
+
+    def checkpoint(self, node: Node) -> bytes:
+        """The run's checkpoint, its digest checked before anything unpickles it."""
+        ev = self.status(node)
+        if ev.get("status") != "finished":
+            raise InvalidInput(f"training {node.name!r} is {ev.get('status')}: only a finished training has a checkpoint")
+        digest = ev["checkpoint"]
+        if not self._s.artifacts.verify(digest):
+            raise StorageError(f"checkpoint {digest[:12]} of training {node.name!r} is missing or damaged (digest mismatch)")
+        return self._s.artifacts.get_bytes(digest)
+
+    def train(
+        self,
+        data: str | int,
+        model: str | int,
+        sets: Mapping[str, Any] | list[str] | None = None,
+        init_from: str | int | None = None,
+        test: str | int | None = None,
+        name: str | None = None,
+        echo: Callable[[int, int, Mapping[str, float]], None] | None = None,
+        extra_parents: list[tuple[int, str, Mapping[str, Any]]] | None = None,
+    ) -> dict[str, Any]:
+        dnode, mnode = self._data.get(data), self._models.get(model)
+        spec: ModelSpec = spec_of(mnode)
+        adapter = get_adapter(spec.adapter)
+        params = parse_sets(sets, adapter.train_defaults(spec))
+        view = self._data.checkout(dnode)
+        class_names = class_names_for(spec, view)
+        init_bytes, init_node = None, None
+        if init_from is not None:
+            init_node = self.get(init_from)
+            init_bytes = self.checkpoint(init_node)
+        test_node = self._data.get(test) if test is not None else None
+        train_pos, eval_pos = self._split(len(view), params, test_node is not None)
+        td = task_data(self._s, spec, view, class_names, positions=train_pos)
+        if len(td) == 0:
+            raise InvalidInput(f"data version {dnode.name!r} has no labelled samples to train on")
+        if test_node is not None:
+            eval_td = task_data(self._s, spec, self._data.checkout(test_node), class_names, require_labels=False)
+        else:
+            eval_td = task_data(self._s, spec, view, class_names, positions=eval_pos, require_labels=False) if len(eval_pos) else None
+        if init_bytes is not None and hasattr(adapter, "check_init"):
+            adapter.check_init(spec, td, init_bytes)
+        name = name or self._auto_name(mnode.name, dnode.name)
+        if self._s.graph.name_taken(name):
+            raise Conflict(f"name {name!r} is already taken")
+        parents: list[tuple[int, str, Mapping[str, Any]]] = [(dnode.id, "DATA_TRAINING", {"role": "train"}),
+                                                             (mnode.id, "MODEL_TRAINING", {})]
+        if test_node is not None:
+            parents.append((test_node.id, "DATA_TRAINING", {"role": "test"}))
+        if init_node is not None:
+            parents.append((init_node.id, "FINETUNE_FROM", {}))
+        parents += extra_parents or []
+        props = {"data": dnode.id, "model": mnode.id, "test": test_node.id if test_node else None,
+                 "init_from": init_node.id if init_node else None, "params": params, "seed": params.get("seed"),
+                 "task": spec.task, "class_names": list(class_names), "libraries": _libraries(),
+                 "train_samples": len(td), "eval_samples": len(eval_td) if eval_td is not None else 0}
+        node = self._s.graph.record(KIND, name, props, parents=parents)
+        self._s.graph.append_event(node.id, "running", {"pid": os.getpid(), "host": socket.gethostname()})
+        logger = _Logger(self._s, node.id, echo)
+        try:
+            outcome = adapter.train(spec, td, params, init_bytes, logger)
+            logger.flush()
+            digest = self._s.artifacts.put_bytes(outcome.checkpoint)
+            profile = dict(outcome.profile)
+            metrics, worst = None, []
+            if eval_td is not None:
+                t0 = time.perf_counter()
+                preds = adapter.predict(spec, outcome.checkpoint, eval_td)
+                metrics, worst = evaluation.evaluate(eval_td, preds)
+                profile["evaluation_s"] = time.perf_counter() - t0
+            metrics = {**(metrics or {}), **{k: v for k, v in outcome.metrics.items()}}
+            self._s.graph.append_event(node.id, "finished", {"checkpoint": digest, "metrics": metrics, "profile": profile,
+                                                             "worst": worst, "finished_at": time.time()})
+        except BaseException as exc:
+            try:
+                logger.flush()
+            finally:
+                self._s.graph.append_event(node.id, "failed", {"error": f"{type(exc).__name__}: {exc}"[:500]})
+            raise
+        return self.describe(self._s.graph.get(node.id))
+
+    @staticmethod
+    def _split(n: int, params: Mapping[str, Any], has_test: bool) -> tuple[np.ndarray, np.ndarray]:
+        """Seeded hold-out split when no test version is given, so metrics are never on training samples."""
+        if has_test or float(params.get("val_fraction", 0.0)) <= 0 or n < 5:
+            return np.arange(n), np.arange(0)
+        rng = np.random.default_rng(int(params.get("seed", 0)))
+        order = rng.permutation(n)
+        k = max(1, int(round(n * float(params["val_fraction"]))))
+        return np.sort(order[k:]), np.sort(order[:k])
+
+    def _auto_name(self, model: str, data: str) -> str:
+        base = f"train-{model}-on-{data}"
+        name, i = base, 1
+        while self._s.graph.name_taken(name):
+            i += 1
+            name = f"{base}-{i}"
+        return name
