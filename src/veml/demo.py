@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from veml.datasets import Domain, generate_driving_coco, generate_traffic, write_npz
+from veml.datasets import Domain, TrafficData, generate_driving_coco, generate_traffic, write_npz
 from veml.errors import InvalidInput
 from veml.repository import init
 
@@ -36,7 +36,8 @@ def _prepare_dir(path: Path) -> None:
     (path / MARKER).write_text("created by veml demo; rerunning the demo replaces this directory\n")
 
 
-def run_demo(path: str | Path = "veml-demo", images: int = 300, log: Callable[[str], None] = print) -> dict[str, Any]:
+def run_demo(path: str | Path = "veml-demo", images: int = 300, log: Callable[[str], None] = print,
+             train: bool = True) -> dict[str, Any]:
     t0 = time.perf_counter()
     root = Path(path).resolve()
     _prepare_dir(root)
@@ -65,16 +66,28 @@ def run_demo(path: str | Path = "veml-demo", images: int = 300, log: Callable[[s
             created[name] = v.id
             log(f"created {name}: {v.props['samples']} samples ({v.parents} -> {v.id})")
         repo.data.tag("all-cities", "release-1")
+        tests = []
+        for seed, (name, domain) in enumerate(DOMAINS.items()):
+            ann = generate_driving_coco(raw / f"{name}-test", max(images // 4, 8), seed=100 + seed, domain=domain,
+                                        file_prefix=f"{name}-test")
+            tests.append(repo.data.import_("coco", ann, f"{name}-test", role="test", images=ann.parent / "images").name)
+        created["all-cities-test"] = repo.data.merge(tests, "all-cities-test").id
+        log(f"created all-cities-test: held-out scenes of every domain (role test)")
 
         for seed, network in enumerate(("grid", "ring")):
-            data = generate_traffic(n_sensors=24, n_steps=288 * 14, seed=seed, network=network, missing_rate=0.01)
-            npz = write_npz(data, raw / f"traffic-{network}.npz")
-            v = repo.data.import_("timeseries", npz, f"traffic-{network}")
+            data = generate_traffic(n_sensors=24, n_steps=288 * 21, seed=seed, network=network, missing_rate=0.01)
+            week3 = TrafficData(data.speeds[288 * 14:], data.timestamps[288 * 14:], data.sensor_ids, data.adjacency)
+            first = TrafficData(data.speeds[:288 * 14], data.timestamps[:288 * 14], data.sensor_ids, data.adjacency)
+            v = repo.data.import_("timeseries", write_npz(first, raw / f"traffic-{network}.npz"), f"traffic-{network}")
             created[f"traffic-{network}"] = v.id
+            if network == "grid":  # the week after, held out: what a deployed forecaster meets next
+                repo.data.import_("timeseries", write_npz(week3, raw / "traffic-grid-next-week.npz"), "traffic-grid-next-week",
+                                  role="test")
             log(f"imported traffic-{network}: {v.props['samples']} daily windows x {len(v.props['sensors'])} sensors")
         v = repo.data.prepare("traffic-grid", "traffic-grid-imputed", [{"op": "impute", "strategy": "ffill"}, {"op": "normalize"}])
         created["traffic-grid-imputed"] = v.id
 
+        lifecycles = {} if not train else _ml_stage(repo, raw, images, log)
         lineage = repo.lineage.query("all-cities-32px", "up")
         report = repo.verify()
         summary = {
@@ -82,14 +95,55 @@ def run_demo(path: str | Path = "veml-demo", images: int = 300, log: Callable[[s
             "versions": created,
             "lineage_of": "all-cities-32px",
             "lineage": {"nodes": [n.name for n in lineage.nodes], "edges": [[e.src, e.kind, e.dst] for e in lineage.edges]},
+            "lifecycles": lifecycles,
             "verify_ok": report.ok,
             "seconds": round(time.perf_counter() - t0, 2),
             "next": [
                 f"cd {root} && veml data list",
                 "veml lineage vulnerable-road-users --format dot",
                 "veml data show all-cities --grid grid.png --plot stats.png",
+                "veml lifecycle list",
+                "veml train list && veml train log time-of-day-run | tail",
             ],
         }
     finally:
         repo.close()
     return summary
+
+
+CLASSIFIER = {"adapter": "torch", "task": "classification", "architecture": "efficientnet_lite0",
+              "parameters": {"pretrained": True, "freeze_backbone": True, "label_column": "time_of_day", "image_size": 64}}
+DETECTOR = {"adapter": "torch", "task": "detection", "architecture": "fasterrcnn", "backbone": "efficientnet_lite0",
+            "parameters": {"image_size": 128, "pretrained_backbone": True, "freeze_backbone": True}}
+FORECASTER = {"adapter": "torch", "task": "forecasting", "architecture": "dcrnn",
+              "parameters": {"history": 12, "horizon": 12, "hidden": 16, "layers": 1, "diffusion_steps": 2}}
+
+
+def _ml_stage(repo: Any, raw: Path, images: int, log: Callable[[str], None]) -> dict[str, Any]:
+    """Train, deploy and evaluate three lifecycles: time of day, object detection, traffic forecasting."""
+    out: dict[str, Any] = {}
+
+    def lifecycle(key: str, data: str, model: str, config: dict[str, Any], sets: list[str], evaluate_on: str,
+                  quantize: str) -> None:
+        t0 = time.perf_counter()
+        repo.models.add(model, config)
+        run = repo.training.train(data, model, sets=sets, name=f"{key}-run")
+        dep = repo.inference.deploy(run["id"], "onnx", quantize, name=f"{key}-onnx-{quantize}")
+        pred = repo.inference.predict(dep.id, evaluate_on, name=f"{key}-on-{evaluate_on}")
+        km = pred.props["key_metric"]
+        out[key] = {"training": run["id"], "inference": dep.id, "prediction": pred.id, "train_metrics_on_holdout":
+                    {k: run["metrics"].get(k) for k in ("accuracy", "map50", "map", "mae", "rmse") if run["metrics"].get(k) is not None},
+                    "evaluated_on": evaluate_on, km["name"]: km["value"], "latency_ms": dep.props["latency_ms"],
+                    "seconds": round(time.perf_counter() - t0, 1)}
+        log(f"lifecycle {key}: trained {run['name']} ({run['profile']['samples_per_s']:.0f} samples/s), deployed onnx/{quantize} "
+            f"({dep.props['latency_ms']:.2f} ms), {km['name']} on {evaluate_on} = {km['value']:.3f}")
+
+    lifecycle("time-of-day", "all-cities", "time-of-day-lite0", CLASSIFIER, ["epochs=3"], "all-cities-test", "int8")
+    for split, n, seed in (("", max(images, 60), 21), ("-test", max(images // 4, 16), 22)):
+        ann = generate_driving_coco(raw / f"detection-128{split}", n, seed=seed, size=(128, 128), file_prefix=f"det{split}",
+                                    domain=DOMAINS["amsterdam-day"])
+        repo.data.import_("coco", ann, f"amsterdam-day-128{split}", role="test" if split else "train", images=ann.parent / "images")
+    lifecycle("detection", "amsterdam-day-128", "detector-fasterrcnn-lite0", DETECTOR, ["epochs=4", "lr=0.002"],
+              "amsterdam-day-128-test", "none")
+    lifecycle("traffic", "traffic-grid", "forecaster-dcrnn", FORECASTER, ["epochs=3"], "traffic-grid-next-week", "int8")
+    return out

@@ -28,7 +28,8 @@ FORECASTERS = ("dcrnn",)
 #: parameters a model config may set, per task, with their defaults
 MODEL_PARAMETERS: dict[str, dict[str, Any]] = {
     "classification": {"image_size": 64, "pretrained": False, "label_column": None, "freeze_backbone": False},
-    "detection": {"image_size": 128, "pretrained_backbone": False, "score_threshold": 0.05, "detections_per_image": 50},
+    "detection": {"image_size": 128, "pretrained_backbone": False, "freeze_backbone": False, "score_threshold": 0.05,
+                  "detections_per_image": 50},
     "forecasting": {"history": 12, "horizon": 12, "hidden": 32, "layers": 2, "diffusion_steps": 2},
 }
 
@@ -61,16 +62,26 @@ def build_classifier(architecture: str, num_classes: int, params: Mapping[str, A
 class _LiteBody(nn.Module):
     """EfficientNet-Lite0 stages as a dict of feature maps, the form torchvision's FPN takes."""
 
-    def __init__(self, pretrained: bool) -> None:
+    def __init__(self, pretrained: bool, frozen: bool = False) -> None:
         super().__init__()
         self.net = effl.pretrained() if pretrained else effl.EfficientNetLite0()
+        self.frozen = frozen
+        if frozen:  # ImageNet features as they are: only the FPN and heads learn (fast on a CPU)
+            for p in self.net.parameters():
+                p.requires_grad_(False)
+
+    def train(self, mode: bool = True) -> "_LiteBody":
+        super().train(mode)
+        if self.frozen:
+            self.net.eval()  # frozen batch-norm statistics too
+        return self
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         return {str(i): f for i, f in enumerate(self.net.features_at(x))}
 
 
-def _lite_fpn(pretrained: bool, extra: nn.Module) -> nn.Module:
-    body = _LiteBody(pretrained)
+def _lite_fpn(pretrained: bool, extra: nn.Module, frozen: bool = False) -> nn.Module:
+    body = _LiteBody(pretrained, frozen)
     fpn = FeaturePyramidNetwork(list(effl.PYRAMID_CHANNELS), 128, extra_blocks=extra)
 
     class _Backbone(nn.Module):
@@ -93,12 +104,13 @@ def build_detector(architecture: str, backbone: str | None, num_classes: int, pa
     if backbone not in DETECTOR_BACKBONES:
         raise InvalidInput(f"unknown detection backbone {backbone!r}: use one of {', '.join(DETECTOR_BACKBONES)}")
     pretrained = bool(params.get("pretrained_backbone"))
-    if pretrained and backbone != "efficientnet_lite0":
-        raise InvalidInput("pretrained_backbone needs backbone efficientnet_lite0 (the only offline ImageNet weights)")
+    frozen = bool(params.get("freeze_backbone"))
+    if (pretrained or frozen) and backbone != "efficientnet_lite0":
+        raise InvalidInput("pretrained_backbone/freeze_backbone need backbone efficientnet_lite0 (the only offline ImageNet weights)")
     common = dict(min_size=size, max_size=size, image_mean=list(effl.IMAGENET_MEAN), image_std=list(effl.IMAGENET_STD))
     if architecture in ("fcos", "retinanet"):
         if backbone == "efficientnet_lite0":
-            bb: nn.Module = _lite_fpn(pretrained, LastLevelP6P7(128, 128))
+            bb: nn.Module = _lite_fpn(pretrained, LastLevelP6P7(128, 128), frozen)
         else:
             bb = resnet_fpn_backbone(backbone_name=backbone, weights=None, trainable_layers=5, returned_layers=[2, 3, 4],
                                      extra_blocks=LastLevelP6P7(256, 256))
@@ -111,7 +123,7 @@ def build_detector(architecture: str, backbone: str | None, num_classes: int, pa
                    detections_per_img=int(params["detections_per_image"]), **common)
     if architecture == "fasterrcnn":
         if backbone == "efficientnet_lite0":
-            bb = _lite_fpn(pretrained, LastLevelMaxPool())
+            bb = _lite_fpn(pretrained, LastLevelMaxPool(), frozen)
         else:
             bb = resnet_fpn_backbone(backbone_name=backbone, weights=None, trainable_layers=5)
         from torchvision.models.detection.anchor_utils import AnchorGenerator

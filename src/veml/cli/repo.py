@@ -30,6 +30,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p = sub.add_parser("demo", parents=[common], help="the self-driving walk-through on generated data")
     p.add_argument("--path", default="veml-demo", help="where to build the demo repository (default ./veml-demo)")
     p.add_argument("--images", type=int, default=300, help="generated images per driving domain (default 300)")
+    p.add_argument("--no-train", action="store_true", help="only the data-versioning part (no model training)")
     p.set_defaults(handler=cmd_demo)
 
     p = sub.add_parser("verify", parents=[common], help="check every version against its digests")
@@ -64,9 +65,13 @@ def cmd_demo(ctx: Context, args: argparse.Namespace) -> None:
     import sys
 
     log = (lambda m: None) if ctx.as_json else (lambda m: print(m, file=sys.stderr))
-    summary = run_demo(args.path, images=args.images, log=log)
+    summary = run_demo(args.path, images=args.images, log=log, train=not args.no_train)
     lines = [f"demo repository: {summary['path']}  ({summary['seconds']} s, verify {'ok' if summary['verify_ok'] else 'FAILED'})",
-             f"lineage of {summary['lineage_of']}: " + ", ".join(summary["lineage"]["nodes"]), "next:"]
+             f"lineage of {summary['lineage_of']}: " + ", ".join(summary["lineage"]["nodes"])]
+    for key, lc in summary.get("lifecycles", {}).items():
+        metric = next((f"{k}={v:.3f}" for k, v in lc.items() if k in ("accuracy", "map50", "mae")), "")
+        lines.append(f"lifecycle {key}: {metric} on {lc['evaluated_on']}, {lc['latency_ms']:.2f} ms per sample ({lc['seconds']} s)")
+    lines.append("next:")
     lines += [f"  {c}" for c in summary["next"]]
     ctx.emit(summary, "\n".join(lines))
 
