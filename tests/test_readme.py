@@ -21,17 +21,18 @@ def _tour_blocks() -> list[str]:
 
 def test_readme_tour_runs(tmp_path):
     blocks = _tour_blocks()
-    assert len(blocks) == 2
+    assert len(blocks) == 3
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
     env.pop("VEML_REPO", None)
-    script = "set -euo pipefail\n" + blocks[0] + "\n" + blocks[1].replace("python -c", f"{sys.executable} -c")
-    script = script.replace("python -c", f"{sys.executable} -c")
+    script = "set -euo pipefail\n" + "\n".join(blocks).replace("python -c", f"{sys.executable} -c")
     out = subprocess.run(["bash", "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]
     assert '{"added": 200, "removed": 0, "common": 200}' in out.stdout
     repo = tmp_path / "myrepo"
     assert (repo / "grid.png").stat().st_size > 0 and (repo / "lineage.dot").read_text().startswith("digraph")
     assert (repo / "exported" / "annotations.json").exists()
+    assert re.search(r"data \d+ -> model \d+ -> training \d+ -> inference \d+  classification", out.stdout)  # lifecycle list
+    assert "PREDICT_ON" in out.stdout
 
 
 def test_readme_starts_with_the_two_commands():

@@ -246,24 +246,25 @@ class TorchAdapter:
 
         self._check_data(spec, data, training=False)
         meta = checkpoint_meta
+        run = torch_export.runner(spec, artifact, fmt, device)
         if spec.task == "classification":
             out = []
             for i in range(0, len(data.images), batch_size):
-                logits = torch_export.predict_exported(spec, artifact, fmt, self._images(data.images[i:i + batch_size], True), device)[0]
+                logits = run(self._images(data.images[i:i + batch_size], True))[0]
                 out.append(torch.softmax(torch.as_tensor(np.asarray(logits, np.float32)), -1).numpy())
             return Predictions("classification", scores=np.concatenate(out) if out else np.zeros((0, len(meta["class_names"]))))
         if spec.task == "detection":
             off = tm.first_label_offset(spec.architecture)
             dets = []
             for img in self._images(data.images, False):
-                boxes, scores, labels = torch_export.predict_exported(spec, artifact, fmt, [img], device)
+                boxes, scores, labels = run([img])
                 dets.append((np.asarray(boxes, np.float32), np.asarray(scores, np.float32), np.asarray(labels, np.int64) - off))
             return Predictions("detection", detections=dets)
         if data.series.shape[2] != meta["sensors"]:
             raise InvalidInput(f"this forecaster was trained on {meta['sensors']} sensors; the data has {data.series.shape[2]}")
         x, y, owner = self._forecast_windows(spec, data, meta, int(spec.parameters["horizon"]))
-        out = [np.asarray(torch_export.predict_exported(spec, artifact, fmt, torch.from_numpy(x[i:i + batch_size]), device)[0])
-               * meta["std"] + meta["mean"] for i in range(0, len(x), batch_size)]
+        out = [np.asarray(run(torch.from_numpy(x[i:i + batch_size]))[0]) * meta["std"] + meta["mean"]
+               for i in range(0, len(x), batch_size)]
         return Predictions("forecasting", forecasts=np.concatenate(out)[..., 0], forecast_targets=y[..., 0], forecast_sample=owner)
 
     def checkpoint_meta(self, checkpoint: bytes) -> dict[str, Any]:

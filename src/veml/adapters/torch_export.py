@@ -197,14 +197,18 @@ def _compare(ref: list[np.ndarray], got: list[np.ndarray], task: str) -> tuple[f
     return float(np.abs(rb - gb).max()), 1.0
 
 
-def predict_exported(spec: ModelSpec, artifact: bytes, fmt: str, example: Any, device: str = "cpu") -> list[np.ndarray]:
-    """Raw outputs of a deployed artifact for one model input batch (the adapter turns them into Predictions)."""
+def runner(spec: ModelSpec, artifact: bytes, fmt: str, device: str = "cpu") -> Callable[[Any], list[np.ndarray]]:
+    """Load a deployed artifact once; the returned function maps one model input batch to raw outputs."""
     if fmt == "onnx":
         sess = _session(artifact, device)
-        return sess.run(None, _feed(spec.task, example))
+        return lambda example: sess.run(None, _feed(spec.task, example))
     loaded = torch.jit.load(io.BytesIO(artifact))
-    with torch.no_grad():
-        return _flat(_script_out(loaded(example), spec.task), spec.task)
+
+    def run(example: Any) -> list[np.ndarray]:
+        with torch.no_grad():
+            return _flat(_script_out(loaded(example), spec.task), spec.task)
+
+    return run
 
 
 def triton_config(name: str, outcome_format: str, task: str, input_shape: tuple[int, ...], max_batch: int = 32) -> str:
@@ -221,4 +225,4 @@ def triton_config(name: str, outcome_format: str, task: str, input_shape: tuple[
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["export", "predict_exported", "triton_config", "FORMATS", "QUANTIZE", "Predictions", "TaskData"]
+__all__ = ["export", "runner", "triton_config", "FORMATS", "QUANTIZE", "Predictions", "TaskData"]

@@ -86,7 +86,22 @@ def verify(stores: Stores) -> VerifyReport:
                 if not stores.artifacts.verify(d):
                     report.problems.append(f"version {nid} ({node.name}): artifact {key} {d[:12]} is missing or damaged")
     report.samples = len(checked)
+    _verify_model_artifacts(stores, report)
     return report
+
+
+def _verify_model_artifacts(stores: Stores, report: VerifyReport) -> None:
+    """Checkpoints (from finished runs' events) and deployed artifacts, by their sha256."""
+    g = stores.graph
+    runs = g.list(kinds=["TrainingVersion"])
+    events = g.latest_events([n.id for n in runs])
+    found = [(n, "checkpoint", events[n.id]["checkpoint"]) for n in runs if events.get(n.id, {}).get("checkpoint")]
+    found += [(n, "deployed artifact", n.props["artifact"]) for n in g.list(kinds=["InferenceVersion"]) if n.props.get("artifact")]
+    for node, what, digest in found:
+        report.versions += 1
+        report.artifacts += 1
+        if not stores.artifacts.verify(digest):
+            report.problems.append(f"version {node.id} ({node.name}): {what} {digest[:12]} is missing or damaged (digest mismatch)")
 
 
 @dataclass

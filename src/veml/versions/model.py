@@ -87,15 +87,17 @@ class ModelVersions:
         spec = spec_from_config(doc, str(config) if isinstance(config, (str, Path)) else "config")
         if self._s.graph.name_taken(name):
             raise Conflict(f"name {name!r} is already taken")
+        base = None
+        if finetune_from is not None:  # checked before any shared node is created
+            base = self.get(finetune_from)
+            if base.props["task"] != spec.task:
+                raise InvalidInput(f"cannot fine-tune a {spec.task} model from {base.name!r}, a {base.props['task']} model")
         parents: list[tuple[int, str, Mapping[str, Any]]] = []
         for part, kind in _PARTS.items():
             value = getattr(spec, part)
             if value:
                 parents.append((self._part_node(kind, part, value), "USES", {"part": part}))
-        if finetune_from is not None:
-            base = self.get(finetune_from)
-            if base.props["task"] != spec.task:
-                raise InvalidInput(f"cannot fine-tune a {spec.task} model from {base.name!r}, a {base.props['task']} model")
+        if base is not None:
             parents.append((base.id, "FINETUNE_FROM", {}))
         props = {**spec.to_json(), "description": description or doc.get("description", "")}
         return self._s.graph.record(KIND, name, props, parents=parents)

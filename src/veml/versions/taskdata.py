@@ -50,9 +50,12 @@ def task_data(stores: Stores, spec: ModelSpec, view: DataView, class_names: Sequ
         size = int(spec.parameters["image_size"])
         images = _images(view, pos, size)
         if spec.task == "classification":
-            if spec.parameters.get("label_column"):
-                raw = view.column(spec.parameters["label_column"])
+            col = spec.parameters.get("label_column")
+            if col and (require_labels or col in view.node.props.get("columns", {})):
+                raw = view.column(col)
                 labels_raw = [None if raw[i] is None else str(raw[i]) for i in pos]
+            elif col:  # predicting on data that lacks the label column: no labels, no metrics
+                labels_raw = [None] * len(pos)
             else:
                 all_labels = view.labels()
                 labels_raw = [all_labels[i] for i in pos]

@@ -63,6 +63,20 @@ def parse_sets(sets: Mapping[str, Any] | list[str] | None, defaults: Mapping[str
     return out
 
 
+def check_params(params: Mapping[str, Any]) -> None:
+    """Ranges every adapter shares; refused before a training version is written."""
+    rules = {
+        "epochs": (lambda v: v >= 1, "at least 1"), "batch_size": (lambda v: v >= 1, "at least 1"),
+        "lr": (lambda v: v >= 0, "zero or positive"), "weight_decay": (lambda v: v >= 0, "zero or positive"),
+        "max_steps": (lambda v: v >= 0, "zero (no limit) or positive"), "stride": (lambda v: v >= 1, "at least 1"),
+        "val_fraction": (lambda v: 0 <= v < 1, "in [0, 1)"),
+        "optimizer": (lambda v: v in ("adamw", "sgd"), "adamw or sgd"),
+    }
+    for key, (ok, what) in rules.items():
+        if key in params and not ok(params[key]):
+            raise InvalidInput(f"training parameter {key}={params[key]!r} must be {what}")
+
+
 def _libraries() -> dict[str, str]:
     libs = {"python": platform.python_version()}
     for mod in ("numpy", "torch", "torchvision", "sklearn", "onnxruntime"):
@@ -172,6 +186,7 @@ class TrainingVersions:
         spec: ModelSpec = spec_of(mnode)
         adapter = get_adapter(spec.adapter)
         params = parse_sets(sets, adapter.train_defaults(spec))
+        check_params(params)
         view = self._data.checkout(dnode)
         class_names = class_names_for(spec, view)
         init_bytes, init_node = None, None
