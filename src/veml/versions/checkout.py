@@ -8,6 +8,7 @@ version's preparation steps are applied on the way out.
 from __future__ import annotations
 
 import json
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, Iterator, Sequence
@@ -24,6 +25,9 @@ from veml.versions import preparation, query
 
 if TYPE_CHECKING:
     from veml.versions.context import Stores
+
+
+_READER = ThreadPoolExecutor(max_workers=2, thread_name_prefix="veml-read")
 
 
 @dataclass(frozen=True)
@@ -53,11 +57,19 @@ class DataView:
     # --- Arrow --------------------------------------------------------------------------------
     @cached_property
     def _samples(self) -> pa.Table:
+        self._annotations_future  # start reading the annotations alongside: the two reads overlap
         return self._s.samples.read("samples", self._ids)
 
     @cached_property
-    def _annotations(self) -> dict[str, pa.Table]:
+    def _annotations_future(self) -> Future:
+        return _READER.submit(self._read_annotations)
+
+    def _read_annotations(self) -> dict[str, pa.Table]:
         return {t: self._s.samples.read(t, self._ann_ids) for t in self.node.props.get("annotation_tables", [])}
+
+    @cached_property
+    def _annotations(self) -> dict[str, pa.Table]:
+        return self._annotations_future.result()
 
     @cached_property
     def _meta(self) -> pa.Table:
