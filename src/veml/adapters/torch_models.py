@@ -44,13 +44,22 @@ TRAIN_PARAMETERS: dict[str, dict[str, Any]] = {
 }
 
 
+def _bn_momentum(model: nn.Module, momentum: float = 0.1) -> nn.Module:
+    """MobileNetV3 and EfficientNet ship BN momentum 0.01, tuned for ImageNet-length training; over a few
+    hundred steps the running statistics would not settle and eval-mode accuracy would lag training's."""
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.momentum = momentum
+    return model
+
+
 def build_classifier(architecture: str, num_classes: int, params: Mapping[str, Any]) -> nn.Module:
     if architecture == "resnet18":
         return torchvision.models.resnet18(weights=None, num_classes=num_classes)
     if architecture == "mobilenet_v3_small":
-        return torchvision.models.mobilenet_v3_small(weights=None, num_classes=num_classes)
+        return _bn_momentum(torchvision.models.mobilenet_v3_small(weights=None, num_classes=num_classes))
     if architecture == "efficientnet_lite0":
-        model = effl.pretrained(num_classes) if params.get("pretrained") else effl.EfficientNetLite0(num_classes)
+        model = _bn_momentum(effl.pretrained(num_classes) if params.get("pretrained") else effl.EfficientNetLite0(num_classes))
         if params.get("freeze_backbone"):
             for name, p in model.named_parameters():
                 if not name.startswith("_fc"):
@@ -71,9 +80,15 @@ class _LiteBody(nn.Module):
                 p.requires_grad_(False)
 
     def train(self, mode: bool = True) -> "_LiteBody":
+        # Batch-norm statistics stay frozen even when the weights train, as torchvision's detection
+        # backbones do (FrozenBatchNorm2d): detection batches are a handful of images, too few for
+        # stable batch statistics, and train/eval would otherwise see different features.
         super().train(mode)
+        for m in self.net.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.eval()
         if self.frozen:
-            self.net.eval()  # frozen batch-norm statistics too
+            self.net.eval()
         return self
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
