@@ -143,7 +143,7 @@ def _ml_stage(repo: Any, raw: Path, images: int, log: Callable[[str], None]) -> 
         ann = generate_driving_coco(raw / f"detection-128{split}", n, seed=seed, size=(128, 128), file_prefix=f"det{split}",
                                     domain=DOMAINS["amsterdam-day"])
         repo.data.import_("coco", ann, f"amsterdam-day-128{split}", role="test" if split else "train", images=ann.parent / "images")
-    lifecycle("detection", "amsterdam-day-128", "detector-fasterrcnn-lite0", DETECTOR, ["epochs=4", "lr=0.002"],
+    lifecycle("detection", "amsterdam-day-128", "detector-fasterrcnn-lite0", DETECTOR, ["epochs=6", "lr=0.002"],
               "amsterdam-day-128-test", "none")
     lifecycle("traffic", "traffic-grid", "forecaster-dcrnn", FORECASTER, ["epochs=3"], "traffic-grid-next-week", "int8")
     return out

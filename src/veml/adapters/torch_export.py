@@ -26,7 +26,7 @@ FORMATS = ("onnx", "torchscript")
 QUANTIZE = ("none", "fp16", "int8")
 _NAMES = {
     "classification": (("images",), ("logits",)),
-    "detection": (("image",), ("boxes", "scores", "labels")),
+    "detection": (("image",), ("boxes", "labels", "scores")),  # the order torchvision's output dict flattens to
     "forecasting": (("history",), ("forecast",)),
 }
 
@@ -152,8 +152,9 @@ def export(spec: ModelSpec, model: torch.nn.Module, example: Any, fmt: str, quan
     diff, agreement = _compare(reference, outputs, task)
     tolerance = {"none": 1e-3, "fp16": 5e-2, "int8": float("inf")}[quantize]
     scale = max(float(np.abs(reference[0]).max()) if reference[0].size else 1.0, 1.0)
-    if diff > tolerance * scale:
-        raise InvalidInput(f"exported model disagrees with the trained one (max |diff| {diff:.3g} > {tolerance * scale:.3g})")
+    if diff > tolerance * scale or (quantize == "none" and agreement < 0.9):
+        raise InvalidInput(f"exported model disagrees with the trained one (max |diff| {diff:.3g}, tolerance "
+                           f"{tolerance * scale:.3g}; {agreement:.0%} of predictions agree)")
     inputs, outputs_names = _NAMES[task]
     shape = tuple(int(s) for s in (example[0].shape if task == "detection" else example.shape[1:]))
     return ExportOutcome(artifact, fmt, quantize, float(diff), float(tolerance * scale), float(agreement), float(latency),
@@ -172,11 +173,13 @@ def _script_out(out: Any, task: str) -> Any:
 
 
 def _flat(out: Any, task: str) -> list[np.ndarray]:
+    """Outputs as arrays; detection always as [boxes, scores, labels] whatever the runtime's order."""
     if task == "detection":
         if isinstance(out, list) and out and isinstance(out[0], dict):
             d = out[0]
             return [d["boxes"].numpy(), d["scores"].numpy(), d["labels"].numpy()]
-        return [np.asarray(o) for o in out]
+        named = dict(zip(_NAMES["detection"][1], out))  # an ONNX session's outputs, in export order
+        return [np.asarray(named["boxes"]), np.asarray(named["scores"]), np.asarray(named["labels"])]
     arr = out.numpy() if isinstance(out, torch.Tensor) else np.asarray(out[0])
     return [arr]
 
@@ -187,21 +190,44 @@ def _compare(ref: list[np.ndarray], got: list[np.ndarray], task: str) -> tuple[f
         return diff, float((ref[0].argmax(-1) == got[0].argmax(-1)).mean()) if ref[0].size else 1.0
     if task == "forecasting":
         return float(np.abs(ref[0] - got[0]).max()) if ref[0].size else 0.0, 1.0
-    # detection: compare the confident boxes
-    rb, rs = ref[0][ref[1] >= 0.3], ref[1][ref[1] >= 0.3]
-    gb, gs = got[0][got[1] >= 0.3], got[1][got[1] >= 0.3]
-    if len(rb) == 0 and len(gb) == 0:
-        return 0.0, 1.0
-    if len(rb) != len(gb):
-        return float("inf") if len(gb) == 0 else float(abs(len(rb) - len(gb))), min(len(rb), len(gb)) / max(len(rb), len(gb))
-    return float(np.abs(rb - gb).max()), 1.0
+    return _compare_detection(ref, got)
+
+
+def _compare_detection(ref: list[np.ndarray], got: list[np.ndarray], threshold: float = 0.3, margin: float = 0.05) -> tuple[float, float]:
+    """Confident boxes must have a counterpart (same class, IoU >= 0.9) on the other side.
+
+    Scores within ``margin`` of the threshold may land on either side of it after an export, so a
+    box is only required to match when it is clearly confident, and may match anything above the
+    threshold minus the margin.  Returns (largest coordinate difference of matched boxes, share matched).
+    """
+    from veml.metrics import box_iou
+
+    diffs, required, matched = [0.0], 0, 0
+    for (ab, as_, al), (bb, bs, bl) in (((ref[0], ref[1], ref[2]), (got[0], got[1], got[2])),
+                                        ((got[0], got[1], got[2]), (ref[0], ref[1], ref[2]))):
+        strong = as_ >= threshold + margin
+        cand = bs >= threshold - margin
+        if not strong.any():
+            continue
+        required += int(strong.sum())
+        if not cand.any():
+            continue
+        iou = box_iou(np.asarray(ab[strong], np.float64), np.asarray(bb[cand], np.float64))
+        same = np.asarray(al[strong])[:, None] == np.asarray(bl[cand])[None, :]
+        iou = np.where(same, iou, 0.0)
+        best = iou.argmax(1)
+        ok = iou[np.arange(len(best)), best] >= 0.9
+        matched += int(ok.sum())
+        if ok.any():
+            diffs.append(float(np.abs(ab[strong][ok] - bb[cand][best[ok]]).max()))
+    return max(diffs), (matched / required if required else 1.0)
 
 
 def runner(spec: ModelSpec, artifact: bytes, fmt: str, device: str = "cpu") -> Callable[[Any], list[np.ndarray]]:
     """Load a deployed artifact once; the returned function maps one model input batch to raw outputs."""
     if fmt == "onnx":
         sess = _session(artifact, device)
-        return lambda example: sess.run(None, _feed(spec.task, example))
+        return lambda example: _flat(sess.run(None, _feed(spec.task, example)), spec.task)
     loaded = torch.jit.load(io.BytesIO(artifact))
 
     def run(example: Any) -> list[np.ndarray]:
