@@ -14,7 +14,7 @@ import statistics
 import tempfile
 import time
 import warnings
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -26,7 +26,7 @@ FORMATS = ("onnx", "torchscript")
 QUANTIZE = ("none", "fp16", "int8")
 _NAMES = {
     "classification": (("images",), ("logits",)),
-    "detection": (("image",), ("boxes", "labels", "scores")),  # the order torchvision's output dict flattens to
+    "detection": (("image",), ("boxes", "labels", "scores")),  # default; the real order is read off the model
     "forecasting": (("history",), ("forecast",)),
 }
 
@@ -49,8 +49,17 @@ def _session(artifact: bytes, device: str = "cpu"):
     return ort.InferenceSession(artifact, sess_options=opts, providers=providers)
 
 
+def _output_names(model: torch.nn.Module, example: Any, task: str) -> tuple[str, ...]:
+    """Detectors return a dict whose key order differs by architecture (Faster R-CNN: boxes, labels,
+    scores; FCOS: boxes, scores, labels); the ONNX outputs are named after it so readers go by name."""
+    if task != "detection":
+        return _NAMES[task][1]
+    with torch.no_grad():
+        return tuple(model(example)[0].keys())
+
+
 def _to_onnx(model: torch.nn.Module, example: Any, task: str) -> bytes:
-    inputs, outputs = _NAMES[task]
+    inputs, outputs = _NAMES[task][0], _output_names(model, example, task)
     dynamic = None if task == "detection" else {inputs[0]: {0: "batch"}, outputs[0]: {0: "batch"}}
     args = (example,)
     with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
@@ -135,7 +144,8 @@ def export(spec: ModelSpec, model: torch.nn.Module, example: Any, fmt: str, quan
         artifact = _quantize(raw, quantize, task, calibration)
         sess = _session(artifact, device)
         feed = _feed(task, example)
-        outputs = _flat(sess.run(None, feed), task)
+        out_names = [o.name for o in sess.get_outputs()]
+        outputs = _flat(sess.run(None, feed), task, out_names)
         feed_one = _feed(task, one)
         latency = _latency(lambda: sess.run(None, feed_one))
     else:
@@ -155,7 +165,7 @@ def export(spec: ModelSpec, model: torch.nn.Module, example: Any, fmt: str, quan
     if diff > tolerance * scale or (quantize == "none" and agreement < 0.9):
         raise InvalidInput(f"exported model disagrees with the trained one (max |diff| {diff:.3g}, tolerance "
                            f"{tolerance * scale:.3g}; {agreement:.0%} of predictions agree)")
-    inputs, outputs_names = _NAMES[task]
+    inputs, outputs_names = _NAMES[task][0], _output_names(model, example, task)
     shape = tuple(int(s) for s in (example[0].shape if task == "detection" else example.shape[1:]))
     return ExportOutcome(artifact, fmt, quantize, float(diff), float(tolerance * scale), float(agreement), float(latency),
                          float(eager_ms), len(artifact), inputs, shape, outputs_names)
@@ -172,13 +182,14 @@ def _script_out(out: Any, task: str) -> Any:
     return out
 
 
-def _flat(out: Any, task: str) -> list[np.ndarray]:
-    """Outputs as arrays; detection always as [boxes, scores, labels] whatever the runtime's order."""
+def _flat(out: Any, task: str, names: Sequence[str] = ()) -> list[np.ndarray]:
+    """Outputs as arrays; detection always as [boxes, scores, labels] whatever the runtime's order
+    (``names``: an ONNX session's output names, in its order)."""
     if task == "detection":
         if isinstance(out, list) and out and isinstance(out[0], dict):
             d = out[0]
             return [d["boxes"].numpy(), d["scores"].numpy(), d["labels"].numpy()]
-        named = dict(zip(_NAMES["detection"][1], out))  # an ONNX session's outputs, in export order
+        named = dict(zip(names, out))
         return [np.asarray(named["boxes"]), np.asarray(named["scores"]), np.asarray(named["labels"])]
     arr = out.numpy() if isinstance(out, torch.Tensor) else np.asarray(out[0])
     return [arr]
@@ -227,7 +238,8 @@ def runner(spec: ModelSpec, artifact: bytes, fmt: str, device: str = "cpu") -> C
     """Load a deployed artifact once; the returned function maps one model input batch to raw outputs."""
     if fmt == "onnx":
         sess = _session(artifact, device)
-        return lambda example: _flat(sess.run(None, _feed(spec.task, example)), spec.task)
+        names = [o.name for o in sess.get_outputs()]
+        return lambda example: _flat(sess.run(None, _feed(spec.task, example)), spec.task, names)
     loaded = torch.jit.load(io.BytesIO(artifact))
 
     def run(example: Any) -> list[np.ndarray]:
@@ -237,10 +249,11 @@ def runner(spec: ModelSpec, artifact: bytes, fmt: str, device: str = "cpu") -> C
     return run
 
 
-def triton_config(name: str, outcome_format: str, task: str, input_shape: tuple[int, ...], max_batch: int = 32) -> str:
+def triton_config(name: str, outcome_format: str, task: str, input_shape: tuple[int, ...], output_names: Sequence[str],
+                  max_batch: int = 32) -> str:
     """A Triton Inference Server ``config.pbtxt`` for a deployed artifact."""
     platform = "onnxruntime_onnx" if outcome_format == "onnx" else "pytorch_libtorch"
-    inputs, outputs = _NAMES[task]
+    inputs, outputs = _NAMES[task][0], tuple(output_names) or _NAMES[task][1]
     batch = 0 if task == "detection" else max_batch
     dims = ", ".join(str(d) for d in input_shape)
     lines = [f'name: "{name}"', f'platform: "{platform}"', f"max_batch_size: {batch}",

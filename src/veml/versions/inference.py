@@ -85,7 +85,7 @@ class InferenceVersions:
         model_dir = out / safe / "1"
         model_dir.mkdir(parents=True, exist_ok=True)
         (model_dir / ("model.onnx" if outcome.format == "onnx" else "model.pt")).write_bytes(outcome.artifact)
-        (out / safe / "config.pbtxt").write_text(triton_config(safe, outcome.format, task, outcome.input_shape))
+        (out / safe / "config.pbtxt").write_text(triton_config(safe, outcome.format, task, outcome.input_shape, outcome.output_names))
         return out / safe
 
     def artifact(self, inode: Node) -> bytes:
