@@ -7,9 +7,11 @@ writers) use ``subprocess`` with the installed ``veml`` entry point instead.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import sys
+from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,18 +35,47 @@ class Result:
         return json.loads(self.out)
 
 
-@pytest.fixture
-def cli(capsys, monkeypatch):
-    def run(*args: str, cwd: Path | None = None) -> Result:
-        if cwd is not None:
-            monkeypatch.chdir(cwd)
-        capsys.readouterr()
+def run_cli(*args) -> Result:
+    """The CLI in-process, stdout/stderr captured; usable from module-scoped fixtures too."""
+    out, err = io.StringIO(), io.StringIO()
+    with redirect_stdout(out), redirect_stderr(err):
         try:
             code = main([str(a) for a in args])
         except SystemExit as exc:  # argparse usage errors
             code = int(exc.code or 0)
-        out, err = capsys.readouterr()
-        return Result(code, out, err)
+    return Result(code, out.getvalue(), err.getvalue())
+
+
+def ok(*args):
+    """Run with --json, expect success, return the JSON document."""
+    res = run_cli(*args, "--json")
+    assert res.code == 0, (args, res.err)
+    assert "Traceback" not in res.err
+    return res.json
+
+
+def assert_failed_cleanly(res: Result, *needles: str, json_given: bool = True) -> str:
+    """Exit 1, one ``error:`` line naming each needle, no traceback, empty stdout with --json."""
+    assert res.code == 1, (res.code, res.out, res.err)
+    assert "Traceback" not in res.err, res.err
+    lines = res.err.splitlines()
+    assert len(lines) == 1, f"expected exactly one stderr line, got {len(lines)}: {res.err!r}"
+    line = lines[0]
+    assert line.startswith("error: "), line
+    assert "internal error" not in line, f"an unexpected exception leaked: {line}"
+    for needle in needles:
+        assert needle in line, f"{needle!r} not in {line!r}"
+    if json_given:
+        assert res.out == "", res.out
+    return line
+
+
+@pytest.fixture
+def cli(monkeypatch):
+    def run(*args: str, cwd: Path | None = None) -> Result:
+        if cwd is not None:
+            monkeypatch.chdir(cwd)
+        return run_cli(*args)
 
     return run
 

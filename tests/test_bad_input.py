@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import images_dir
+from conftest import assert_failed_cleanly, images_dir
 
 
 # ------------------------------------------------------------------------------------ helpers
@@ -46,22 +46,6 @@ def _list(cli, repo: Path) -> list:
     r = cli("data", "list", "--json", "--repo", repo)
     assert r.code == 0, r.err
     return r.json
-
-
-def assert_failed_cleanly(res, *needles: str, json_given: bool = True) -> str:
-    """Exit 1, one ``error:`` line naming each needle, no traceback, empty stdout with --json."""
-    assert res.code == 1, (res.code, res.out, res.err)
-    assert "Traceback" not in res.err, res.err
-    lines = res.err.splitlines()
-    assert len(lines) == 1, f"expected exactly one stderr line, got {len(lines)}: {res.err!r}"
-    line = lines[0]
-    assert line.startswith("error: "), line
-    assert "internal error" not in line, f"an unexpected exception leaked: {line}"
-    for needle in needles:
-        assert needle in line, f"{needle!r} not in {line!r}"
-    if json_given:
-        assert res.out == "", res.out
-    return line
 
 
 def assert_unchanged(cli, repo: Path, before: list) -> None:

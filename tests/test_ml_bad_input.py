@@ -8,17 +8,14 @@ exactly one ``error: …`` line on stderr naming what is wrong, no traceback, no
 
 from __future__ import annotations
 
-import io
 import json
 import shutil
-from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import pytest
 
 import veml
-from conftest import Result, images_dir
-from veml.cli.main import main
+from conftest import assert_failed_cleanly, images_dir, ok, run_cli
 from veml.datasets import generate_traffic, write_npz
 
 MB = {"adapter": "torch", "task": "classification", "architecture": "mobilenet_v3_small",
@@ -28,20 +25,7 @@ MB = {"adapter": "torch", "task": "classification", "architecture": "mobilenet_v
 # ------------------------------------------------------------------------------------ helpers
 
 
-def _run(*args) -> Result:
-    out, err = io.StringIO(), io.StringIO()
-    with redirect_stdout(out), redirect_stderr(err):
-        try:
-            code = main([str(a) for a in args])
-        except SystemExit as exc:
-            code = int(exc.code or 0)
-    return Result(code, out.getvalue(), err.getvalue())
-
-
-def _ok(*args):
-    res = _run(*args, "--json")
-    assert res.code == 0, (args, res.err)
-    return res.json
+_run, _ok = run_cli, ok
 
 
 @pytest.fixture(scope="module")
@@ -110,21 +94,6 @@ def snapshot(cli, root: Path) -> dict:
         out["count"] = r.stores.graph.count()
     out["artifacts"] = sorted(p.name for p in (root / ".veml" / "artifacts").rglob("*") if p.is_file())
     return out
-
-
-def assert_failed_cleanly(res, *needles: str) -> str:
-    """Exit 1, one ``error:`` line naming each needle, no traceback, empty stdout (--json is always given)."""
-    assert res.code == 1, (res.code, res.out, res.err)
-    assert "Traceback" not in res.err, res.err
-    lines = res.err.splitlines()
-    assert len(lines) == 1, f"expected exactly one stderr line, got {len(lines)}: {res.err!r}"
-    line = lines[0]
-    assert line.startswith("error: "), line
-    assert "internal error" not in line, f"an unexpected exception leaked: {line}"
-    for needle in needles:
-        assert needle in line, f"{needle!r} not in {line!r}"
-    assert res.out == "", res.out
-    return line
 
 
 def assert_unchanged(cli, root: Path, before: dict, verify: bool = True) -> None:

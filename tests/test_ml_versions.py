@@ -16,15 +16,13 @@ import signal
 import subprocess
 import threading
 import time
-from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 import veml
-from conftest import VEML_BIN, Result, images_dir
-from veml.cli.main import main
+from conftest import VEML_BIN, images_dir, ok, run_cli
 from veml.datasets import Domain, generate_driving_coco
 
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit:FutureWarning")
@@ -36,23 +34,7 @@ TINY = ["--set", "batch_size=8", "--set", "max_steps=3", "--set", "seed=1"]
 # ------------------------------------------------------------------------------------ helpers
 
 
-def run(*args) -> Result:
-    """The CLI in-process, usable from module-scoped fixtures (the ``cli`` fixture is per test)."""
-    out, err = io.StringIO(), io.StringIO()
-    with redirect_stdout(out), redirect_stderr(err):
-        try:
-            code = main([str(a) for a in args])
-        except SystemExit as exc:
-            code = int(exc.code or 0)
-    return Result(code, out.getvalue(), err.getvalue())
-
-
-def ok(*args):
-    """Run with --json, expect success, return the JSON document."""
-    res = run(*args, "--json")
-    assert res.code == 0, (args, res.err)
-    assert "Traceback" not in res.err
-    return res.json
+run = run_cli
 
 
 def write_config(path: Path, text: str) -> Path:

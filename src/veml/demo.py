@@ -72,7 +72,7 @@ def run_demo(path: str | Path = "veml-demo", images: int = 300, log: Callable[[s
                                         file_prefix=f"{name}-test")
             tests.append(repo.data.import_("coco", ann, f"{name}-test", role="test", images=ann.parent / "images").name)
         created["all-cities-test"] = repo.data.merge(tests, "all-cities-test").id
-        log(f"created all-cities-test: held-out scenes of every domain (role test)")
+        log("created all-cities-test: held-out scenes of every domain (role test)")
 
         for seed, network in enumerate(("grid", "ring")):
             data = generate_traffic(n_sensors=24, n_steps=288 * 21, seed=seed, network=network, missing_rate=0.01)

@@ -35,6 +35,24 @@ class ModelSpec:
                 "neck": self.neck, "head": self.head, "parameters": dict(self.parameters)}
 
 
+def check_spec(spec: ModelSpec, adapter: str, architectures: Mapping[str, Sequence[str]],
+               parameters: Mapping[str, Any]) -> dict[str, Any]:
+    """The checks every adapter makes of a model config: task, architecture, and parameter names
+    (an unknown key is named, never ignored).  Returns the parameters with defaults filled in."""
+    from veml.errors import InvalidInput
+
+    if spec.task not in architectures:
+        raise InvalidInput(f"the {adapter} adapter has no task {spec.task!r}: use one of {', '.join(architectures)}")
+    if spec.architecture not in architectures[spec.task]:
+        raise InvalidInput(f"unknown {spec.task} architecture {spec.architecture!r}: "
+                           f"use one of {', '.join(architectures[spec.task])}")
+    unknown = sorted(set(spec.parameters) - set(parameters))
+    if unknown:
+        raise InvalidInput(f"parameter {unknown[0]!r} is not accepted by {adapter}/{spec.architecture} "
+                           f"(accepted: {', '.join(parameters)})")
+    return {**parameters, **spec.parameters}
+
+
 @dataclass(frozen=True)
 class TaskData:
     """A data version made concrete for one task.

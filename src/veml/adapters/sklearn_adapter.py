@@ -15,7 +15,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from veml.adapters.base import ExportOutcome, LogFn, ModelSpec, Predictions, TaskData, TrainOutcome
+from veml.adapters.base import ExportOutcome, LogFn, ModelSpec, Predictions, TaskData, TrainOutcome, check_spec
 from veml.errors import InvalidInput, StorageError
 
 _ARCHS = {
@@ -60,15 +60,8 @@ class SklearnAdapter:
     name = "sklearn"
 
     def validate(self, spec: ModelSpec) -> ModelSpec:
-        if spec.task not in _ARCHS:
-            raise InvalidInput(f"the sklearn adapter has no task {spec.task!r}: use one of {', '.join(_ARCHS)}")
-        if spec.architecture not in _ARCHS[spec.task]:
-            raise InvalidInput(f"unknown {spec.task} architecture {spec.architecture!r}: use one of {', '.join(_ARCHS[spec.task])}")
-        allowed = _PARAMS[spec.architecture]
-        unknown = sorted(set(spec.parameters) - set(allowed))
-        if unknown:
-            raise InvalidInput(f"parameter {unknown[0]!r} is not accepted by sklearn/{spec.architecture} (accepted: {', '.join(allowed)})")
-        return ModelSpec(spec.adapter, spec.task, spec.architecture, spec.backbone, spec.neck, spec.head, {**allowed, **spec.parameters})
+        params = check_spec(spec, "sklearn", _ARCHS, _PARAMS.get(spec.architecture, {}))
+        return ModelSpec(spec.adapter, spec.task, spec.architecture, spec.backbone, spec.neck, spec.head, params)
 
     def train_defaults(self, spec: ModelSpec) -> dict[str, Any]:
         return {"seed": 0, "val_fraction": 0.2}

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from veml.adapters import torch_models as tm
-from veml.adapters.base import ExportOutcome, LogFn, ModelSpec, Predictions, TaskData, TrainOutcome
+from veml.adapters.base import ExportOutcome, LogFn, ModelSpec, Predictions, TaskData, TrainOutcome, check_spec
 from veml.errors import InvalidInput, StorageError
 
 _ARCHS = {"classification": tm.CLASSIFIERS, "detection": tm.DETECTORS, "forecasting": tm.FORECASTERS}
@@ -28,17 +28,9 @@ class TorchAdapter:
 
     # --- specification ------------------------------------------------------------------------
     def validate(self, spec: ModelSpec) -> ModelSpec:
-        if spec.task not in _ARCHS:
-            raise InvalidInput(f"the torch adapter has no task {spec.task!r}: use one of {', '.join(_ARCHS)}")
-        if spec.architecture not in _ARCHS[spec.task]:
-            raise InvalidInput(f"unknown {spec.task} architecture {spec.architecture!r}: use one of {', '.join(_ARCHS[spec.task])}")
-        allowed = tm.MODEL_PARAMETERS[spec.task]
-        unknown = sorted(set(spec.parameters) - set(allowed))
-        if unknown:
-            raise InvalidInput(f"parameter {unknown[0]!r} is not accepted by torch/{spec.architecture} (accepted: {', '.join(allowed)})")
+        params = check_spec(spec, "torch", _ARCHS, tm.MODEL_PARAMETERS.get(spec.task, {}))
         if spec.task == "detection" and (spec.backbone or "resnet18") not in tm.DETECTOR_BACKBONES:
             raise InvalidInput(f"unknown detection backbone {spec.backbone!r}: use one of {', '.join(tm.DETECTOR_BACKBONES)}")
-        params = {**allowed, **spec.parameters}
         backbone = spec.backbone or (spec.architecture if spec.task == "classification" else "resnet18" if spec.task == "detection" else None)
         neck = spec.neck or ("fpn" if spec.task == "detection" else None)
         return ModelSpec(spec.adapter, spec.task, spec.architecture, backbone, neck, spec.head, params)

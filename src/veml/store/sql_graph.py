@@ -118,26 +118,23 @@ meta_t = sa.Table(
     sa.Column("value", sa.Text, nullable=False),
 )
 
-_ANCESTORS = sa.text(
-    """
-    WITH RECURSIVE walk(id, depth) AS (
-        SELECT CAST(:root AS INTEGER), 0
-        UNION
-        SELECT e.src, w.depth + 1 FROM edges e JOIN walk w ON e.dst = w.id WHERE w.depth < :hops
+def _walk(step_to: str, step_from: str) -> sa.TextClause:
+    """Recursive CTE over edges with a hop limit; ``UNION`` (not ``ALL``) keeps diamond-shaped
+    lineages from multiplying rows, and each node keeps its shortest distance."""
+    return sa.text(
+        f"""
+        WITH RECURSIVE walk(id, depth) AS (
+            SELECT CAST(:root AS INTEGER), 0
+            UNION
+            SELECT e.{step_to}, w.depth + 1 FROM edges e JOIN walk w ON e.{step_from} = w.id WHERE w.depth < :hops
+        )
+        SELECT id, MIN(depth) FROM walk GROUP BY id
+        """
     )
-    SELECT id, MIN(depth) FROM walk GROUP BY id
-    """
-)
-_DESCENDANTS = sa.text(
-    """
-    WITH RECURSIVE walk(id, depth) AS (
-        SELECT CAST(:root AS INTEGER), 0
-        UNION
-        SELECT e.dst, w.depth + 1 FROM edges e JOIN walk w ON e.src = w.id WHERE w.depth < :hops
-    )
-    SELECT id, MIN(depth) FROM walk GROUP BY id
-    """
-)
+
+
+_ANCESTORS = _walk("src", "dst")
+_DESCENDANTS = _walk("dst", "src")
 
 _MAX_HOPS = 1_000_000
 _CHUNK = 500  # ids per IN (...) list: well under SQLite's variable limit

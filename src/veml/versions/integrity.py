@@ -97,11 +97,11 @@ def _verify_model_artifacts(stores: Stores, report: VerifyReport) -> None:
     events = g.latest_events([n.id for n in runs])
     found = [(n, "checkpoint", events[n.id]["checkpoint"]) for n in runs if events.get(n.id, {}).get("checkpoint")]
     found += [(n, "deployed artifact", n.props["artifact"]) for n in g.list(kinds=["InferenceVersion"]) if n.props.get("artifact")]
-    for node, what, digest in found:
+    for node, what, sha in found:
         report.versions += 1
         report.artifacts += 1
-        if not stores.artifacts.verify(digest):
-            report.problems.append(f"version {node.id} ({node.name}): {what} {digest[:12]} is missing or damaged (digest mismatch)")
+        if not stores.artifacts.verify(sha):
+            report.problems.append(f"version {node.id} ({node.name}): {what} {sha[:12]} is missing or damaged (digest mismatch)")
 
 
 @dataclass
