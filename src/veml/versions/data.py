@@ -69,8 +69,8 @@ class DataVersions:
         node = ref if isinstance(ref, Node) else self.get(ref)
         return self._s.graph.idset(node.id, "annotations")
 
-    def annotations(self, node: Node, columns_only: bool = False) -> dict[str, pa.Table]:
-        """Every annotation table of the version that holds rows (empty tables for the others it declares)."""
+    def annotations(self, node: Node) -> dict[str, pa.Table]:
+        """The version's annotation rows, one Arrow table per annotation kind it declares."""
         ann = self.annotation_ids(node)
         out = {}
         for table in node.props.get("annotation_tables", []):

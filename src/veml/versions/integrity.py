@@ -43,7 +43,6 @@ def verify(stores: Stores) -> VerifyReport:
     report = VerifyReport()
     g = stores.graph
     nodes = {n.id: n for n in g.list(kinds=["DataVersion"])}
-    hashes: dict[int, str] = {}
     checked: BitMap = BitMap()
     sample_sets = {nid: (bm, ref) for nid, bm, ref in g.iter_idsets("samples")}
     ann_sets = {nid: (bm, ref) for nid, bm, ref in g.iter_idsets("annotations")}
@@ -65,9 +64,7 @@ def verify(stores: Stores) -> VerifyReport:
                 rows["meta"].to_pylist(), rows["modality"].to_pylist(),
             ):
                 data = payload if modality != "table" else (meta or "").encode()
-                actual = hashlib.sha256(data or b"").hexdigest()
-                hashes[did] = actual
-                if actual != expect:
+                if hashlib.sha256(data or b"").hexdigest() != expect:
                     report.problems.append(f"version {nid} ({node.name}): sample {did} content hash mismatch")
             checked |= found
         ann, _ = ann_sets.get(nid, (BitMap(), None))

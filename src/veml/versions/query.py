@@ -37,7 +37,7 @@ def _sample_select(columns: Mapping[str, str]) -> str:
     return "SELECT " + ", ".join(parts) + " FROM samples_raw"
 
 
-def _connect(samples: pa.Table, columns: Mapping[str, str], annotations: Mapping[str, pa.Table]) -> tuple[duckdb.DuckDBPyConnection, str]:
+def _connect(samples: pa.Table, columns: Mapping[str, str], annotations: Mapping[str, pa.Table]) -> duckdb.DuckDBPyConnection:
     con = duckdb.connect(":memory:")
     con.register("samples_raw", samples)
     sample_names = set(SAMPLE_COLUMNS) | set(columns)
@@ -66,7 +66,7 @@ def _connect(samples: pa.Table, columns: Mapping[str, str], annotations: Mapping
     con.execute(f"CREATE TEMP VIEW v AS {view}")
     con.execute("SET enable_external_access = false")
     con.execute("SET lock_configuration = true")
-    return con, view
+    return con
 
 
 def run_filter(
@@ -83,7 +83,7 @@ def run_filter(
         expression = duckdb.SQLExpression(where)
     except duckdb.Error as exc:
         raise FilterError(f"filter expression does not parse: {_first_line(exc)}") from None
-    con, _ = _connect(samples, columns, annotations)
+    con = _connect(samples, columns, annotations)
     try:
         rows = con.view("v").filter(expression).project("data_id, ann_id").fetchnumpy()
     except duckdb.ParserException as exc:
@@ -100,15 +100,6 @@ def run_filter(
         ann = ann.compressed()
     ann_ids = np.unique(np.asarray(ann, dtype=np.int64))
     return data_ids, ann_ids
-
-
-def filter_columns(samples: pa.Table, columns: Mapping[str, str], annotations: Mapping[str, pa.Table]) -> list[str]:
-    """The column names a filter expression may use, for help and error messages."""
-    con, _ = _connect(samples, columns, annotations)
-    try:
-        return [d[0] for d in con.execute("SELECT * FROM v LIMIT 0").description]
-    finally:
-        con.close()
 
 
 def expand_meta(samples: pa.Table, columns: Mapping[str, str]) -> pa.Table:
