@@ -118,26 +118,33 @@ meta_t = sa.Table(
     sa.Column("value", sa.Text, nullable=False),
 )
 
-def _walk(step_to: str, step_from: str) -> sa.TextClause:
-    """Recursive CTE over edges with a hop limit; ``UNION`` (not ``ALL``) keeps diamond-shaped
-    lineages from multiplying rows, and each node keeps its shortest distance."""
-    return sa.text(
-        f"""
-        WITH RECURSIVE walk(id, depth) AS (
-            SELECT CAST(:root AS INTEGER), 0
-            UNION
-            SELECT e.{step_to}, w.depth + 1 FROM edges e JOIN walk w ON e.{step_from} = w.id WHERE w.depth < :hops
-        )
-        SELECT id, MIN(depth) FROM walk GROUP BY id
-        """
-    )
+def _walk_cte(name: str, step_to: str, step_from: str, limited: bool) -> str:
+    """One recursive walk over the edges.  Without a hop limit only node ids are carried, so
+    ``UNION`` visits each node once however many paths reach it (a lineage with diamonds would
+    otherwise be walked once per path length); with a limit the depth is carried and bounded."""
+    if not limited:
+        return (f"{name}(id) AS (SELECT CAST(:root AS INTEGER) UNION "
+                f"SELECT e.{step_to} FROM edges e JOIN {name} w ON e.{step_from} = w.id)")
+    return (f"{name}_d(id, depth) AS (SELECT CAST(:root AS INTEGER), 0 UNION "
+            f"SELECT e.{step_to}, w.depth + 1 FROM edges e JOIN {name}_d w ON e.{step_from} = w.id WHERE w.depth < :hops), "
+            f"{name}(id) AS (SELECT DISTINCT id FROM {name}_d)")
 
 
-_ANCESTORS = _walk("src", "dst")
-_DESCENDANTS = _walk("dst", "src")
+def _lineage_cte(direction: str, limited: bool) -> str:
+    """``WITH RECURSIVE …`` defining ``ids``: the root and every node the walk reaches."""
+    parts, names = [], []
+    if direction in ("up", "both"):
+        parts.append(_walk_cte("up_walk", "src", "dst", limited))
+        names.append("up_walk")
+    if direction in ("down", "both"):
+        parts.append(_walk_cte("down_walk", "dst", "src", limited))
+        names.append("down_walk")
+    union = " UNION ".join(f"SELECT id FROM {n}" for n in names)
+    return "WITH RECURSIVE " + ", ".join(parts) + f", ids(id) AS ({union}) "
+
 
 _MAX_HOPS = 1_000_000
-_CHUNK = 500  # ids per IN (...) list: well under SQLite's variable limit
+_CHUNK = 5000  # ids per IN (...) list: well under SQLite's (32,766) and PostgreSQL's (65,535) parameter limits
 
 
 def _chunks(seq: Sequence[int]) -> Iterator[Sequence[int]]:
@@ -326,20 +333,16 @@ class SqlGraphStore:
         if hops is not None and hops < 0:
             raise InvalidInput("hop limit must be >= 0")
         root = self.get(node_id)
-        limit = _MAX_HOPS if hops is None else hops
-        found: dict[int, int] = {}
+        cte = _lineage_cte(direction, hops is not None)
+        params = {"root": root.id, "hops": hops if hops is not None else _MAX_HOPS}
         with self._read() as conn:
-            for d, query in (("up", _ANCESTORS), ("down", _DESCENDANTS)):
-                if direction in (d, "both"):
-                    for nid, depth in conn.execute(query, {"root": root.id, "hops": limit}):
-                        found[nid] = min(depth, found.get(nid, depth))
-            ordered = sorted(found)
-            rows = []
-            for chunk in _chunks(ordered):
-                rows.extend(conn.execute(sa.select(nodes_t).where(nodes_t.c.id.in_(chunk))))
-            rows.sort(key=lambda r: r.id)
+            rows = conn.execute(sa.text(cte + "SELECT n.* FROM nodes n JOIN ids ON n.id = ids.id ORDER BY n.id"), params).all()
             nodes = self._rows_to_nodes(conn, rows)
-        return Lineage(root.id, direction, tuple(nodes), tuple(self.edges_of(ordered)))
+            edge_rows = conn.execute(sa.text(
+                cte + "SELECT e.src, e.dst, e.kind, e.props FROM edges e "
+                "WHERE e.dst IN (SELECT id FROM ids) AND e.src IN (SELECT id FROM ids) ORDER BY e.id"), params).all()
+        edges = tuple(Edge(r.src, r.dst, r.kind, json.loads(r.props)) for r in edge_rows)
+        return Lineage(root.id, direction, tuple(nodes), edges)
 
     # --- id sets ------------------------------------------------------------------------------
     def idset(self, node_id: int, name: str) -> BitMap:
