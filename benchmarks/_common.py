@@ -214,6 +214,7 @@ class LoadSampler:
 
 
 def load_line(load: dict[str, float], nproc: int | None) -> str:
-    busy = "the machine was shared with other work, so timings are noisier than on an idle machine" \
-        if load["mean"] > (nproc or 1) * 0.75 + 0.5 else "the machine was otherwise mostly idle"
-    return f"1-minute load average during the run: mean {load['mean']}, max {load['max']} on {nproc} cores ({busy})."
+    busy = ("other work shared the cores for part or all of the run, so timings are noisier than on an idle machine"
+            if load["mean"] > 1.3 else "the machine was otherwise mostly idle")
+    return (f"1-minute load average during the run: mean {load['mean']}, max {load['max']} on {nproc} cores, of which the "
+            f"benchmark itself accounts for about 1 ({busy}).")
