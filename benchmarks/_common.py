@@ -172,6 +172,14 @@ def md_table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
     return "\n".join(lines)
 
 
+def publish(out: Path, stem: str, results: Any, markdown: str) -> None:
+    """Write ``<stem>.json`` and ``<stem>.md`` under ``out`` and print the Markdown."""
+    write_json(out / f"{stem}.json", results)
+    (out / f"{stem}.md").write_text(markdown)
+    print(markdown)
+    print(f"results in {out / (stem + '.json')} and {out / (stem + '.md')}", file=sys.stderr, flush=True)
+
+
 def write_json(path: Path, obj: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")

@@ -55,6 +55,7 @@ from _common import (  # noqa: E402
     tree_bytes,
     veml_cli,
     verdict,
+    publish,
     write_json,
 )
 
@@ -917,12 +918,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     R["experiment"] = versions_experiment(out, gen, args.many, 4 * args.repeats + 1, probe_n, args.seed)
     load.__exit__(None, None, None)
     R["load"] = load.summary()
-    write_json(results_path, R)
-
-    md = render(R)
-    (out / "data_versions.md").write_text(md)
-    print(md)
-    log(f"results in {results_path} and {out / 'data_versions.md'}")
+    publish(out, "data_versions", R, render(R))
     return 0
 
 

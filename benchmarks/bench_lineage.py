@@ -38,7 +38,7 @@ from sqlalchemy import event
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import LoadSampler, load_line, machine_info, machine_line, md_table, median, ms, percentile, tree_bytes, verdict, write_json  # noqa: E402
+from _common import LoadSampler, load_line, publish, machine_info, machine_line, md_table, median, ms, percentile, tree_bytes, verdict, write_json  # noqa: E402
 
 import veml  # noqa: E402
 from veml.store.sql_graph import edges_t, nodes_t  # noqa: E402
@@ -213,13 +213,14 @@ def render(R: dict[str, Any]) -> str:
                  f"`hops=None` {verdict(R['all']['p50_s'] < 0.020 and R['all']['timeouts'] < R['all']['queries'] / 2)}.")
     m = R.get("materialise")
     if m:
-        lines.append(f"\nEven with a cheap walk, handing back a big answer costs: VeML's `edges_of()` (which `lineage()` runs after "
-                     f"the walk, 500 ids per query) took {m['edges_of_s']:.2f} s for the {m['ids']:,} ancestors of n{m['node']} "
+        lines.append(f"\nHanding back a big answer costs even after a cheap walk: `SqlGraphStore.edges_of()` on the id list "
+                     f"took {m['edges_of_s']:.2f} s for the {m['ids']:,} ancestors of n{m['node']} "
                      f"({m['edges']:,} edges), before any node row is read.")
     ex = R["explosion"]
     if ex:
-        lines += ["", "Why all-ancestors is slow: VeML's CTE carries a depth column and `UNION` deduplicates (id, depth) pairs, "
-                  "so a node reached by paths of many lengths is produced once per length (raw SQL on the same file):", "",
+        lines += ["", "Diagnostic: a walk that carries a depth column (as VeML's unbounded walk did before it was changed to "
+                  "carry ids only) lets `UNION` keep one row per (id, depth), so a node reached by paths of many lengths "
+                  "is produced once per length (raw SQL on the same file):", "",
                   md_table(["root node", "rows the CTE produces", "distinct ancestors", "rows per ancestor", "ms"],
                            [[f"n{e['node']}", f"{e['rows']:,}" if e["rows"] is not None else "stopped",
                              f"{e['ancestors']:,}" if e["ancestors"] is not None else "n/a",
@@ -317,11 +318,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     load.__exit__(None, None, None)
     R["load"] = load.summary()
-    write_json(out / "lineage.json", R)
-    md = render(R)
-    (out / "lineage.md").write_text(md)
-    print(md)
-    log(f"results in {out / 'lineage.json'} and {out / 'lineage.md'}")
+    publish(out, "lineage", R, render(R))
     return 0
 
 

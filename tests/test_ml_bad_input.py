@@ -338,54 +338,23 @@ def test_deploy_quantize_with_torchscript(cli, ml_repo, quantize):
     assert_unchanged(cli, ml_repo, before)
 
 
-def test_deploy_torch_model_as_pickle(cli, ml_repo):
+# Deploy and predict requests that must fail cleanly: (arguments, what the error line names).
+_REFUSED = {
+    "deploy-torch-as-pickle": (["deploy", "mb-run", "--format", "pickle"], ["--format", "onnx", "torchscript"]),
+    "deploy-target-without-out": (["deploy", "mb-run", "--target", "triton"], ["--out"]),
+    "predict-classifier-on-series": (["predict", "mb-onnx", "--data", "traffic"], ["'traffic'", "image", "series"]),
+    "predict-forecaster-other-network": (["predict", "dc-onnx", "--data", "traffic6"], ["12 sensors", "6"]),
+    "predict-unknown-inference-name": (["predict", "no-such-inference", "--data", "night"], ["no-such-inference"]),
+    "predict-unknown-inference-id": (["predict", "987654", "--data", "night"], ["987654"]),
+    "predict-with-a-training": (["predict", "mb-run", "--data", "night"], ["mb-run"]),
+    "predict-on-unknown-data": (["predict", "mb-onnx", "--data", "no-such-data"], ["no-such-data"]),
+}
+
+
+@pytest.mark.parametrize("case", list(_REFUSED), ids=list(_REFUSED))
+def test_deploy_and_predict_refused(cli, ml_repo, case):
+    args, needles = _REFUSED[case]
     before = snapshot(cli, ml_repo)
-    res = cli("deploy", "mb-run", "--format", "pickle", "--json", "--repo", ml_repo)
-    assert_failed_cleanly(res, "--format", "onnx", "torchscript")
-    assert_unchanged(cli, ml_repo, before)
-
-
-def test_deploy_target_without_out(cli, ml_repo):
-    before = snapshot(cli, ml_repo)
-    res = cli("deploy", "mb-run", "--target", "triton", "--json", "--repo", ml_repo)
-    assert_failed_cleanly(res, "--out")
-    assert_unchanged(cli, ml_repo, before)
-
-
-# ------------------------------------------------------------------------------ prediction
-
-
-def test_predict_classifier_on_series_data(cli, ml_repo):
-    before = snapshot(cli, ml_repo)
-    res = cli("predict", "mb-onnx", "--data", "traffic", "--json", "--repo", ml_repo)
-    assert_failed_cleanly(res, "'traffic'", "image", "series")
-    assert_unchanged(cli, ml_repo, before)
-
-
-def test_predict_forecaster_on_another_sensor_network(cli, ml_repo):
-    before = snapshot(cli, ml_repo)
-    res = cli("predict", "dc-onnx", "--data", "traffic6", "--json", "--repo", ml_repo)
-    assert_failed_cleanly(res, "12 sensors", "6")
-    assert_unchanged(cli, ml_repo, before)
-
-
-@pytest.mark.parametrize("ref", ["no-such-inference", "987654"], ids=["name", "numeric-id"])
-def test_predict_unknown_inference(cli, ml_repo, ref):
-    before = snapshot(cli, ml_repo)
-    res = cli("predict", ref, "--data", "night", "--json", "--repo", ml_repo)
-    assert_failed_cleanly(res, ref)
-    assert_unchanged(cli, ml_repo, before)
-
-
-def test_predict_with_a_training_instead_of_an_inference(cli, ml_repo):
-    before = snapshot(cli, ml_repo)
-    res = cli("predict", "mb-run", "--data", "night", "--json", "--repo", ml_repo)
-    assert_failed_cleanly(res, "mb-run")
-    assert_unchanged(cli, ml_repo, before)
-
-
-def test_predict_on_unknown_data(cli, ml_repo):
-    before = snapshot(cli, ml_repo)
-    res = cli("predict", "mb-onnx", "--data", "no-such-data", "--json", "--repo", ml_repo)
-    assert_failed_cleanly(res, "no-such-data")
+    res = cli(*args, "--json", "--repo", ml_repo)
+    assert_failed_cleanly(res, *needles)
     assert_unchanged(cli, ml_repo, before)
