@@ -3,11 +3,13 @@
 It builds a fresh repository from generated driving scenes of several domains and a generated
 traffic-sensor network, versions them (import, filter, merge, add, prepare, tag) and returns a
 summary of what was built and where to look.  Later stages of the paper's story (similarity,
-transfer, drift, rebuild) join this walk-through as those modules land.
+transfer, drift, rebuild) join this walk-through as those modules land: a new driving dataset
+arrives, ``similar`` ranks the stored ones and ``transfer`` builds its lifecycle from the nearest.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 from pathlib import Path
@@ -88,6 +90,8 @@ def run_demo(path: str | Path = "veml-demo", images: int = 300, log: Callable[[s
         created["traffic-grid-imputed"] = v.id
 
         lifecycles = {} if not train else _ml_stage(repo, raw, images, log)
+        transfer = {} if not train else _transfer_stage(repo, raw, images, log)
+        rebuilds = {} if not train else _drift_stage(repo, raw, images, log)
         lineage = repo.lineage.query("all-cities-32px", "up")
         report = repo.verify()
         summary = {
@@ -96,6 +100,8 @@ def run_demo(path: str | Path = "veml-demo", images: int = 300, log: Callable[[s
             "lineage_of": "all-cities-32px",
             "lineage": {"nodes": [n.name for n in lineage.nodes], "edges": [[e.src, e.kind, e.dst] for e in lineage.edges]},
             "lifecycles": lifecycles,
+            "transfer": transfer,
+            "drift_and_rebuild": rebuilds,
             "verify_ok": report.ok,
             "seconds": round(time.perf_counter() - t0, 2),
             "next": [
@@ -103,6 +109,8 @@ def run_demo(path: str | Path = "veml-demo", images: int = 300, log: Callable[[s
                 "veml lineage vulnerable-road-users --format dot",
                 "veml data show all-cities --grid grid.png --plot stats.png",
                 "veml lifecycle list",
+                "veml similar mumbai-new --with-lifecycle",
+                "veml lineage detection-onnx-none --down --hops 2",
                 "veml train list && veml train log time-of-day-run | tail",
             ],
         }
@@ -146,4 +154,63 @@ def _ml_stage(repo: Any, raw: Path, images: int, log: Callable[[str], None]) -> 
     lifecycle("detection", "amsterdam-day-128", "detector-fasterrcnn-lite0", DETECTOR, ["epochs=6", "lr=0.002"],
               "amsterdam-day-128-test", "none")
     lifecycle("traffic", "traffic-grid", "forecaster-dcrnn", FORECASTER, ["epochs=3"], "traffic-grid-next-week", "int8")
+    return out
+
+
+def _transfer_stage(repo: Any, raw: Path, images: int, log: Callable[[str], None]) -> dict[str, Any]:
+    """A new city arrives (Mumbai, all times of day): rank the stored datasets, transfer the nearest lifecycle."""
+    parts, tests = [], []
+    for seed, tod in enumerate(("day", "dusk", "night")):
+        dom = Domain(city="mumbai", time_of_day=tod)
+        for split, n, tag in (("", max(images // 3, 12), parts), ("-test", max(images // 12, 6), tests)):
+            name = f"mumbai-{tod}{split}"
+            ann = generate_driving_coco(raw / name, n, seed=200 + 10 * seed + len(split), domain=dom, file_prefix=name)
+            repo.data.import_("coco", ann, name, role="test" if split else "train", images=ann.parent / "images")
+            tag.append(name)
+    repo.data.merge(parts, "mumbai-new")
+    repo.data.merge(tests, "mumbai-new-test")
+    ranking = repo.similarity.rank("mumbai-new", top=5)
+    log("similar mumbai-new: " + ", ".join(f"{r['name']} ({r['distance']:.2f})" for r in ranking["ranking"]))
+    out = repo.transfer.transfer("mumbai-new", test="mumbai-new-test", name="mumbai-transfer")
+    src, m = out["source_lifecycle"], out["metric"]
+    log(f"transfer mumbai-new <- {out['source_name']}: {m['name']} {m['value']:.3f} on mumbai-new-test after "
+        f"{out['params']['epochs']} epoch(s) in {out['train_s']:.1f} s; the source model scores {src['on_test']:.3f} there "
+        f"and took {src['epochs']} epochs / {src['train_s']:.1f} s to train")
+    return {"similar": [[r["name"], round(r["distance"], 4)] for r in ranking["ranking"]], "source": out["source_name"],
+            "training": out["training"], "inference": out["inference"], m["name"]: m["value"],
+            "source_on_test": src["on_test"], "train_s": out["train_s"], "source_train_s": src["train_s"]}
+
+
+def _drift_stage(repo: Any, raw: Path, images: int, log: Callable[[str], None]) -> dict[str, Any]:
+    """The daytime detector meets night and fog: drift flags it, a same-distribution batch passes, each rebuild method runs."""
+    out: dict[str, Any] = {"drift": {}, "rebuild": {}}
+    n = max(images // 3, 30)
+    ann = generate_driving_coco(raw / "night-fog-128", n, seed=31, size=(128, 128), file_prefix="nightfog",
+                                domain=Domain(city="amsterdam", time_of_day="night", weather="fog"))
+    repo.data.import_("coco", ann, "night-fog-128", role="test", images=ann.parent / "images")
+    inference = "detection-onnx-none"
+    for test in ("amsterdam-day-128-test", "night-fog-128"):
+        r = repo.drift.check("amsterdam-day-128", test)
+        out["drift"][test] = {"drift": r["drift"], "p_value": r["p_value"], "method": r["method"]}
+        log(f"drift {test} vs amsterdam-day-128 ({r['method']}): {'DRIFT' if r['drift'] else 'no drift'}, p = {r['p_value']:.3g}")
+    labels = raw / "night-fog-128" / "annotations.json"
+    for method in ("adapt", "transfer", "active", "full"):
+        t0 = time.perf_counter()
+        options: dict[str, Any] = {}
+        if method == "active":  # step 1 exports the chosen scenes; the generator's own boxes stand in for a labeller
+            step = repo.rebuild.rebuild(inference, "night-fog-128", "active", budget=max(n // 6, 5), export=raw / "to-label")
+            chosen = {im["file_name"] for im in json.loads((raw / "to-label" / "annotations.json").read_text())["images"]}
+            doc = json.loads(labels.read_text())
+            keep = {im["id"] for im in doc["images"] if im["file_name"] in chosen}
+            doc["images"] = [im for im in doc["images"] if im["id"] in keep]
+            doc["annotations"] = [a for a in doc["annotations"] if a["image_id"] in keep]
+            (raw / "labelled.json").write_text(json.dumps(doc))
+            options["labels"] = raw / "labelled.json"
+            log(f"rebuild active: chose {step['samples']} scenes for labelling ({step['selection_name']})")
+        r = repo.rebuild.rebuild(inference, "night-fog-128", method, **options)
+        old, new = r["previous"]["metric"], r["metric"]
+        out["rebuild"][method] = {"inference": r["inference"], "labels_used": r["labels_used"], "before": old["value"],
+                                  "after": new["value"], "seconds": round(time.perf_counter() - t0, 1)}
+        log(f"rebuild {method}: {new['name']} on the held-back night/fog slice {old['value']:.3f} -> {new['value']:.3f} "
+            f"({r['labels_used']} labels, {time.perf_counter() - t0:.0f} s)")
     return out

@@ -41,6 +41,7 @@ EDGE_KINDS = (
     "PREDICT_ON",
     "CORESET_OF",
     "DRIFT_CHECK",
+    "SIMILARITY_CHECK",
     "REBUILD",
     "USES",
 )

@@ -15,9 +15,15 @@ from typing import Any
 import tomli_w
 
 from veml.errors import InvalidInput, RepositoryExists, RepositoryNotFound, StorageError
-from veml.store import open_artifact_store, open_graph_store, open_sample_store
+from veml.store import open_artifact_store, open_embedding_store, open_graph_store, open_sample_store
 from veml.versions import integrity
 from veml.versions.context import Stores
+from veml.lifecycle.drift import Drift
+from veml.lifecycle.monitor import Monitor
+from veml.lifecycle.rebuild import Rebuild
+from veml.lifecycle.similarity import Similarity
+from veml.lifecycle.transfer import Transfer
+from veml.versions.coresets import CoreSets
 from veml.versions.data import DataVersions
 from veml.versions.inference import InferenceVersions
 from veml.versions.lifecycles import Lifecycles
@@ -27,7 +33,8 @@ from veml.versions.training import TrainingVersions
 
 DIRNAME = ".veml"
 CONFIG = "config.toml"
-DEFAULTS = {"metadata_url": "sqlite:///meta.db", "storage_url": "data", "artifacts_url": "artifacts"}
+DEFAULTS = {"metadata_url": "sqlite:///meta.db", "storage_url": "data", "artifacts_url": "artifacts",
+            "embeddings_url": "embeddings"}
 
 
 class Repository:
@@ -45,6 +52,7 @@ class Repository:
             graph=open_graph_store(self.config["metadata_url"], self.dir),
             samples=open_sample_store(self.config["storage_url"], self.dir),
             artifacts=open_artifact_store(self.config["artifacts_url"], self.dir),
+            embeddings=open_embedding_store(self.config["embeddings_url"], self.dir),
         )
         self.data = DataVersions(self.stores)
         self.models = ModelVersions(self.stores)
@@ -52,6 +60,12 @@ class Repository:
         self.inference = InferenceVersions(self.stores, self.data, self.models, self.training)
         self.lifecycles = Lifecycles(self.stores, self.training)
         self.lineage = LineageAPI(self.stores)
+        self.coresets = CoreSets(self.stores, self.data, self.training)
+        self.similarity = Similarity(self.stores, self.data, self.coresets, self.lifecycles)
+        self.drift = Drift(self.stores, self.data, self.coresets, self.inference)
+        self.rebuild = Rebuild(self.stores, self.data, self.training, self.inference, self.coresets)
+        self.monitor = Monitor(self.data, self.inference, self.drift, self.rebuild)
+        self.transfer = Transfer(self.stores, self.data, self.training, self.inference, self.lifecycles, self.similarity)
 
     def get(self, ref: str | int):
         """Any version of any kind, by id, name or tag."""

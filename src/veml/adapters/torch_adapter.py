@@ -197,6 +197,55 @@ class TorchAdapter:
         pred = model(x) * meta["std"] + meta["mean"]
         return masked_mae_loss(pred, y, meta["missing_value"])
 
+    # --- unsupervised adaptation ----------------------------------------------------------------
+    ADAPT_METHODS = ("adabn",)
+
+    @torch.no_grad()
+    def adapt(self, spec: ModelSpec, checkpoint: bytes, data: TaskData, method: str, params: Mapping[str, Any],
+              log: LogFn) -> TrainOutcome:
+        """AdaBN (Li et al. 2016): batch-norm statistics re-estimated on the target data, no labels, no gradients.
+
+        The weights stay as trained; only each BN layer's running mean and variance move to the
+        target domain's, which undoes a shift in low-level statistics (night, fog, another camera).
+        """
+        self._check_data(spec, data, training=False)
+        model, meta = self._load(spec, checkpoint)
+        norms = self._norms(spec, model, method)
+        t0 = time.perf_counter()
+        for m in norms:
+            m.reset_running_stats()
+            m.momentum = None  # a cumulative average over every target batch, not an exponential one
+            m.train()
+        batch_size, seen, step = int(params.get("batch_size", 32)), 0, 0
+        for i in range(0, len(data), batch_size):
+            if spec.task == "classification":
+                model(self._images(data.images[i:i + batch_size], True))
+            elif spec.task == "detection":
+                images, _ = model.transform(list(self._images(data.images[i:i + batch_size], False)))
+                model.backbone(images.tensors)
+            seen += min(batch_size, len(data) - i)
+            step += 1
+            log(step, 0, {"adapted_samples": float(seen)})
+        model.eval()
+        buf = io.BytesIO()
+        torch.save({"state_dict": model.state_dict(), "meta": meta}, buf)
+        profile = {"train_s": time.perf_counter() - t0, "samples": seen, "steps": step, "bn_layers": len(norms),
+                   "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+        return TrainOutcome(buf.getvalue(), {"adapted_samples": seen}, profile)
+
+    def check_adapt(self, spec: ModelSpec, checkpoint: bytes, method: str) -> None:
+        """Refuse an adaptation that cannot work before a training version is written."""
+        self._norms(spec, self._load(spec, checkpoint)[0], method)
+
+    def _norms(self, spec: ModelSpec, model: nn.Module, method: str) -> list[nn.Module]:
+        if method not in self.ADAPT_METHODS:
+            raise InvalidInput(f"unknown adaptation {method!r}: use one of {', '.join(self.ADAPT_METHODS)}")
+        norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        if not norms or spec.task not in ("classification", "detection"):
+            raise InvalidInput(f"this {spec.task}/{spec.architecture} model has no batch-norm layers AdaBN can re-estimate "
+                               "(use --method transfer or full, with labels)")
+        return norms
+
     # --- prediction ---------------------------------------------------------------------------
     def predict(self, spec: ModelSpec, checkpoint: bytes, data: TaskData) -> Predictions:
         model, meta = self._load(spec, checkpoint)

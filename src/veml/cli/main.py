@@ -13,6 +13,7 @@ import sys
 from typing import Any, Callable, Sequence
 
 from veml.cli import data as data_cmds
+from veml.cli import lifecycle as lifecycle_cmds
 from veml.cli import ml as ml_cmds
 from veml.cli import repo as repo_cmds
 from veml.cli.common import Context
@@ -39,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     repo_cmds.register(sub, common)
     data_cmds.register(sub, common)
     ml_cmds.register(sub, common)
+    lifecycle_cmds.register(sub, common)
     return parser
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from veml.errors import InvalidInput, MissingExtra
 from veml.store.artifacts import ArtifactStore, LocalArtifactStore
+from veml.store.embeddings import EmbeddingStore, LanceEmbeddingStore
 from veml.store.graph import GraphStore
 from veml.store.samples import SampleStore
 
@@ -50,4 +51,13 @@ def open_artifact_store(url: str, base: Path) -> ArtifactStore:
     return LocalArtifactStore(path if path.is_absolute() else base / path)
 
 
-__all__ = ["GraphStore", "SampleStore", "ArtifactStore", "open_graph_store", "open_sample_store", "open_artifact_store"]
+def open_embedding_store(url: str, base: Path) -> EmbeddingStore:
+    """The embedding cache: a local directory (relative to ``.veml/``)."""
+    if "://" in url and not url.startswith("file://"):
+        raise InvalidInput(f"unsupported embeddings URL {url!r}: only local paths are supported in this build")
+    path = Path(url.removeprefix("file://"))
+    return LanceEmbeddingStore(path if path.is_absolute() else base / path)
+
+
+__all__ = ["GraphStore", "SampleStore", "ArtifactStore", "EmbeddingStore", "open_graph_store", "open_sample_store",
+           "open_artifact_store", "open_embedding_store"]

@@ -24,7 +24,7 @@ from veml.formats.coco import check_boxes_within, parse_coco, parse_coco_annotat
 from veml.formats.imagefolder import parse_image_folder, write_image_folder
 from veml.formats.table import parse_table
 from veml.formats.timeseries import parse_timeseries
-from veml.store.idsets import BitMap, from_array
+from veml.store.idsets import BitMap, from_array, to_numpy
 from veml.schemas import ANNOTATION_TABLES, SCHEMAS
 from veml.versions import preparation, query
 from veml.versions.checkout import DataView
@@ -151,6 +151,34 @@ class DataVersions:
         return self._s.graph.record(
             KIND, name, props,
             parents=[(parent.id, "FILTER_DATA", {"where": where, "keep_annotations": keep_annotations})],
+            idsets={"samples": samples, "annotations": annotations},
+        )
+
+    def select(self, base: str | int | Node, data_ids: Sequence[int] | np.ndarray, name: str, reason: str,
+               keep_annotations: bool = True, role: str | None = None) -> Node:
+        """A version of chosen samples of ``base`` (a hold-out slice, an active-learning pick).
+
+        Recorded as a ``FILTER_DATA`` edge whose ``select`` property says why these samples;
+        without ``keep_annotations`` the samples come without labels (what goes out for labelling).
+        """
+        parent = base if isinstance(base, Node) else self.get(base)
+        role = role or parent.props.get("role", "train")
+        self._check_new(name, role)
+        wanted = from_array(np.asarray(data_ids, dtype=np.int64))
+        samples = wanted & self.ids(parent)
+        if len(samples) != len(wanted):
+            raise InvalidInput(f"{len(wanted) - len(samples)} of the chosen samples are not in {parent.name!r}")
+        annotations = BitMap()
+        if keep_annotations:
+            ids = to_numpy(samples)
+            for table in self.annotations(parent).values():
+                keep = np.isin(table["data_id"].to_numpy(), ids)
+                annotations |= from_array(table["ann_id"].to_numpy()[keep])
+        props = dict(parent.props)
+        props.update(samples=len(samples), annotations=len(annotations), role=role,
+                     source={"base": parent.id, "select": reason, "keep_annotations": keep_annotations})
+        return self._s.graph.record(
+            KIND, name, props, parents=[(parent.id, "FILTER_DATA", {"select": reason, "keep_annotations": keep_annotations})],
             idsets={"samples": samples, "annotations": annotations},
         )
 

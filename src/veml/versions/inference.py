@@ -9,7 +9,7 @@ version's id set exactly as a data version references its annotations.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 import pyarrow as pa
@@ -45,7 +45,8 @@ class InferenceVersions:
         return spec_of(self._models.get(tnode.props["model"]))
 
     def deploy(self, training: str | int, fmt: str = "onnx", quantize: str = "none", device: str = "cpu",
-               target: str | None = None, out: Path | str | None = None, name: str | None = None) -> Node:
+               target: str | None = None, out: Path | str | None = None, name: str | None = None,
+               extra_parents: list[tuple[int, str, Mapping[str, Any]]] | None = None) -> Node:
         tnode = self._training.get(training)
         if target is not None and target not in TARGETS:
             raise InvalidInput(f"--target must be one of {', '.join(TARGETS)}")
@@ -76,7 +77,8 @@ class InferenceVersions:
         }
         if target == "triton":
             props["triton"] = str(self._write_triton(Path(out), name, outcome, spec.task))
-        return self._s.graph.record(KIND, name, props, parents=[(tnode.id, "DEPLOY", {"format": fmt, "quantize": quantize})])
+        return self._s.graph.record(KIND, name, props, parents=[(tnode.id, "DEPLOY", {"format": fmt, "quantize": quantize}),
+                                                           *(extra_parents or [])])
 
     def _write_triton(self, out: Path, name: str, outcome: Any, task: str) -> Path:
         from veml.adapters.torch_export import triton_config

@@ -88,12 +88,13 @@ def verify(stores: Stores) -> VerifyReport:
 
 
 def _verify_model_artifacts(stores: Stores, report: VerifyReport) -> None:
-    """Checkpoints (from finished runs' events) and deployed artifacts, by their sha256."""
+    """Checkpoints (from finished runs' events), deployed artifacts and core-set matrices, by their sha256."""
     g = stores.graph
     runs = g.list(kinds=["TrainingVersion"])
     events = g.latest_events([n.id for n in runs])
     found = [(n, "checkpoint", events[n.id]["checkpoint"]) for n in runs if events.get(n.id, {}).get("checkpoint")]
     found += [(n, "deployed artifact", n.props["artifact"]) for n in g.list(kinds=["InferenceVersion"]) if n.props.get("artifact")]
+    found += [(n, "core-set matrix", n.props["matrix"]) for n in g.list(kinds=["CoreSet"]) if n.props.get("matrix")]
     for node, what, sha in found:
         report.versions += 1
         report.artifacts += 1

@@ -181,21 +181,29 @@ class TrainingVersions:
         name: str | None = None,
         echo: Callable[[int, int, Mapping[str, float]], None] | None = None,
         extra_parents: list[tuple[int, str, Mapping[str, Any]]] | None = None,
+        adapt: str | None = None,
     ) -> dict[str, Any]:
+        """Train (or, with ``adapt``, adapt ``init_from``'s weights to ``data`` without its labels)."""
         dnode, mnode = self._data.get(data), self._models.get(model)
         spec: ModelSpec = spec_of(mnode)
         adapter = get_adapter(spec.adapter)
         params = parse_sets(sets, adapter.train_defaults(spec))
         check_params(params)
         view = self._data.checkout(dnode)
-        class_names = class_names_for(spec, view)
         init_bytes, init_node = None, None
+        if adapt is not None and init_from is None:
+            raise InvalidInput("adaptation starts from a trained model: give init_from")
+        if adapt is not None and not hasattr(adapter, "adapt"):
+            raise InvalidInput(f"the {spec.adapter} adapter cannot adapt models without labels")
         if init_from is not None:
             init_node = self.get(init_from)
             init_bytes = self.checkpoint(init_node)
+        # adapting keeps the trained model's classes; the target data may carry no labels at all
+        class_names = tuple(init_node.props.get("class_names", ())) if adapt is not None and init_node is not None \
+            else class_names_for(spec, view)
         test_node = self._data.get(test) if test is not None else None
         train_pos, eval_pos = self._split(len(view), params, test_node is not None)
-        td = task_data(self._s, spec, view, class_names, positions=train_pos)
+        td = task_data(self._s, spec, view, class_names, positions=train_pos, require_labels=adapt is None)
         if len(td) == 0:
             raise InvalidInput(f"data version {dnode.name!r} has no labelled samples to train on")
         if test_node is not None:
@@ -204,6 +212,8 @@ class TrainingVersions:
             eval_td = task_data(self._s, spec, view, class_names, positions=eval_pos, require_labels=False) if len(eval_pos) else None
         if init_bytes is not None and hasattr(adapter, "check_init"):
             adapter.check_init(spec, td, init_bytes)
+        if adapt is not None and init_bytes is not None:
+            adapter.check_adapt(spec, init_bytes, adapt)
         name = name or self._auto_name(mnode.name, dnode.name)
         if self._s.graph.name_taken(name):
             raise Conflict(f"name {name!r} is already taken")
@@ -217,12 +227,15 @@ class TrainingVersions:
         props = {"data": dnode.id, "model": mnode.id, "test": test_node.id if test_node else None,
                  "init_from": init_node.id if init_node else None, "params": params, "seed": params.get("seed"),
                  "task": spec.task, "class_names": list(class_names), "libraries": _libraries(),
-                 "train_samples": len(td), "eval_samples": len(eval_td) if eval_td is not None else 0}
+                 "train_samples": len(td), "eval_samples": len(eval_td) if eval_td is not None else 0, "adapt": adapt}
         node = self._s.graph.record(KIND, name, props, parents=parents)
         self._s.graph.append_event(node.id, "running", {"pid": os.getpid(), "host": socket.gethostname()})
         logger = _Logger(self._s, node.id, echo)
         try:
-            outcome = adapter.train(spec, td, params, init_bytes, logger)
+            if adapt is not None:
+                outcome = adapter.adapt(spec, init_bytes, td, adapt, params, logger)
+            else:
+                outcome = adapter.train(spec, td, params, init_bytes, logger)
             logger.flush()
             digest = self._s.artifacts.put_bytes(outcome.checkpoint)
             profile = dict(outcome.profile)

@@ -1,0 +1,1 @@
+"""Lifecycle functions built only on the version APIs: similarity, transfer, drift, rebuild."""

@@ -1,0 +1,132 @@
+"""Label-free drift detection: does new test data still look like the data the model was trained on?
+
+Features come from the version APIs — embeddings (cached per sample) for core-set MMD and the
+univariate tests, or the deployed model's own outputs for black-box shift detection (BBSD,
+Lipton et al. 2018 / Rabanser et al. 2019) — and go to a pure detector from
+:mod:`veml.coreset.twosample`.  A fitted detector is kept per (reference, method, settings) for
+the life of the process, so a monitor fits once and tests every batch against the same state.
+Each check is recorded as a ``DriftReport`` with ``DRIFT_CHECK`` edges from what it compared.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import numpy as np
+
+from veml.adapters.base import Predictions
+from veml.coreset import twosample as T
+from veml.entities import Node
+from veml.errors import InvalidInput
+from veml.versions.context import Stores, unique_name
+from veml.versions.coresets import CoreSets
+from veml.versions.data import DataVersions
+from veml.versions.inference import InferenceVersions
+
+KIND = "DriftReport"
+METHODS = ("mmd", "bbsd", "ks", "cvm")
+Progress = Callable[[int], None]
+
+
+def output_features(preds: Predictions, n_classes: int) -> np.ndarray:
+    """One vector per sample from a model's outputs: softmax for classifiers; for detectors the count of
+    confident boxes and each class's highest and mean score; for forecasters the forecast's level and spread."""
+    if preds.scores is not None:
+        return np.asarray(preds.scores, np.float32)
+    if preds.detections is not None:
+        rows = []
+        for boxes, scores, labels in preds.detections:
+            row = [float(np.sum(scores >= 0.5))]
+            for c in range(n_classes):
+                s = scores[labels == c]
+                row += [float(s.max()) if len(s) else 0.0, float(s.mean()) if len(s) else 0.0]
+            rows.append(row)
+        return np.asarray(rows, np.float32).reshape(len(rows), 1 + 2 * n_classes)
+    if preds.forecasts is not None:
+        f, owner = np.asarray(preds.forecasts), np.asarray(preds.forecast_sample)
+        rows = [np.concatenate([f[owner == i].mean((0, 1)), f[owner == i].std((0, 1))]) for i in np.unique(owner)]
+        return np.asarray(rows, np.float32)
+    if preds.values is not None:
+        return np.asarray(preds.values, np.float32).reshape(-1, 1)
+    raise InvalidInput("the model's outputs cannot be turned into drift features")
+
+
+class Drift:
+    def __init__(self, stores: Stores, data: DataVersions, coresets: CoreSets, inference: InferenceVersions) -> None:
+        self._s, self._data, self._coresets, self._inference = stores, data, coresets, inference
+        self._fitted: dict[tuple[Any, ...], Any] = {}
+
+    def default_method(self, node: Node, inference: Node | None) -> str:
+        if inference is not None:
+            return "bbsd"
+        return "mmd" if node.props.get("modality") == "image" else "ks"
+
+    def reference_of(self, inference: str | int) -> Node:
+        """The training data version behind a deployment (what a monitor compares against)."""
+        inode = self._inference.get(inference)
+        tnode = self._s.graph.get(inode.props["training"])
+        return self._data.get(tnode.props["data"])
+
+    def _features(self, node: Node, method: str, inode: Node | None, embedder: str | None,
+                  progress: Progress | None) -> np.ndarray:
+        if method == "bbsd":
+            assert inode is not None
+            _, _, _, preds = self._inference.run(inode.id, node.id)
+            return output_features(preds, len(inode.props.get("class_names", [])))
+        _, x = self._coresets.embeddings(node, embedder, progress)
+        return x
+
+    def detector(self, reference: Node, method: str, inode: Node | None = None, embedder: str | None = None,
+                 alpha: float = 0.05, k: int = 200, permutations: int = 100, seed: int = 0,
+                 progress: Progress | None = None) -> Any:
+        key = (reference.id, method, inode.id if inode else None, embedder, alpha, k, permutations, seed)
+        if key not in self._fitted:
+            x = self._features(reference, method, inode, embedder, progress)
+            if method == "mmd":
+                self._fitted[key] = T.CoreSetMMD(alpha, k, permutations, seed).fit(x)
+            else:
+                test = "ks" if method == "bbsd" else method
+                self._fitted[key] = T.Univariate(alpha, test, method).fit(x)
+        return self._fitted[key]
+
+    def check(self, reference: str | int | None, test: str | int, inference: str | int | None = None,
+              method: str | None = None, alpha: float = 0.05, k: int = 200, permutations: int = 100, seed: int = 0,
+              embedder: str | None = None, progress: Progress | None = None, name: str | None = None) -> dict[str, Any]:
+        """Test ``test`` against ``reference`` (default: the inference's training data) and record a report."""
+        inode = self._inference.get(inference) if inference is not None else None
+        if reference is None:
+            if inode is None:
+                raise InvalidInput("drift needs --reference D (or --inference I, whose training data is the reference)")
+            rnode = self.reference_of(inode.id)
+        else:
+            rnode = self._data.get(reference)
+        tnode = self._data.get(test)
+        if rnode.props.get("modality") != tnode.props.get("modality"):
+            raise InvalidInput(f"reference {rnode.name!r} holds {rnode.props.get('modality')} data and test {tnode.name!r} "
+                               f"holds {tnode.props.get('modality')} data: different modalities have nothing to compare")
+        method = method or self.default_method(rnode, inode)
+        if method not in METHODS:
+            raise InvalidInput(f"unknown drift method {method!r}: use one of {', '.join(METHODS)}")
+        if method == "bbsd" and inode is None:
+            raise InvalidInput("bbsd tests the deployed model's outputs: pass --inference I")
+        if not 0 < alpha < 1:
+            raise InvalidInput(f"--alpha must lie in (0, 1), got {alpha}")
+        if permutations < 10:
+            raise InvalidInput(f"--permutations must be at least 10, got {permutations}")
+        n_test = int(tnode.props.get("samples", 0))
+        minimum = T.MIN_SAMPLES[method]
+        if n_test < minimum:
+            raise InvalidInput(f"test version {tnode.name!r} has {n_test} samples; the {method} drift test needs at least {minimum}")
+        if inode is not None and method != "bbsd" and embedder is None:
+            embedder = f"training:{inode.props['training']}"  # the deployed model's own features
+        fitted = self.detector(rnode, method, inode if method == "bbsd" else None, embedder, alpha, k, permutations, seed, progress)
+        result = fitted.test(self._features(tnode, method, inode, embedder, progress))
+        out = result.to_json()
+        props = {**out, "reference": rnode.id, "test": tnode.id, "inference": inode.id if inode else None,
+                 "embedder": None if method == "bbsd" else self._coresets.embedder(rnode, embedder).key}
+        parents = [(rnode.id, "DRIFT_CHECK", {"role": "reference"}), (tnode.id, "DRIFT_CHECK", {"role": "test"})]
+        if inode is not None:
+            parents.append((inode.id, "DRIFT_CHECK", {"role": "inference"}))
+        report = self._s.graph.record(KIND, name or unique_name(self._s, f"drift-{tnode.name}-vs-{rnode.name}"), props,
+                                      parents=parents)
+        return {**props, "report": report.id, "reference_name": rnode.name, "test_name": tnode.name}

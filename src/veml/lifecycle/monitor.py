@@ -1,0 +1,119 @@
+"""Monitoring: check each new batch of test data as it lands; rebuild when it drifts, with a cooldown.
+
+A batch is a sub-directory of the watched directory holding ``annotations.json`` (COCO; it may
+omit ``annotations``) and its ``images/``.  Writers put the images first and the JSON last (an
+atomic rename), so a batch is ready once its JSON exists.  Each batch becomes a data version of
+role ``test`` named after the watched directory and its own (so a restarted monitor skips what it already saw), gets a
+``DriftReport``, and — when it drifts, a rebuild method is configured and the last rebuild is
+older than the cooldown — triggers that rebuild; later batches are then checked against the new
+deployment.  One shift therefore causes one rebuild, not one per batch.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from veml.errors import InvalidInput, VemlError
+from veml.lifecycle.drift import Drift
+from veml.lifecycle.rebuild import METHODS as REBUILD_METHODS
+from veml.lifecycle.rebuild import Rebuild
+from veml.versions.data import DataVersions
+from veml.versions.inference import InferenceVersions
+
+BATCH_FILE = "annotations.json"
+
+
+@dataclass
+class MonitorState:
+    inference: int
+    last_rebuild_at: float | None = None
+    seen: set[str] = field(default_factory=set)
+
+
+class Monitor:
+    def __init__(self, data: DataVersions, inference: InferenceVersions, drift: Drift, rebuild: Rebuild) -> None:
+        self._data, self._inference, self._drift, self._rebuild = data, inference, drift, rebuild
+
+    @staticmethod
+    def ready_batches(watch: Path) -> list[Path]:
+        return sorted(p for p in watch.iterdir() if p.is_dir() and (p / BATCH_FILE).is_file())
+
+    @staticmethod
+    def _version_name(watch: Path, batch: Path) -> str:
+        return f"{watch.resolve().name}-{batch.name}"
+
+    def run(self, inference: str | int, watch: str | Path, *, reference: str | int | None = None, method: str | None = None,
+            rebuild: str | None = None, rebuild_options: dict[str, Any] | None = None, cooldown_s: float = 3600.0,
+            interval_s: float = 5.0, once: bool = False, max_batches: int | None = None, alpha: float = 0.05,
+            log: Callable[[str], None] = print, clock: Callable[[], float] = time.time) -> list[dict[str, Any]]:
+        watch = Path(watch)
+        if not watch.is_dir():
+            raise InvalidInput(f"--watch {watch}: not a directory")
+        if rebuild is not None and rebuild not in REBUILD_METHODS:
+            raise InvalidInput(f"unknown rebuild method {rebuild!r}: use one of {', '.join(REBUILD_METHODS)}")
+        if rebuild == "active":
+            raise InvalidInput("a monitor cannot wait for a human to label: use --rebuild full, transfer or adapt")
+        if cooldown_s < 0 or interval_s <= 0:
+            raise InvalidInput("--cooldown must be zero or positive and --interval positive")
+        state = MonitorState(self._inference.get(inference).id)
+        results: list[dict[str, Any]] = []
+        while True:
+            for batch in self.ready_batches(watch):
+                if max_batches is not None and len(results) >= max_batches:
+                    return results
+                name = self._version_name(watch, batch)
+                if name in state.seen or self._exists(name):
+                    state.seen.add(name)
+                    continue
+                results.append(self._one(state, batch, name, reference, method, rebuild, rebuild_options or {},
+                                         cooldown_s, alpha, log, clock))
+                state.seen.add(name)
+            if once or (max_batches is not None and len(results) >= max_batches):
+                return results
+            time.sleep(interval_s)
+
+    def _exists(self, name: str) -> bool:
+        try:
+            self._data.get(name)
+            return True
+        except VemlError:
+            return False
+
+    def _one(self, state: MonitorState, batch: Path, name: str, reference: str | int | None, method: str | None,
+             rebuild: str | None, options: dict[str, Any], cooldown_s: float, alpha: float,
+             log: Callable[[str], None], clock: Callable[[], float]) -> dict[str, Any]:
+        out: dict[str, Any] = {"batch": str(batch), "inference": state.inference}
+        try:
+            version = self._data.import_("coco", batch / BATCH_FILE, name, role="test", images=batch / "images")
+        except VemlError as exc:
+            log(f"batch {batch.name}: not imported: {exc}")
+            return {**out, "error": str(exc)}
+        out["test"] = version.id
+        try:
+            report = self._drift.check(reference, version.id, inference=state.inference, method=method, alpha=alpha)
+        except VemlError as exc:
+            log(f"batch {batch.name}: drift check failed: {exc}")
+            return {**out, "error": str(exc)}
+        out.update(drift=report["drift"], p_value=report["p_value"], method=report["method"], report=report["report"])
+        log(f"batch {batch.name}: {'DRIFT' if report['drift'] else 'no drift'} (p={report['p_value']:.3g}, {report['method']})")
+        if not report["drift"] or rebuild is None:
+            return out
+        now = clock()
+        if state.last_rebuild_at is not None and now - state.last_rebuild_at < cooldown_s:
+            out["rebuild"] = {"skipped": f"cooldown: last rebuild {now - state.last_rebuild_at:.0f} s ago (< {cooldown_s:g} s)"}
+            log(f"batch {batch.name}: rebuild skipped ({out['rebuild']['skipped']})")
+            return out
+        try:
+            built = self._rebuild.rebuild(state.inference, version.id, rebuild, **options)
+        except VemlError as exc:
+            out["rebuild"] = {"error": str(exc)}
+            log(f"batch {batch.name}: rebuild {rebuild} failed: {exc}")
+            return out
+        state.last_rebuild_at = now
+        out["rebuild"] = built
+        log(f"batch {batch.name}: rebuilt ({rebuild}) -> inference {built['inference']}; later batches are checked against it")
+        state.inference = built["inference"]
+        return out

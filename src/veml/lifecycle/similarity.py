@@ -1,0 +1,132 @@
+"""Dataset similarity on core sets: which stored data versions look most like this one?
+
+Why core sets: a distance between two datasets on all their samples costs O(N·M·d); on their
+k-center core sets it costs O(k²·d) and, because a core set covers its dataset within a small
+radius, ranks datasets the same way (benchmarks/bench_similarity.py measures both).  Every
+ranking is recorded as a ``SimilarityReport`` so the choice a transfer made can be audited later.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import numpy as np
+
+from veml.coreset import distance as D
+from veml.entities import Node
+from veml.errors import InvalidInput
+from veml.versions.context import Stores, unique_name
+from veml.versions.coresets import CoreSets
+from veml.versions.data import DataVersions
+from veml.versions.lifecycles import Lifecycles
+
+KIND = "SimilarityReport"
+Progress = Callable[[int], None]
+
+
+class Similarity:
+    def __init__(self, stores: Stores, data: DataVersions, coresets: CoreSets, lifecycles: Lifecycles) -> None:
+        self._s, self._data, self._coresets, self._lifecycles = stores, data, coresets, lifecycles
+
+    def method_for(self, node: Node, method: str | None) -> str:
+        modality = str(node.props.get("modality"))
+        chosen = method or D.DEFAULT_METHOD.get(modality, "mmd")
+        if chosen not in D.METHODS:
+            raise InvalidInput(f"unknown distance method {chosen!r}: use one of {', '.join(D.METHODS)}")
+        return chosen
+
+    def _core(self, node: Node, k: int | None, embedder: str | None, progress: Progress | None,
+              strict: bool = False) -> tuple[Node, np.ndarray]:
+        """A candidate smaller than ``k`` contributes all its samples; the target must hold ``k`` (``strict``)."""
+        n = int(node.props.get("samples", 0))
+        core = self._coresets.coreset(node, k if strict or k is None else min(k, n), embedder, progress=progress)
+        return core, self._coresets.matrix(core)
+
+    def distance(self, a: str | int | Node, b: str | int | Node, method: str | None = None, k: int | None = None,
+                 embedder: str | None = None, progress: Progress | None = None) -> float:
+        """Distance between two data versions on their core sets (both must be of one modality)."""
+        na = a if isinstance(a, Node) else self._data.get(a)
+        nb = b if isinstance(b, Node) else self._data.get(b)
+        self._same_modality(na, nb)
+        m = self.method_for(na, method)
+        for n in (na, nb):
+            if int(n.props.get("samples", 0)) == 0:
+                raise InvalidInput(f"data version {n.name!r} is empty: there is nothing to compare")
+        ca, xa = self._core(na, k, embedder, progress, strict=True)
+        cb, xb = self._core(nb, k, embedder, progress)
+        return self._measure(m, na, ca, xa, cb, xb)
+
+    @staticmethod
+    def _same_modality(a: Node, b: Node) -> None:
+        if a.props.get("modality") != b.props.get("modality"):
+            raise InvalidInput(f"{a.name!r} holds {a.props.get('modality')} data and {b.name!r} holds "
+                               f"{b.props.get('modality')} data: datasets of different modalities have no distance")
+
+    @staticmethod
+    def _measure(method: str, node: Node, ca: Node, xa: np.ndarray, cb: Node, xb: np.ndarray) -> float:
+        if node.props.get("modality") == "table" and xa.shape[1] == xb.shape[1]:
+            xa, xb = D.standardize_pair(xa, xb)
+        return D.distance(method, xa, xb, ca.props.get("labels"), cb.props.get("labels"))
+
+    def rank(self, target: str | int, top: int | None = None, method: str | None = None, with_lifecycle: bool = False,
+             k: int | None = None, embedder: str | None = None, progress: Progress | None = None,
+             include_related: bool = False) -> dict[str, Any]:
+        """Every other stored data version of the target's modality, nearest first; recorded as a report.
+
+        Versions that share samples with the target (its parts, its filters, merges containing it)
+        are left out unless ``include_related``: they are trivially near and say nothing new.
+        """
+        tnode = self._data.get(target)
+        if top is not None and top < 1:
+            raise InvalidInput(f"--top must be at least 1, got {top}")
+        if int(tnode.props.get("samples", 0)) == 0:
+            raise InvalidInput(f"data version {tnode.name!r} is empty: there is nothing to compare")
+        m = self.method_for(tnode, method)
+        lifecycles: dict[int, dict[str, Any]] = {}
+        if with_lifecycle:
+            for lc in self._lifecycles.list():
+                lifecycles[lc["data"]] = lc  # the latest lifecycle per data version
+        candidates = [n for n in self._data.list() if n.id != tnode.id and n.props.get("modality") == tnode.props.get("modality")
+                      and int(n.props.get("samples", 0)) > 0 and (not with_lifecycle or n.id in lifecycles)]
+        related = 0
+        if not include_related:
+            mine = self._data.ids(tnode)
+            kept = [c for c in candidates if not self._data.ids(c).intersect(mine)]
+            related, candidates = len(candidates) - len(kept), kept
+        if not candidates:
+            what = "with a complete lifecycle " if with_lifecycle else ""
+            raise InvalidInput(f"no other {tnode.props.get('modality')} data version {what}is stored to compare "
+                               f"{tnode.name!r} with")
+        if m in D.NEEDS_LABELS and self._unlabelled(tnode, k, embedder, progress):
+            raise InvalidInput(f"{m} needs labels, and {tnode.name!r} has unlabelled samples")
+        ct, xt = self._core(tnode, k, embedder, progress, strict=True)
+        ranking, skipped = [], []
+        for c in candidates:
+            cc, xc = self._core(c, k, embedder, progress)
+            try:
+                d = self._measure(m, tnode, ct, xt, cc, xc)
+            except InvalidInput as exc:  # incomparable (other sensor count, no labels): say so, keep ranking
+                skipped.append({"id": c.id, "name": c.name, "reason": str(exc)})
+                continue
+            row: dict[str, Any] = {"id": c.id, "name": c.name, "distance": d, "role": c.props.get("role"),
+                                   "samples": c.props.get("samples")}
+            if with_lifecycle:
+                lc = lifecycles[c.id]
+                row["lifecycle"] = {key: lc[key] for key in ("model", "training", "inference", "metric")}
+            ranking.append(row)
+        ranking.sort(key=lambda r: (r["distance"], r["id"]))
+        if top is not None:
+            ranking = ranking[:top]
+        props = {"target": tnode.id, "method": m, "embedder": ct.props["embedder"], "k": ct.props["k"],
+                 "with_lifecycle": with_lifecycle, "ranking": ranking, "skipped": skipped,
+                 "related_left_out": related}
+        parents = [(tnode.id, "SIMILARITY_CHECK", {"role": "target"})]
+        parents += [(r["id"], "SIMILARITY_CHECK", {"role": "candidate", "rank": i + 1, "distance": r["distance"]})
+                    for i, r in enumerate(ranking)]
+        report = self._s.graph.record(KIND, unique_name(self._s, f"similar-to-{tnode.name}"), props, parents=parents)
+        return {"target": tnode.id, "target_name": tnode.name, "method": m, "embedder": ct.props["embedder"],
+                "k": ct.props["k"], "ranking": ranking, "skipped": skipped, "related_left_out": related, "report": report.id}
+
+    def _unlabelled(self, node: Node, k: int | None, embedder: str | None, progress: Progress | None) -> bool:
+        core, _ = self._core(node, k, embedder, progress, strict=True)
+        return any(label is None for label in core.props.get("labels", []))

@@ -1,0 +1,263 @@
+"""Drift detection, rebuild (full / transfer / active / adapt) and monitoring (issue 5), through the CLI.
+
+The reference is daytime and dusk Amsterdam; a same-distribution batch must pass and a night /
+fog batch must drift.  Trainings are tiny (a few steps): what is checked is the versioning — the
+reports, the REBUILD edges, the shared held-back slice, the two-step active-learning loop and
+that every refused request leaves the repository as it was.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+import veml
+from conftest import assert_failed_cleanly, images_dir, ok, run_cli
+from veml.datasets import Domain, generate_driving_coco, generate_traffic, write_npz
+
+pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit:FutureWarning")
+TINY = ["--set", "batch_size=8", "--set", "max_steps=3", "--set", "epochs=1"]
+CLASSIFIER = {"adapter": "torch", "task": "classification", "architecture": "efficientnet_lite0",
+              "parameters": {"pretrained": True, "freeze_backbone": True, "label_column": "time_of_day", "image_size": 64}}
+DETECTOR = {"adapter": "torch", "task": "detection", "architecture": "fasterrcnn", "backbone": "efficientnet_lite0",
+            "parameters": {"image_size": 64, "pretrained_backbone": True, "freeze_backbone": True}}
+FORECASTER = {"adapter": "torch", "task": "forecasting", "architecture": "dcrnn",
+              "parameters": {"history": 6, "horizon": 3, "hidden": 4, "layers": 1, "diffusion_steps": 1}}
+
+
+def _coco(base, name, n, seed, dom):
+    return generate_driving_coco(base / name, n, seed=seed, domain=dom, file_prefix=name)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    base = tmp_path_factory.mktemp("drift")
+    root = base / "repo"
+    repo = veml.init(root)
+    raw = {}
+    parts = []
+    for seed, tod in enumerate(("day", "dusk")):
+        for split, n in (("ref", 50), ("same", 20)):
+            raw[f"{split}-{tod}"] = _coco(base, f"{split}-{tod}", n, seed * 10 + len(split), Domain(city="amsterdam", time_of_day=tod))
+            repo.data.import_("coco", raw[f"{split}-{tod}"], f"{split}-{tod}", role="train" if split == "ref" else "test",
+                              images=images_dir(raw[f"{split}-{tod}"]))
+        parts.append(tod)
+    repo.data.merge(["ref-day", "ref-dusk"], "reference")
+    repo.data.merge(["same-day", "same-dusk"], "same")
+    raw["shifted"] = _coco(base, "shifted", 40, 77, Domain(city="tokyo", time_of_day="dusk", weather="fog", camera="wide"))
+    repo.data.import_("coco", raw["shifted"], "shifted", role="test", images=images_dir(raw["shifted"]))
+    npz = write_npz(generate_traffic(n_sensors=6, n_steps=288 * 3, seed=1), base / "traffic.npz")
+    repo.data.import_("timeseries", npz, "traffic")
+    for name, cfg in (("tod", CLASSIFIER), ("det", DETECTOR), ("fc", FORECASTER)):
+        repo.models.add(name, cfg)
+    repo.close()
+    cls = ok("train", "--data", "reference", "--model", "tod", *TINY, "--name", "tod-run", "--repo", root)
+    ok("deploy", cls["id"], "--name", "tod-onnx", "--repo", root)
+    det = ok("train", "--data", "reference", "--model", "det", *TINY, "--name", "det-run", "--repo", root)
+    ok("deploy", det["id"], "--name", "det-onnx", "--repo", root)
+    fc = ok("train", "--data", "traffic", "--model", "fc", *TINY, "--name", "fc-run", "--repo", root)
+    ok("deploy", fc["id"], "--name", "fc-onnx", "--repo", root)
+    return {"root": root, "base": base, "raw": raw}
+
+
+def count(root) -> int:
+    with veml.open(root) as r:
+        return r.stores.graph.count()
+
+
+def edges_into(root, node_id, hops=1):
+    return ok("lineage", node_id, "--up", "--hops", str(hops), "--repo", root)["edges"]
+
+
+# --- drift ----------------------------------------------------------------------------------------------
+def test_same_distribution_passes_and_a_shift_drifts(world):
+    root = world["root"]
+    same = ok("drift", "--reference", "reference", "--test", "same", "--repo", root)
+    shifted = ok("drift", "--reference", "reference", "--test", "shifted", "--repo", root)
+    assert set(same) >= {"drift", "p_value", "statistic", "method", "threshold"}
+    assert same["method"] == "mmd" and same["drift"] is False and same["p_value"] >= 0.05
+    assert shifted["drift"] is True and shifted["p_value"] < 0.05 and shifted["statistic"] > shifted["threshold"]
+    kinds = {(e["src"], e["kind"], e["props"].get("role")) for e in edges_into(root, shifted["report"])}
+    assert (shifted["reference"], "DRIFT_CHECK", "reference") in kinds and (shifted["test"], "DRIFT_CHECK", "test") in kinds
+
+
+@pytest.mark.parametrize("method", ["ks", "cvm", "bbsd", "mmd"])
+def test_every_method_with_the_deployed_model(world, method):
+    root = world["root"]
+    out = ok("drift", "--test", "shifted", "--inference", "tod-onnx", "--method", method, "--repo", root)
+    assert out["method"] == method and out["inference"] and out["reference_name"] == "reference"
+    assert 0 <= out["p_value"] <= 1
+    if method == "bbsd":
+        assert out["details"]["features"] == 2  # the classifier's softmax: day, dusk
+    else:
+        assert out["embedder"].startswith("training-")  # the deployed model's own features
+
+
+def test_detector_outputs_feed_black_box_shift_detection(world):
+    out = ok("drift", "--test", "shifted", "--inference", "det-onnx", "--repo", world["root"])
+    assert out["method"] == "bbsd" and out["details"]["features"] == 1 + 2 * 3
+
+
+@pytest.mark.parametrize("args, needle", [
+    (("--reference", "reference", "--test", "traffic"), "different modalities"),
+    (("--reference", "reference", "--test", "nope"), "nope"),
+    (("--test", "same"), "--reference"),
+    (("--reference", "reference", "--test", "same", "--method", "bbsd"), "--inference"),
+    (("--reference", "reference", "--test", "same", "--alpha", "1.5"), "alpha"),
+])
+def test_bad_drift_requests(world, args, needle):
+    before = count(world["root"])
+    assert_failed_cleanly(run_cli("drift", *args, "--repo", world["root"], "--json"), needle)
+    assert count(world["root"]) == before
+
+
+def test_a_test_version_too_small_names_the_minimum(world):
+    root = world["root"]
+    ok("data", "filter", "same", "--where", "file_name LIKE 'same-day_00000%'", "--name", "tiny", "--repo", root)
+    before = count(root)
+    assert_failed_cleanly(run_cli("drift", "--reference", "reference", "--test", "tiny", "--repo", root, "--json"),
+                          "needs at least 10")
+    assert count(root) == before
+
+
+# --- rebuild ----------------------------------------------------------------------------------------------
+def test_transfer_full_and_adapt_rebuilds_share_one_held_back_slice(world):
+    root = world["root"]
+    outs = {m: ok("rebuild", "--inference", "tod-onnx", "--test", "shifted", "--method", m, *TINY, "--repo", root)
+            for m in ("transfer", "full", "adapt")}
+    slices = {o["evaluated_on"] for o in outs.values()}
+    assert len(slices) == 1 and None not in slices
+    held = ok("data", "show", slices.pop(), "--repo", root)
+    assert held["samples"] == 12 and held["role"] == "test"  # 30 % of 40
+    for method, out in outs.items():
+        assert out["status"] == "finished" and out["previous"]["metric"]["name"] == "accuracy"
+        assert out["metric"]["value"] is not None and out["previous"]["metric"]["value"] is not None
+        up = edges_into(root, out["inference"])
+        assert any(e["kind"] == "REBUILD" and e["props"]["method"] == method and e["src"] == out["previous"]["inference"] for e in up)
+        t_up = edges_into(root, out["training"])
+        assert any(e["kind"] == "REBUILD" and e["src"] == out["previous"]["training"] for e in t_up)
+    assert outs["adapt"]["labels_used"] == 0 and outs["transfer"]["labels_used"] == 28
+    full_training = ok("train", "show", outs["full"]["training"], "--repo", root)
+    assert full_training["train_samples"] > 28 and full_training["init_from"] is None  # old + new data, from scratch
+    assert ok("train", "show", outs["adapt"]["training"], "--repo", root)["adapt"] == "adabn"
+
+
+def test_active_learning_exports_then_accepts_labels(world, tmp_path):
+    root, raw = world["root"], world["raw"]
+    before = count(root)
+    assert_failed_cleanly(run_cli("rebuild", "--inference", "det-onnx", "--test", "shifted", "--method", "active", "--repo", root,
+                                  "--json"), "--export")
+    labels = tmp_path / "labels.json"
+    labels.write_text(raw["shifted"].read_text())
+    assert_failed_cleanly(run_cli("rebuild", "--inference", "det-onnx", "--test", "shifted", "--method", "active", "--labels",
+                                  labels, "--repo", root, "--json"), "--export DIR first")
+    assert count(root) == before
+    out_dir = tmp_path / "to-label"
+    step1 = ok("rebuild", "--inference", "det-onnx", "--test", "shifted", "--method", "active", "--budget", "5",
+               "--export", out_dir, "--repo", root)
+    assert step1["status"] == "awaiting_labels" and step1["samples"] == 5
+    exported = json.loads((out_dir / "annotations.json").read_text())
+    assert len(exported["images"]) == 5 and exported["annotations"] == []
+    assert len(list((out_dir / "images").iterdir())) == 5
+    chosen = {im["file_name"] for im in exported["images"]}
+    full = json.loads(raw["shifted"].read_text())
+    ids = {im["id"] for im in full["images"] if im["file_name"] in chosen}
+    partial = {**full, "images": [im for im in full["images"] if im["id"] in sorted(ids)[:3]]}
+    partial["annotations"] = [a for a in full["annotations"] if a["image_id"] in {im["id"] for im in partial["images"]}]
+    (tmp_path / "partial.json").write_text(json.dumps(partial))
+    mid = count(root)
+    assert_failed_cleanly(run_cli("rebuild", "--inference", "det-onnx", "--test", "shifted", "--method", "active", "--labels",
+                                  tmp_path / "partial.json", "--repo", root, "--json"), "3 of the 5")
+    assert count(root) == mid
+    done = {**full, "images": [im for im in full["images"] if im["id"] in ids]}
+    done["annotations"] = [a for a in full["annotations"] if a["image_id"] in ids]
+    (tmp_path / "done.json").write_text(json.dumps(done))
+    step2 = ok("rebuild", "--inference", "det-onnx", "--test", "shifted", "--method", "active", "--labels", tmp_path / "done.json",
+               *TINY, "--repo", root)
+    assert step2["status"] == "finished" and step2["labels_used"] == 5 and step2["metric"]["name"] == "map50"
+    training = ok("train", "show", step2["training"], "--repo", root)
+    trained_on = ok("data", "show", training["data"], "--repo", root)
+    assert trained_on["samples"] == 5 and trained_on["annotations"] > 0
+    assert any(e["kind"] == "UPDATE_ANNOTATION" for e in edges_into(root, trained_on["id"]))
+
+
+def test_active_picks_samples_far_from_the_training_data(world):
+    with veml.open(world["root"]) as r:
+        rest = r.data.get("shifted-rest")
+        pick = [n for n in r.lineage.query(rest.id, "down", 1).nodes if n.name.endswith("to-label")][0]
+        _, pool = r.coresets.embeddings(rest)
+        _, known = r.coresets.embeddings("reference")
+        ids = r.data.checkout(rest).data_ids
+        chosen = np.isin(ids, r.data.checkout(pick).data_ids)
+        d = np.sqrt(((pool[:, None, :] - known[None, :, :]) ** 2).sum(-1)).min(1)
+        assert d[chosen].mean() > d[~chosen].mean()  # the picks lie farther from what the model has seen
+
+
+@pytest.mark.parametrize("args, needle", [
+    (("--inference", "fc-onnx", "--test", "traffic", "--method", "adapt"), "batch-norm"),
+    (("--inference", "tod-onnx", "--test", "traffic", "--method", "full"), "image data"),
+    (("--inference", "tod-onnx", "--test", "shifted", "--method", "active", "--export", "x"), "column 'time_of_day'"),
+    (("--inference", "tod-onnx", "--test", "shifted", "--method", "transfer", "--holdout", "1.5"), "--holdout"),
+    (("--inference", "nope", "--test", "shifted", "--method", "adapt"), "nope"),
+])
+def test_bad_rebuild_requests(world, args, needle):
+    before = count(world["root"])
+    assert_failed_cleanly(run_cli("rebuild", *args, "--repo", world["root"], "--json"), needle)
+    assert count(world["root"]) == before
+
+
+def test_full_rebuild_needs_labelled_new_data(world, tmp_path):
+    root, raw = world["root"], world["raw"]
+    doc = json.loads(raw["shifted"].read_text())
+    for im in doc["images"]:
+        im.pop("time_of_day", None)
+    doc.pop("annotations")
+    unlabelled = raw["shifted"].parent / "unlabelled.json"
+    unlabelled.write_text(json.dumps(doc))
+    ok("data", "import", "coco", unlabelled, "--images", images_dir(raw["shifted"]), "--name", "unlabelled", "--role", "test",
+       "--repo", root)
+    before = count(root)
+    assert_failed_cleanly(run_cli("rebuild", "--inference", "tod-onnx", "--test", "unlabelled", "--method", "full", "--repo", root,
+                                  "--json"), "no labels")
+    assert count(root) == before
+    adapted = ok("rebuild", "--inference", "tod-onnx", "--test", "unlabelled", "--method", "adapt", "--repo", root)
+    assert adapted["evaluated_on"] is None and adapted["labels_used"] == 0  # nothing labelled to evaluate on
+
+
+# --- monitoring -------------------------------------------------------------------------------------------
+def _merged_batch(dest, *cocos):
+    """One COCO batch directory from several generated ones (ids renumbered, images copied)."""
+    (dest / "images").mkdir(parents=True)
+    out = {"images": [], "annotations": [], "categories": None}
+    for coco in cocos:
+        doc = json.loads(coco.read_text())
+        offset = len(out["images"]) * 1000
+        out["categories"] = doc["categories"]
+        out["images"] += [{**im, "id": im["id"] + offset} for im in doc["images"]]
+        out["annotations"] += [{**a, "id": a["id"] + offset * 100, "image_id": a["image_id"] + offset} for a in doc["annotations"]]
+        for f in images_dir(coco).iterdir():
+            shutil.copy(f, dest / "images" / f.name)
+    (dest / "annotations.json").write_text(json.dumps(out))
+
+def test_monitor_checks_each_batch_and_rebuilds_once_per_cooldown(world, tmp_path):
+    root, raw = world["root"], world["raw"]
+    watch = tmp_path / "incoming"
+    watch.mkdir()
+    for name, src in (("b2-fog", raw["shifted"]), ("b3-fog", raw["shifted"])):
+        shutil.copytree(src.parent, watch / name)
+    _merged_batch(watch / "b1-same", raw["same-day"], raw["same-dusk"])  # day and dusk, like the reference
+    (watch / "b4-partial").mkdir()  # no annotations.json yet: not ready
+    out = ok("monitor", "--inference", "tod-onnx", "--watch", watch, "--reference", "reference", "--method", "mmd",
+             "--rebuild", "adapt", "--once", "--repo", root)["batches"]
+    assert [b["drift"] for b in out] == [False, True, True]
+    assert "rebuild" not in out[0]
+    assert out[1]["rebuild"]["status"] == "finished" and out[1]["rebuild"]["method"] == "adapt"
+    assert "cooldown" in out[2]["rebuild"]["skipped"]
+    assert out[2]["inference"] == out[1]["rebuild"]["inference"]  # later batches go against the rebuilt deployment
+    again = ok("monitor", "--inference", "tod-onnx", "--watch", watch, "--once", "--repo", root)
+    assert again["batches"] == []  # a restarted monitor skips what it has seen
+    assert_failed_cleanly(run_cli("monitor", "--inference", "tod-onnx", "--watch", tmp_path / "none", "--once", "--repo", root,
+                                  "--json"), "not a directory")
