@@ -109,6 +109,24 @@ def test_pruning_is_exact_on_the_triangle_boundary():
     np.testing.assert_array_equal(pruned.min_dist, plain.min_dist)
 
 
+@pytest.mark.parametrize("prune", [False, True])
+def test_near_ties_go_to_the_truly_farther_point(prune):
+    """Two candidates 2e-5 apart at distance 3, 1000 from the origin: float32 cannot tell them
+    apart, float64 can; whichever of the two has the lower index, the farther one is chosen."""
+    for t in range(12):
+        rng = np.random.default_rng(t)
+        a = np.full(16, 1000.0)
+        u = rng.standard_normal((2, 16))
+        u /= np.linalg.norm(u, axis=1, keepdims=True)
+        near = a + rng.standard_normal((30, 16)) * 0.5
+        X = np.concatenate([a[None], a + 3.0 * u[:1], a + (3.0 + 2e-5) * u[1:], near]).astype(np.float32)
+        if t % 2:
+            X[[1, 2]] = X[[2, 1]]
+        exact = np.linalg.norm(X.astype(np.float64) - X[0].astype(np.float64), axis=1)
+        r = k_center_greedy(X, 1, already=np.array([0]), prune=prune)
+        assert r.indices[0] == np.argmax(exact), t
+
+
 def test_duplicates_are_never_chosen_twice():
     X = duplicated(50, 4, 4, 1)  # 50 distinct points, 200 rows
     r = k_center_greedy(X, 120)

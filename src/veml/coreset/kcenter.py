@@ -13,7 +13,9 @@ To go *below* that limit without changing the answer we use the triangle inequal
 nearest centre ``a`` satisfies ``d(c, a) >= 2 d(x, a)`` cannot get closer to the new centre ``c``,
 so its row need not be read.  Centre-to-centre distances are k x d work; once a few centres cover
 the clusters most rows are ruled out from N-length arrays alone.  Margins sized to float32 rounding
-keep the pruned run identical to the plain one, and near-ties resolve to the lowest index in both.
+keep the pruned run identical to the plain one.  Which point is farthest is decided in float64
+among the few whose float32 distances are within rounding of the largest, so the two runs (whose
+float32 values can differ by a few ulps) pick the same point, and exact ties go to the lowest index.
 
 Memory is O(N + chunk x d + k x d): never an N x k or N x N matrix.
 """
@@ -32,6 +34,7 @@ _DENSE_FRACTION = 0.3  # a chunk with more candidates is read whole: gathering r
 _GATHER_BYTES = 1 << 20  # gathered rows go through a buffer this big so the matvec reads them from cache
 _BLOCK_FLOATS = 1 << 24  # cap on the rows x centres block of the many-centres pass (64 MiB)
 _REL = 1e-5  # relative safety margin of the pruning test
+_SHORTLIST = 256  # at most this many float32 near-ties are re-checked in float64 per step
 
 
 @dataclass(frozen=True)
@@ -62,7 +65,7 @@ class _Prepared:
     X: np.ndarray  # float32 C-contiguous: the caller's array when it already is one
     mu: np.ndarray  # float32 (d,)
     xx: np.ndarray  # float32 (N,), |x - mu|^2
-    tie: float  # near-ties within this (absolute, on squared distances) go to the lowest index
+    window: float  # float32 squared distances this close to the largest are re-checked in float64
     err: float  # worst-case error of one computed squared distance
 
     def centred(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -91,12 +94,12 @@ def _prepare(X: np.ndarray, name: str = "X") -> _Prepared:
         raise InvalidInput(f"{name} holds NaN or infinite values (or values too large for float32 distances)")
     # Error of |x-mu|^2 - 2 x.(c-mu) + const: each term is a d-term dot product of vectors no
     # longer than R = max|x-mu| and R + |mu|, at worst d * u * scale.  Two BLAS kernels summing
-    # the same row in different orders were measured to disagree by < 0.5 u * scale; the tie
-    # window is a few times that, small enough not to change which point is farthest otherwise.
+    # the same row in different orders were measured to disagree by < 0.5 u * scale, and a float32
+    # value from its float64 one by a few times that; the float64 shortlist window is wider still.
     r = float(np.sqrt(xx.max()))
     scale = 4.0 * r * (r + float(np.linalg.norm(mu))) + 1e-30
     d = X.shape[1]
-    return _Prepared(X, mu, xx, tie=max(2.0, np.sqrt(d) / 4) * _U * scale, err=d * _U * scale)
+    return _Prepared(X, mu, xx, window=max(8.0, np.sqrt(d)) * _U * scale, err=d * _U * scale)
 
 
 def _nearest(P: _Prepared, C: np.ndarray, chunk_rows: int) -> tuple[np.ndarray, np.ndarray]:
@@ -129,6 +132,7 @@ class _Greedy:
         self.assign = np.full(n, -1, np.int64)
         self.C = np.empty((n_centres, d), np.float32)  # centred centre vectors
         self.cn = np.empty(n_centres, np.float32)  # their |c - mu|^2
+        self.pos = np.empty(n_centres, np.int64)  # their rows in X
         rows = min(self.chunk, n)
         self.dots, self.d2, self.less = np.empty(rows, np.float32), np.empty(rows, np.float32), np.empty(rows, bool)
         self.mask = np.empty(n, bool)
@@ -141,6 +145,7 @@ class _Greedy:
         """Make row i centre number j and update every point that can get closer to it."""
         c = self.C[j]
         np.subtract(self.X[i], self.P.mu, out=c)
+        self.pos[j] = i
         self.cn[j] = self.xx[i]
         off = np.float32(self.xx[i] + 2.0 * float(c @ self.P.mu))
         if self.prune and j > 0:
@@ -151,9 +156,15 @@ class _Greedy:
         self.md2[i], self.assign[i] = -np.inf, j
 
     def farthest(self) -> int:
-        """Lowest index among the points within float rounding of the largest distance."""
-        np.greater_equal(self.md2, self.md2.max() - self.P.tie, out=self.mask)
-        return int(self.mask.argmax())
+        """The point farthest from its centre, decided in float64 among the float32 near-ties."""
+        np.greater_equal(self.md2, self.md2.max() - self.P.window, out=self.mask)
+        cand = np.flatnonzero(self.mask)
+        if len(cand) > _SHORTLIST:  # largest float32 values first, ties by index: deterministic
+            cand = np.sort(cand[np.lexsort((cand, -self.md2[cand]))[:_SHORTLIST]])
+        if len(cand) == 1:
+            return int(cand[0])
+        diff = self.X[cand].astype(np.float64) - self.X[self.pos[self.assign[cand]]]
+        return int(cand[np.argmax(np.einsum("ij,ij->i", diff, diff))])  # first maximum: lowest index
 
     def _dense_chunk(self, c: np.ndarray, off: np.float32, j: int, a: int, b: int) -> None:
         n = b - a
@@ -237,7 +248,7 @@ def k_center_greedy(X: np.ndarray, k: int, *, seed: int = 0, already: np.ndarray
     k = _check_k(k, n - m, f"N={n} points, {m} already chosen")
     st = _Greedy(P, m + k, chunk_rows, prune)
     if m:
-        st.C[:m], st.cn[:m] = P.X[pre] - P.mu, P.xx[pre]
+        st.C[:m], st.cn[:m], st.pos[:m] = P.X[pre] - P.mu, P.xx[pre], pre
         st.md2, st.assign = _nearest(P, P.X[pre], st.chunk)
         st.md2[pre], st.assign[pre] = -np.inf, np.arange(m)
         st.rows_read += n
