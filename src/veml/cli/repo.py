@@ -27,6 +27,12 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.add_argument("--format", choices=["json", "dot", "cypher"], default=None)
     p.set_defaults(handler=cmd_lineage, direction="up")
 
+    p = sub.add_parser("serve", parents=[common], help="the REST API under /api/v1 (OpenAPI at /api/v1/openapi.json)")
+    p.add_argument("--host", default="127.0.0.1", help="bind address (anything but loopback needs --token)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--token", help="require 'Authorization: Bearer TOKEN' on every request")
+    p.set_defaults(handler=cmd_serve)
+
     p = sub.add_parser("demo", parents=[common], help="the self-driving walk-through on generated data")
     p.add_argument("--path", default="veml-demo", help="where to build the demo repository (default ./veml-demo)")
     p.add_argument("--images", type=int, default=300, help="generated images per driving domain (default 300)")
@@ -59,6 +65,18 @@ def cmd_lineage(ctx: Context, args: argparse.Namespace) -> None:
         nodes = "\n".join(version_line(n.to_json()) for n in lin.nodes)
         edges = "\n".join(f"  {e.src} -[{e.kind}]-> {e.dst}" for e in lin.edges)
         ctx.emit(lin.to_json(), nodes + (f"\nedges:\n{edges}" if edges else ""))
+
+
+def cmd_serve(ctx: Context, args: argparse.Namespace) -> None:
+    import sys
+
+    from veml.server import serve
+    from veml.server.main import check_bind
+
+    root = ctx.repo.root  # resolve (and refuse a missing repository) before binding
+    check_bind(args.host, args.port, args.token)
+    print(f"serving {root} on http://{args.host}:{args.port}/api/v1 (Ctrl-C stops)", file=sys.stderr)
+    serve(root, host=args.host, port=args.port, token=args.token)
 
 
 def cmd_demo(ctx: Context, args: argparse.Namespace) -> None:

@@ -1,0 +1,84 @@
+"""Data versions: statistics, sample rows, stored images, filter and merge."""
+
+from __future__ import annotations
+
+import io
+import json
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Query, Request
+from fastapi.responses import Response
+from PIL import Image
+
+from veml.errors import StorageError
+from veml.server import queries
+from veml.server.common import CONFLICT, ERRORS, Limit, Offset, Repo, jsonable, page, ref_of
+from veml.server.models import DataStatsOut, FilterIn, MergeIn, SamplePage, VersionOut
+from veml.versions.stats import compute_stats
+
+router = APIRouter(prefix="/data", tags=["data"], responses=ERRORS)
+
+RefPath = Annotated[str, Path(min_length=1, max_length=255, description="data version id, name or tag")]
+DataId = Annotated[int, Path(ge=0, lt=2**32, description="sample id (data_id)")]
+_MIME = {"png": "image/png", "jpeg": "image/jpeg", "jpg": "image/jpeg", "gif": "image/gif", "bmp": "image/bmp",
+         "webp": "image/webp", "tiff": "image/tiff"}
+_IMMUTABLE = {"Cache-Control": "private, max-age=31536000, immutable", "X-Content-Type-Options": "nosniff"}
+
+
+@router.get("/{ref}/stats", response_model=DataStatsOut, summary="A data version with its statistics (as `veml data show`)")
+def stats(repo: Repo, ref: RefPath) -> Any:
+    node = repo.data.get(ref)
+    s = compute_stats(repo.data.checkout(node))
+    return jsonable({**node.to_json(), "categories": s["categories"], "stats": s})
+
+
+@router.get("/{ref}/samples", response_model=SamplePage, summary="Sample rows (no payload) with their annotations")
+def samples(repo: Repo, ref: RefPath, limit: Limit = 50, offset: Offset = 0) -> Any:
+    node = repo.data.get(ref)
+    ids, total = queries.sample_ids(repo, node, limit, offset)
+    items: list[dict[str, Any]] = []
+    if ids:
+        view = queries.sample_view(repo, node, ids)
+        for row in view.metadata().to_pylist():
+            meta = row.get("meta")
+            try:
+                row["meta"] = json.loads(meta) if meta else {}
+            except ValueError:
+                row["meta"] = {}
+            row["annotations"] = view.annotations_of(row["data_id"])
+            items.append(row)
+    return page(items, total, limit, offset, version=node.id)
+
+
+@router.get("/{ref}/samples/{data_id}/image", response_class=Response, summary="A stored image, as stored (or a PNG thumbnail)",
+            responses={200: {"content": {"image/png": {}, "image/jpeg": {}}, "description": "the image bytes"}})
+def image(repo: Repo, request: Request, ref: RefPath, data_id: DataId,
+          thumbnail: Annotated[int | None, Query(ge=8, le=1024, description="longest side of a PNG thumbnail")] = None) -> Response:
+    node = repo.data.get(ref)
+    payload, fmt, digest = queries.sample_payload(repo, node, data_id)
+    etag = f'"{digest}{"-t" + str(thumbnail) if thumbnail else ""}"' if digest else None
+    headers = {**_IMMUTABLE, **({"ETag": etag} if etag else {})}
+    if etag and request.headers.get("if-none-match") == etag:
+        return Response(status_code=304, headers=headers)
+    if thumbnail is None:
+        return Response(payload, media_type=_MIME.get(fmt.lower(), "application/octet-stream"), headers=headers)
+    try:
+        with Image.open(io.BytesIO(payload)) as im:
+            im = im.convert("RGB")
+            im.thumbnail((thumbnail, thumbnail))
+            out = io.BytesIO()
+            im.save(out, format="PNG")
+    except (OSError, ValueError) as exc:
+        raise StorageError(f"stored image of sample {data_id} cannot be decoded: {exc}") from None
+    return Response(out.getvalue(), media_type="image/png", headers=headers)
+
+
+@router.post("/{ref}/filter", response_model=VersionOut, status_code=201, responses=CONFLICT,
+             summary="A new version: samples with a row matching an SQL expression")
+def filter_version(repo: Repo, ref: RefPath, body: FilterIn) -> Any:
+    return jsonable(repo.data.filter(ref, body.where, body.name, body.keep_annotations).to_json())
+
+
+@router.post("/merge", response_model=VersionOut, status_code=201, responses=CONFLICT, summary="A new version: the union")
+def merge(repo: Repo, body: MergeIn) -> Any:
+    return jsonable(repo.data.merge([ref_of(v) for v in body.versions], body.name).to_json())

@@ -1,0 +1,149 @@
+"""Training runs (with their logs, streamed while they run), prediction versions, and serving a deployment."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Annotated, Any, AsyncIterator
+
+from fastapi import APIRouter, Header, HTTPException, Path, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import StreamingResponse
+from pydantic import ValidationError
+
+from veml.errors import InvalidInput
+from veml.server import predict as P
+from veml.server.common import ERRORS, Limit, Repo, jsonable, repo_of
+from veml.server.models import ErrorOut, PredictionOut, PredictJsonIn, PredictOut, TrainingLogsOut, TrainingOut
+
+router = APIRouter(responses=ERRORS)
+
+RefPath = Annotated[str, Path(min_length=1, max_length=255, description="version id, name or tag")]
+AfterId = Annotated[int, Query(ge=0, description="only log rows with a larger id")]
+POLL_S = 0.5
+KEEPALIVE_S = 15.0
+
+
+@router.get("/training/{ref}", response_model=TrainingOut, tags=["training"], summary="A training run: status, metrics, profile")
+def training(repo: Repo, ref: RefPath) -> Any:
+    return jsonable(repo.training.describe(repo.training.get(ref)))
+
+
+@router.get("/training/{ref}/logs", response_model=TrainingLogsOut, tags=["training"],
+            summary="Logged metric rows after a cursor (read on with next_after_id)")
+def training_logs(repo: Repo, ref: RefPath, after_id: AfterId = 0, limit: Limit = 50) -> Any:
+    node = repo.training.get(ref)
+    status = repo.training.status(node)["status"]  # read before the rows: a finished run's rows are all there
+    rows = repo.training.logs(node.id, after_id)
+    shown = rows[:limit]
+    return jsonable({"training": node.id, "status": status, "logs": shown,
+                     "next_after_id": shown[-1]["id"] if shown else after_id, "more": len(rows) > limit})
+
+
+def _event(kind: str, payload: Any, event_id: int | None = None) -> str:
+    head = f"id: {event_id}\n" if event_id is not None else ""
+    return f"{head}event: {kind}\ndata: {json.dumps(jsonable(payload))}\n\n"
+
+
+@router.get("/training/{ref}/stream", tags=["training"], response_class=StreamingResponse,
+            summary="Server-sent events: one 'log' event per new row until the run stops, then one 'end' event",
+            responses={200: {"content": {"text/event-stream": {"schema": {"type": "string"}}},
+                             "description": "event: log (data: a log row, id: its id), then event: end (data: status)"}})
+async def training_stream(request: Request, ref: RefPath, after_id: AfterId = 0,
+                          last_event_id: Annotated[str | None, Header(description="resume after this row id")] = None):
+    repo = repo_of(request)
+    node = await run_in_threadpool(repo.training.get, ref)
+    if last_event_id is not None:
+        if not last_event_id.strip().isdigit():
+            raise InvalidInput("Last-Event-ID must be a log row id")
+        after_id = max(after_id, int(last_event_id))
+
+    async def events() -> AsyncIterator[str]:
+        after, beat = after_id, time.monotonic()
+        while True:
+            status = (await run_in_threadpool(repo.training.status, node))["status"]
+            rows = await run_in_threadpool(repo.training.logs, node.id, after)
+            for row in rows:
+                after = row["id"]
+                yield _event("log", row, row["id"])
+            if status != "running":
+                yield _event("end", {"training": node.id, "status": status})
+                return
+            if time.monotonic() - beat > KEEPALIVE_S:
+                beat = time.monotonic()
+                yield ": keep-alive\n\n"
+            if await request.is_disconnected():
+                return
+            await asyncio.sleep(POLL_S)
+
+    return StreamingResponse(events(), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+
+
+@router.get("/predictions/{ref}", response_model=PredictionOut, tags=["inference"],
+            summary="A prediction version: metrics (confusion matrix, per class) and the worst samples")
+def prediction(repo: Repo, ref: RefPath) -> Any:
+    return jsonable(repo.inference.get_prediction(ref).to_json())
+
+
+_BODY = {"required": True, "content": {
+    "multipart/form-data": {"schema": {"type": "object", "required": ["image"],
+                                       "properties": {"image": {"type": "string", "format": "binary"}}}},
+    "image/png": {"schema": {"type": "string", "format": "binary"}},
+    "image/jpeg": {"schema": {"type": "string", "format": "binary"}},
+    "application/json": {"schema": PredictJsonIn.model_json_schema()},
+}}
+
+
+async def _read_body(request: Request) -> bytes:
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > P.MAX_UPLOAD:
+        raise HTTPException(413, f"request body over {P.MAX_UPLOAD} bytes")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > P.MAX_UPLOAD:
+            raise HTTPException(413, f"request body over {P.MAX_UPLOAD} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _predict(repo: Any, cache: P.RunnerCache, ref: str, image: bytes | None, doc: PredictJsonIn | None) -> dict[str, Any]:
+    pixels = P.decode_image(image) if image is not None else None  # refuse a bad upload before loading anything
+    loaded = cache.get(repo, ref)
+    if pixels is not None:
+        data = P.image_data(loaded, pixels)
+        size = (pixels.shape[1], pixels.shape[0])
+    else:
+        assert doc is not None
+        data, size = P.json_data(loaded, doc.window, doc.features), None
+    return jsonable(P.render(loaded, data, loaded.run(data), size))
+
+
+@router.post("/inference/{ref}/predict", response_model=PredictOut, response_model_exclude_none=True,
+             tags=["inference"], openapi_extra={"requestBody": _BODY},
+             summary="Run the deployed model on one uploaded image (or a JSON series window / table rows)",
+             responses={413: {"model": ErrorOut, "description": "Body too large"},
+                        415: {"model": ErrorOut, "description": "Unsupported content type"}})
+async def predict(request: Request, ref: RefPath) -> Any:
+    ctype = request.headers.get("content-type", "").strip()
+    base = ctype.split(";", 1)[0].strip().lower()
+    body = await _read_body(request)
+    image, doc = None, None
+    if base == "multipart/form-data":
+        image = P.multipart_file(ctype, body)
+    elif base.startswith("image/") or base == "application/octet-stream":
+        image = body
+    elif base == "application/json":
+        try:
+            doc = PredictJsonIn.model_validate(json.loads(body))
+        except ValueError as exc:
+            if isinstance(exc, ValidationError):
+                raise RequestValidationError(exc.errors()) from None
+            raise InvalidInput(f"malformed JSON body: {exc}") from None
+    else:
+        raise HTTPException(415, "send multipart/form-data with one image, raw image bytes (image/png, image/jpeg), "
+                                 "or application/json")
+    return await run_in_threadpool(_predict, repo_of(request), request.app.state.runners, ref, image, doc)

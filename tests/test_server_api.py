@@ -1,0 +1,421 @@
+"""The REST API (issue 6, first part) over real HTTP: uvicorn in a thread on a free loopback port.
+
+One small repository is built with the Python API (generated driving scenes, two small tables, a
+tiny classifier lifecycle); answers are compared with what the CLI prints with ``--json`` for the
+same versions, and with ``repo.inference.run`` for an uploaded image.
+"""
+
+from __future__ import annotations
+
+import http.client
+import io
+import json
+import os
+import socket
+import threading
+import time
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+import veml
+from conftest import ok
+from veml.datasets import Domain, generate_driving_coco
+from veml.errors import InvalidInput
+from veml.server.main import build_server, serve
+
+pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit:FutureWarning")
+CLASSIFIER = {"adapter": "torch", "task": "classification", "architecture": "efficientnet_lite0",
+              "parameters": {"pretrained": True, "freeze_backbone": True, "label_column": "time_of_day", "image_size": 64}}
+TOKEN = "s3cret-token"
+
+
+def _table(path, shift: float, seed: int):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(shift, 1.0, size=(40, 3))
+    lines = ["a,b,c,y"] + [f"{r[0]:.5f},{r[1]:.5f},{r[2]:.5f},{'p' if r[0] > shift else 'n'}" for r in x]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+class Running:
+    def __init__(self, root, token=None):
+        self.server = build_server(root, "127.0.0.1", 0, token=token, log_level="warning")
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            assert time.monotonic() < deadline and self.thread.is_alive(), "server did not start"
+            time.sleep(0.02)
+        self.port = self.server.servers[0].sockets[0].getsockname()[1]
+        self.app = self.server.config.app
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.http = httpx.Client(base_url=f"http://127.0.0.1:{self.port}/api/v1", headers=headers, timeout=120)
+
+    def raw(self, path: str, headers: dict | None = None) -> tuple[int, bytes]:
+        """A request sent byte for byte as given (no client-side normalisation of '..')."""
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
+        conn.request("GET", path, headers=headers or {})
+        resp = conn.getresponse()
+        body = resp.read()
+        conn.close()
+        return resp.status, body
+
+    def stop(self):
+        self.http.close()
+        self.server.should_exit = True
+        self.thread.join(30)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    base = tmp_path_factory.mktemp("server")
+    root = base / "repo"
+    repo = veml.init(root)
+    day = generate_driving_coco(base / "day", 24, seed=7, file_prefix="day")
+    night = generate_driving_coco(base / "night", 16, seed=8, file_prefix="night",
+                                  domain=Domain(city="tokyo", time_of_day="night", weather="rain"))
+    probe = generate_driving_coco(base / "probe", 4, seed=9, file_prefix="probe", domain=Domain(time_of_day="night"))
+    repo.data.import_("coco", day, "day", images=day.parent / "images")
+    repo.data.import_("coco", night, "night", role="test", images=night.parent / "images")
+    repo.data.import_("coco", probe, "probe", role="test", images=probe.parent / "images")
+    repo.data.merge(["day", "night"], "both")
+    repo.data.import_("table", _table(base / "ta.csv", 0.0, 1), "table-a", label="y")
+    repo.data.import_("table", _table(base / "tb.csv", 3.0, 2), "table-b", label="y")
+    repo.models.add("clf", CLASSIFIER)
+    # evaluated on the 4-image probe version, so the deployment's side-by-side check stays small
+    repo.training.train("both", "clf", sets=["max_steps=3", "batch_size=8"], test="probe", name="clf-run")
+    repo.inference.deploy("clf-run", name="clf-onnx")
+    repo.inference.predict("clf-onnx", "night", name="clf-on-night")
+    srv = Running(root)
+    yield {"root": root, "base": base, "repo": repo, "srv": srv, "api": srv.http}
+    srv.stop()
+    repo.close()
+
+
+@pytest.fixture(scope="module")
+def guarded(world):
+    srv = Running(world["root"], token=TOKEN)
+    yield srv
+    srv.stop()
+
+
+def get(world, path, status=200, **kw):
+    r = world["api"].get(path, **kw)
+    assert r.status_code == status, (path, r.status_code, r.text)
+    return r.json()
+
+
+def post(world, path, body, status=201):
+    r = world["api"].post(path, json=body)
+    assert r.status_code == status, (path, r.status_code, r.text)
+    return r.json()
+
+
+def error(world, method, path, status, **kw):
+    r = world["api"].request(method, path, **kw)
+    assert r.status_code == status, (path, r.status_code, r.text)
+    assert set(r.json()) == {"error"} and r.json()["error"], r.text
+    return r.json()["error"]
+
+
+# --- versions, pagination ---------------------------------------------------------------------------------
+def test_versions_paginate_and_match_the_cli(world):
+    root = world["root"]
+    full = get(world, "/versions", params={"limit": 500})
+    assert set(full) == {"items", "total", "limit", "offset"} and full["total"] == len(full["items"])
+    assert get(world, "/versions")["limit"] == 50
+    part = get(world, "/versions", params={"limit": 3, "offset": 2})
+    assert part["items"] == full["items"][2:5] and part["total"] == full["total"]
+    assert get(world, "/versions", params={"offset": 10_000})["items"] == []
+    data = get(world, "/versions", params={"kind": "data", "limit": 500})
+    assert data["items"] == ok("data", "list", "--repo", root) and data["total"] == len(data["items"])
+    two = get(world, "/versions", params=[("kind", "model"), ("kind", "inference")])
+    assert {v["kind"] for v in two["items"]} == {"model", "inference"}
+    for bad in ({"limit": 0}, {"limit": 501}, {"offset": -1}, {"kind": "nonsense"}, {"limit": "x"}):
+        error(world, "GET", "/versions", 422, params=bad)
+    by_name = get(world, "/versions/day")
+    assert by_name == get(world, f"/versions/{by_name['id']}") and by_name["samples"] == 24
+    assert "no such" not in error(world, "GET", "/versions/no-such-version", 404)
+
+
+def test_data_stats_and_samples(world):
+    root = world["root"]
+    assert get(world, "/data/day/stats") == ok("data", "show", "day", "--repo", root)
+    error(world, "GET", "/data/clf/stats", 404)  # a model is not a data version
+    page = get(world, "/data/night/samples", params={"limit": 5, "offset": 3})
+    assert page["total"] == 16 and page["version"] == get(world, "/versions/night")["id"] and len(page["items"]) == 5
+    row = page["items"][0]
+    assert "payload" not in row and row["meta"]["time_of_day"] == "night" and row["file_name"].startswith("night_")
+    assert row["annotations"] and {a["kind"] for a in row["annotations"]} <= {"boxes", "labels"}
+    assert all(a["data_id"] == row["data_id"] for a in row["annotations"])
+    whole = get(world, "/data/night/samples", params={"limit": 500})["items"]
+    assert [r["data_id"] for r in whole[3:8]] == [r["data_id"] for r in page["items"]]
+    assert get(world, "/data/night/samples", params={"offset": 16})["items"] == []
+    table = get(world, "/data/table-a/samples", params={"limit": 2})["items"]
+    assert set(table[0]["meta"]) == {"a", "b", "c"} and table[0]["annotations"][0]["kind"] == "labels"
+
+
+def test_image_endpoint_serves_only_stored_samples_of_that_version(world):
+    base = world["base"]
+    row = get(world, "/data/day/samples", params={"limit": 1})["items"][0]
+    r = world["api"].get(f"/data/day/samples/{row['data_id']}/image")
+    assert r.status_code == 200 and r.headers["content-type"] == "image/png"
+    assert r.content == (base / "day" / "images" / row["file_name"]).read_bytes()  # bytes as stored
+    assert world["api"].get(f"/data/both/samples/{row['data_id']}/image").content == r.content
+    again = world["api"].get(f"/data/day/samples/{row['data_id']}/image", headers={"If-None-Match": r.headers["etag"]})
+    assert again.status_code == 304
+    thumb = world["api"].get(f"/data/day/samples/{row['data_id']}/image", params={"thumbnail": 16})
+    im = Image.open(io.BytesIO(thumb.content))
+    assert thumb.headers["content-type"] == "image/png" and im.format == "PNG" and max(im.size) <= 16
+    assert "not in version" in error(world, "GET", f"/data/night/samples/{row['data_id']}/image", 404)
+    error(world, "GET", "/data/day/samples/999999/image", 404)
+    error(world, "GET", "/data/day/samples/abc/image", 422)
+    error(world, "GET", "/data/day/samples/-1/image", 422)
+    error(world, "GET", f"/data/day/samples/{row['data_id']}/image", 422, params={"thumbnail": 2})
+    tid = get(world, "/data/table-a/samples", params={"limit": 1})["items"][0]["data_id"]
+    assert "not images" in error(world, "GET", f"/data/table-a/samples/{tid}/image", 400)
+
+
+def test_filter_merge_and_tags(world):
+    root = world["root"]
+    cars = post(world, "/data/day/filter", {"where": "category = 'car'", "name": "api-cars"})
+    assert cars == get(world, "/versions/api-cars") and cars["source"]["where"] == "category = 'car'"
+    cli = ok("data", "filter", "day", "--where", "category = 'car'", "--name", "cli-cars", "--repo", root)
+    assert set(cars) == set(cli) and cars["samples"] == cli["samples"] and cars["parents"] == cli["parents"]
+    assert "already taken" in error(world, "POST", "/data/day/filter", 409, json={"where": "category = 'car'", "name": "api-cars"})
+    error(world, "POST", "/data/day/filter", 400, json={"where": "no_such_column = 1", "name": "bad-filter"})
+    error(world, "POST", "/data/day/filter", 422, json={"where": "category = 'car'"})
+    error(world, "POST", "/data/day/filter", 422, json={"where": "x", "name": "y", "typo": 1})
+    error(world, "POST", "/data/day/filter", 422, content=b"{not json", headers={"content-type": "application/json"})
+    merged = post(world, "/data/merge", {"versions": ["api-cars", get(world, "/versions/night")["id"]], "name": "api-merged"})
+    assert merged["kind"] == "data" and len(merged["parents"]) == 2 and merged["samples"] == cars["samples"] + 16
+    error(world, "POST", "/data/merge", 422, json={"versions": ["day"], "name": "m1"})
+    error(world, "POST", "/data/merge", 400, json={"versions": ["day", "table-a"], "name": "m2"})  # modalities differ
+    error(world, "POST", "/data/merge", 404, json={"versions": ["day", "nope"], "name": "m3"})
+    error(world, "POST", "/data/merge", 422, json=["day", "night"])
+    tagged = post(world, "/versions/api-merged/tags", {"tag": "golden"}, status=200)
+    assert "golden" in tagged["tags"] and get(world, "/versions/golden")["id"] == merged["id"]
+    assert error(world, "POST", "/versions/day/tags", 409, json={"tag": "golden"})
+    error(world, "POST", "/versions/day/tags", 400, json={"tag": "  "})
+    error(world, "POST", "/versions/nope/tags", 404, json={"tag": "t2"})
+
+
+def test_lineage_lifecycles_and_predictions(world):
+    root = world["root"]
+    lin = get(world, "/lineage/clf-onnx", params={"direction": "both", "hops": 2})
+    assert lin == ok("lineage", "clf-onnx", "--both", "--hops", "2", "--repo", root)
+    assert {n["kind"] for n in lin["nodes"]} >= {"inference", "training", "data", "model"}
+    assert get(world, "/lineage/day")["direction"] == "up"
+    error(world, "GET", "/lineage/day", 422, params={"direction": "sideways"})
+    error(world, "GET", "/lineage/day", 422, params={"hops": -1})
+    lcs = get(world, "/lifecycles")
+    assert lcs["items"] == ok("lifecycle", "list", "--repo", root) and lcs["total"] == 1
+    assert get(world, "/lifecycles", params={"offset": 1})["items"] == []
+    pred = get(world, "/predictions/clf-on-night")
+    assert pred["kind"] == "prediction" and pred["metrics"]["confusion_matrix"] and isinstance(pred["worst"], list)
+    assert pred["key_metric"]["name"] == "accuracy"
+    error(world, "GET", "/predictions/clf-onnx", 404)
+
+
+# --- training: show, logs, stream -------------------------------------------------------------------------
+def test_training_show_and_logs_match_the_cli(world):
+    root = world["root"]
+    assert get(world, "/training/clf-run") == ok("train", "show", "clf-run", "--repo", root)
+    cli = ok("train", "log", "clf-run", "--repo", root)
+    rows, after = [], 0
+    while True:
+        page = get(world, "/training/clf-run/logs", params={"after_id": after, "limit": 2})
+        assert page["training"] == cli["training"] and page["status"] == "finished" and len(page["logs"]) <= 2
+        rows += page["logs"]
+        after = page["next_after_id"]
+        if not page["more"]:
+            break
+    assert rows == cli["logs"] and len(rows) >= 3
+    error(world, "GET", "/training/day/logs", 404)
+
+
+def _events(text: str) -> list[tuple[str, dict]]:
+    out = []
+    for block in text.strip().split("\n\n"):
+        fields = dict(line.split(": ", 1) for line in block.splitlines() if not line.startswith(":"))
+        if "event" in fields:
+            out.append((fields["event"], json.loads(fields["data"])))
+    return out
+
+
+def test_stream_of_a_finished_run_and_of_a_live_one(world):
+    events = _events(world["api"].get("/training/clf-run/stream").text)
+    assert [e for e, _ in events[:-1]] == ["log"] * (len(events) - 1) and events[-1] == ("end", {"training": events[-1][1]["training"], "status": "finished"})
+    assert [d for _, d in events[:-1]] == ok("train", "log", "clf-run", "--repo", world["root"])["logs"]
+    g = world["repo"].stores.graph  # a run "in progress" in this process: the stream must follow it
+    node = g.record("TrainingVersion", "live-run", {"data": 1, "model": 1, "task": "classification"})
+    g.append_event(node.id, "running", {"pid": os.getpid(), "host": socket.gethostname()})
+    got: list[str] = []
+    reader = threading.Thread(target=lambda: got.append(world["api"].get(f"/training/{node.id}/stream").text))
+    reader.start()
+    time.sleep(0.8)
+    g.append_logs(node.id, [(1, 0, "loss", 0.9, time.time())])
+    time.sleep(0.8)
+    g.append_logs(node.id, [(2, 0, "loss", 0.5, time.time())])
+    g.append_event(node.id, "finished", {"metrics": {}})
+    reader.join(30)
+    live = _events(got[0])
+    assert [d["value"] for e, d in live if e == "log"] == [0.9, 0.5] and live[-1][1]["status"] == "finished"
+    error(world, "GET", "/training/day/stream", 404)
+
+
+# --- serving the deployed model -----------------------------------------------------------------------------
+def test_predict_an_uploaded_image_like_repo_inference_run(world):
+    api, repo = world["api"], world["repo"]
+    _, _, td, preds = repo.inference.run("clf-onnx", "night")
+    row = get(world, "/data/night/samples", params={"limit": 1, "offset": 5})["items"][0]
+    png = api.get(f"/data/night/samples/{row['data_id']}/image").content
+    expected = preds.scores[list(td.data_ids).index(row["data_id"])]
+    r = api.post("/inference/clf-onnx/predict", files={"image": ("x.png", png, "image/png")})
+    assert r.status_code == 200, r.text
+    out = r.json()
+    assert out["task"] == "classification" and out["class_names"] == ["day", "night"] and out["inference"] == get(world, "/versions/clf-onnx")["id"]
+    np.testing.assert_allclose(out["scores"], expected, atol=1e-5)
+    assert out["category"] == out["class_names"][int(np.argmax(expected))]
+    raw = api.post("/inference/clf-onnx/predict", content=png, headers={"content-type": "image/png"}).json()
+    np.testing.assert_allclose(raw["scores"], out["scores"], atol=1e-6)
+    assert world["srv"].app.state.runners.loads == 1  # loaded once, by artifact digest
+    error(world, "POST", "/inference/clf-onnx/predict", 400, files={"image": ("x.png", b"not an image at all", "image/png")})
+    error(world, "POST", "/inference/clf-onnx/predict", 400, files={"image": ("x.png", png[:40], "image/png")})
+    error(world, "POST", "/inference/clf-onnx/predict", 400, files={"image": ("x.png", b"", "image/png")})
+    error(world, "POST", "/inference/clf-onnx/predict", 400, files=[("image", ("a.png", png, "image/png")), ("file", ("b.png", png, "image/png"))])
+    error(world, "POST", "/inference/clf-onnx/predict", 400, content=b"GIF89a....", headers={"content-type": "image/gif"})
+    assert "serves a classification model" in error(world, "POST", "/inference/clf-onnx/predict", 400, json={"window": [[1.0, 2.0]]})
+    error(world, "POST", "/inference/clf-onnx/predict", 422, json={"window": "x"})
+    error(world, "POST", "/inference/clf-onnx/predict", 415, content=b"hello", headers={"content-type": "text/plain"})
+    error(world, "POST", "/inference/clf-run/predict", 404, content=png, headers={"content-type": "image/png"})
+    error(world, "POST", "/inference/nope/predict", 404, content=png, headers={"content-type": "image/png"})
+
+
+# --- similarity and drift --------------------------------------------------------------------------------
+def test_similar_drift_and_reports(world):
+    sim = post(world, "/similar/table-a", {"top": 3})
+    assert sim["target_name"] == "table-a" and [r["name"] for r in sim["ranking"]] == ["table-b"]
+    assert {"target", "ranking", "method", "report"} <= set(sim)
+    assert sim["ranking"] == sorted(sim["ranking"], key=lambda r: r["distance"])
+    error(world, "POST", "/similar/table-a", 422, json={"top": 0})
+    error(world, "POST", "/similar/table-a", 422, json={"method": "astrology"})
+    error(world, "POST", "/similar/nope", 404, json={})
+    drift = post(world, "/drift", {"reference": "table-a", "test": "table-b", "method": "ks"})
+    assert {"drift", "p_value", "statistic", "method", "report"} <= set(drift) and drift["drift"] is True
+    bbsd = post(world, "/drift", {"test": "night", "inference": "clf-onnx"})
+    assert bbsd["method"] == "bbsd" and bbsd["reference"] == get(world, "/versions/both")["id"]
+    error(world, "POST", "/drift", 422, json={"reference": "table-a"})
+    error(world, "POST", "/drift", 422, json={"test": "table-b", "method": "vibes"})
+    error(world, "POST", "/drift", 400, json={"test": "table-b"})  # no reference and no inference
+    error(world, "POST", "/drift", 400, json={"reference": "day", "test": "table-b"})  # modalities differ
+    error(world, "POST", "/drift", 422, json={"reference": ["day"], "test": "table-b"})
+    reports = get(world, "/reports", params={"kind": "drift"})
+    assert {r["id"] for r in reports["items"]} >= {drift["report"], bbsd["report"]} and all(r["kind"] == "drift" for r in reports["items"])
+    both = get(world, "/reports")
+    assert both["total"] == reports["total"] + get(world, "/reports", params={"kind": "similarity"})["total"]
+    error(world, "GET", "/reports", 422, params={"kind": "weather"})
+
+
+# --- safety: traversal, tokens, bind rule, OpenAPI ----------------------------------------------------------
+TRAVERSALS = ["..", "../..", "%2e%2e", "%2E%2E%2F%2E%2E", "..%2f..%2f..%2fetc%2fpasswd", "%2fetc%2fpasswd", "/etc/passwd",
+              "..%5c..%5cwindows", "%252e%252e%252f", "meta.db", ".veml%2fconfig.toml", "%00", "day%00.png"]
+TEMPLATES = ["/api/v1/versions/{}", "/api/v1/data/{}/stats", "/api/v1/data/{}/samples", "/api/v1/data/day/samples/{}/image",
+             "/api/v1/data/{}/samples/0/image", "/api/v1/lineage/{}", "/api/v1/training/{}", "/api/v1/training/{}/logs",
+             "/api/v1/predictions/{}"]
+
+
+def test_path_traversal_never_reaches_the_filesystem(world):
+    srv = world["srv"]
+    for template in TEMPLATES:
+        for attempt in TRAVERSALS:
+            status, body = srv.raw(template.format(attempt))
+            assert status in (400, 404, 422), (template, attempt, status, body)
+            assert json.loads(body).get("error"), body
+            assert b"root:" not in body and b"metadata_url" not in body
+    r = world["api"].post("/data/%2e%2e/filter", json={"where": "1=1", "name": "x9"})
+    assert r.status_code == 404 and "error" in r.json()
+    error(world, "POST", "/data/merge", 404, json={"versions": ["../day", "/etc/passwd"], "name": "x10"})
+
+
+def test_token_is_required_on_every_request(guarded):
+    anon = httpx.Client(base_url=f"http://127.0.0.1:{guarded.port}/api/v1", timeout=30)
+    for path in ("/versions", "/openapi.json", "/no-such-route", "/data/day/samples/0/image"):
+        r = anon.get(path)
+        assert r.status_code == 401 and r.json() == {"error": "missing or wrong bearer token"}, path
+        assert r.headers["www-authenticate"] == "Bearer"
+        assert anon.get(path, headers={"Authorization": "Bearer wrong"}).status_code == 401
+        assert anon.get(path, headers={"Authorization": TOKEN}).status_code == 401
+    assert anon.post("/data/merge", json={"versions": ["day", "night"], "name": "x"}).status_code == 401
+    assert guarded.http.get("/versions").status_code == 200
+    spec = guarded.http.get("/openapi.json").json()
+    assert any(s.get("scheme") == "bearer" for s in spec["components"]["securitySchemes"].values())
+    anon.close()
+
+
+def test_bind_rule_and_host_check(world, monkeypatch):
+    import uvicorn
+
+    from veml.server import create_app
+
+    monkeypatch.setattr(uvicorn.Server, "run", lambda self, *a, **k: pytest.fail("a refused bind started a server"))
+    for host in ("0.0.0.0", "192.168.1.10", "::"):
+        with pytest.raises(InvalidInput, match="refuses to bind"):
+            serve(world["root"], host=host, port=0)
+        with pytest.raises(InvalidInput, match="refuses to bind"):
+            build_server(world["root"], host, 0, token="   ")
+    assert build_server(world["root"], "0.0.0.0", 0, token=TOKEN).config.host == "0.0.0.0"  # built, never started
+    app = create_app(world["root"])
+    assert app.openapi_url == "/api/v1/openapi.json" and app.docs_url is None
+    app.state.repo.close()
+    status, body = world["srv"].raw("/api/v1/versions", headers={"Host": "evil.example"})
+    assert status == 400 and "Host" in json.loads(body)["error"]
+
+
+ROUTES = {"GET /versions", "GET /versions/{ref}", "POST /versions/{ref}/tags", "GET /lineage/{ref}", "GET /lifecycles",
+          "GET /reports", "GET /data/{ref}/stats", "GET /data/{ref}/samples", "GET /data/{ref}/samples/{data_id}/image",
+          "POST /data/{ref}/filter", "POST /data/merge", "GET /training/{ref}", "GET /training/{ref}/logs",
+          "GET /training/{ref}/stream", "GET /predictions/{ref}", "POST /inference/{ref}/predict", "POST /similar/{ref}",
+          "POST /drift"}
+
+
+def test_openapi_document_lists_every_route_and_resolves(world):
+    spec = get(world, "/openapi.json")
+    assert spec["openapi"].startswith("3.") and spec["info"]["title"] == "VeML"
+    documented = {f"{m.upper()} {p.removeprefix('/api/v1')}" for p, ops in spec["paths"].items() for m in ops}
+    assert documented == ROUTES
+    op_ids = [op["operationId"] for ops in spec["paths"].values() for op in ops.values()]
+    assert len(op_ids) == len(set(op_ids))
+    schemas = spec["components"]["schemas"]
+    refs = []
+
+    def walk(node):
+        if isinstance(node, dict):
+            refs.extend(v for k, v in node.items() if k == "$ref")
+            for v in node.values():
+                walk(v)
+        elif isinstance(node, list):
+            for v in node:
+                walk(v)
+
+    walk(spec)
+    assert refs and all(r.startswith("#/components/schemas/") and r.rsplit("/", 1)[1] in schemas for r in refs)
+    for path, ops in spec["paths"].items():
+        for method, op in ops.items():
+            assert any(code.startswith("2") for code in op["responses"]), (path, method)
+            assert op["responses"]["404"]["content"]["application/json"]["schema"]["$ref"].endswith("/ErrorOut")
+    params = {p["name"] for p in spec["paths"]["/api/v1/versions"]["get"]["parameters"]}
+    assert params == {"kind", "limit", "offset"}
+    assert "multipart/form-data" in spec["paths"]["/api/v1/inference/{ref}/predict"]["post"]["requestBody"]["content"]
+    assert world["api"].get("/docs").status_code == 404  # no CDN-backed docs page
+
+
+def test_veml_serve_refuses_a_public_bind_without_a_token(world):
+    from conftest import assert_failed_cleanly, run_cli
+
+    res = run_cli("serve", "--host", "0.0.0.0", "--port", "0", "--repo", world["root"])
+    assert_failed_cleanly(res, "--token", json_given=False)
+    assert "serving" not in res.out + res.err.split("error:")[0]
