@@ -201,3 +201,16 @@ def test_a_damaged_core_set_matrix_is_found_by_verify(root):
     finally:
         path.write_bytes(original)
     assert run_cli("verify", "--repo", root, "--json").code == 0
+
+
+def test_label_ot_treats_scenes_without_boxes_as_a_class(root):
+    doc = __import__("json").loads((root.parent / "fog" / "annotations.json").read_text())
+    half = {im["id"] for im in doc["images"][::2]}
+    doc["annotations"] = [a for a in doc["annotations"] if a["image_id"] in half]
+    path = root.parent / "fog-half.json"
+    path.write_text(__import__("json").dumps(doc))
+    ok("data", "update", "fog", "--coco", path, "--name", "fog-half-boxed", "--repo", root)
+    core = ok("coreset", "fog-half-boxed", "--k", "10", "--repo", root)
+    assert "(no objects)" in core["labels"] and None not in core["labels"]
+    out = ok("similar", "fog-half-boxed", "--method", "label_ot", "--k", "10", "--include-related", "--repo", root)
+    assert out["ranking"] and all(np.isfinite(r["distance"]) for r in out["ranking"])

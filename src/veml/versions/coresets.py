@@ -29,6 +29,7 @@ from veml.versions.training import TrainingVersions
 KIND = "CoreSet"
 DEFAULT_K = 200
 Progress = Callable[[int], None]
+NO_OBJECTS = "(no objects)"
 EMBEDDERS = {"image": ("lite0",), "series": ("summary",), "table": ("columns",)}
 
 
@@ -180,17 +181,22 @@ class CoreSets:
         return self._s.graph.list(kinds=[KIND])
 
     def _labels(self, node: Node, chosen: np.ndarray) -> list[str | None]:
-        """One class per core-set sample: its label, else its most frequent box category (for label_ot)."""
+        """One class per core-set sample: its label, else its most frequent box category (for label_ot);
+        ``NO_OBJECTS`` for a scene of a labelled version that has none (k-center likes such outliers)."""
         want = set(int(i) for i in chosen)
         anns = self._data.annotations(node)
         per: dict[int, Counter] = {}
+        labelled = False
         for table in ("labels", "boxes"):
             t = anns.get(table)
             if t is None or t.num_rows == 0 or "category" not in t.column_names:
                 continue
+            labelled = True
             for did, cat in zip(t["data_id"].to_pylist(), t["category"].to_pylist()):
                 if did in want and cat is not None:
                     per.setdefault(did, Counter())[cat] += 1
-            if per:
-                break
-        return [per[int(i)].most_common(1)[0][0] if int(i) in per else None for i in chosen]
+            break  # class labels win over boxes when a version has both
+        if not labelled:
+            return [None] * len(chosen)  # an unlabelled version: label_ot does not apply
+        # a scene without boxes in a labelled version is a class of its own, not a missing label
+        return [per[int(i)].most_common(1)[0][0] if int(i) in per else NO_OBJECTS for i in chosen]
