@@ -186,7 +186,8 @@ class FittedUnivariate:
             if np.ptp(a) == 0 and np.ptp(b) == 0 and a[0] == b[0]:
                 continue  # a constant feature, the same on both sides: no evidence either way
             if self.params.test_name == "ks":
-                r = stats.ks_2samp(a, b)
+                # the exact distribution costs ~1.5 ms a feature; from 50 samples a side the asymptotic one is as good
+                r = stats.ks_2samp(a, b, method="asymp" if min(len(a), len(b)) >= 50 else "auto")
             else:
                 r = stats.cramervonmises_2samp(a, b)
             stat_v[j], p_v[j] = float(r.statistic), float(r.pvalue)
