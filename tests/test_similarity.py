@@ -133,6 +133,7 @@ def test_transfer_reuses_the_nearest_lifecycle(root, tmp_path):
     src = ok("data", "show", "src-mixed", "--repo", root)
     assert training["init_from"] == out["source_lifecycle"]["training"] and training["status"] == "finished"
     assert training["params"]["batch_size"] == 16  # the source recipe
+    assert training["params"]["precise_bn"] is True and training["profile"]["precise_bn_s"] > 0
     inference = ok("lineage", out["inference"], "--up", "--hops", "1", "--repo", root)
     assert inference["nodes"] and any(e["kind"] == "TRANSFER_FROM" and e["src"] == out["source_lifecycle"]["inference"]
                                       for e in inference["edges"])
@@ -214,3 +215,18 @@ def test_label_ot_treats_scenes_without_boxes_as_a_class(root):
     assert "(no objects)" in core["labels"] and None not in core["labels"]
     out = ok("similar", "fog-half-boxed", "--method", "label_ot", "--k", "10", "--include-related", "--repo", root)
     assert out["ranking"] and all(np.isfinite(r["distance"]) for r in out["ranking"])
+
+
+def test_transfer_across_sensor_counts_when_the_source_cannot_run_on_the_target(root, tmp_path):
+    cfg = tmp_path / "fc.json"
+    cfg.write_text(__import__("json").dumps({"adapter": "torch", "task": "forecasting", "architecture": "dcrnn",
+                                             "parameters": {"history": 6, "horizon": 3, "hidden": 4, "layers": 1}}))
+    ok("model", "add", "--name", "fc", "--config", cfg, "--repo", root)
+    run = ok("train", "--data", "traffic-ring", "--model", "fc", "--set", "max_steps=3", "--repo", root)
+    ok("deploy", run["id"], "--repo", root)
+    out = ok("transfer", "traffic-grid", "--from", "traffic-ring", "--test", "traffic-corridor", "--set", "max_steps=3",
+             "--repo", root)
+    assert out["metric"]["name"] == "mae" and out["metric"]["value"] > 0  # the new 12-sensor model ran on the test
+    src = out["source_lifecycle"]
+    assert src["on_test"] is None and "9 sensors" in src["on_test_error"]  # the 9-sensor source cannot
+    assert out["distance"] is not None  # gromov_wasserstein compares networks of different sizes

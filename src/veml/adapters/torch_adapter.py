@@ -149,6 +149,14 @@ class TorchAdapter:
                     break
             if max_steps and step >= max_steps:
                 break
+        if spec.task == "classification" and params.get("precise_bn", True):
+            # "precise BN": the running statistics a few hundred steps leave behind lag the weights (and, after
+            # --init-from, still describe the source domain); one pass over the training data makes them exact
+            norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+            if norms:
+                t0 = time.perf_counter()
+                self._reestimate_bn(spec, model, norms, data, int(params["batch_size"]))
+                profile["precise_bn_s"] = time.perf_counter() - t0
         profile["steps"] = step
         profile["train_s"] = time.perf_counter() - t_start
         profile["samples_per_s"] = profile["samples"] / profile["forward_backward_s"] if profile["forward_backward_s"] else 0.0
@@ -212,11 +220,25 @@ class TorchAdapter:
         model, meta = self._load(spec, checkpoint)
         norms = self._norms(spec, model, method)
         t0 = time.perf_counter()
+        seen, step = self._reestimate_bn(spec, model, norms, data, int(params.get("batch_size", 32)), log)
+        model.eval()
+        buf = io.BytesIO()
+        torch.save({"state_dict": model.state_dict(), "meta": meta}, buf)
+        profile = {"train_s": time.perf_counter() - t0, "samples": seen, "steps": step, "bn_layers": len(norms),
+                   "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+        return TrainOutcome(buf.getvalue(), {"adapted_samples": seen}, profile)
+
+    @torch.no_grad()
+    def _reestimate_bn(self, spec: ModelSpec, model: nn.Module, norms: list[nn.Module], data: TaskData, batch_size: int,
+                       log: LogFn | None = None) -> tuple[int, int]:
+        """Running BN statistics recomputed as an exact average over ``data`` (one forward pass, no gradients)."""
+        was_training = model.training
+        model.eval()
         for m in norms:
             m.reset_running_stats()
-            m.momentum = None  # a cumulative average over every target batch, not an exponential one
+            m.momentum = None  # a cumulative average over every batch, not an exponential one
             m.train()
-        batch_size, seen, step = int(params.get("batch_size", 32)), 0, 0
+        seen = step = 0
         for i in range(0, len(data), batch_size):
             if spec.task == "classification":
                 model(self._images(data.images[i:i + batch_size], True))
@@ -225,13 +247,12 @@ class TorchAdapter:
                 model.backbone(images.tensors)
             seen += min(batch_size, len(data) - i)
             step += 1
-            log(step, 0, {"adapted_samples": float(seen)})
-        model.eval()
-        buf = io.BytesIO()
-        torch.save({"state_dict": model.state_dict(), "meta": meta}, buf)
-        profile = {"train_s": time.perf_counter() - t0, "samples": seen, "steps": step, "bn_layers": len(norms),
-                   "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
-        return TrainOutcome(buf.getvalue(), {"adapted_samples": seen}, profile)
+            if log is not None:
+                log(step, 0, {"adapted_samples": float(seen)})
+        for m in norms:
+            m.momentum = 0.1
+        model.train(was_training)
+        return seen, step
 
     def check_adapt(self, spec: ModelSpec, checkpoint: bytes, method: str) -> None:
         """Refuse an adaptation that cannot work before a training version is written."""

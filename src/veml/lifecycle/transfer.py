@@ -79,11 +79,14 @@ class Transfer:
         dep = self._inference.deploy(run["id"], src_inf.props.get("format", "onnx"), src_inf.props.get("quantize", "none"),
                                      name=unique_name(self._s, f"{name}-{src_inf.props.get('format', 'onnx')}"),
                                      extra_parents=[(src_inf.id, "TRANSFER_FROM", link)])
-        pred, src_pred = None, None
+        pred, src_pred, src_error = None, None, None
         if test is not None:  # the new and the source inference on the same data: what the transfer bought
             test_name = self._data.get(test).name
             pred = self._inference.predict(dep.id, test, name=unique_name(self._s, f"{name}-on-{test_name}"))
-            src_pred = self._inference.predict(src_inf.id, test, name=unique_name(self._s, f"{src_inf.name}-on-{test_name}"))
+            try:
+                src_pred = self._inference.predict(src_inf.id, test, name=unique_name(self._s, f"{src_inf.name}-on-{test_name}"))
+            except InvalidInput as exc:  # e.g. a forecaster of another sensor count cannot run on the target at all
+                src_error = str(exc)
         seconds = time.perf_counter() - t0
         metric_name, value = evaluation.key_metric(run["task"], run.get("metrics"))
         if pred is not None:
@@ -97,5 +100,6 @@ class Transfer:
             "source_lifecycle": {"training": lc["training"], "inference": lc["inference"], "metric": lc["metric"],
                                  "train_s": (src_train.get("profile") or {}).get("train_s"),
                                  "epochs": recipe.get("epochs"),
-                                 "on_test": None if src_pred is None else src_pred.props["key_metric"]["value"]},
+                                 "on_test": None if src_pred is None else src_pred.props["key_metric"]["value"],
+                                 "on_test_error": src_error},
         }
