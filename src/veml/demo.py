@@ -110,6 +110,7 @@ def run_demo(path: str | Path = "veml-demo", images: int = 300, log: Callable[[s
                 "veml data show all-cities --grid grid.png --plot stats.png",
                 "veml lifecycle list",
                 "veml similar mumbai-new --with-lifecycle",
+                f"veml serve --repo {root}   # then open http://127.0.0.1:8000/",
                 "veml lineage detection-onnx-none --down --hops 2",
                 "veml train list && veml train log time-of-day-run | tail",
             ],

@@ -20,7 +20,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import veml
 from veml.errors import VemlError
-from veml.server import routes_data, routes_lifecycle, routes_ml, routes_versions
+from veml.server import routes_data, routes_lifecycle, routes_ml, routes_versions, ui
 from veml.server.common import status_of
 from veml.server.predict import RunnerCache
 
@@ -122,6 +122,7 @@ def create_app(repo_path: Any = None, token: str | None = None, *, allowed_hosts
     app.state.runners = RunnerCache()
     for module in (routes_versions, routes_data, routes_ml, routes_lifecycle):
         app.include_router(module.router, prefix=PREFIX)
+    ui.mount(app)  # the web UI: GET / and /ui/... (static files, not in the OpenAPI document)
     _install_handlers(app)
     app.add_middleware(Guard, token=token or None, allowed_hosts=allowed_hosts)
     return app
