@@ -37,6 +37,8 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.add_argument("--path", default="veml-demo", help="where to build the demo repository (default ./veml-demo)")
     p.add_argument("--images", type=int, default=300, help="generated images per driving domain (default 300)")
     p.add_argument("--no-train", action="store_true", help="only the data-versioning part (no model training)")
+    p.add_argument("--serve", action="store_true", help="then serve the UI on 127.0.0.1 and print its URL (Ctrl-C stops)")
+    p.add_argument("--port", type=int, default=8000, help="with --serve (default 8000)")
     p.set_defaults(handler=cmd_demo)
 
     p = sub.add_parser("verify", parents=[common], help="check every version against its digests")
@@ -91,7 +93,18 @@ def cmd_demo(ctx: Context, args: argparse.Namespace) -> None:
         lines.append(f"lifecycle {key}: {metric} on {lc['evaluated_on']}, {lc['latency_ms']:.2f} ms per sample ({lc['seconds']} s)")
     lines.append("next:")
     lines += [f"  {c}" for c in summary["next"]]
+    if args.serve:
+        from veml.server.main import check_bind
+
+        check_bind("127.0.0.1", args.port, None)
+        summary["ui"] = f"http://127.0.0.1:{args.port}/"
+        lines.append(f"UI: {summary['ui']}  (serving; Ctrl-C stops)")
     ctx.emit(summary, "\n".join(lines))
+    if args.serve:
+        sys.stdout.flush()
+        from veml.server import serve
+
+        serve(summary["path"], host="127.0.0.1", port=args.port)
 
 
 def cmd_verify(ctx: Context, args: argparse.Namespace) -> int:
