@@ -163,3 +163,12 @@ def test_concurrent_writers_lose_no_version(repo, driving_small, tmp_path):
     assert len(imports[0] | imports[1] | imports[2] | imports[3]) == 160
     assert again.verify().ok
     again.close()
+
+
+@pytest.mark.parametrize("ref", [str(2**63), 2**70, "\u00b2", "\u0661"])  # too big for SQL; Unicode digits
+def test_digit_references_sql_cannot_hold_are_just_unknown(tmp_path, ref):
+    g = SqlGraphStore(f"sqlite:///{tmp_path / 'g.db'}")
+    g.record("DataVersion", "v", {})
+    with pytest.raises(NotFound):
+        g.resolve(ref)
+    g.close()

@@ -22,6 +22,7 @@ from PIL import Image
 
 import veml
 from conftest import ok
+from live_server import LiveServer
 from veml.datasets import Domain, generate_driving_coco
 from veml.errors import InvalidInput
 from veml.server.main import build_server, serve
@@ -40,19 +41,12 @@ def _table(path, shift: float, seed: int):
     return path
 
 
-class Running:
+class Running(LiveServer):
     def __init__(self, root, token=None):
-        self.server = build_server(root, "127.0.0.1", 0, token=token, log_level="warning")
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-        self.thread.start()
-        deadline = time.monotonic() + 30
-        while not self.server.started:
-            assert time.monotonic() < deadline and self.thread.is_alive(), "server did not start"
-            time.sleep(0.02)
-        self.port = self.server.servers[0].sockets[0].getsockname()[1]
+        super().__init__(root, token)
         self.app = self.server.config.app
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self.http = httpx.Client(base_url=f"http://127.0.0.1:{self.port}/api/v1", headers=headers, timeout=120)
+        self.http = httpx.Client(base_url=f"{self.base_url}/api/v1", headers=headers, timeout=120)
 
     def raw(self, path: str, headers: dict | None = None) -> tuple[int, bytes]:
         """A request sent byte for byte as given (no client-side normalisation of '..')."""
@@ -65,8 +59,7 @@ class Running:
 
     def stop(self):
         self.http.close()
-        self.server.should_exit = True
-        self.thread.join(30)
+        super().stop()
 
 
 @pytest.fixture(scope="module")

@@ -17,8 +17,6 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import threading
-import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -29,7 +27,7 @@ from PIL import Image
 
 import veml
 from veml.datasets import Domain, generate_driving_coco
-from veml.server.main import build_server
+from live_server import LiveServer
 
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit:FutureWarning")
 
@@ -62,17 +60,10 @@ def _chromium_problem() -> str | None:
     return None
 
 
-class Running:
+class Running(LiveServer):
     def __init__(self, root):
-        self.server = build_server(root, "127.0.0.1", 0, log_level="warning")
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-        self.thread.start()
-        deadline = time.monotonic() + 30
-        while not self.server.started:
-            assert time.monotonic() < deadline and self.thread.is_alive(), "server did not start"
-            time.sleep(0.02)
-        self.port = self.server.servers[0].sockets[0].getsockname()[1]
-        self.base = f"http://127.0.0.1:{self.port}"
+        super().__init__(root)
+        self.base = self.base_url
         self.http = httpx.Client(base_url=f"{self.base}/api/v1", timeout=60)
 
     def get(self, path, **params):
@@ -82,8 +73,7 @@ class Running:
 
     def stop(self):
         self.http.close()
-        self.server.should_exit = True
-        self.thread.join(30)
+        super().stop()
 
 
 @pytest.fixture(scope="module")

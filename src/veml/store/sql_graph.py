@@ -262,7 +262,8 @@ class SqlGraphStore:
     def resolve(self, ref: str | int, kinds: Sequence[str] | None = None) -> Node:
         ref_s = str(ref).strip()
         with self._read() as conn:
-            if ref_s.isdigit():
+            # an id only when SQL can hold it: '²' is str.isdigit() and 2**63 overflows SQLite's integer
+            if ref_s.isascii() and ref_s.isdigit() and int(ref_s) < 2**63:
                 cond = nodes_t.c.id == int(ref_s)
             else:
                 tagged = sa.select(tags_t.c.node_id).where(tags_t.c.tag == ref_s).scalar_subquery()

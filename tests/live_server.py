@@ -1,0 +1,25 @@
+"""A real uvicorn server on a free loopback port, in a daemon thread: what the API, fuzz and browser tests talk to."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from veml.server.main import build_server
+
+
+class LiveServer:
+    def __init__(self, root, token: str | None = None) -> None:
+        self.server = build_server(root, "127.0.0.1", 0, token=token, log_level="warning")
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            assert time.monotonic() < deadline and self.thread.is_alive(), "server did not start"
+            time.sleep(0.02)
+        self.port = self.server.servers[0].sockets[0].getsockname()[1]
+        self.base_url = f"http://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(30)
