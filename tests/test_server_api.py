@@ -412,3 +412,41 @@ def test_veml_serve_refuses_a_public_bind_without_a_token(world):
     res = run_cli("serve", "--host", "0.0.0.0", "--port", "0", "--repo", world["root"])
     assert_failed_cleanly(res, "--token", json_given=False)
     assert "serving" not in res.out + res.err.split("error:")[0]
+
+
+# --- the web UI behind a token; the core-set MMD drift report's projection ----------------------------------------
+def test_ui_loads_without_the_token_but_the_api_does_not(guarded):
+    anon = httpx.Client(base_url=f"http://127.0.0.1:{guarded.port}", timeout=30)
+    page = anon.get("/")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert "default-src 'none'" in page.headers["content-security-policy"]
+    assert anon.get("/ui/app.js").status_code == 200 and anon.head("/ui/app.css").status_code == 200
+    for path in ("/api/v1/versions", "/api/v1/reports", "/api/v1/openapi.json", "/api/v1/data/day/samples/0/image"):
+        r = anon.get(path)
+        assert r.status_code == 401 and r.json() == {"error": "missing or wrong bearer token"}, path
+    # only reading the static files is open: anything else outside them still needs the token
+    assert anon.post("/", json={}).status_code == 401
+    assert anon.get("/no-such-page").status_code == 401
+    assert anon.get("/ui").status_code == 401
+    assert anon.get("/ui/../api/v1/versions").status_code in (401, 404)  # never the API's answer
+    status, body = guarded.raw("/ui/../api/v1/versions")
+    assert status == 404 and b"items" not in body
+    assert anon.get("/api/v1/versions", headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 200
+    anon.close()
+
+
+def test_mmd_drift_report_carries_a_2d_projection_of_its_core_sets(world):
+    drift = post(world, "/drift", {"reference": "table-a", "test": "table-b", "method": "mmd", "k": 12, "permutations": 20})
+    assert drift["method"] == "mmd"
+    report = get(world, f"/versions/{drift['report']}")
+    proj = report["projection"]
+    assert set(proj) == {"reference", "test", "explained_variance"}
+    k = report["details"]["landmarks"]
+    assert k == 12 and len(proj["reference"]) == k and len(proj["test"]) == min(k, report["n_test"])
+    assert all(len(p) == 2 and all(round(c, 4) == c for c in p) for p in proj["reference"] + proj["test"])
+    v1, v2 = proj["explained_variance"]
+    assert 1 >= v1 >= v2 >= 0 and v1 + v2 <= 1 + 1e-6
+    listed = [r for r in get(world, "/reports", params={"kind": "drift"})["items"] if r["id"] == drift["report"]]
+    assert listed and listed[0]["projection"] == proj
+    ks = post(world, "/drift", {"reference": "table-a", "test": "table-b", "method": "ks"})
+    assert "projection" not in get(world, f"/versions/{ks['report']}")

@@ -2,7 +2,8 @@
 
 One small repository is built from generated data (two image versions and their merge, two
 tables, a tiny classifier trained twice with ``max_steps`` of 3 and 2, deployed, predicting on
-the night images, a drift and a similarity report); uvicorn serves it on a free loopback port.
+the night images, two drift reports (ks, and core-set mmd with its 2-D projection) and a similarity
+report); uvicorn serves it on a free loopback port.
 The tests click through lineage → data version → training → deployment → prediction → reports
 and compare what each page shows with the API's JSON for the same version.  Every request the
 page makes must stay on the loopback server, the console must stay free of errors, and each
@@ -60,11 +61,15 @@ def _chromium_problem() -> str | None:
     return None
 
 
+TOKEN = "ui-s3cret"
+
+
 class Running(LiveServer):
-    def __init__(self, root):
-        super().__init__(root)
+    def __init__(self, root, token=None):
+        super().__init__(root, token)
         self.base = self.base_url
-        self.http = httpx.Client(base_url=f"{self.base}/api/v1", timeout=60)
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.http = httpx.Client(base_url=f"{self.base}/api/v1", headers=headers, timeout=60)
 
     def get(self, path, **params):
         r = self.http.get(path, params=params)
@@ -95,9 +100,11 @@ def world(tmp_path_factory):
     repo.inference.deploy("clf-run", name="clf-onnx")
     repo.inference.predict("clf-onnx", "night", name="clf-on-night")
     repo.drift.check("table-a", "table-b", method="ks")
+    repo.drift.check("table-a", "table-b", method="mmd", permutations=20)  # carries the core sets' 2-D projection
     repo.similarity.rank("table-a")
     repo.close()
     srv = Running(root)
+    srv.root = root
     yield srv
     srv.stop()
 
@@ -384,8 +391,9 @@ def test_reports_page(ui, world):
     ui.click("#nav a[data-page=reports]", "#/reports")
     drift = world.get("/reports", kind="drift")["items"]
     sim = world.get("/reports", kind="similarity")["items"]
-    assert len(drift) == len(sim) == 1
-    d = drift[0]
+    assert len(drift) == 2 and len(sim) == 1
+    d = next(r for r in drift if r["method"] == "ks")
+    assert "projection" not in d
     row = f"#drift tr[data-id='{d['id']}']"
     assert ui.value(f"{row} [data-key=p_value]") == d["p_value"] and ui.value(f"{row} [data-key=statistic]") == d["statistic"]
     assert ui.values(f"{row} [data-key=decision]") == [str(d["drift"]).lower()] and d["drift"] is True
@@ -395,6 +403,18 @@ def test_reports_page(ui, world):
     assert names == [r["name"] for r in ranking] == ["table-b"]
     assert [float(x) for x in ui.values(f".similarity[data-id='{sim[0]['id']}'] [data-key=distance]")] == [r["distance"] for r in ranking]
     assert ui.chart(f"similarity:{sim[0]['id']}")["datasets"][0]["data"] == [r["distance"] for r in ranking]
+
+    # the core-set MMD report's projection: one scatter chart, reference and test core sets as the API has them
+    mmd = next(r for r in drift if r["method"] == "mmd")
+    proj = mmd["projection"]
+    assert len(proj["reference"]) == mmd["details"]["landmarks"] and 0 < len(proj["test"]) <= mmd["n_test"]
+    scatter = ui.chart(f"projection:{mmd['id']}")
+    ref, test = scatter["datasets"]
+    assert ref["label"].startswith("reference") and test["label"].startswith("test")
+    assert [[p["x"], p["y"]] for p in ref["data"]] == proj["reference"]
+    assert [[p["x"], p["y"]] for p in test["data"]] == proj["test"]
+    assert ui.page.locator(f".projection[data-id='{mmd['id']}'] canvas[data-chart='projection:{mmd['id']}']").count() == 1
+    assert ui.page.locator("#projection-note").count() == 0
     ui.shot("reports")
 
 
@@ -410,11 +430,65 @@ def test_an_unknown_version_shows_the_api_error(ui, world):
     del ui.failures[failures:], ui.console[console:]
 
 
+def test_ui_behind_a_token(ui, world):
+    """With --token the page and its files load without it; the API does not, so the page asks for the token."""
+    guarded = Running(world.root, token=TOKEN)
+    context = ui.browser.new_context(viewport={"width": 1200, "height": 800})  # its own sessionStorage
+    try:
+        assert httpx.get(f"{guarded.base}/", timeout=30).status_code == 200
+        assert httpx.get(f"{guarded.base}/ui/app.js", timeout=30).status_code == 200
+        anon = httpx.get(f"{guarded.base}/api/v1/versions", timeout=30)
+        assert anon.status_code == 401 and anon.json() == {"error": "missing or wrong bearer token"}
+        page = context.new_page()
+        page.set_default_timeout(WAIT_MS)
+        api_auth: list[str | None] = []
+        page.on("request", lambda r: "/api/v1/" in r.url and api_auth.append(r.headers.get("authorization")))
+        state = "() => document.getElementById('main').dataset.state"
+        page.goto(f"{guarded.base}/")
+        page.wait_for_function(f"() => ({state})() === 'token'")
+        assert page.locator("#token-form").is_visible() and page.locator("#token-error").count() == 0
+
+        page.fill("#token", "not-the-token")
+        page.click("#token-submit")
+        page.wait_for_function("() => !!document.getElementById('token-error')")
+        assert page.evaluate(state) == "token" and page.locator("#token-form").is_visible()
+        assert "refused" in page.inner_text("#token-error")
+        assert page.evaluate("() => sessionStorage.getItem('veml.token')") is None
+
+        page.fill("#token", TOKEN)
+        page.click("#token-submit")
+        page.wait_for_function(f"() => ({state})() !== 'loading' && ({state})() !== 'token'")
+        assert page.evaluate(state) == "ready", page.inner_text("#main")[:500]
+        assert page.evaluate("() => document.body.dataset.page") == "lineage"
+        versions = guarded.get("/versions", limit=500)["items"]
+        shown = page.evaluate("() => window.vemlCy.nodes().map(n => Number(n.id()))")
+        assert sorted(shown) == sorted(v["id"] for v in versions if v["kind"] not in PARTS)
+        assert page.evaluate("() => sessionStorage.getItem('veml.token')") == TOKEN
+
+        # thumbnails too: fetched with the header (an <img src> could not carry it), every one drawn
+        day = ids_by_name(guarded)["day"]
+        page.goto(f"{guarded.base}/#/data/{day}")
+        page.wait_for_function("(h) => { const m = document.getElementById('main'); return m.dataset.route === h"
+                               " && m.dataset.state === 'ready' && window.vemlPending === 0; }", arg=f"#/data/{day}")
+        loaded = page.eval_on_selector_all("#samples .tile", "ts => ts.map(t => t.dataset.loaded)")
+        assert loaded and all(x == "1" for x in loaded)
+        assert api_auth[-1] == f"Bearer {TOKEN}"
+        assert api_auth.count(None) == 1  # only the very first call, before the form was shown
+        assert all(a in (None, "Bearer not-the-token", f"Bearer {TOKEN}") for a in api_auth)
+    finally:
+        context.close()
+        guarded.stop()
+
+
 def test_nothing_left_loopback_and_the_console_stayed_clean(ui):
     assert ui.requests, "no request was recorded"
-    outside = [u for u in ui.requests if urlsplit(u).scheme not in ("http", "https") or urlsplit(u).hostname not in LOOPBACK]
+    # thumbnails are fetched (with the token, when there is one) and drawn from blob URLs of the page's own origin
+    blobs = [u for u in ui.requests if u.startswith("blob:")]
+    assert all(u.startswith(f"blob:{ui.srv.base}/") for u in blobs), blobs[:3]
+    fetched = [u.removeprefix("blob:") for u in ui.requests]
+    outside = [u for u in fetched if urlsplit(u).scheme not in ("http", "https") or urlsplit(u).hostname not in LOOPBACK]
     assert outside == []
-    assert {urlsplit(u).port for u in ui.requests} == {ui.srv.port}
+    assert {urlsplit(u).port for u in fetched} == {ui.srv.port}
     assert any("/ui/vendor/cytoscape.min.js" in u for u in ui.requests) and any("/image?thumbnail=" in u for u in ui.requests)
     assert ui.console == []
     assert ui.failures == []

@@ -16,6 +16,7 @@ import numpy as np
 
 from veml.adapters.base import Predictions
 from veml.coreset import twosample as T
+from veml.coreset.kcenter import k_center_greedy
 from veml.entities import Node
 from veml.errors import InvalidInput
 from veml.versions.context import Stores, unique_name
@@ -26,6 +27,32 @@ from veml.versions.inference import InferenceVersions
 KIND = "DriftReport"
 METHODS = ("mmd", "bbsd", "ks", "cvm")
 Progress = Callable[[int], None]
+
+
+def projection(reference: np.ndarray, test: np.ndarray, k: int, seed: int = 0, digits: int = 4) -> dict[str, Any]:
+    """A 2-D picture of a core-set MMD check: PCA (by SVD, fitted on the pooled points) of the reference
+    core set (the detector's landmarks) and of a k-center core set of the test batch (``k`` capped by its size).
+
+    ``{"reference": [[x, y], ...], "test": [[x, y], ...], "explained_variance": [v1, v2]}``, coordinates
+    rounded to ``digits`` decimals; ``explained_variance`` is each axis's share of the pooled variance.
+    """
+    ref = np.asarray(reference, np.float64)
+    x = np.asarray(test, np.float32)
+    idx = k_center_greedy(x, min(int(k), len(x)), seed=seed).indices
+    tst = x[np.sort(np.asarray(idx))].astype(np.float64)
+    pooled = np.concatenate([ref, tst])
+    centred = pooled - pooled.mean(0)
+    _, sv, vt = np.linalg.svd(centred, full_matrices=False)
+    axes = vt[:2]
+    coords = centred @ axes.T
+    if coords.shape[1] < 2:  # one feature (or one point): pad the missing axis with zeros
+        coords = np.pad(coords, ((0, 0), (0, 2 - coords.shape[1])))
+    var = sv ** 2
+    total = float(var.sum())
+    shares = [float(v / total) if total > 0 else 0.0 for v in var[:2]] + [0.0] * max(0, 2 - len(var))
+    coords = np.round(coords, digits)
+    return {"reference": coords[:len(ref)].tolist(), "test": coords[len(ref):].tolist(),
+            "explained_variance": [round(v, digits) for v in shares]}
 
 
 def output_features(preds: Predictions, n_classes: int) -> np.ndarray:
@@ -120,8 +147,11 @@ class Drift:
         if inode is not None and method != "bbsd" and embedder is None:
             embedder = f"training:{inode.props['training']}"  # the deployed model's own features
         fitted = self.detector(rnode, method, inode if method == "bbsd" else None, embedder, alpha, k, permutations, seed, progress)
-        result = fitted.test(self._features(tnode, method, inode, embedder, progress))
+        features = self._features(tnode, method, inode, embedder, progress)
+        result = fitted.test(features)
         out = result.to_json()
+        if method == "mmd":  # embeddings: the reference core set and a test core set of the same size, in 2-D
+            out["projection"] = projection(fitted.centres, features, len(fitted.centres), seed)
         props = {**out, "reference": rnode.id, "test": tnode.id, "inference": inode.id if inode else None,
                  "embedder": None if method == "bbsd" else self._coresets.embedder(rnode, embedder).key}
         parents = [(rnode.id, "DRIFT_CHECK", {"role": "reference"}), (tnode.id, "DRIFT_CHECK", {"role": "test"})]

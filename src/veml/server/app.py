@@ -37,11 +37,19 @@ def _error(status: int, message: str, headers: dict[str, str] | None = None) -> 
     return JSONResponse({"error": message}, status_code=status, headers=headers)
 
 
+def _public(scope: dict) -> bool:
+    """The UI's page and static files, answered without the token (they hold no repository data)."""
+    path = scope.get("path", "")
+    return scope.get("method") in ("GET", "HEAD") and (path == "/" or path.startswith("/ui/"))
+
+
 class Guard:
     """ASGI middleware in front of everything (routes, the OpenAPI document, unknown paths).
 
-    With a token: ``Authorization: Bearer <token>`` or 401.  Without one (loopback only): the Host
-    header must name this machine, so a web page cannot reach the API through DNS rebinding.
+    With a token: ``Authorization: Bearer <token>`` or 401, except for ``GET``/``HEAD`` of the web UI's
+    static files (``/`` and ``/ui/...``: no data, so a browser can load the page, which then asks for
+    the token and sends it on every API call).  Without one (loopback only): the Host header must name
+    this machine, so a web page cannot reach the API through DNS rebinding.
     """
 
     def __init__(self, app: Any, token: str | None, allowed_hosts: Iterable[str] | None) -> None:
@@ -56,6 +64,9 @@ class Guard:
         headers = Headers(scope=scope)
         refusal = None
         if self.token is not None:
+            if _public(scope):
+                await self.app(scope, receive, send)
+                return
             scheme, _, credential = headers.get("authorization", "").partition(" ")
             if scheme.lower() != "bearer" or not secrets.compare_digest(credential.strip().encode(), self.token):
                 refusal = _error(401, "missing or wrong bearer token", {"WWW-Authenticate": "Bearer"})
@@ -114,7 +125,7 @@ def create_app(repo_path: Any = None, token: str | None = None, *, allowed_hosts
 
     deps = []
     if token:
-        # documents the scheme in the OpenAPI document; the Guard middleware enforces it on every request
+        # documents the scheme in the OpenAPI document; the Guard middleware enforces it on every API request
         deps.append(Depends(HTTPBearer(auto_error=False, description="the token the server was started with")))
     app = FastAPI(title="VeML", version=veml.__version__, description=__doc__, lifespan=lifespan,
                   openapi_url=f"{PREFIX}/openapi.json", docs_url=None, redoc_url=None, dependencies=deps)

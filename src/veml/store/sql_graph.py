@@ -4,16 +4,24 @@ Why SQL and not a graph database: the graph is small next to the samples, lineag
 CTE with indexes on both edge ends, and an embedded SQLite file is what a single user wants.
 SQLite runs in WAL mode; write transactions start with ``BEGIN IMMEDIATE`` so two writers queue
 on the busy timeout instead of failing half-way, and readers never block.
+
+PostgreSQL (psycopg 3) runs the same schema with ``BIGINT`` (``BIGSERIAL``) keys and unbounded text:
+writers are ordinary READ COMMITTED transactions; the id counters are taken with
+``SELECT … FOR UPDATE`` (so concurrent allocations get disjoint ranges), and the checks that span
+two tables (a name must not shadow a tag and vice versa) and schema creation are serialised by a
+transaction-scoped advisory lock, which is what ``BEGIN IMMEDIATE`` gives SQLite.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from typing import Any, Iterator, Mapping, Sequence
 
 import sqlalchemy as sa
 from sqlalchemy import event
+from sqlalchemy.dialects import postgresql as pg
 
 from veml.entities import SHORT_KIND, Edge, IdSetRef, Lineage, Node
 from veml.errors import AmbiguousName, Conflict, InvalidInput, NotFound, StorageError
@@ -25,12 +33,22 @@ SCHEMA_VERSION = 1
 
 metadata = sa.MetaData()
 
+# Row ids (and other integers): INTEGER on SQLite (64-bit already; for a primary key an alias of
+# the rowid, so it autoincrements), BIGINT / BIGSERIAL on PostgreSQL (so every id that resolve() accepts, up to 2**63 - 1, is a valid parameter there).
+_Id = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+
+def _Str(length: int) -> sa.types.TypeEngine:
+    """SQLite never enforces VARCHAR lengths; TEXT on PostgreSQL keeps it that way (same behaviour)."""
+    return sa.String(length).with_variant(sa.Text(), "postgresql")
+
+
 nodes_t = sa.Table(
     "nodes",
     metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("kind", sa.String(40), nullable=False),
-    sa.Column("name", sa.String(255), nullable=False),
+    sa.Column("id", _Id, primary_key=True, autoincrement=True),
+    sa.Column("kind", _Str(40), nullable=False),
+    sa.Column("name", _Str(255), nullable=False),
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("props", sa.Text, nullable=False),
     sa.UniqueConstraint("name", name="uq_nodes_name"),
@@ -40,10 +58,10 @@ nodes_t = sa.Table(
 edges_t = sa.Table(
     "edges",
     metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("src", sa.Integer, sa.ForeignKey("nodes.id"), nullable=False),
-    sa.Column("dst", sa.Integer, sa.ForeignKey("nodes.id"), nullable=False),
-    sa.Column("kind", sa.String(40), nullable=False),
+    sa.Column("id", _Id, primary_key=True, autoincrement=True),
+    sa.Column("src", _Id, sa.ForeignKey("nodes.id"), nullable=False),
+    sa.Column("dst", _Id, sa.ForeignKey("nodes.id"), nullable=False),
+    sa.Column("kind", _Str(40), nullable=False),
     sa.Column("props", sa.Text, nullable=False),
     sa.Index("ix_edges_dst", "dst", "src"),
     sa.Index("ix_edges_src", "src", "dst"),
@@ -52,18 +70,18 @@ edges_t = sa.Table(
 idsets_t = sa.Table(
     "idsets",
     metadata,
-    sa.Column("node_id", sa.Integer, sa.ForeignKey("nodes.id"), primary_key=True),
-    sa.Column("name", sa.String(40), primary_key=True),
+    sa.Column("node_id", _Id, sa.ForeignKey("nodes.id"), primary_key=True),
+    sa.Column("name", _Str(40), primary_key=True),
     sa.Column("count", sa.BigInteger, nullable=False),
-    sa.Column("digest", sa.String(64), nullable=False),
+    sa.Column("digest", _Str(64), nullable=False),
     sa.Column("blob", sa.LargeBinary, nullable=False),
 )
 
 tags_t = sa.Table(
     "tags",
     metadata,
-    sa.Column("tag", sa.String(255), primary_key=True),
-    sa.Column("node_id", sa.Integer, sa.ForeignKey("nodes.id"), nullable=False),
+    sa.Column("tag", _Str(255), primary_key=True),
+    sa.Column("node_id", _Id, sa.ForeignKey("nodes.id"), nullable=False),
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Index("ix_tags_node", "node_id"),
 )
@@ -71,28 +89,28 @@ tags_t = sa.Table(
 counters_t = sa.Table(
     "counters",
     metadata,
-    sa.Column("space", sa.String(40), primary_key=True),
+    sa.Column("space", _Str(40), primary_key=True),
     sa.Column("next_id", sa.BigInteger, nullable=False),
 )
 
 allocations_t = sa.Table(
     "allocations",
     metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("space", sa.String(40), nullable=False),
+    sa.Column("id", _Id, primary_key=True, autoincrement=True),
+    sa.Column("space", _Str(40), nullable=False),
     sa.Column("start", sa.BigInteger, nullable=False),
     sa.Column("count", sa.BigInteger, nullable=False),
     sa.Column("created_at", sa.Float, nullable=False),
-    sa.Column("node_id", sa.Integer, nullable=True),
+    sa.Column("node_id", _Id, nullable=True),
     sa.Index("ix_allocations_node", "node_id"),
 )
 
 events_t = sa.Table(
     "run_events",
     metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("node_id", sa.Integer, sa.ForeignKey("nodes.id"), nullable=False),
-    sa.Column("status", sa.String(20), nullable=False),
+    sa.Column("id", _Id, primary_key=True, autoincrement=True),
+    sa.Column("node_id", _Id, sa.ForeignKey("nodes.id"), nullable=False),
+    sa.Column("status", _Str(20), nullable=False),
     sa.Column("at", sa.Float, nullable=False),
     sa.Column("payload", sa.Text, nullable=False),
     sa.Index("ix_run_events_node", "node_id", "id"),
@@ -101,11 +119,11 @@ events_t = sa.Table(
 logs_t = sa.Table(
     "logs",
     metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("node_id", sa.Integer, sa.ForeignKey("nodes.id"), nullable=False),
-    sa.Column("step", sa.Integer, nullable=False),
-    sa.Column("epoch", sa.Integer, nullable=False),
-    sa.Column("key", sa.String(64), nullable=False),
+    sa.Column("id", _Id, primary_key=True, autoincrement=True),
+    sa.Column("node_id", _Id, sa.ForeignKey("nodes.id"), nullable=False),
+    sa.Column("step", _Id, nullable=False),
+    sa.Column("epoch", _Id, nullable=False),
+    sa.Column("key", _Str(64), nullable=False),
     sa.Column("value", sa.Float, nullable=False),
     sa.Column("at", sa.Float, nullable=False),
     sa.Index("ix_logs_node", "node_id", "id"),
@@ -114,7 +132,7 @@ logs_t = sa.Table(
 meta_t = sa.Table(
     "veml_meta",
     metadata,
-    sa.Column("key", sa.String(64), primary_key=True),
+    sa.Column("key", _Str(64), primary_key=True),
     sa.Column("value", sa.Text, nullable=False),
 )
 
@@ -123,9 +141,9 @@ def _walk_cte(name: str, step_to: str, step_from: str, limited: bool) -> str:
     ``UNION`` visits each node once however many paths reach it (a lineage with diamonds would
     otherwise be walked once per path length); with a limit the depth is carried and bounded."""
     if not limited:
-        return (f"{name}(id) AS (SELECT CAST(:root AS INTEGER) UNION "
+        return (f"{name}(id) AS (SELECT CAST(:root AS BIGINT) UNION "
                 f"SELECT e.{step_to} FROM edges e JOIN {name} w ON e.{step_from} = w.id)")
-    return (f"{name}_d(id, depth) AS (SELECT CAST(:root AS INTEGER), 0 UNION "
+    return (f"{name}_d(id, depth) AS (SELECT CAST(:root AS BIGINT), 0 UNION "
             f"SELECT e.{step_to}, w.depth + 1 FROM edges e JOIN {name}_d w ON e.{step_from} = w.id WHERE w.depth < :hops), "
             f"{name}(id) AS (SELECT DISTINCT id FROM {name}_d)")
 
@@ -144,6 +162,9 @@ def _lineage_cte(direction: str, limited: bool) -> str:
 
 
 _MAX_HOPS = 1_000_000
+# pg_advisory_xact_lock keys (PostgreSQL only): schema creation, and the name/tag namespace.
+_LOCK_SCHEMA = 0x7665_6D6C_0001
+_LOCK_NAMES = 0x7665_6D6C_0002
 _CHUNK = 5000  # ids per IN (...) list: well under SQLite's (32,766) and PostgreSQL's (65,535) parameter limits
 
 
@@ -169,7 +190,7 @@ class SqlGraphStore:
     # --- schema -------------------------------------------------------------------------------
     def _ensure_schema(self) -> None:
         try:
-            with self._write() as conn:
+            with self._write(lock=_LOCK_SCHEMA) as conn:  # two processes opening a new database at once
                 metadata.create_all(conn, checkfirst=True)
                 row = conn.execute(sa.select(meta_t.c.value).where(meta_t.c.key == "schema_version")).first()
                 if row is None:
@@ -181,9 +202,16 @@ class SqlGraphStore:
         except sa.exc.OperationalError as exc:
             raise StorageError(f"cannot open metadata database {self.url}: {exc.orig}") from exc
 
-    def _write(self):
-        """A write transaction (``BEGIN IMMEDIATE`` on SQLite, so concurrent writers queue)."""
-        return self.engine.execution_options(veml_immediate=True).begin()
+    @contextlib.contextmanager
+    def _write(self, lock: int | None = None) -> Iterator[sa.Connection]:
+        """A write transaction (``BEGIN IMMEDIATE`` on SQLite, so concurrent writers queue).
+
+        On PostgreSQL ``lock`` names a transaction-scoped advisory lock taken first, for the few
+        writes whose checks read other rows than they write (SQLite's writer lock covers those)."""
+        with self.engine.execution_options(veml_immediate=True).begin() as conn:
+            if lock is not None and not self.is_sqlite:
+                conn.execute(sa.select(sa.func.pg_advisory_xact_lock(lock)))
+            yield conn
 
     def _read(self):
         return self.engine.connect()
@@ -206,7 +234,9 @@ class SqlGraphStore:
         if self.name_taken(name):
             raise Conflict(f"name {name!r} is already taken")
         try:
-            with self._write() as conn:
+            with self._write(lock=_LOCK_NAMES) as conn:
+                if self._name_taken(conn, name):  # again, under the writer lock: a tag may have appeared
+                    raise Conflict(f"name {name!r} is already taken")
                 node_id = conn.execute(
                     nodes_t.insert().values(kind=kind, name=name, created_at=now, props=json.dumps(props, sort_keys=True))
                 ).inserted_primary_key[0]
@@ -261,6 +291,9 @@ class SqlGraphStore:
 
     def resolve(self, ref: str | int, kinds: Sequence[str] | None = None) -> Node:
         ref_s = str(ref).strip()
+        what = " or ".join(SHORT_KIND.get(k, k) + " version" for k in kinds) if kinds else "version"
+        if "\x00" in ref_s:  # never a name or tag (PostgreSQL text cannot even be compared with it)
+            raise NotFound(f"unknown {what} {ref_s!r}")
         with self._read() as conn:
             # an id only when SQL can hold it: '²' is str.isdigit() and 2**63 overflows SQLite's integer
             if ref_s.isascii() and ref_s.isdigit() and int(ref_s) < 2**63:
@@ -272,7 +305,6 @@ class SqlGraphStore:
             if kinds:
                 q = q.where(nodes_t.c.kind.in_(list(kinds)))
             found = self._rows_to_nodes(conn, conn.execute(q))
-        what = " or ".join(SHORT_KIND.get(k, k) + " version" for k in kinds) if kinds else "version"
         if not found:
             raise NotFound(f"unknown {what} {ref_s!r}")
         if len(found) > 1:
@@ -299,10 +331,16 @@ class SqlGraphStore:
 
     def name_taken(self, name: str) -> bool:
         """True if a version or a tag already answers to ``name``."""
+        if "\x00" in name:  # no stored name holds NUL (PostgreSQL text cannot)
+            return False
         with self._read() as conn:
-            if conn.execute(sa.select(nodes_t.c.id).where(nodes_t.c.name == name)).first() is not None:
-                return True
-            return conn.execute(sa.select(tags_t.c.tag).where(tags_t.c.tag == name)).first() is not None
+            return self._name_taken(conn, name)
+
+    @staticmethod
+    def _name_taken(conn, name: str) -> bool:
+        if conn.execute(sa.select(nodes_t.c.id).where(nodes_t.c.name == name)).first() is not None:
+            return True
+        return conn.execute(sa.select(tags_t.c.tag).where(tags_t.c.tag == name)).first() is not None
 
     # --- edges & lineage ----------------------------------------------------------------------
     def add_edge(self, src: int, dst: int, kind: str, props: Mapping[str, Any] | None = None) -> Edge:
@@ -380,12 +418,16 @@ class SqlGraphStore:
         if self.name_taken(tag):
             raise Conflict(f"{tag!r} already names a version or a tag")
         try:
-            with self._write() as conn:
+            with self._write(lock=_LOCK_NAMES) as conn:
+                if self._name_taken(conn, tag):
+                    raise Conflict(f"{tag!r} already names a version or a tag")
                 conn.execute(tags_t.insert().values(tag=tag, node_id=node_id, created_at=time.time()))
         except sa.exc.IntegrityError as exc:
             raise Conflict(f"tag {tag!r} already exists") from exc
 
     def untag(self, tag: str) -> None:
+        if "\x00" in tag:
+            raise NotFound(f"unknown tag {tag!r}")
         with self._write() as conn:
             if conn.execute(tags_t.delete().where(tags_t.c.tag == tag)).rowcount == 0:
                 raise NotFound(f"unknown tag {tag!r}")
@@ -395,7 +437,11 @@ class SqlGraphStore:
         if count < 0:
             raise InvalidInput("cannot allocate a negative number of ids")
         with self._write() as conn:
-            row = conn.execute(sa.select(counters_t.c.next_id).where(counters_t.c.space == space)).first()
+            if not self.is_sqlite:  # make sure the counter row exists, then lock it: allocations queue on it
+                conn.execute(pg.insert(counters_t).values(space=space, next_id=0).on_conflict_do_nothing())
+            row = conn.execute(
+                sa.select(counters_t.c.next_id).where(counters_t.c.space == space).with_for_update()
+            ).first()
             start = int(row[0]) if row else 0
             if start + count >= 2**32:
                 raise StorageError(f"id space {space!r} exhausted (32-bit ids)")
@@ -471,6 +517,8 @@ def _check_name(name: str) -> None:
         raise InvalidInput(f"name {name!r} is all digits, which would read as an id")
     if len(name) > 255:
         raise InvalidInput("a name must be at most 255 characters")
+    if "\x00" in name:
+        raise InvalidInput("a name must not contain a NUL character")
 
 
 def _sqlite_on_connect(dbapi_conn, _record) -> None:

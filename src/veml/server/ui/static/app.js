@@ -3,6 +3,10 @@
  * Pages (hash routes): #/lineage[/id], #/data[/id], #/training[/id], #/inference[/id],
  * #/prediction/id, #/reports, #/version/id.  Every string from the API is put in the page as
  * text (never as HTML).  Numbers shown carry their exact value in a data-value attribute.
+ *
+ * A server started with a token answers the API only with it: a 401 shows a token form; the
+ * token is kept in sessionStorage and sent as "Authorization: Bearer ..." on every fetch
+ * (thumbnails too: fetched with the header and drawn from a blob URL).
  */
 'use strict';
 (function () {
@@ -19,6 +23,30 @@
   const PALETTE = ['#1971c2', '#e8590c', '#2b8a3e', '#c2255c', '#9c36b5', '#f08c00', '#0c8599', '#5c940d', '#862e9c', '#495057'];
   const PAGE_OF = { data: 'data', training: 'training', inference: 'inference', prediction: 'prediction' };
   const STALE = new Error('stale');
+  const TOKEN_KEY = 'veml.token';
+
+  /** The server wants a (valid) bearer token: the router shows the token form. */
+  class Unauthorized extends Error {}
+
+  function storedToken() {
+    try { return sessionStorage.getItem(TOKEN_KEY); } catch (e) { return null; }
+  }
+
+  function withAuth(headers) {
+    const t = storedToken();
+    return t ? Object.assign({}, headers, { Authorization: `Bearer ${t}` }) : headers;
+  }
+
+  /** fetch() with the stored token; a 401 becomes Unauthorized. */
+  async function authFetch(url, headers) {
+    const r = await fetch(url, { headers: withAuth(headers || {}), credentials: 'same-origin' });
+    if (r.status === 401) {
+      let body = null;
+      try { body = await r.json(); } catch (e) { body = null; }
+      throw new Unauthorized((body && body.error) || 'this server needs a token');
+    }
+    return r;
+  }
 
   const main = document.getElementById('main');
   const S = { versions: [], byId: new Map(), gen: 0, charts: [], cy: null, logs: new Map() };
@@ -50,7 +78,7 @@
     for (const [k, v] of Object.entries(params || {})) {
       for (const one of [].concat(v)) if (one !== undefined && one !== null) url.searchParams.append(k, one);
     }
-    const r = await fetch(url, { headers: { Accept: 'application/json' }, credentials: 'same-origin' });
+    const r = await authFetch(url, { Accept: 'application/json' });
     let body = null;
     try { body = await r.json(); } catch (e) { body = null; }
     if (!r.ok) throw new Error((body && body.error) || `${r.status} ${r.statusText}`);
@@ -202,13 +230,24 @@
       el.dataset.loaded = '1';
       done();
     };
-    img.onerror = () => {
+    const failed = () => {
       ctx.fillStyle = '#868e96';
       ctx.fillText('image unavailable', 8, 20);
       el.dataset.loaded = '0';
       done();
     };
-    img.src = `${API}/data/${version}/samples/${row.data_id}/image?thumbnail=${THUMB}`;
+    img.onerror = failed;
+    // <img src> cannot carry the Authorization header: fetch the bytes with it and draw them from a blob URL
+    authFetch(`${API}/data/${version}/samples/${row.data_id}/image?thumbnail=${THUMB}`, { Accept: 'image/*' })
+      .then((r) => { if (!r.ok) throw new Error(`${r.status}`); return r.blob(); })
+      .then((blob) => {
+        const url = URL.createObjectURL(blob);
+        const release = () => URL.revokeObjectURL(url);
+        img.addEventListener('load', release, { once: true });
+        img.addEventListener('error', release, { once: true });
+        img.src = url;
+      })
+      .catch(failed);
     return el;
   }
 
@@ -800,8 +839,34 @@
           { colors: '#0c8599', options: { indexAxis: 'y', plugins: { legend: { display: false } } } });
       }
     });
-    root.append(h('h2', {}, '2-D projection'), h('p', { class: 'muted', id: 'projection-note' },
-      'Not shown: the API does not serve core-set embeddings, so reference and test core sets cannot be projected here yet.'));
+    const projected = drift.items.filter((r) => r.projection && Array.isArray(r.projection.reference)).slice().reverse();
+    root.append(h('h2', {}, `2-D projection of the core sets (${projected.length})`));
+    if (!projected.length) {
+      root.append(h('p', { class: 'muted', id: 'projection-note' },
+        'No core-set MMD drift report yet: only those (method mmd, on embeddings) carry a projection of their reference and test core sets.'));
+    }
+    const grid = h('div', { class: 'row', id: 'projections' });
+    root.append(grid);
+    projected.slice(0, 6).forEach((r) => {
+      const p = r.projection;
+      const ev = p.explained_variance || [];
+      const axis = (i) => ({ type: 'linear', title: { display: true, text: `PC${i + 1}${typeof ev[i] === 'number' ? ` (${fmt(100 * ev[i], 3)}% of the variance)` : ''}` } });
+      const pts = (xs) => xs.map(([x, y]) => ({ x, y }));
+      const col = h('div', { class: 'col projection', 'data-id': r.id },
+        h('p', {}, h('b', {}, r.name), ': ', vlink(r.reference), ' (reference) vs ', vlink(r.test), ' (test), ',
+          h('span', { class: `badge ${r.drift ? 'drift' : 'nodrift'}` }, r.drift ? 'drift' : 'no drift')));
+      grid.append(col);
+      chart(col, `projection:${r.id}`, {
+        type: 'scatter',
+        data: {
+          datasets: [
+            { label: `reference core set (${p.reference.length})`, data: pts(p.reference), backgroundColor: 'rgba(25,113,194,0.7)', borderColor: '#1971c2', pointRadius: 3 },
+            { label: `test core set (${p.test.length})`, data: pts(p.test), backgroundColor: 'rgba(232,89,12,0.7)', borderColor: '#e8590c', pointRadius: 3, pointStyle: 'triangle' },
+          ],
+        },
+        options: { plugins: { legend: { display: true, position: 'bottom', labels: { usePointStyle: true } } }, scales: { x: axis(0), y: axis(1) } },
+      }, 'tall');
+    });
   }
 
   // --- any other version ------------------------------------------------------------------------------------
@@ -810,6 +875,28 @@
     live(gen);
     root.append(title(v), facts([['created', v.created_at], v.parents.length ? ['parents', v.parents.map((p) => [vlink(p), ' '])] : null]),
       h('pre', { class: 'json', id: 'json' }, JSON.stringify(v, null, 2)));
+  }
+
+  // --- the token form (a server started with --token) -------------------------------------------------------
+  function tokenForm(message) {
+    const input = h('input', { type: 'password', id: 'token', name: 'token', autocomplete: 'off', spellcheck: 'false', size: 40, required: true });
+    const form = h('form', {
+      id: 'token-form', class: 'token-form',
+      onsubmit: (e) => {
+        e.preventDefault();
+        const t = input.value.trim();
+        if (!t) return;
+        try { sessionStorage.setItem(TOKEN_KEY, t); } catch (err) { /* storage off: this try only */ }
+        route();
+      },
+    }, h('h1', {}, 'Token needed'),
+    h('p', { class: 'muted' }, 'This server was started with a token: enter it to read the repository. It is kept for this tab only (sessionStorage).'),
+    h('div', { class: 'controls' }, h('label', { for: 'token' }, 'Bearer token'), input, h('button', { type: 'submit', id: 'token-submit' }, 'Open')),
+    message ? h('p', { class: 'error', id: 'token-error' }, message) : null);
+    document.body.dataset.page = 'token';
+    main.replaceChildren(form);
+    main.dataset.state = 'token';
+    input.focus();
   }
 
   // --- router -------------------------------------------------------------------------------------------------
@@ -843,6 +930,12 @@
       main.dataset.state = 'ready';
     } catch (err) {
       if (err === STALE || gen !== S.gen) return;
+      if (err instanceof Unauthorized) {
+        const refused = storedToken() !== null;
+        try { sessionStorage.removeItem(TOKEN_KEY); } catch (e) { /* storage off: nothing kept */ }
+        tokenForm(refused ? `The server refused this token (${err.message}).` : null);
+        return;
+      }
       if (!root.isConnected) main.replaceChildren(root);
       root.append(h('p', { class: 'error', id: 'error' }, String(err.message || err)));
       main.dataset.state = 'error';
