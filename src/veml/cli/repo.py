@@ -37,7 +37,8 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.add_argument("--path", default="veml-demo", help="where to build the demo repository (default ./veml-demo)")
     p.add_argument("--images", type=int, default=300, help="generated images per driving domain (default 300)")
     p.add_argument("--no-train", action="store_true", help="only the data-versioning part (no model training)")
-    p.add_argument("--serve", action="store_true", help="then serve the UI on 127.0.0.1 and print its URL (Ctrl-C stops)")
+    p.add_argument("--serve", action=argparse.BooleanOptionalAction, default=None,
+                   help="then serve the UI on 127.0.0.1 and print its URL, Ctrl-C stops (default: on a terminal, without --json)")
     p.add_argument("--port", type=int, default=8000, help="with --serve (default 8000)")
     p.set_defaults(handler=cmd_demo)
 
@@ -93,6 +94,8 @@ def cmd_demo(ctx: Context, args: argparse.Namespace) -> None:
         lines.append(f"lifecycle {key}: {metric} on {lc['evaluated_on']}, {lc['latency_ms']:.2f} ms per sample ({lc['seconds']} s)")
     lines.append("next:")
     lines += [f"  {c}" for c in summary["next"]]
+    if args.serve is None:  # a person at a terminal gets the UI; scripts and --json get their summary and the prompt back
+        args.serve = not ctx.as_json and sys.stdout.isatty() and sys.stdin.isatty()
     if args.serve:
         from veml.server.main import check_bind
 
