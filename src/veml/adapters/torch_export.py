@@ -7,13 +7,16 @@ was held to and the share of agreeing predictions are recorded on the inference 
 
 from __future__ import annotations
 
+import hashlib
 import io
 import logging
 import os
 import statistics
 import tempfile
+import threading
 import time
 import warnings
+from collections import OrderedDict
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -47,6 +50,28 @@ def _session(artifact: bytes, device: str = "cpu"):
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
     return ort.InferenceSession(artifact, sess_options=opts, providers=providers)
+
+
+_SESSIONS: "OrderedDict[tuple[str, str], Any]" = OrderedDict()
+_SESSIONS_LOCK = threading.Lock()
+_SESSIONS_MAX = 8
+
+
+def _cached_session(artifact: bytes, device: str = "cpu"):
+    """Sessions by artifact digest: building one parses and optimises the graph (~0.1-0.2 s for a small
+    model), which online prediction would otherwise pay on every request.  onnxruntime sessions are
+    safe to run from several threads; the eight most recently used are kept."""
+    key = (hashlib.sha256(artifact).hexdigest(), device)
+    with _SESSIONS_LOCK:
+        if key in _SESSIONS:
+            _SESSIONS.move_to_end(key)
+            return _SESSIONS[key]
+    sess = _session(artifact, device)
+    with _SESSIONS_LOCK:
+        _SESSIONS[key] = sess
+        while len(_SESSIONS) > _SESSIONS_MAX:
+            _SESSIONS.popitem(last=False)
+    return sess
 
 
 def _output_names(model: torch.nn.Module, example: Any, task: str) -> tuple[str, ...]:
@@ -237,7 +262,7 @@ def _compare_detection(ref: list[np.ndarray], got: list[np.ndarray], threshold: 
 def runner(spec: ModelSpec, artifact: bytes, fmt: str, device: str = "cpu") -> Callable[[Any], list[np.ndarray]]:
     """Load a deployed artifact once; the returned function maps one model input batch to raw outputs."""
     if fmt == "onnx":
-        sess = _session(artifact, device)
+        sess = _cached_session(artifact, device)
         names = [o.name for o in sess.get_outputs()]
         return lambda example: _flat(sess.run(None, _feed(spec.task, example)), spec.task, names)
     loaded = torch.jit.load(io.BytesIO(artifact))

@@ -4,7 +4,8 @@ The model runs through the same adapter path as ``repo.inference.run`` (``predic
 the stored artifact, the checkpoint's class order and scaling), so an uploaded copy of a stored
 image gets the scores ``veml predict`` gives that sample.  What is cached, per artifact digest, is
 everything loaded from the repository: the digest-checked artifact bytes, the model spec and the
-checkpoint's metadata (reading a checkpoint is the slow part).
+checkpoint's metadata (reading a checkpoint is the slow part); the onnxruntime session itself is
+cached by the adapter (``torch_export._cached_session``), so a request neither re-reads nor re-parses.
 """
 
 from __future__ import annotations
