@@ -86,7 +86,7 @@ FUZZED = [
     ("GET", "/api/v1/data/{ref}/samples/{data_id}/image"), ("POST", "/api/v1/data/{ref}/filter"),
     ("POST", "/api/v1/data/merge"), ("GET", "/api/v1/training/{ref}"), ("GET", "/api/v1/training/{ref}/logs"),
     ("GET", "/api/v1/training/{ref}/stream"), ("GET", "/api/v1/predictions/{ref}"),
-    ("POST", "/api/v1/inference/{ref}/predict"),
+    ("POST", "/api/v1/inference/{ref}/predict"), ("GET", "/api/v1/predictions/{ref}/samples/{data_id}"),
 ]
 NOT_FUZZED = {("POST", "/api/v1/similar/{ref}"), ("POST", "/api/v1/drift")}
 

@@ -377,8 +377,8 @@ def test_bind_rule_and_host_check(world, monkeypatch):
 ROUTES = {"GET /versions", "GET /versions/{ref}", "POST /versions/{ref}/tags", "GET /lineage/{ref}", "GET /lifecycles",
           "GET /reports", "GET /data/{ref}/stats", "GET /data/{ref}/samples", "GET /data/{ref}/samples/{data_id}/image",
           "POST /data/{ref}/filter", "POST /data/merge", "GET /training/{ref}", "GET /training/{ref}/logs",
-          "GET /training/{ref}/stream", "GET /predictions/{ref}", "POST /inference/{ref}/predict", "POST /similar/{ref}",
-          "POST /drift"}
+          "GET /training/{ref}/stream", "GET /predictions/{ref}", "GET /predictions/{ref}/samples/{data_id}",
+          "POST /inference/{ref}/predict", "POST /similar/{ref}", "POST /drift"}
 
 
 def test_openapi_document_lists_every_route_and_resolves(world):
@@ -456,3 +456,25 @@ def test_mmd_drift_report_carries_a_2d_projection_of_its_core_sets(world):
     assert listed and listed[0]["projection"] == proj
     ks = post(world, "/drift", {"reference": "table-a", "test": "table-b", "method": "ks"})
     assert "projection" not in get(world, f"/versions/{ks['report']}")
+
+
+# --- one sample's predicted rows ------------------------------------------------------------------------------
+def test_prediction_sample_rows_match_the_prediction_version(world):
+    repo = world["repo"]
+    table = repo.inference.predictions("clf-on-night").to_pylist()
+    night_ids = sorted(int(i) for i in repo.data.ids("night"))
+    assert {r["data_id"] for r in table} == set(night_ids)
+    for data_id in night_ids[:3]:
+        (want,) = [r for r in table if r["data_id"] == data_id]
+        got = get(world, f"/predictions/clf-on-night/samples/{data_id}")
+        assert got["data_id"] == data_id and got["task"] == "classification" and got["total"] == 1
+        assert got["prediction"] == repo.inference.get_prediction("clf-on-night").id
+        (item,) = got["items"]
+        assert item["category"] == want["category"] and item["score"] == pytest.approx(want["score"])
+        assert item["bbox"] is None and item["values"] == pytest.approx(want["values"])
+    assert get(world, f"/predictions/clf-on-night/samples/{night_ids[0]}", params={"offset": 1})["items"] == []
+    day_id = int(next(iter(repo.data.ids("day"))))
+    assert "not in prediction version" in error(world, "GET", f"/predictions/clf-on-night/samples/{day_id}", 404)
+    error(world, "GET", f"/predictions/clf-onnx/samples/{night_ids[0]}", 404)
+    error(world, "GET", "/predictions/clf-on-night/samples/-1", 422)
+    error(world, "GET", f"/predictions/clf-on-night/samples/{night_ids[0]}", 422, params={"limit": 0})

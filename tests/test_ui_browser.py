@@ -493,3 +493,65 @@ def test_nothing_left_loopback_and_the_console_stayed_clean(ui):
     assert ui.console == []
     assert ui.failures == []
     assert sorted(p.stem for p in ui.shots_tmp.glob("*.png")) >= ["data", "inference", "lineage", "prediction", "reports", "training"]
+
+
+# --- a detection prediction: predicted boxes over the ground truth on the worst tiles ----------------------
+DETECTOR = {"adapter": "torch", "task": "detection", "architecture": "fasterrcnn", "backbone": "efficientnet_lite0",
+            "parameters": {"image_size": 64, "pretrained_backbone": True, "freeze_backbone": True}}
+
+
+@pytest.fixture(scope="module")
+def det_world(tmp_path_factory):
+    """Its own small repository and server (the main one keeps its single classifier lifecycle)."""
+    base = tmp_path_factory.mktemp("ui-det")
+    root = base / "repo"
+    repo = veml.init(root)
+    train = generate_driving_coco(base / "train", 6, seed=21, file_prefix="train")
+    test = generate_driving_coco(base / "test", 4, seed=22, file_prefix="test", domain=Domain(time_of_day="night"))
+    repo.data.import_("coco", train, "det-train", images=train.parent / "images")
+    repo.data.import_("coco", test, "det-test", role="test", images=test.parent / "images")
+    repo.models.add("det", DETECTOR)
+    repo.training.train("det-train", "det", sets=["max_steps=2", "batch_size=4"], test="det-test", name="det-run")
+    repo.inference.deploy("det-run", name="det-onnx")
+    repo.inference.predict("det-onnx", "det-test", name="det-on-test")
+    repo.close()
+    srv = Running(root)
+    yield srv
+    srv.stop()
+
+
+def test_detection_prediction_draws_predicted_boxes_over_the_ground_truth(ui, det_world):
+    pred = det_world.get("/predictions/det-on-test")
+    assert pred["task"] == "detection" and pred["worst"]
+    context = ui.browser.new_context(viewport={"width": 1200, "height": 800})
+    problems: list[str] = []
+    try:
+        page = context.new_page()
+        page.set_default_timeout(WAIT_MS)
+        page.on("console", lambda m: m.type == "error" and problems.append(m.text))
+        page.on("pageerror", lambda e: problems.append(f"uncaught: {e}"))
+        page.on("response", lambda r: r.status >= 400 and problems.append(f"{r.url} -> {r.status}"))
+        hash_ = f"#/prediction/{pred['id']}"
+        page.goto(f"{det_world.base}/{hash_}")
+        page.wait_for_function("(h) => { const m = document.getElementById('main'); return m.dataset.route === h"
+                               " && m.dataset.state !== 'loading' && window.vemlPending === 0; }", arg=hash_)
+        assert page.eval_on_selector("#main", "m => m.dataset.state") == "ready", page.inner_text("#main")[:500]
+        legend = page.inner_text("#worst-legend")
+        assert "ground truth" in legend and "predicted" in legend
+        tiles = page.eval_on_selector_all(
+            "#worst .tile", "ts => ts.map(t => [Number(t.dataset.id), t.dataset.loaded, Number(t.dataset.boxes), Number(t.dataset.predBoxes)])")
+        assert [t[0] for t in tiles] == [w["data_id"] for w in pred["worst"][:24]] and all(t[1] == "1" for t in tiles)
+        samples = {s["data_id"]: s for s in det_world.get("/data/det-test/samples", limit=500)["items"]}
+        drawn = 0
+        for data_id, _, gt, shown in tiles:
+            rows = det_world.get(f"/predictions/det-on-test/samples/{data_id}", limit=500)
+            assert rows["task"] == "detection" and all(len(r["bbox"]) == 4 and r["score"] is not None for r in rows["items"])
+            assert [r["score"] for r in rows["items"]] == sorted((r["score"] for r in rows["items"]), reverse=True)
+            assert shown == min(rows["total"], 10)  # the ten best boxes, dashed, over the ground truth
+            assert gt == sum(a["kind"] == "boxes" for a in samples[data_id]["annotations"])
+            drawn += shown
+        assert problems == []
+        page.screenshot(path=str(ui.shots_tmp / "prediction-detection.png"), full_page=True)
+        assert drawn > 0, "the detector predicted no box at all: nothing dashed was drawn"
+    finally:
+        context.close()

@@ -144,6 +144,22 @@ class PredictionOut(VersionOut):
     key_metric: dict[str, Any] = {}
 
 
+class PredictedRow(BaseModel):
+    category: str | None = Field(default=None, description="classification and detection: the predicted class")
+    score: float | None = Field(default=None, description="its score (classification: probability; regression: the value)")
+    bbox: list[float] | None = Field(default=None, description="detection: x, y, width, height in the stored image's pixels")
+    values: list[float] | None = Field(default=None, description="classification: one probability per class; forecasting: the forecast")
+
+
+class PredictionSampleOut(_Page):
+    """One sample's rows of a prediction version, highest score first (detection: one row per predicted box)."""
+
+    prediction: int
+    data_id: int
+    task: str
+    items: list[PredictedRow]
+
+
 class SimilarIn(_In):
     top: int | None = Field(default=None, ge=1)
     method: Literal["mean_pairwise", "mmd", "gromov_wasserstein", "label_ot"] | None = None

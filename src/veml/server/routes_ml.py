@@ -7,20 +7,23 @@ import json
 import time
 from typing import Annotated, Any, AsyncIterator
 
+import pyarrow.compute as pc
 from fastapi import APIRouter, Header, HTTPException, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import StreamingResponse
 from pydantic import ValidationError
 
-from veml.errors import InvalidInput
+from veml.errors import InvalidInput, NotFound
 from veml.server import predict as P
-from veml.server.common import ERRORS, Limit, Repo, jsonable, repo_of
-from veml.server.models import ErrorOut, PredictionOut, PredictJsonIn, PredictOut, TrainingLogsOut, TrainingOut
+from veml.server.common import ERRORS, Limit, Offset, Repo, jsonable, repo_of
+from veml.server.models import (ErrorOut, PredictionOut, PredictionSampleOut, PredictJsonIn, PredictOut, TrainingLogsOut,
+                                TrainingOut)
 
 router = APIRouter(responses=ERRORS)
 
 RefPath = Annotated[str, Path(min_length=1, max_length=255, description="version id, name or tag")]
+DataId = Annotated[int, Path(ge=0, lt=2**32, description="sample id (data_id)")]
 AfterId = Annotated[int, Query(ge=0, description="only log rows with a larger id")]
 POLL_S = 0.5
 KEEPALIVE_S = 15.0
@@ -86,6 +89,24 @@ async def training_stream(request: Request, ref: RefPath, after_id: AfterId = 0,
             summary="A prediction version: metrics (confusion matrix, per class) and the worst samples")
 def prediction(repo: Repo, ref: RefPath) -> Any:
     return jsonable(repo.inference.get_prediction(ref).to_json())
+
+
+@router.get("/predictions/{ref}/samples/{data_id}", response_model=PredictionSampleOut, tags=["inference"],
+            summary="One sample's predicted rows (detection: boxes in image pixels with category and score), best first")
+def prediction_sample(repo: Repo, ref: RefPath, data_id: DataId, limit: Limit = 100, offset: Offset = 0) -> Any:
+    node = repo.inference.get_prediction(ref)
+    if data_id not in repo.data.ids(node.props["data"]):
+        raise NotFound(f"sample {data_id} is not in prediction version {node.name!r}")
+    table = repo.inference.predictions(node.id)
+    rows = table.filter(pc.equal(table["data_id"], data_id)).to_pylist()
+    rows.sort(key=lambda r: (r["score"] is None, -(r["score"] or 0.0)))
+    items = []
+    for r in rows[offset:offset + limit]:
+        box = [r[k] for k in ("bbox_x", "bbox_y", "bbox_w", "bbox_h")]
+        items.append({"category": r["category"], "score": r["score"],
+                      "bbox": None if any(v is None for v in box) else box, "values": r["values"]})
+    return jsonable({"prediction": node.id, "data_id": data_id, "task": node.props.get("task"), "items": items,
+                     "total": len(rows), "limit": limit, "offset": offset})
 
 
 _BODY = {"required": True, "content": {

@@ -21,6 +21,8 @@
   };
   const PARTS = new Set(['architecture', 'backbone', 'neck', 'head', 'coreset', 'project']);
   const PALETTE = ['#1971c2', '#e8590c', '#2b8a3e', '#c2255c', '#9c36b5', '#f08c00', '#0c8599', '#5c940d', '#862e9c', '#495057'];
+  const PRED_COLOR = '#fcc419';  // predicted boxes (dashed), apart from every class colour of PALETTE
+  const PRED_BOXES = 10;        // predicted boxes drawn per worst-prediction tile, highest score first
   const PAGE_OF = { data: 'data', training: 'training', inference: 'inference', prediction: 'prediction' };
   const STALE = new Error('stale');
   const TOKEN_KEY = 'veml.token';
@@ -186,7 +188,9 @@
   function versionsOf(kind) { return S.versions.filter((v) => v.kind === kind); }
 
   // --- thumbnails with boxes ---------------------------------------------------------------------------
-  function tile(version, row, caption, extraClass, banner) {
+  /** A thumbnail with its ground-truth boxes (solid, class colour) and, if given, predicted boxes
+   *  (``predicted``: rows of /predictions/{ref}/samples/{id}, dashed in PRED_COLOR with their scores). */
+  function tile(version, row, caption, extraClass, banner, predicted) {
     const cv = h('canvas', { width: THUMB, height: THUMB });
     const cap = h('div', { class: 'cap', title: caption }, caption);
     const el = h('div', { class: `tile ${extraClass || ''}`, 'data-id': row.data_id }, cv, cap);
@@ -219,6 +223,25 @@
         ctx.fillText(text, x + 1.5, Math.max(8, y - 2));
         boxes += 1;
       }
+      let predBoxes = 0;
+      ctx.setLineDash([4, 3]);
+      for (const pr of predicted || []) {
+        if (!Array.isArray(pr.bbox) || pr.bbox.length !== 4) continue;
+        const [bx, by, bw, bh] = pr.bbox;
+        const x = ox + bx * s;
+        const y = oy + by * s;
+        ctx.strokeStyle = PRED_COLOR;
+        ctx.strokeRect(x, y, bw * s, bh * s);
+        const text = `${pr.category} ${fmt(pr.score, 2)}`;
+        const tw = ctx.measureText(text).width + 3;
+        const ty = Math.min(THUMB - 10, y + bh * s);  // the label under the box, clear of the ground truth's
+        ctx.fillStyle = PRED_COLOR;
+        ctx.fillRect(x, ty, tw, 10);
+        ctx.fillStyle = '#212529';
+        ctx.fillText(text, x + 1.5, ty + 8);
+        predBoxes += 1;
+      }
+      ctx.setLineDash([]);
       if (banner) {
         ctx.font = 'bold 11px sans-serif';
         ctx.fillStyle = 'rgba(33,37,41,0.8)';
@@ -227,6 +250,7 @@
         ctx.fillText(banner, 4, THUMB - 4);
       }
       el.dataset.boxes = String(boxes);
+      if (predicted) el.dataset.predBoxes = String(predBoxes);
       el.dataset.loaded = '1';
       done();
     };
@@ -793,10 +817,22 @@
       const rows = (await pages(`/data/${p.data}/samples`, {}, MAX_ROWS)).items;
       live(gen);
       const byId = new Map(rows.map((r) => [r.data_id, r]));
+      // detection: each worst sample's predicted boxes, drawn dashed over its ground truth
+      const predicted = new Map();
+      if (p.task === 'detection') {
+        const got = await Promise.all(worst.map((w) => api(`/predictions/${p.id}/samples/${w.data_id}`, { limit: PRED_BOXES })));
+        live(gen);
+        got.forEach((g, i) => predicted.set(worst[i].data_id, g.items));
+        grid.before(h('div', { class: 'legend', id: 'worst-legend' },
+          h('span', {}, h('i', { style: { borderRadius: '0', background: 'transparent', border: '2px solid #495057' } }), 'ground truth (class colour)'),
+          h('span', {}, h('i', { style: { borderRadius: '0', background: 'transparent', border: `2px dashed ${PRED_COLOR}` } }),
+            `predicted, with score (top ${PRED_BOXES})`)));
+      }
       for (const w of worst) {
         const row = byId.get(w.data_id) || { data_id: w.data_id, annotations: [] };
         const wrong = 'true' in w && 'pred' in w && w.true !== w.pred;
-        grid.append(tile(p.data, row, captionOf(w), `wrap ${wrong ? 'bad' : ''}`, 'pred' in w ? `pred: ${name(w.pred)}` : ''));
+        grid.append(tile(p.data, row, captionOf(w), `wrap ${wrong ? 'bad' : ''}`, 'pred' in w ? `pred: ${name(w.pred)}` : '',
+          p.task === 'detection' ? predicted.get(w.data_id) || [] : undefined));
       }
     } else {
       grid.className = '';
