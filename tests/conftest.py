@@ -15,6 +15,7 @@ from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import veml
@@ -109,6 +110,14 @@ def repo(tmp_path):
 @pytest.fixture
 def repo_path(repo) -> Path:
     return repo.root
+
+
+def write_table(path: Path, shift: float = 0.0, seed: int = 0, rows: int = 40) -> Path:
+    """A small CSV table (features a, b, c; label y) whose values sit around ``shift``."""
+    x = np.random.default_rng(seed).normal(shift, 1.0, size=(rows, 3))
+    lines = ["a,b,c,y"] + [f"{r[0]:.5f},{r[1]:.5f},{r[2]:.5f},{'p' if r[0] > shift else 'n'}" for r in x]
+    path.write_text("\n".join(lines) + "\n")
+    return path
 
 
 def images_dir(ann: Path) -> Path:

@@ -5,11 +5,15 @@ from __future__ import annotations
 import threading
 import time
 
+import httpx
+
 from veml.server.main import build_server
 
 
 class LiveServer:
-    def __init__(self, root, token: str | None = None) -> None:
+    """``http`` is a client of ``/api/v1`` that sends the bearer token when there is one."""
+
+    def __init__(self, root, token: str | None = None, timeout: float = 120) -> None:
         self.server = build_server(root, "127.0.0.1", 0, token=token, log_level="warning")
         self.thread = threading.Thread(target=self.server.run, daemon=True)
         self.thread.start()
@@ -19,7 +23,10 @@ class LiveServer:
             time.sleep(0.02)
         self.port = self.server.servers[0].sockets[0].getsockname()[1]
         self.base_url = f"http://127.0.0.1:{self.port}"
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.http = httpx.Client(base_url=f"{self.base_url}/api/v1", headers=headers, timeout=timeout)
 
     def stop(self) -> None:
+        self.http.close()
         self.server.should_exit = True
         self.thread.join(30)

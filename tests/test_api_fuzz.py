@@ -21,7 +21,6 @@ from __future__ import annotations
 
 
 import httpx
-import numpy as np
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
@@ -36,6 +35,7 @@ from schemathesis.specs.openapi.checks import (
 
 import veml
 from veml.datasets import Domain, generate_driving_coco
+from conftest import write_table
 from live_server import LiveServer as Running
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
@@ -43,14 +43,6 @@ pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
 MAX_EXAMPLES = 25
 BIG = 2**63  # one past SQLite's largest integer
-
-
-def _table(path, seed: int):
-    rng = np.random.default_rng(seed)
-    x = rng.normal(0.0, 1.0, size=(20, 3))
-    lines = ["a,b,c,y"] + [f"{r[0]:.5f},{r[1]:.5f},{r[2]:.5f},{'p' if r[0] > 0 else 'n'}" for r in x]
-    path.write_text("\n".join(lines) + "\n")
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +55,7 @@ def fuzz_world(tmp_path_factory):
     repo.data.import_("coco", day, "day", images=day.parent / "images")
     repo.data.import_("coco", night, "night", role="test", images=night.parent / "images")
     repo.data.merge(["day", "night"], "both")
-    repo.data.import_("table", _table(base / "t.csv", 3), "table-a", label="y")
+    repo.data.import_("table", write_table(base / "t.csv", seed=3, rows=20), "table-a", label="y")
     srv = Running(base / "repo")
     yield {"repo": repo, "srv": srv}
     srv.stop()

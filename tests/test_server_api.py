@@ -21,7 +21,7 @@ import pytest
 from PIL import Image
 
 import veml
-from conftest import ok
+from conftest import ok, write_table
 from live_server import LiveServer
 from veml.datasets import Domain, generate_driving_coco
 from veml.errors import InvalidInput
@@ -33,20 +33,10 @@ CLASSIFIER = {"adapter": "torch", "task": "classification", "architecture": "eff
 TOKEN = "s3cret-token"
 
 
-def _table(path, shift: float, seed: int):
-    rng = np.random.default_rng(seed)
-    x = rng.normal(shift, 1.0, size=(40, 3))
-    lines = ["a,b,c,y"] + [f"{r[0]:.5f},{r[1]:.5f},{r[2]:.5f},{'p' if r[0] > shift else 'n'}" for r in x]
-    path.write_text("\n".join(lines) + "\n")
-    return path
-
-
 class Running(LiveServer):
     def __init__(self, root, token=None):
         super().__init__(root, token)
         self.app = self.server.config.app
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self.http = httpx.Client(base_url=f"{self.base_url}/api/v1", headers=headers, timeout=120)
 
     def raw(self, path: str, headers: dict | None = None) -> tuple[int, bytes]:
         """A request sent byte for byte as given (no client-side normalisation of '..')."""
@@ -56,11 +46,6 @@ class Running(LiveServer):
         body = resp.read()
         conn.close()
         return resp.status, body
-
-    def stop(self):
-        self.http.close()
-        super().stop()
-
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
@@ -75,8 +60,8 @@ def world(tmp_path_factory):
     repo.data.import_("coco", night, "night", role="test", images=night.parent / "images")
     repo.data.import_("coco", probe, "probe", role="test", images=probe.parent / "images")
     repo.data.merge(["day", "night"], "both")
-    repo.data.import_("table", _table(base / "ta.csv", 0.0, 1), "table-a", label="y")
-    repo.data.import_("table", _table(base / "tb.csv", 3.0, 2), "table-b", label="y")
+    repo.data.import_("table", write_table(base / "ta.csv", 0.0, 1), "table-a", label="y")
+    repo.data.import_("table", write_table(base / "tb.csv", 3.0, 2), "table-b", label="y")
     repo.models.add("clf", CLASSIFIER)
     # evaluated on the 4-image probe version, so the deployment's side-by-side check stays small
     repo.training.train("both", "clf", sets=["max_steps=3", "batch_size=8"], test="probe", name="clf-run")

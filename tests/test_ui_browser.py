@@ -22,12 +22,12 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
-import numpy as np
 import pytest
 from PIL import Image
 
 import veml
 from veml.datasets import Domain, generate_driving_coco
+from conftest import write_table
 from live_server import LiveServer
 
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit:FutureWarning")
@@ -40,14 +40,6 @@ LOOPBACK = {"127.0.0.1", "localhost"}
 CLASSIFIER = {"adapter": "torch", "task": "classification", "architecture": "efficientnet_lite0",
               "parameters": {"pretrained": True, "freeze_backbone": True, "label_column": "time_of_day", "image_size": 64}}
 WAIT_MS = 30_000
-
-
-def _table(path, shift: float, seed: int):
-    rng = np.random.default_rng(seed)
-    x = rng.normal(shift, 1.0, size=(40, 3))
-    lines = ["a,b,c,y"] + [f"{r[0]:.5f},{r[1]:.5f},{r[2]:.5f},{'p' if r[0] > shift else 'n'}" for r in x]
-    path.write_text("\n".join(lines) + "\n")
-    return path
 
 
 def _chromium_problem() -> str | None:
@@ -66,19 +58,14 @@ TOKEN = "ui-s3cret"
 
 class Running(LiveServer):
     def __init__(self, root, token=None):
-        super().__init__(root, token)
+        super().__init__(root, token, timeout=60)
         self.base = self.base_url
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self.http = httpx.Client(base_url=f"{self.base}/api/v1", headers=headers, timeout=60)
 
     def get(self, path, **params):
         r = self.http.get(path, params=params)
         assert r.status_code == 200, (path, r.status_code, r.text)
         return r.json()
 
-    def stop(self):
-        self.http.close()
-        super().stop()
 
 
 @pytest.fixture(scope="module")
@@ -92,8 +79,8 @@ def world(tmp_path_factory):
     repo.data.import_("coco", day, "day", images=day.parent / "images")
     repo.data.import_("coco", night, "night", role="test", images=night.parent / "images")
     repo.data.merge(["day", "night"], "both")
-    repo.data.import_("table", _table(base / "ta.csv", 0.0, 1), "table-a", label="y")
-    repo.data.import_("table", _table(base / "tb.csv", 3.0, 2), "table-b", label="y")
+    repo.data.import_("table", write_table(base / "ta.csv", 0.0, 1), "table-a", label="y")
+    repo.data.import_("table", write_table(base / "tb.csv", 3.0, 2), "table-b", label="y")
     repo.models.add("clf", CLASSIFIER)
     repo.training.train("both", "clf", sets=["max_steps=3", "batch_size=8"], test="night", name="clf-run")
     repo.training.train("both", "clf", sets=["max_steps=2", "batch_size=4", "lr=0.01"], test="night", name="clf-run-2")

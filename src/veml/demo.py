@@ -175,7 +175,7 @@ def _transfer_stage(repo: Any, raw: Path, images: int, log: Callable[[str], None
     out = repo.transfer.transfer("mumbai-new", test="mumbai-new-test", name="mumbai-transfer")
     src, m = out["source_lifecycle"], out["metric"]
     log(f"transfer mumbai-new <- {out['source_name']}: {m['name']} {m['value']:.3f} on mumbai-new-test after "
-        f"{out['params']['epochs']} epoch(s) in {out['train_s']:.1f} s; the source model scores {src['on_test'] or float('nan'):.3f} there "
+        f"{out['params']['epochs']} epoch(s) in {out['train_s']:.1f} s; the source model scores {float('nan') if src['on_test'] is None else src['on_test']:.3f} there "
         f"and took {src['epochs']} epochs / {src['train_s']:.1f} s to train")
     return {"similar": [[r["name"], round(r["distance"], 4)] for r in ranking["ranking"]], "source": out["source_name"],
             "training": out["training"], "inference": out["inference"], m["name"]: m["value"],

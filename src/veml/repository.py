@@ -71,6 +71,11 @@ class Repository:
         """Any version of any kind, by id, name or tag."""
         return self.stores.graph.resolve(ref)
 
+    def versions(self, kinds: list[str] | None = None, limit: int | None = None, offset: int = 0):
+        """One page of versions of these kinds (oldest first) and how many there are in all."""
+        g = self.stores.graph
+        return g.list(kinds=kinds, limit=limit, offset=offset), g.count(kinds)
+
     def verify(self) -> integrity.VerifyReport:
         return integrity.verify(self.stores)
 

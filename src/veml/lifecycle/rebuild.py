@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import math
-import time
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -118,7 +117,8 @@ class Rebuild:
         params = {**recipe, **(parse_sets(sets, recipe) if sets else {})}
         returning_labels = method == "active" and labels is not None
         held, rest = self.split(new, holdout, seed, labelled, create=not returning_labels)
-        if returning_labels and (rest is None or self._existing_pick(inode, rest) is None):
+        pick = self._existing_pick(inode, rest) if method == "active" and rest is not None else None
+        if returning_labels and pick is None:
             raise InvalidInput("no samples were chosen for labelling yet: run --method active with --export DIR first")
         base = name or unique_name(self._s, f"rebuild-{method}-{inode.name}")
         link = [(tnode.id, "REBUILD", {"method": method, "test": new.id})]
@@ -137,7 +137,7 @@ class Rebuild:
             run = self._training.train(rest.id, model.id, sets=params, init_from=tnode.id, test=held.id if held else None,
                                        name=base, extra_parents=link, adapt=adapt)
         elif labels is None:
-            chosen = self._existing_pick(inode, rest) or self._active_selection(inode, old_data, rest, budget)
+            chosen = pick or self._active_selection(inode, old_data, rest, budget)
             out = Path(export)  # type: ignore[arg-type]
             path = self._data.export(chosen.id, "coco", out)
             self._strip_annotations(path / "annotations.json" if path.is_dir() else path)
@@ -146,7 +146,7 @@ class Rebuild:
                     "next": f"label {out}, then: veml rebuild --inference {inode.name} --test {new.name} "
                             f"--method active --labels FILE"}
         else:
-            chosen = self._existing_pick(inode, rest)
+            chosen = pick
             assert chosen is not None  # checked before anything was written
             self._check_labels(chosen, Path(labels))
             labelled_pick = self._data.update(chosen.id, labels, unique_name(self._s, f"{chosen.name}-labelled"))

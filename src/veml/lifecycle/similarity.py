@@ -97,9 +97,9 @@ class Similarity:
             what = "with a complete lifecycle " if with_lifecycle else ""
             raise InvalidInput(f"no other {tnode.props.get('modality')} data version {what}is stored to compare "
                                f"{tnode.name!r} with")
-        if m in D.NEEDS_LABELS and self._unlabelled(tnode, k, embedder, progress):
-            raise InvalidInput(f"{m} needs labels, and {tnode.name!r} has unlabelled samples")
         ct, xt = self._core(tnode, k, embedder, progress, strict=True)
+        if m in D.NEEDS_LABELS and any(label is None for label in ct.props.get("labels", [])):
+            raise InvalidInput(f"{m} needs labels, and {tnode.name!r} has unlabelled samples")
         ranking, skipped = [], []
         for c in candidates:
             cc, xc = self._core(c, k, embedder, progress)
@@ -126,7 +126,3 @@ class Similarity:
         report = self._s.graph.record(KIND, unique_name(self._s, f"similar-to-{tnode.name}"), props, parents=parents)
         return {"target": tnode.id, "target_name": tnode.name, "method": m, "embedder": ct.props["embedder"],
                 "k": ct.props["k"], "ranking": ranking, "skipped": skipped, "related_left_out": related, "report": report.id}
-
-    def _unlabelled(self, node: Node, k: int | None, embedder: str | None, progress: Progress | None) -> bool:
-        core, _ = self._core(node, k, embedder, progress, strict=True)
-        return any(label is None for label in core.props.get("labels", []))

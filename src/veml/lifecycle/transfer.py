@@ -14,7 +14,6 @@ import math
 import time
 from typing import Any, Callable, Mapping
 
-from veml.entities import Node
 from veml.errors import InvalidInput, NotFound
 from veml.lifecycle.similarity import Similarity
 from veml.versions import evaluation

@@ -38,7 +38,7 @@ def samples(repo: Repo, ref: RefPath, limit: Limit = 50, offset: Offset = 0) -> 
     ids, total = queries.sample_ids(repo, node, limit, offset)
     items: list[dict[str, Any]] = []
     if ids:
-        view = queries.sample_view(repo, node, ids)
+        view = repo.data.checkout_samples(node, ids)
         for row in view.metadata().to_pylist():
             meta = row.get("meta")
             try:
@@ -55,7 +55,7 @@ def samples(repo: Repo, ref: RefPath, limit: Limit = 50, offset: Offset = 0) -> 
 def image(repo: Repo, request: Request, ref: RefPath, data_id: DataId,
           thumbnail: Annotated[int | None, Query(ge=8, le=1024, description="longest side of a PNG thumbnail")] = None) -> Response:
     node = repo.data.get(ref)
-    payload, fmt, digest = queries.sample_payload(repo, node, data_id)
+    payload, fmt, digest = repo.data.sample_payload(node, data_id)
     etag = f'"{digest}{"-t" + str(thumbnail) if thumbnail else ""}"' if digest else None
     headers = {**_IMMUTABLE, **({"ETag": etag} if etag else {})}
     if etag and request.headers.get("if-none-match") == etag:

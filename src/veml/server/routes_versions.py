@@ -18,7 +18,7 @@ RefPath = Annotated[str, Path(min_length=1, max_length=255, description="version
 @router.get("/versions", response_model=VersionPage, tags=["versions"], summary="List versions, oldest first")
 def list_versions(repo: Repo, kind: Annotated[list[KIND_NAMES] | None, Query(description="only these kinds")] = None,
                   limit: Limit = 50, offset: Offset = 0) -> Any:
-    nodes, total = queries.list_versions(repo, queries.kinds_of(kind), limit, offset)
+    nodes, total = repo.versions(queries.kinds_of(kind), limit, offset)
     return page([n.to_json() for n in nodes], total, limit, offset)
 
 
@@ -48,5 +48,5 @@ def lifecycles(repo: Repo, limit: Limit = 50, offset: Offset = 0) -> Any:
 @router.get("/reports", response_model=ReportPage, tags=["lifecycles"], summary="Stored drift and similarity reports")
 def reports(repo: Repo, kind: Literal["drift", "similarity"] | None = None, limit: Limit = 50, offset: Offset = 0) -> Any:
     kinds = [queries.REPORT_KINDS[kind]] if kind else sorted(queries.REPORT_KINDS.values())
-    nodes, total = queries.list_versions(repo, kinds, limit, offset)
+    nodes, total = repo.versions(kinds, limit, offset)
     return page([n.to_json() for n in nodes], total, limit, offset)

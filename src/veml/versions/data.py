@@ -18,7 +18,7 @@ import numpy as np
 import pyarrow as pa
 
 from veml.entities import MODALITIES, ROLES, Node
-from veml.errors import Conflict, InvalidInput
+from veml.errors import Conflict, InvalidInput, NotFound
 from veml.formats.batch import ImportBatch, concat_batches, merge_columns
 from veml.formats.coco import check_boxes_within, parse_coco, parse_coco_annotations, write_coco
 from veml.formats.imagefolder import parse_image_folder, write_image_folder
@@ -83,6 +83,24 @@ class DataVersions:
     def checkout(self, ref: str | int | Node) -> DataView:
         node = ref if isinstance(ref, Node) else self.get(ref)
         return DataView(node, self._s, self.ids(node), self.annotation_ids(node))
+
+    def checkout_samples(self, ref: str | int | Node, data_ids: Sequence[int] | np.ndarray) -> DataView:
+        """A view of only these samples of the version, with their annotations: reads their rows, not all."""
+        node = ref if isinstance(ref, Node) else self.get(ref)
+        wanted = from_array(np.asarray(data_ids, dtype=np.int64)) & self.ids(node)
+        return DataView(node, self._s, wanted, self.annotation_ids(node))
+
+    def sample_payload(self, ref: str | int | Node, data_id: int) -> tuple[bytes, str, str | None]:
+        """One image sample's encoded bytes exactly as stored: (bytes, format, content hash)."""
+        node = ref if isinstance(ref, Node) else self.get(ref)
+        if node.props.get("modality") != "image":
+            raise InvalidInput(f"version {node.name!r} holds {node.props.get('modality')} data, not images")
+        if data_id not in self.ids(node):
+            raise NotFound(f"sample {data_id} is not in version {node.name!r}")
+        table = self.checkout_samples(node, [data_id]).samples_table()
+        if table.num_rows != 1:
+            raise NotFound(f"sample {data_id} of version {node.name!r} has no stored row")
+        return table["payload"][0].as_py(), str(table["format"][0].as_py() or ""), table["content_hash"][0].as_py()
 
     def diff(self, a: str | int, b: str | int) -> Diff:
         ia, ib = self.ids(self.get(a)), self.ids(self.get(b))
