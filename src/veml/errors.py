@@ -44,6 +44,10 @@ class StorageError(VemlError):
     """The storage layer failed or found damaged data."""
 
 
+class SchemaOutdated(StorageError):
+    """The metadata database was made by an older VeML; ``veml upgrade`` migrates it."""
+
+
 class MissingExtra(VemlError):
     """An optional back-end is not installed; the message names the extra to install."""
 

@@ -114,6 +114,21 @@ def init(path: str | Path = ".", metadata_url: str | None = None, storage_url: s
     return Repository(root)
 
 
+def upgrade(path: str | Path | None = None) -> dict[str, Any]:
+    """Migrate the repository's metadata database to this VeML's schema (``veml upgrade``).
+
+    Works on a repository that :class:`Repository` refuses to open because its schema is older;
+    idempotent, so running it on an up-to-date repository changes nothing."""
+    root = find_root(path)
+    config = {**DEFAULTS, **tomllib.loads((root / DIRNAME / CONFIG).read_text())}
+    graph = open_graph_store(config["metadata_url"], root / DIRNAME, check_schema=False)
+    try:
+        before, after = graph.upgrade()
+    finally:
+        graph.close()
+    return {"path": str(root), "from": before, "to": after, "upgraded": before != after}
+
+
 def find_root(start: str | Path | None = None) -> Path:
     """The nearest directory upward (from ``start`` or the working directory) holding ``.veml/``;
     failing that, ``$VEML_REPO`` (DESIGN.md section 8: "the nearest .veml/ upward, or $VEML_REPO")."""

@@ -1,4 +1,4 @@
-"""Repository-level commands: init, lineage, verify, gc."""
+"""Repository-level commands: init, lineage, serve, demo, upgrade, verify, gc."""
 
 from __future__ import annotations
 
@@ -44,6 +44,9 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
 
     p = sub.add_parser("verify", parents=[common], help="check every version against its digests")
     p.set_defaults(handler=cmd_verify)
+
+    p = sub.add_parser("upgrade", parents=[common], help="migrate the metadata database to this VeML's schema")
+    p.set_defaults(handler=cmd_upgrade)
 
     p = sub.add_parser("gc", parents=[common], help="reclaim rows no version references")
     p.add_argument("--grace", type=float, default=3600.0, metavar="SECONDS",
@@ -108,6 +111,15 @@ def cmd_demo(ctx: Context, args: argparse.Namespace) -> None:
         from veml.server import serve
 
         serve(summary["path"], host="127.0.0.1", port=args.port)
+
+
+def cmd_upgrade(ctx: Context, args: argparse.Namespace) -> None:
+    from veml.repository import upgrade
+
+    report = upgrade(ctx.repo_path)
+    text = (f"upgraded {report['path']}: metadata schema {report['from']} -> {report['to']}" if report["upgraded"]
+            else f"{report['path']} is up to date (metadata schema {report['to']})")
+    ctx.emit(report, text)
 
 
 def cmd_verify(ctx: Context, args: argparse.Namespace) -> int:

@@ -16,21 +16,23 @@ from veml.store.graph import GraphStore
 from veml.store.samples import SampleStore
 
 
-def open_graph_store(url: str, base: Path) -> GraphStore:
-    """``sqlite:///relative/or/absolute.db`` (relative to the repository's ``.veml/``) or ``postgresql://``."""
+def open_graph_store(url: str, base: Path, check_schema: bool = True) -> GraphStore:
+    """``sqlite:///relative/or/absolute.db`` (relative to the repository's ``.veml/``) or ``postgresql://``.
+
+    ``check_schema=False`` opens a database at an older schema, for ``veml upgrade`` only."""
     from veml.store.sql_graph import SqlGraphStore
 
     if url.startswith("sqlite:///"):
         path = Path(url[len("sqlite:///"):])
         if not path.is_absolute():
             path = base / path
-        return SqlGraphStore(f"sqlite:///{path}")
+        return SqlGraphStore(f"sqlite:///{path}", check_schema=check_schema)
     if url.startswith(("postgresql://", "postgresql+psycopg://")):
         try:
             import psycopg  # noqa: F401
         except ImportError as exc:
             raise MissingExtra("psycopg", "postgres") from exc
-        return SqlGraphStore(url.replace("postgresql://", "postgresql+psycopg://", 1))
+        return SqlGraphStore(url.replace("postgresql://", "postgresql+psycopg://", 1), check_schema=check_schema)
     raise InvalidInput(f"unsupported metadata URL {url!r}: use sqlite:/// or postgresql://")
 
 

@@ -74,4 +74,10 @@ class GraphStore(Protocol):
 
     def read_logs(self, node_id: int, after_id: int = 0, limit: int | None = None) -> list[dict[str, Any]]: ...
 
+    def schema_version(self) -> int:
+        """The metadata schema version of the database (``veml_meta.schema_version``)."""
+
+    def upgrade(self) -> tuple[int, int]:
+        """Migrate to this VeML's schema; (version before, version after)."""
+
     def close(self) -> None: ...

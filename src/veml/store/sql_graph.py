@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import socket
 import time
 from typing import Any, Iterator, Mapping, Sequence
 
@@ -24,12 +26,14 @@ from sqlalchemy import event
 from sqlalchemy.dialects import postgresql as pg
 
 from veml.entities import SHORT_KIND, Edge, IdSetRef, Lineage, Node
-from veml.errors import AmbiguousName, Conflict, InvalidInput, NotFound, StorageError
+from veml.errors import AmbiguousName, Conflict, InvalidInput, NotFound, SchemaOutdated, StorageError
 from veml.store import idsets as ids
+from veml.store import migrations
 from veml.store.graph import ParentLink
 from veml.store.idsets import BitMap
 
-SCHEMA_VERSION = 1
+# The integer kept in ``veml_meta`` since 0.1; each Alembic revision maps to one (migrations.SCHEMA_VERSIONS).
+SCHEMA_VERSION = 2
 
 metadata = sa.MetaData()
 
@@ -102,6 +106,7 @@ allocations_t = sa.Table(
     sa.Column("count", sa.BigInteger, nullable=False),
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("node_id", _Id, nullable=True),
+    sa.Column("owner", _Str(255), nullable=True),  # host:pid of the writer (revision 0002)
     sa.Index("ix_allocations_node", "node_id"),
 )
 
@@ -162,6 +167,12 @@ def _lineage_cte(direction: str, limited: bool) -> str:
 
 
 _MAX_HOPS = 1_000_000
+
+
+def _owner() -> str:
+    """Who holds an allocation until its version is recorded (``host:pid``, read at call time so a
+    forked worker names itself): lets gc release a dead writer's range at once."""
+    return f"{socket.gethostname()}:{os.getpid()}"
 # pg_advisory_xact_lock keys (PostgreSQL only): schema creation, and the name/tag namespace.
 _LOCK_SCHEMA = 0x7665_6D6C_0001
 _LOCK_NAMES = 0x7665_6D6C_0002
@@ -176,8 +187,11 @@ def _chunks(seq: Sequence[int]) -> Iterator[Sequence[int]]:
 class SqlGraphStore:
     """:class:`~veml.store.graph.GraphStore` on any SQLAlchemy URL (SQLite file or PostgreSQL)."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, check_schema: bool = True) -> None:
+        """``check_schema=False`` opens a database at an older schema revision (for ``upgrade``)."""
         self.url = url
+        self._safe_url = sa.engine.make_url(url).render_as_string(hide_password=True)
+        self._check_schema = check_schema
         self.is_sqlite = url.startswith("sqlite")
         if self.is_sqlite:
             self.engine = sa.create_engine(url, connect_args={"timeout": 60})
@@ -189,18 +203,57 @@ class SqlGraphStore:
 
     # --- schema -------------------------------------------------------------------------------
     def _ensure_schema(self) -> None:
+        """Create a new database at the head revision; refuse one at another revision.
+
+        An older database is not upgraded here: see :mod:`veml.store.migrations` for why it takes
+        ``veml upgrade``.  The integer in ``veml_meta`` is read first (one small query on every
+        open); Alembic is only loaded when there is something to create."""
         try:
             with self._write(lock=_LOCK_SCHEMA) as conn:  # two processes opening a new database at once
-                metadata.create_all(conn, checkfirst=True)
-                row = conn.execute(sa.select(meta_t.c.value).where(meta_t.c.key == "schema_version")).first()
-                if row is None:
-                    conn.execute(meta_t.insert().values(key="schema_version", value=str(SCHEMA_VERSION)))
-                elif int(row[0]) > SCHEMA_VERSION:
+                found = self._schema_version(conn)
+                if found is None:
+                    migrations.upgrade(conn)
+                elif found > SCHEMA_VERSION:
                     raise StorageError(
-                        f"metadata schema version {row[0]} is newer than this VeML ({SCHEMA_VERSION}): upgrade veml"
+                        f"metadata schema version {found} is newer than this VeML ({SCHEMA_VERSION}): upgrade veml"
+                    )
+                elif found < SCHEMA_VERSION and self._check_schema:
+                    raise SchemaOutdated(
+                        f"metadata schema version {found} is older than this VeML ({SCHEMA_VERSION}): "
+                        "back it up, then run 'veml upgrade'"
                     )
         except sa.exc.OperationalError as exc:
-            raise StorageError(f"cannot open metadata database {self.url}: {exc.orig}") from exc
+            raise StorageError(f"cannot open metadata database {self._safe_url}: {exc.orig}") from exc
+
+    @staticmethod
+    def _schema_version(conn: sa.Connection) -> int | None:
+        """``veml_meta.schema_version``; None for an empty database."""
+        inspector = sa.inspect(conn)
+        if not inspector.has_table("veml_meta"):
+            if inspector.has_table("nodes"):
+                raise StorageError("metadata database has VeML tables but no veml_meta table: not a VeML database?")
+            return None
+        row = conn.execute(sa.select(meta_t.c.value).where(meta_t.c.key == "schema_version")).first()
+        if row is None:
+            raise StorageError("metadata database has no schema_version in veml_meta")
+        return int(row[0])
+
+    def schema_version(self) -> int:
+        with self._read() as conn:
+            found = self._schema_version(conn)
+        return 0 if found is None else found
+
+    def upgrade(self) -> tuple[int, int]:
+        """Migrate this database to the head revision in one transaction; (version before, after).
+
+        Under the schema lock (an advisory lock on PostgreSQL, the writer lock on SQLite), so two
+        ``veml upgrade`` runs at once apply each revision once.  PostgreSQL DDL is transactional:
+        a failure leaves the old schema whole; SQLite's ALTER TABLE ADD COLUMN is too."""
+        with self._write(lock=_LOCK_SCHEMA) as conn:
+            before = self._schema_version(conn) or 0
+            migrations.upgrade(conn)
+            after = self._schema_version(conn) or 0
+        return before, after
 
     @contextlib.contextmanager
     def _write(self, lock: int | None = None) -> Iterator[sa.Connection]:
@@ -450,7 +503,7 @@ class SqlGraphStore:
             else:
                 conn.execute(counters_t.update().where(counters_t.c.space == space).values(next_id=start + count))
             alloc_id = conn.execute(
-                allocations_t.insert().values(space=space, start=start, count=count, created_at=time.time())
+                allocations_t.insert().values(space=space, start=start, count=count, created_at=time.time(), owner=_owner())
             ).inserted_primary_key[0]
         return int(alloc_id), start
 
