@@ -128,3 +128,49 @@ def images_dir(ann: Path) -> Path:
 def _no_env_repo(monkeypatch):
     monkeypatch.delenv("VEML_REPO", raising=False)
     monkeypatch.setenv("PYTHONHASHSEED", os.environ.get("PYTHONHASHSEED", "0"))
+
+
+# --- the whole suite on team servers --------------------------------------------------------------
+# VEML_TEST_STORES=postgres (or postgres+s3) runs every test against a private PostgreSQL cluster
+# (and an S3-compatible server) started here, one per test process: ``veml init`` picks them up
+# from $VEML_METADATA_URL & co. with a ``{repo}`` placeholder, exactly as a team's shell would, so
+# each test's repository gets its own schema / prefix.  Tests about the embedded layout itself
+# (files under .veml/) carry the ``embedded_only`` marker and are skipped there, with that reason.
+STORES = os.environ.get("VEML_TEST_STORES", "embedded")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "embedded_only(reason): inspects or damages the embedded layout's files")
+    if STORES == "embedded":
+        return
+    if STORES not in ("postgres", "postgres+s3"):
+        raise pytest.UsageError(f"VEML_TEST_STORES={STORES!r}: use embedded, postgres or postgres+s3")
+    if getattr(config.option, "numprocesses", None) and not hasattr(config, "workerinput"):
+        return  # the xdist controller runs no tests: its workers start their own servers
+    from contextlib import ExitStack
+
+    from pg_cluster import pg_cluster
+
+    stack = ExitStack()
+    config._veml_servers = stack
+    cluster = stack.enter_context(pg_cluster())
+    os.environ["VEML_METADATA_URL"] = cluster.create_database("suite") + "?schema={repo}"
+    if STORES == "postgres+s3":
+        from s3_server import suite_s3_env
+
+        os.environ.update(stack.enter_context(suite_s3_env()))
+
+
+def pytest_unconfigure(config):
+    stack = getattr(config, "_veml_servers", None)
+    if stack is not None:
+        stack.close()
+
+
+def pytest_collection_modifyitems(config, items):
+    if STORES == "embedded":
+        return
+    for item in items:
+        marker = item.get_closest_marker("embedded_only")
+        if marker is not None:
+            item.add_marker(pytest.mark.skip(reason=f"VEML_TEST_STORES={STORES}: {marker.args[0] if marker.args else 'embedded layout'}"))

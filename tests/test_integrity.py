@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import random
 import signal
-import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -62,10 +61,8 @@ def test_verify_detects_damaged_bitmap_and_artifact(repo, driving_small, traffic
     assert r.code == 1 and any("artifact adjacency" in p for p in r.json["problems"])
     art.write_bytes(art.read_bytes()[:-1])
     assert cli("verify", "--repo", repo.root).code == 0
-    con = sqlite3.connect(repo.root / ".veml" / "meta.db")
-    con.execute("UPDATE idsets SET digest = 'ff' || substr(digest, 3) WHERE node_id = 1 AND name = 'samples'")
-    con.commit()
-    con.close()
+    with repo.stores.graph.engine.begin() as conn:  # whichever database the repository is on
+        conn.exec_driver_sql("UPDATE idsets SET digest = 'ff' || substr(digest, 3) WHERE node_id = 1 AND name = 'samples'")
     r = cli("verify", "--json", "--repo", repo.root)
     assert r.code == 1 and any("samples id set does not match" in p for p in r.json["problems"])
 

@@ -72,7 +72,7 @@ def test_upgrade_keeps_every_version_and_the_repository_works_afterwards(old_rep
 def test_upgraded_sqlite_schema_equals_a_fresh_one(old_repo: Path, tmp_path: Path):
     ok("--repo", old_repo, "upgrade")
     fresh = tmp_path / "fresh"
-    veml.init(fresh).close()
+    veml.init(fresh, metadata_url="sqlite:///meta.db").close()  # explicit: VEML_TEST_STORES may set another default
     with sa.create_engine(f"sqlite:///{old_repo / '.veml' / 'meta.db'}").connect() as conn:
         assert compare_metadata(MigrationContext.configure(conn), metadata) == []
         assert migrations.current_revision(conn) == migrations.HEAD
@@ -81,7 +81,7 @@ def test_upgraded_sqlite_schema_equals_a_fresh_one(old_repo: Path, tmp_path: Pat
 
 
 def test_newer_schema_is_refused(tmp_path: Path):
-    repo = veml.init(tmp_path / "r")
+    repo = veml.init(tmp_path / "r", metadata_url="sqlite:///meta.db")
     repo.close()
     db = tmp_path / "r" / ".veml" / "meta.db"
     con = sqlite3.connect(db)

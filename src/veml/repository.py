@@ -8,6 +8,9 @@ where the data lives.
 from __future__ import annotations
 
 import os
+import re
+import secrets
+import shutil
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -16,6 +19,7 @@ import tomli_w
 
 from veml.errors import InvalidInput, RepositoryExists, RepositoryNotFound, StorageError
 from veml.store import open_artifact_store, open_embedding_store, open_graph_store, open_sample_store
+from veml.compute import RepoLocation, open_executor
 from veml.versions import integrity
 from veml.versions.context import Stores
 from veml.lifecycle.drift import Drift
@@ -50,9 +54,10 @@ class Repository:
             raise StorageError(f"{cfg_path}: malformed config: {exc}") from None
         self.stores = Stores(
             graph=open_graph_store(self.config["metadata_url"], self.dir),
-            samples=open_sample_store(self.config["storage_url"], self.dir),
-            artifacts=open_artifact_store(self.config["artifacts_url"], self.dir),
-            embeddings=open_embedding_store(self.config["embeddings_url"], self.dir),
+            samples=open_sample_store(self.config["storage_url"], self.dir, s3=self.config.get("s3")),
+            artifacts=open_artifact_store(self.config["artifacts_url"], self.dir, s3=self.config.get("s3")),
+            embeddings=open_embedding_store(self.config["embeddings_url"], self.dir, s3=self.config.get("s3")),
+            location=RepoLocation.of(self.config, self.dir), compute=open_executor(self.config),
         )
         self.data = DataVersions(self.stores)
         self.models = ModelVersions(self.stores)
@@ -92,8 +97,26 @@ class Repository:
         self.close()
 
 
+# Team defaults for ``veml init``: export these once (in a shell profile, a CI job) and every new
+# repository lands on the team's servers.  ``{repo}`` becomes a name unique to the new repository
+# (its directory name plus random hex), so one PostgreSQL database and one bucket hold many.
+ENV_DEFAULTS = {"metadata_url": "VEML_METADATA_URL", "storage_url": "VEML_STORAGE_URL",
+                "artifacts_url": "VEML_ARTIFACTS_URL", "embeddings_url": "VEML_EMBEDDINGS_URL"}
+
+
+def _repo_slug(root: Path) -> str:
+    """A name for ``{repo}``: valid as a PostgreSQL schema and as an S3 key part."""
+    base = re.sub(r"[^a-z0-9]+", "_", root.name.lower()).strip("_")[:40] or "repo"
+    if base[0].isdigit():
+        base = "r" + base
+    return f"{base}_{secrets.token_hex(4)}"
+
+
 def init(path: str | Path = ".", metadata_url: str | None = None, storage_url: str | None = None,
-         artifacts_url: str | None = None) -> Repository:
+         artifacts_url: str | None = None, embeddings_url: str | None = None) -> Repository:
+    """A new repository at ``path``.  A URL not given comes from ``$VEML_METADATA_URL``,
+    ``$VEML_STORAGE_URL``, ``$VEML_ARTIFACTS_URL``, ``$VEML_EMBEDDINGS_URL``, else the embedded default
+    (SQLite and folders inside ``.veml/``)."""
     root = Path(path).resolve()
     vdir = root / DIRNAME
     if (vdir / CONFIG).exists():
@@ -101,13 +124,24 @@ def init(path: str | Path = ".", metadata_url: str | None = None, storage_url: s
     if root.exists() and not root.is_dir():
         raise InvalidInput(f"{root} is not a directory")
     config = dict(DEFAULTS)
-    for key, value in (("metadata_url", metadata_url), ("storage_url", storage_url), ("artifacts_url", artifacts_url)):
+    slug = _repo_slug(root)
+    given = {"metadata_url": metadata_url, "storage_url": storage_url, "artifacts_url": artifacts_url,
+             "embeddings_url": embeddings_url}
+    for key, value in given.items():
+        value = value or os.environ.get(ENV_DEFAULTS[key]) or None
         if value:
-            config[key] = value
+            config[key] = value.replace("{repo}", slug)
+    created_dir = not vdir.exists()
     vdir.mkdir(parents=True, exist_ok=True)
     # Create the stores first and write config.toml last: a repository exists once its config does.
-    open_graph_store(config["metadata_url"], vdir).close()
-    open_sample_store(config["storage_url"], vdir).create()
+    try:
+        open_graph_store(config["metadata_url"], vdir).close()
+        open_sample_store(config["storage_url"], vdir).create()
+        open_artifact_store(config["artifacts_url"], vdir).exists("0" * 64)  # reachable? (a missing bucket fails here)
+    except BaseException:
+        if created_dir:  # nothing half-made is left behind (an unreachable server, a missing bucket)
+            shutil.rmtree(vdir, ignore_errors=True)
+        raise
     tmp = vdir / (CONFIG + ".tmp")
     tmp.write_text(tomli_w.dumps(config))
     os.replace(tmp, vdir / CONFIG)

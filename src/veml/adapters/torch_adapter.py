@@ -10,7 +10,7 @@ from __future__ import annotations
 import io
 import resource
 import time
-from typing import Any, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
 import torch
@@ -119,14 +119,7 @@ class TorchAdapter:
         model = self._build(spec, meta)
         if init is not None:
             _init_from(model, init)
-        trainable = [p for p in model.parameters() if p.requires_grad]
-        opt: torch.optim.Optimizer
-        if params["optimizer"] == "sgd":
-            opt = torch.optim.SGD(trainable, lr=float(params["lr"]), momentum=0.9, weight_decay=float(params["weight_decay"]))
-        elif params["optimizer"] == "adamw":
-            opt = torch.optim.AdamW(trainable, lr=float(params["lr"]), weight_decay=float(params["weight_decay"]))
-        else:
-            raise InvalidInput(f"optimizer must be adamw or sgd, not {params['optimizer']!r}")
+        opt = _optimizer(model, params)
         profile = {"data_s": 0.0, "forward_backward_s": 0.0, "evaluation_s": 0.0, "samples": 0, "steps": 0}
         epochs, max_steps = int(params["epochs"]), int(params["max_steps"])
         step, last_loss = 0, float("nan")
@@ -162,6 +155,79 @@ class TorchAdapter:
         profile["samples_per_s"] = profile["samples"] / profile["forward_backward_s"] if profile["forward_backward_s"] else 0.0
         buf = io.BytesIO()
         torch.save({"state_dict": model.state_dict(), "meta": meta}, buf)
+        profile["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        return TrainOutcome(buf.getvalue(), {"final_loss": last_loss}, profile)
+
+    # --- data-parallel training ------------------------------------------------------------------
+    def train_worker(self, spec: ModelSpec, data: TaskData, params: Mapping[str, Any], init: bytes | None, log: LogFn,
+                     wrap_model: Callable[[nn.Module], nn.Module], wrap_loader: Callable[[Any], Any],
+                     epoch_end: Callable[[int, Mapping[str, float]], None], rank: int) -> TrainOutcome:
+        """One worker of a data-parallel run: the local loop with the model and loader handed to ``wrap_*``.
+
+        The launcher (Ray Train, see :mod:`veml.compute.ray_train`) has set up ``torch.distributed``;
+        ``wrap_model`` makes the model a DistributedDataParallel one and ``wrap_loader`` gives the
+        loader a DistributedSampler, so every worker sees a disjoint shuffled share of ``data`` and
+        gradients are averaged.  Every worker takes the same number of steps (the sampler pads the
+        shares to equal length), logs the loss averaged over workers, and calls ``epoch_end`` once
+        per epoch (a barrier under Ray Train).  Rank 0 then re-estimates batch-norm statistics on
+        all of ``data`` as the local loop does, so its checkpoint is the one to keep.
+        """
+        self._check_data(spec, data, training=True)
+        seed = int(params["seed"])
+        torch.manual_seed(seed)
+        np.random.seed(seed)
+        meta = self._meta(spec, data)
+        model = self._build(spec, meta)
+        if init is not None:
+            _init_from(model, init)
+        model = wrap_model(model)
+        opt = _optimizer(model, params)
+        windows = None
+        if spec.task == "forecasting":
+            x, y, _ = self._forecast_windows(spec, data, meta, int(params.get("stride", 1)))
+            windows = (x, y)
+        n = len(windows[0]) if windows is not None else len(data.images)
+        loader = wrap_loader(torch.utils.data.DataLoader(
+            _Positions(n), batch_size=int(params["batch_size"]), shuffle=True,
+            generator=torch.Generator().manual_seed(seed), collate_fn=_Collate(self, spec, data, windows)))
+        profile: dict[str, Any] = {"forward_backward_s": 0.0, "samples": 0, "steps": 0}
+        epochs, max_steps = int(params["epochs"]), int(params["max_steps"])
+        step, last_loss = 0, float("nan")
+        model.train()
+        t_start = time.perf_counter()
+        for epoch in range(epochs):
+            if hasattr(loader, "sampler") and hasattr(loader.sampler, "set_epoch"):
+                loader.sampler.set_epoch(epoch)  # a different shuffle per epoch, the same on every worker
+            losses = []
+            for batch, count in loader:
+                t0 = time.perf_counter()
+                loss = self._loss(spec, model, batch, meta)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                profile["forward_backward_s"] += time.perf_counter() - t0
+                profile["samples"] += count
+                step += 1
+                last_loss = _global_mean(float(loss.detach()))
+                losses.append(last_loss)
+                log(step, epoch, {"loss": last_loss})
+                if max_steps and step >= max_steps:
+                    break
+            epoch_end(epoch, {"loss": float(np.mean(losses)) if losses else float("nan"), "steps": float(step)})
+            if max_steps and step >= max_steps:
+                break
+        module = getattr(model, "module", model)  # the plain model inside DistributedDataParallel
+        if rank == 0 and spec.task == "classification" and params.get("precise_bn", True):
+            norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+            if norms:
+                t0 = time.perf_counter()
+                self._reestimate_bn(spec, module, norms, data, int(params["batch_size"]))
+                profile["precise_bn_s"] = time.perf_counter() - t0
+        profile["steps"] = step
+        profile["train_s"] = time.perf_counter() - t_start
+        profile["samples_per_s"] = profile["samples"] / profile["forward_backward_s"] if profile["forward_backward_s"] else 0.0
+        buf = io.BytesIO()
+        torch.save({"state_dict": module.state_dict(), "meta": meta}, buf)
         profile["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         return TrainOutcome(buf.getvalue(), {"final_loss": last_loss}, profile)
 
@@ -347,6 +413,60 @@ class TorchAdapter:
             return [self._images(data.images[:1], False)[0]]
         x, _, _ = self._forecast_windows(spec, data, meta, int(spec.parameters["horizon"]))
         return torch.from_numpy(x[:n])
+
+
+def _optimizer(model: nn.Module, params: Mapping[str, Any]) -> torch.optim.Optimizer:
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    if params["optimizer"] == "sgd":
+        return torch.optim.SGD(trainable, lr=float(params["lr"]), momentum=0.9, weight_decay=float(params["weight_decay"]))
+    if params["optimizer"] == "adamw":
+        return torch.optim.AdamW(trainable, lr=float(params["lr"]), weight_decay=float(params["weight_decay"]))
+    raise InvalidInput(f"optimizer must be adamw or sgd, not {params['optimizer']!r}")
+
+
+class _Positions(torch.utils.data.Dataset):
+    """Sample positions 0..n-1: a sampler splits and shuffles positions, :class:`_Collate` turns them into a batch."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> int:
+        return i
+
+
+class _Collate:
+    """Positions in, the same (batch, n) the local loop's ``_batches`` makes out (arrays stay shared, not copied per item)."""
+
+    def __init__(self, adapter: "TorchAdapter", spec: ModelSpec, data: TaskData,
+                 windows: tuple[np.ndarray, np.ndarray] | None) -> None:
+        self.adapter, self.spec, self.data, self.windows = adapter, spec, data, windows
+
+    def __call__(self, positions: list[int]) -> tuple[Any, int]:
+        idx = np.sort(np.asarray(positions, np.int64))
+        a, spec, data = self.adapter, self.spec, self.data
+        if spec.task == "classification":
+            return (a._images(data.images[idx], True), torch.as_tensor(data.labels[idx], dtype=torch.long)), len(idx)
+        if spec.task == "detection":
+            off = tm.first_label_offset(spec.architecture)
+            targets = [{"boxes": torch.as_tensor(data.boxes[i][0], dtype=torch.float32).reshape(-1, 4),
+                        "labels": torch.as_tensor(data.boxes[i][1], dtype=torch.long) + off} for i in idx]
+            return (list(a._images(data.images[idx], False)), targets), len(idx)
+        x, y = self.windows
+        return (torch.from_numpy(x[idx]), torch.from_numpy(y[idx])), len(idx)
+
+
+def _global_mean(value: float) -> float:
+    """The mean of ``value`` over all data-parallel workers (itself when not distributed)."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return value
+    t = torch.tensor([value], dtype=torch.float64)
+    dist.all_reduce(t)
+    return float(t[0]) / dist.get_world_size()
 
 
 def _init_from(model: nn.Module, checkpoint: bytes) -> None:

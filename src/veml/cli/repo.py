@@ -14,7 +14,9 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p = sub.add_parser("init", parents=[common], help="create a repository")
     p.add_argument("path", nargs="?", default=".")
     p.add_argument("--metadata-url", help="graph/metadata database (default sqlite:///meta.db inside .veml/)")
-    p.add_argument("--storage-url", help="sample store location (default .veml/data)")
+    p.add_argument("--storage-url", help="sample store location: a path or s3://bucket/prefix (default .veml/data)")
+    p.add_argument("--artifacts-url", help="artifact store location: a path or s3://bucket/prefix (default .veml/artifacts)")
+    p.add_argument("--embeddings-url", help="embedding cache location: a path or s3://bucket/prefix (default .veml/embeddings)")
     p.set_defaults(handler=cmd_init)
 
     p = sub.add_parser("lineage", parents=[common], help="ancestors/descendants of a version")
@@ -55,7 +57,8 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
 
 
 def cmd_init(ctx: Context, args: argparse.Namespace) -> None:
-    repo = veml.init(args.path, metadata_url=args.metadata_url, storage_url=args.storage_url)
+    repo = veml.init(args.path, metadata_url=args.metadata_url, storage_url=args.storage_url,
+                     artifacts_url=args.artifacts_url, embeddings_url=args.embeddings_url)
     repo.close()
     ctx.emit({"path": str(repo.root)}, f"initialised VeML repository in {repo.dir}")
 

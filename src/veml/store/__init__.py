@@ -8,9 +8,10 @@ touching any caller.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, Mapping
 
 from veml.errors import InvalidInput, MissingExtra
-from veml.store.artifacts import ArtifactStore, LocalArtifactStore
+from veml.store.artifacts import ArtifactStore, LocalArtifactStore, ObjectArtifactStore
 from veml.store.embeddings import EmbeddingStore, LanceEmbeddingStore
 from veml.store.graph import GraphStore
 from veml.store.samples import SampleStore
@@ -36,29 +37,44 @@ def open_graph_store(url: str, base: Path, check_schema: bool = True) -> GraphSt
     raise InvalidInput(f"unsupported metadata URL {url!r}: use sqlite:/// or postgresql://")
 
 
-def open_sample_store(url: str, base: Path) -> SampleStore:
-    """A local directory (relative to ``.veml/``) or, with the ``[s3]`` extra, ``s3://bucket/prefix``."""
+def _local_or_s3(url: str, base: Path, what: str, s3: Mapping[str, Any] | None) -> Path | str:
+    """``s3://…`` stays a URL (after checking the extra and the ``[s3]`` table, so a bad setting fails
+    when the repository opens, not halfway through a command); a path is made absolute under ``base``."""
+    if url.startswith("s3://"):
+        from veml.store.object_store import S3Settings, require_s3fs, split_s3_url
+
+        require_s3fs()
+        split_s3_url(url)
+        S3Settings.resolve(s3)
+        return url
+    if "://" in url and not url.startswith("file://"):
+        raise InvalidInput(f"unsupported {what} URL {url!r}: use a local path or s3://bucket/prefix")
+    path = Path(url.removeprefix("file://"))
+    return path if path.is_absolute() else base / path
+
+
+def open_sample_store(url: str, base: Path, s3: Mapping[str, Any] | None = None) -> SampleStore:
+    """A local directory (relative to ``.veml/``) or, with the ``[s3]`` extra, ``s3://bucket/prefix``.
+
+    ``s3`` is the ``[s3]`` table of ``config.toml`` (``endpoint_url``, ``region``, ``allow_http``,
+    ``anon``, ``max_retries``, ``retry_timeout_s``, ``connect_timeout_s``), over the AWS variables.
+    """
     from veml.store.lance_samples import LanceSampleStore
 
-    if "://" in url and not url.startswith("file://"):
-        raise InvalidInput(f"unsupported storage URL {url!r}: only local paths are supported in this build")
-    path = Path(url.removeprefix("file://"))
-    return LanceSampleStore(path if path.is_absolute() else base / path)
+    return LanceSampleStore(_local_or_s3(url, base, "storage", s3), s3=s3)
 
 
-def open_artifact_store(url: str, base: Path) -> ArtifactStore:
-    if "://" in url and not url.startswith("file://"):
-        raise InvalidInput(f"unsupported artifact URL {url!r}: only local paths are supported in this build")
-    path = Path(url.removeprefix("file://"))
-    return LocalArtifactStore(path if path.is_absolute() else base / path)
+def open_artifact_store(url: str, base: Path, s3: Mapping[str, Any] | None = None) -> ArtifactStore:
+    """A local directory (relative to ``.veml/``) or ``s3://bucket/prefix`` (see :func:`open_sample_store`)."""
+    where = _local_or_s3(url, base, "artifact", s3)
+    if isinstance(where, str):
+        return ObjectArtifactStore(where, s3=s3)
+    return LocalArtifactStore(where)
 
 
-def open_embedding_store(url: str, base: Path) -> EmbeddingStore:
-    """The embedding cache: a local directory (relative to ``.veml/``)."""
-    if "://" in url and not url.startswith("file://"):
-        raise InvalidInput(f"unsupported embeddings URL {url!r}: only local paths are supported in this build")
-    path = Path(url.removeprefix("file://"))
-    return LanceEmbeddingStore(path if path.is_absolute() else base / path)
+def open_embedding_store(url: str, base: Path, s3: Mapping[str, Any] | None = None) -> EmbeddingStore:
+    """The embedding cache: a local directory (relative to ``.veml/``) or ``s3://bucket/prefix``."""
+    return LanceEmbeddingStore(_local_or_s3(url, base, "embeddings", s3), s3=s3)
 
 
 __all__ = ["GraphStore", "SampleStore", "ArtifactStore", "EmbeddingStore", "open_graph_store", "open_sample_store",

@@ -1,7 +1,11 @@
 """Content-addressed artifacts (adjacency matrices, checkpoints, deployed models, embeddings).
 
-A file is stored under its sha256, written to a temporary name in the same directory and then
-renamed, so a killed writer leaves at most a stray temp file, never a truncated artifact.
+Every artifact is stored under its sha256 (``<root>/<first two hex digits>/<digest>``), in a local
+directory (:class:`LocalArtifactStore`) or an object store (:class:`ObjectArtifactStore`,
+``s3://bucket/prefix`` through s3fs).  Either way no reader ever sees a truncated artifact: locally
+a file is written to a temporary name in the same directory and then renamed, so a killed writer
+leaves at most a stray temp file; in an object store a PUT (or a multipart upload's completion)
+makes the whole object visible at once or not at all.
 """
 
 from __future__ import annotations
@@ -10,15 +14,19 @@ import hashlib
 import os
 import tempfile
 from pathlib import Path
-from typing import Iterator, Protocol
+from typing import Any, Iterator, Mapping, NoReturn, Protocol
 
 from veml.errors import InvalidInput, NotFound
+from veml.store.object_store import S3Location, S3Settings
 
 
 class ArtifactStore(Protocol):
     def put_bytes(self, data: bytes) -> str: ...
 
     def get_bytes(self, digest: str) -> bytes: ...
+
+    def read_range(self, digest: str, start: int, length: int) -> bytes:
+        """``length`` bytes from ``start`` (fewer at the end): a slice without fetching the whole artifact."""
 
     def exists(self, digest: str) -> bool: ...
 
@@ -31,6 +39,15 @@ def _check_digest(digest: str) -> str:
     if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
         raise InvalidInput(f"not a sha256 digest: {digest!r}")
     return digest
+
+
+def _is_digest(name: str) -> bool:
+    return len(name) == 64 and all(c in "0123456789abcdef" for c in name)
+
+
+def _check_range(start: int, length: int) -> None:
+    if start < 0 or length < 0:
+        raise InvalidInput(f"bad byte range: start {start}, length {length}")
 
 
 class LocalArtifactStore:
@@ -65,6 +82,15 @@ class LocalArtifactStore:
             raise NotFound(f"artifact {digest[:12]} is missing")
         return path.read_bytes()
 
+    def read_range(self, digest: str, start: int, length: int) -> bytes:
+        path = self._path(digest)
+        _check_range(start, length)
+        if not path.exists():
+            raise NotFound(f"artifact {digest[:12]} is missing")
+        with open(path, "rb") as fh:
+            fh.seek(start)
+            return fh.read(length)
+
     def exists(self, digest: str) -> bool:
         return self._path(digest).exists()
 
@@ -86,3 +112,97 @@ class LocalArtifactStore:
                 for f in sorted(sub.iterdir()):
                     if not f.name.startswith(".tmp-"):
                         yield f.name
+
+
+class ObjectArtifactStore:
+    """Artifacts in an object store: ``s3://bucket/prefix`` through s3fs (the ``[s3]`` extra).
+
+    Why this is safe without a temp-and-rename step: an S3 PUT is atomic — the object appears
+    whole, with its final bytes, or not at all (a multipart upload appears only when it completes)
+    — so a reader never sees a truncated artifact.  Writes are create-only: a HEAD first skips the
+    upload when the artifact is already there (content addressing makes it the same bytes), and the
+    PUT carries ``If-None-Match: *`` so two writers racing on one digest cannot overwrite each other;
+    the loser's ``412 Precondition Failed`` just means the artifact exists.  Retries of transient
+    errors are botocore's (see :mod:`veml.store.object_store`).
+    """
+
+    _BLOCK = 8 << 20  # read size when hashing a whole artifact in :meth:`verify`
+
+    def __init__(self, url: str, s3: S3Settings | Mapping[str, Any] | None = None) -> None:
+        settings = s3 if isinstance(s3, S3Settings) else S3Settings.resolve(s3)
+        self.loc = S3Location(url, settings)
+        self.root = self.loc.uri
+
+    def _path(self, digest: str) -> str:
+        digest = _check_digest(digest)
+        return self.loc.path(f"{digest[:2]}/{digest}")
+
+    def put_bytes(self, data: bytes) -> str:
+        digest = hashlib.sha256(data).hexdigest()
+        path = self._path(digest)
+        with self.loc.errors(f"cannot store artifact {digest[:12]} in"):
+            if self.loc.fs.exists(path):
+                return digest
+            try:
+                self.loc.fs.pipe_file(path, data, mode="create")
+            except FileExistsError:
+                pass  # another writer stored the same digest first: the same bytes
+        return digest
+
+    def get_bytes(self, digest: str) -> bytes:
+        path = self._path(digest)
+        with self.loc.errors(f"cannot read artifact {digest[:12]} from"):
+            try:
+                return self.loc.fs.cat_file(path)
+            except FileNotFoundError as exc:
+                self._raise_missing(digest, exc)
+
+    def read_range(self, digest: str, start: int, length: int) -> bytes:
+        """One ranged GET (``Range: bytes=start-end``), not a download of the whole object."""
+        path = self._path(digest)
+        _check_range(start, length)
+        if length == 0:
+            return b""
+        with self.loc.errors(f"cannot read artifact {digest[:12]} from"):
+            try:
+                return self.loc.fs.cat_file(path, start=start, end=start + length)
+            except FileNotFoundError as exc:
+                self._raise_missing(digest, exc)
+
+    def _raise_missing(self, digest: str, exc: FileNotFoundError) -> NoReturn:
+        if self.loc.is_bucket_missing(exc):
+            raise exc  # a missing bucket is a storage failure, reported as such by errors()
+        raise NotFound(f"artifact {digest[:12]} is missing") from None
+
+    def exists(self, digest: str) -> bool:
+        path = self._path(digest)
+        with self.loc.errors(f"cannot look for artifact {digest[:12]} in"):
+            return bool(self.loc.fs.exists(path))
+
+    def verify(self, digest: str) -> bool:
+        """Re-hash the stored bytes (streamed in 8 MiB ranged reads, so memory stays flat)."""
+        path = self._path(digest)
+        h = hashlib.sha256()
+        with self.loc.errors(f"cannot verify artifact {digest[:12]} in"):
+            try:
+                with self.loc.fs.open(path, "rb", block_size=self._BLOCK, cache_type="none") as fh:
+                    for block in iter(lambda: fh.read(self._BLOCK), b""):
+                        h.update(block)
+            except FileNotFoundError as exc:
+                if self.loc.is_bucket_missing(exc):
+                    raise
+                return False
+        return h.hexdigest() == digest
+
+    def digests(self) -> Iterator[str]:
+        with self.loc.errors("cannot list artifacts in"):
+            try:
+                found = self.loc.fs.find(self.loc.path())
+            except FileNotFoundError:
+                return
+        out = []
+        for key in found:
+            parts = key.rsplit("/", 2)
+            if len(parts) == 3 and _is_digest(parts[2]) and parts[1] == parts[2][:2]:
+                out.append(parts[2])
+        yield from sorted(out)

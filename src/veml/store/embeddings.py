@@ -5,6 +5,7 @@ that added it), and embedding it is the expensive step of a core set — so it i
 sample and embedder, whatever version asks.  Vectors are stored as raw float32 bytes with their
 dimension, because one embedder may produce different lengths (sensor networks of different
 sizes).  Two processes embedding the same sample both append; readers keep the first row.
+The cache lives in a local directory or under ``s3://bucket/prefix`` (see :mod:`veml.store.object_store`).
 """
 
 from __future__ import annotations
@@ -12,12 +13,13 @@ from __future__ import annotations
 import hashlib
 import re
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Mapping, Protocol
 
 import numpy as np
 import pyarrow as pa
 
 from veml.errors import InvalidInput, StorageError
+from veml.store.object_store import S3Settings, location
 
 SCHEMA = pa.schema([("data_id", pa.int64()), ("dim", pa.int32()), ("vector", pa.binary())])
 
@@ -41,31 +43,34 @@ def _slug(key: str) -> str:
 
 
 class LanceEmbeddingStore:
-    def __init__(self, root: Path) -> None:
-        self.root = Path(root)
+    """``root`` is a local directory or an ``s3://bucket/prefix`` string (``s3``: the ``[s3]`` table)."""
 
-    def _uri(self, key: str) -> Path:
-        return self.root / f"{_slug(key)}.lance"
+    def __init__(self, root: Path | str, s3: S3Settings | Mapping[str, Any] | None = None) -> None:
+        self.loc = location(root, s3)
+        self.root = self.loc.root  # a Path for a local cache, the s3:// URI otherwise
+        self._opts = self.loc.storage_options
+
+    def _name(self, key: str) -> str:
+        return f"{_slug(key)}.lance"
 
     def get(self, key: str, ids: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
         import lance
 
         ids = np.asarray(ids, np.int64)
-        uri = self._uri(key)
-        if len(ids) == 0 or not uri.exists():
+        name = self._name(key)
+        if len(ids) == 0 or not self.loc.dataset_exists(name):
             return np.zeros(0, np.int64), []
-        try:
-            ds = lance.dataset(str(uri))
+        with self.loc.errors(f"cannot read the embedding cache {name} in"):
+            ds = lance.dataset(self.loc.child(name), storage_options=self._opts)
             keys = ds.to_table(columns=["data_id"])["data_id"].to_numpy()
-        except (ValueError, OSError) as exc:
-            raise StorageError(f"cannot read the embedding cache {uri.name}: {exc}") from exc
         hit = np.isin(keys, ids)
         pos = np.nonzero(hit)[0]
         _, first = np.unique(keys[pos], return_index=True)  # duplicates from concurrent writers: keep the first
         pos = pos[first]
         if len(pos) == 0:
             return np.zeros(0, np.int64), []
-        rows = ds.take(pos, columns=["data_id", "dim", "vector"])
+        with self.loc.errors(f"cannot read the embedding cache {name} in"):
+            rows = ds.take(pos, columns=["data_id", "dim", "vector"])
         found = rows["data_id"].to_numpy()
         order = np.argsort(found, kind="stable")
         dims, blobs = rows["dim"].to_numpy(), rows["vector"].to_pylist()
@@ -73,7 +78,7 @@ class LanceEmbeddingStore:
         for i in order:
             v = np.frombuffer(blobs[i], dtype="<f4")
             if len(v) != dims[i]:
-                raise StorageError(f"embedding cache {uri.name}: row for data_id {found[i]} is damaged")
+                raise StorageError(f"embedding cache {name}: row for data_id {found[i]} is damaged")
             vectors.append(v)
         return found[order], vectors
 
@@ -91,18 +96,20 @@ class LanceEmbeddingStore:
         blobs = [v.astype("<f4").tobytes() for v in vectors]
         table = pa.table({"data_id": ids, "dim": np.full(len(ids), vectors.shape[1], np.int32),
                           "vector": pa.array(blobs, pa.binary())}, schema=SCHEMA)
-        self.root.mkdir(parents=True, exist_ok=True)
-        uri = self._uri(key)
-        if not uri.exists():
+        self.loc.makedirs()
+        name = self._name(key)
+        uri = self.loc.child(name)
+        if not self.loc.dataset_exists(name):
             try:
-                lance.write_dataset(table, str(uri), mode="create", max_rows_per_group=1024)
+                lance.write_dataset(table, uri, mode="create", max_rows_per_group=1024, storage_options=self._opts)
                 return
             except (OSError, ValueError):
-                pass  # another process created it first: append below
-        lance.write_dataset(table, str(uri), mode="append", max_rows_per_group=1024)
+                pass  # another process created it first (or the store is down: the append below says so)
+        with self.loc.errors(f"cannot write the embedding cache {name} in"):
+            lance.write_dataset(table, uri, mode="append", max_rows_per_group=1024, storage_options=self._opts)
 
     def keys(self) -> list[str]:
-        return sorted(p.name[: -len(".lance")] for p in self.root.glob("*.lance")) if self.root.exists() else []
+        return [n[: -len(".lance")] for n in self.loc.list_children(".lance")]
 
     def size_bytes(self) -> int:
-        return sum(f.stat().st_size for f in self.root.rglob("*") if f.is_file()) if self.root.exists() else 0
+        return self.loc.size_bytes()

@@ -1,23 +1,28 @@
-"""Samples and annotations in Lance tables on a local path.
+"""Samples and annotations in Lance tables, on a local path or in an object store (``s3://``).
 
 Why Lance: columnar, appends are cheap commits, encoded images stay as they came (no re-encoding),
 and random ``take`` by position is fast, which is what reading a filtered version needs.  A read
 turns the version's bitmap into either a few key ranges (pushed down as a filter, sequential I/O
 for the one-import-one-range case) or into row positions found by scanning the small key column.
+
+On ``s3://`` Lance reads and writes through its own object store (ranged GETs for the columns and
+rows a read needs; commits by a conditional PUT of the next manifest, so concurrent writers do not
+overwrite each other's versions on a store that honours ``If-None-Match``); :mod:`veml.store.object_store`
+supplies the storage options and the few file-system questions Lance does not answer.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
-import os
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pyarrow as pa
 
 from veml.errors import StorageError
 from veml.store.idsets import BitMap, runs, to_numpy
+from veml.store.object_store import S3Settings, location
 from veml.schemas import KEY, SCHEMAS
 
 _MAX_RANGE_FILTER = 16  # beyond this many runs, scanning the keys and taking by position beats a long OR filter
@@ -30,32 +35,49 @@ def _lance():
 
 
 class LanceSampleStore:
-    def __init__(self, root: Path) -> None:
-        self.root = Path(root)
+    """``root`` is a local directory (a :class:`~pathlib.Path`) or an ``s3://bucket/prefix`` string;
+    ``s3`` is the ``[s3]`` table (or resolved :class:`S3Settings`) used for ``s3://``."""
+
+    def __init__(self, root: Path | str, s3: S3Settings | Mapping[str, Any] | None = None) -> None:
+        self.loc = location(root, s3)
+        self.root = self.loc.root  # a Path for a local store, the s3:// URI otherwise
+        self._opts = self.loc.storage_options
+        self._present: set[str] = set()  # on S3, tables seen to exist (never dropped): saves a LIST per read
 
     def _uri(self, table: str) -> str:
         if table not in SCHEMAS:
             raise StorageError(f"unknown sample table {table!r}")
-        return str(self.root / f"{table}.lance")
+        return self.loc.child(f"{table}.lance")
+
+    def _exists(self, table: str) -> bool:
+        if table in self._present:
+            return True
+        found = self.loc.dataset_exists(f"{table}.lance")
+        if found and not self.loc.is_local:  # a local check is a stat(): keep asking, as before
+            self._present.add(table)
+        return found
 
     def _open(self, table: str):
-        try:
-            return _lance().dataset(self._uri(table))
-        except (ValueError, OSError) as exc:
-            raise StorageError(f"cannot open sample table {table!r} under {self.root}: {exc}") from exc
+        with self.loc.errors(f"cannot open sample table {table!r} in"):
+            return _lance().dataset(self._uri(table), storage_options=self._opts)
 
     def create(self) -> None:
-        self.root.mkdir(parents=True, exist_ok=True)
+        self.loc.makedirs()
+        self.loc.check()
         for table, schema in SCHEMAS.items():
-            if not Path(self._uri(table)).exists():
-                _lance().write_dataset(schema.empty_table(), self._uri(table), mode="create")
+            if not self._exists(table):
+                with self.loc.errors(f"cannot create sample table {table!r} in"):
+                    _lance().write_dataset(schema.empty_table(), self._uri(table), mode="create",
+                                           storage_options=self._opts)
 
     def append(self, table: str, rows: pa.Table) -> None:
         if rows.num_rows == 0:
             return
         rows = rows.select(SCHEMAS[table].names).cast(SCHEMAS[table])
         # "append" creates a missing table (one added by a newer VeML than the repository)
-        _lance().write_dataset(rows, self._uri(table), mode="append", max_rows_per_group=1024)
+        with self.loc.errors(f"cannot append to sample table {table!r} in"):
+            _lance().write_dataset(rows, self._uri(table), mode="append", max_rows_per_group=1024,
+                                   storage_options=self._opts)
 
     def read(self, table: str, ids: BitMap, columns: Sequence[str] | None = None) -> pa.Table:
         key = KEY[table]
@@ -63,15 +85,16 @@ class LanceSampleStore:
         if cols is not None and key not in cols:
             cols = [key, *cols]
         schema = SCHEMAS[table]
-        if len(ids) == 0 or not Path(self._uri(table)).exists():
+        if len(ids) == 0 or not self._exists(table):
             return (schema if cols is None else pa.schema([schema.field(c) for c in cols])).empty_table()
         ds = self._open(table)
         spans = runs(ids)
-        if len(spans) <= _MAX_RANGE_FILTER:
-            where = " OR ".join(f"({key} >= {a} AND {key} < {b})" for a, b in spans)
-            out = ds.to_table(columns=cols, filter=where)
-        else:
-            out = self._read_scattered(ds, key, to_numpy(ids), cols)
+        with self.loc.errors(f"cannot read sample table {table!r} in"):
+            if len(spans) <= _MAX_RANGE_FILTER:
+                where = " OR ".join(f"({key} >= {a} AND {key} < {b})" for a, b in spans)
+                out = ds.to_table(columns=cols, filter=where)
+            else:
+                out = self._read_scattered(ds, key, to_numpy(ids), cols)
         if out.num_rows > 1:
             k = out[key].to_numpy()
             if np.any(k[1:] < k[:-1]):
@@ -92,9 +115,11 @@ class LanceSampleStore:
 
     def keys(self, table: str) -> BitMap:
         key = KEY[table]
-        if not Path(self._uri(table)).exists():
+        if not self._exists(table):
             return BitMap()
-        col = self._open(table).to_table(columns=[key])[key].to_numpy()
+        ds = self._open(table)
+        with self.loc.errors(f"cannot read sample table {table!r} in"):
+            col = ds.to_table(columns=[key])[key].to_numpy()
         return BitMap(col.astype(np.uint32))
 
     def reclaim(self, table: str, ids: BitMap) -> int:
@@ -102,20 +127,17 @@ class LanceSampleStore:
             return 0
         key = KEY[table]
         ds = self._open(table)
-        before = ds.count_rows()
-        for i in range(0, len(spans := runs(ids)), 256):
-            where = " OR ".join(f"({key} >= {a} AND {key} < {b})" for a, b in spans[i : i + 256])
-            ds.delete(where)
-        ds = self._open(table)
-        deleted = before - ds.count_rows()
-        ds.optimize.compact_files()
-        ds = self._open(table)
-        ds.cleanup_old_versions(older_than=_dt.timedelta(seconds=0))
+        with self.loc.errors(f"cannot reclaim rows of sample table {table!r} in"):
+            before = ds.count_rows()
+            for i in range(0, len(spans := runs(ids)), 256):
+                where = " OR ".join(f"({key} >= {a} AND {key} < {b})" for a, b in spans[i : i + 256])
+                ds.delete(where)
+            ds = self._open(table)
+            deleted = before - ds.count_rows()
+            ds.optimize.compact_files()
+            ds = self._open(table)
+            ds.cleanup_old_versions(older_than=_dt.timedelta(seconds=0))
         return deleted
 
     def size_bytes(self) -> int:
-        total = 0
-        for dirpath, _dirs, files in os.walk(self.root):
-            for f in files:
-                total += os.path.getsize(os.path.join(dirpath, f))
-        return total
+        return self.loc.size_bytes()

@@ -17,8 +17,10 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import socket
 import time
+import zlib
 from typing import Any, Iterator, Mapping, Sequence
 
 import sqlalchemy as sa
@@ -176,7 +178,13 @@ def _owner() -> str:
 # pg_advisory_xact_lock keys (PostgreSQL only): schema creation, and the name/tag namespace.
 _LOCK_SCHEMA = 0x7665_6D6C_0001
 _LOCK_NAMES = 0x7665_6D6C_0002
+_SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 _CHUNK = 5000  # ids per IN (...) list: well under SQLite's (32,766) and PostgreSQL's (65,535) parameter limits
+
+
+def _one_line(exc: BaseException) -> str:
+    """A driver message on one line (libpq adds hints on more), for the CLI's single ``error:`` line."""
+    return "; ".join(part.strip() for part in str(exc).splitlines() if part.strip())
 
 
 def _chunks(seq: Sequence[int]) -> Iterator[Sequence[int]]:
@@ -192,14 +200,39 @@ class SqlGraphStore:
         self.url = url
         self._safe_url = sa.engine.make_url(url).render_as_string(hide_password=True)
         self._check_schema = check_schema
+        self._lock_salt = 0
         self.is_sqlite = url.startswith("sqlite")
         if self.is_sqlite:
             self.engine = sa.create_engine(url, connect_args={"timeout": 60})
             event.listen(self.engine, "connect", _sqlite_on_connect)
             event.listen(self.engine, "begin", _sqlite_on_begin)
         else:
-            self.engine = sa.create_engine(url, pool_pre_ping=True)
+            self.engine = self._postgres_engine(url)
         self._ensure_schema()
+
+    def _postgres_engine(self, url: str) -> sa.Engine:
+        """An engine on ``url``; ``?schema=NAME`` keeps this repository's tables in their own
+        PostgreSQL schema (created if missing), so one team database holds many repositories."""
+        parsed = sa.engine.make_url(url)
+        schema = parsed.query.get("schema")
+        if schema is None:
+            return sa.create_engine(url, pool_pre_ping=True)
+        if not isinstance(schema, str) or not _SCHEMA_NAME.fullmatch(schema):
+            raise InvalidInput(f"schema={schema!r} in the metadata URL: use lower-case letters, digits and '_' (at most 63)")
+        parsed = parsed.difference_update_query(["schema"])
+        admin = sa.create_engine(parsed)
+        try:
+            with admin.begin() as conn:  # IF NOT EXISTS still races: serialise creators on a lock
+                conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_LOCK_SCHEMA)))
+                conn.exec_driver_sql(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+        except sa.exc.OperationalError as exc:
+            raise StorageError(f"cannot open metadata database {self._safe_url}: {_one_line(exc.orig)}") from exc
+        finally:
+            admin.dispose()
+        # Advisory locks are per database: salt them with the schema so repositories sharing a
+        # database do not queue on each other's name checks.
+        self._lock_salt = zlib.crc32(schema.encode()) << 16
+        return sa.create_engine(parsed, pool_pre_ping=True, connect_args={"options": f"-csearch_path={schema}"})
 
     # --- schema -------------------------------------------------------------------------------
     def _ensure_schema(self) -> None:
@@ -223,7 +256,7 @@ class SqlGraphStore:
                         "back it up, then run 'veml upgrade'"
                     )
         except sa.exc.OperationalError as exc:
-            raise StorageError(f"cannot open metadata database {self._safe_url}: {exc.orig}") from exc
+            raise StorageError(f"cannot open metadata database {self._safe_url}: {_one_line(exc.orig)}") from exc
 
     @staticmethod
     def _schema_version(conn: sa.Connection) -> int | None:
@@ -263,7 +296,7 @@ class SqlGraphStore:
         writes whose checks read other rows than they write (SQLite's writer lock covers those)."""
         with self.engine.execution_options(veml_immediate=True).begin() as conn:
             if lock is not None and not self.is_sqlite:
-                conn.execute(sa.select(sa.func.pg_advisory_xact_lock(lock)))
+                conn.execute(sa.select(sa.func.pg_advisory_xact_lock(lock ^ self._lock_salt)))
             yield conn
 
     def _read(self):
@@ -311,7 +344,7 @@ class SqlGraphStore:
         except sa.exc.IntegrityError as exc:
             if self.name_taken(name):
                 raise Conflict(f"name {name!r} is already taken") from exc
-            raise StorageError(f"cannot record {kind} {name!r}: {exc.orig}") from exc
+            raise StorageError(f"cannot record {kind} {name!r}: {_one_line(exc.orig)}") from exc
         return Node(node_id, kind, name, now, dict(props), tuple(p for p, _, _ in parents), ())
 
     def _rows_to_nodes(self, conn, rows) -> list[Node]:

@@ -6,6 +6,14 @@ seed), recorded as a ``CoreSet`` node with a ``CORESET_OF`` edge from its data v
 reused.  Its embedding matrix is an artifact (content-addressed), so a distance between two
 datasets reads two small matrices, not two datasets.  Embeddings themselves are cached per
 (data_id, embedder), so derived versions (filters, merges) reuse their parents' vectors.
+
+With a distributed executor (``compute_url = "ray"``) the missing samples are split into
+partitions embedded by one task each (:func:`embed_partition`, which reopens the stores from the
+repository's location); the tasks return their vectors and the driver appends them to the cache
+in one write — Lance appends from many tasks at once would race on the table's manifest and
+leave one small fragment per task.  The core set is then the partitioned k-center of
+:mod:`veml.compute.coreset_tasks` (per-partition greedy, greedy on the union), recorded with
+``method`` and ``partitions`` so a reader knows which algorithm chose it.
 """
 
 from __future__ import annotations
@@ -13,17 +21,20 @@ from __future__ import annotations
 import hashlib
 import io
 from collections import Counter
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
 
+from veml.compute import RepoLocation, coreset_tasks, partition
 from veml.coreset import embed as E
 from veml.coreset.kcenter import k_center_greedy
 from veml.entities import Node
 from veml.errors import InvalidInput, StorageError
 from veml.store.idsets import from_array
-from veml.versions.context import Stores, unique_name
+from veml.versions.context import Stores, stores_at, unique_name
 from veml.versions.data import DataVersions
+from veml.versions.model import ModelVersions
 from veml.versions.training import TrainingVersions
 
 KIND = "CoreSet"
@@ -100,7 +111,10 @@ class CoreSets:
         missing = np.setdiff1d(ids, found, assume_unique=True)
         if progress:
             progress(len(found))
-        if len(missing):
+        if len(missing) and self._s.distributed:
+            self._embed_distributed(node, embedder, emb, missing, progress)
+            found, vectors = self._s.embeddings.get(emb.key, ids)
+        elif len(missing):
             pos = np.searchsorted(ids, missing)
             step = max(emb.batch_size, 1)
             flush_every = max(2048 // step, 1) * step
@@ -122,6 +136,31 @@ class CoreSets:
             raise InvalidInput(f"samples of {node.name!r} embed to vectors of different lengths {sorted(dims)} "
                                "(series of different sensor counts in one version?)")
         return found, np.stack(vectors)
+
+    def _embed_distributed(self, node: Node, embedder: str | None, emb: E.Embedder, missing: np.ndarray,
+                           progress: Progress | None) -> None:
+        """One task per partition of ``missing``; the vectors come back here and are cached in one append."""
+        parts = partition(missing, self._s.compute.partition_size)
+        tasks = [EmbedTask(self._s.location, node, embedder, p) for p in parts]
+        done = (lambda i, _: progress(len(parts[i]))) if progress else None
+        results = self._s.compute.map(embed_partition, tasks, on_done=done)
+        if len({v.shape[1] for _, v in results}) != 1:
+            raise InvalidInput(f"samples of {node.name!r} embed to vectors of different lengths "
+                               "(series of different sensor counts in one version?)")
+        self._s.embeddings.put(emb.key, np.concatenate([i for i, _ in results]), np.concatenate([v for _, v in results]))
+
+    def embed_samples(self, node: Node, embedder: str | None, data_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(data ids, (n, d) float32) of these samples of the version, embedded now (no cache read or write).
+
+        Reads only these samples' rows, so one partition of a large version costs one partition of I/O."""
+        view = self._data.checkout_samples(node, data_ids)
+        emb = self.embedder(node, embedder)
+        step = max(emb.batch_size, 1)
+        chunks = [emb.embed(self._raw(view, node, np.arange(a, min(a + step, len(view))))) for a in range(0, len(view), step)]
+        if len({c.shape[1] for c in chunks}) > 1:
+            raise InvalidInput(f"samples of {node.name!r} embed to vectors of different lengths "
+                               "(series of different sensor counts in one version?)")
+        return view.data_ids.astype(np.int64), np.concatenate(chunks).astype(np.float32, copy=False)
 
     @staticmethod
     def _raw(view: Any, node: Node, positions: np.ndarray) -> list[Any]:
@@ -157,17 +196,23 @@ class CoreSets:
         if existing is not None:
             return existing
         ids, x = self.embeddings(node, embedder, progress)
-        result = k_center_greedy(x, k, seed=seed)
-        core = x[result.indices]
+        extra: dict[str, Any] = {}
+        if self._s.distributed:
+            parts = partition(ids, self._s.compute.partition_size)
+            merged = coreset_tasks.k_center(self._s.compute, self._s.location, emb.key, parts, k, seed=seed)
+            chosen, core, radius = merged.ids, merged.vectors, merged.radius
+            extra = {"method": "k-center-partitioned", "partitions": merged.parts}
+        else:
+            result = k_center_greedy(x, k, seed=seed)
+            chosen, core, radius = ids[result.indices], x[result.indices], result.radius
         buf = io.BytesIO()
         np.save(buf, core, allow_pickle=False)
         digest = self._s.artifacts.put_bytes(buf.getvalue())
-        chosen = ids[result.indices]
         labels = self._labels(node, chosen)
         name = unique_name(self._s, f"coreset-{node.name}-k{k}-{emb.key}" + (f"-seed{seed}" if seed else ""))
         props = {"data": node.id, "modality": node.props.get("modality"), "embedder": emb.key, "k": k, "seed": seed,
-                 "n": len(ids), "dim": int(x.shape[1]), "radius": float(result.radius), "matrix": digest,
-                 "ids": [int(i) for i in chosen], "labels": labels}
+                 "n": len(ids), "dim": int(x.shape[1]), "radius": float(radius), "matrix": digest,
+                 "ids": [int(i) for i in chosen], "labels": labels, **extra}
         return self._s.graph.record(KIND, name, props, parents=[(node.id, "CORESET_OF", {"k": k, "embedder": emb.key})],
                                     idsets={"samples": from_array(np.sort(chosen))})
 
@@ -200,3 +245,24 @@ class CoreSets:
             return [None] * len(chosen)  # an unlabelled version: label_ot does not apply
         # a scene without boxes in a labelled version is a class of its own, not a missing label
         return [per[int(i)].most_common(1)[0][0] if int(i) in per else NO_OBJECTS for i in chosen]
+
+
+@dataclass(frozen=True)
+class EmbedTask:
+    """One partition of a version to embed: what a task needs to reopen the stores and read its samples."""
+
+    location: RepoLocation
+    node: Node
+    embedder: str | None
+    ids: np.ndarray
+
+
+def embed_partition(task: EmbedTask) -> tuple[np.ndarray, np.ndarray]:
+    """(data ids, vectors) of one partition (an executor task: it opens the stores itself, writes nothing)."""
+    stores = stores_at(task.location)
+    try:
+        data = DataVersions(stores)
+        coresets = CoreSets(stores, data, TrainingVersions(stores, data, ModelVersions(stores)))
+        return coresets.embed_samples(task.node, task.embedder, task.ids)
+    finally:
+        stores.graph.close()

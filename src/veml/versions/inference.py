@@ -4,26 +4,35 @@ A deployment is only recorded after the exported artifact has been run side by s
 trained model on a sample batch; its latency, size and agreement are properties of the node.
 Predictions are rows of the insert-only ``predictions`` table, referenced by the prediction
 version's id set exactly as a data version references its annotations.
+
+With a distributed executor a data version is predicted in partitions, one task each
+(:func:`predict_partition`): a task reopens the stores from the repository's location, reads
+only its samples, loads the deployed artifact from the artifact store and returns its
+predictions with the labels they are scored against (not the images, which stay where they were
+read).  The driver concatenates the parts in data-id order, so metrics and prediction rows are
+computed and recorded exactly as for a run in this process.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pyarrow as pa
 
 from veml.adapters import get_adapter
-from veml.adapters.base import Predictions, TaskData
+from veml.adapters.base import ModelSpec, Predictions, TaskData
+from veml.compute import RepoLocation, partition
 from veml.entities import Node
 from veml.errors import Conflict, InvalidInput, StorageError
 from veml.store.idsets import BitMap
 from veml.versions import evaluation
-from veml.versions.context import Stores
+from veml.versions.context import Stores, stores_at
 from veml.versions.data import DataVersions
 from veml.versions.model import ModelVersions, spec_of
-from veml.versions.taskdata import task_data
+from veml.versions.taskdata import class_names_for, task_data
 from veml.versions.training import TrainingVersions
 
 KIND = "InferenceVersion"
@@ -97,15 +106,35 @@ class InferenceVersions:
         return self._s.artifacts.get_bytes(digest)
 
     def run(self, inference: str | int, data: str | int) -> tuple[Node, Node, TaskData, Predictions]:
-        """Run a deployment over a data version without recording anything (drift, monitoring, the server)."""
+        """Run a deployment over a data version without recording anything (drift, monitoring, the server).
+
+        With a distributed executor the returned TaskData holds labels and ids but no images."""
         inode, dnode = self.get(inference), self._data.get(data)
         tnode = self._training.get(inode.props["training"])
         spec = self._spec(tnode)
         adapter = get_adapter(spec.adapter)
         meta = adapter.checkpoint_meta(self._training.checkpoint(tnode))
+        if self._s.distributed:
+            td, preds = self._run_partitioned(inode, dnode, spec, meta)
+            return inode, dnode, td, preds
         td = task_data(self._s, spec, self._data.checkout(dnode), meta.get("class_names"), require_labels=False)
         preds = adapter.predict_exported(spec, self.artifact(inode), inode.props["format"], meta, td, inode.props.get("device", "cpu"))
         return inode, dnode, td, preds
+
+    def _run_partitioned(self, inode: Node, dnode: Node, spec: ModelSpec,
+                         meta: Mapping[str, Any]) -> tuple[TaskData, Predictions]:
+        """One executor task per partition of the data version, merged back in data-id order."""
+        self.artifact(inode)  # a damaged artifact is reported once, here, not by every task
+        view = self._data.checkout(dnode)
+        if len(view) == 0:
+            raise InvalidInput(f"data version {dnode.name!r} is empty")
+        # class order comes from the whole version (a partition may lack a class), as task_data would take it
+        names = tuple(meta["class_names"]) if meta.get("class_names") is not None else class_names_for(spec, view)
+        tasks = [PredictTask(self._s.location, dnode, p, spec, names, inode.props["artifact"], inode.props["format"],
+                             dict(meta), inode.props.get("device", "cpu"))
+                 for p in partition(view.data_ids, self._s.compute.partition_size)]
+        parts = self._s.compute.map(predict_partition, tasks)
+        return _merge_task_data([td for td, _ in parts]), _merge_predictions(parts)
 
     def predict(self, inference: str | int, data: str | int, name: str | None = None) -> Node:
         inode = self.get(inference)
@@ -114,7 +143,8 @@ class InferenceVersions:
             raise Conflict(f"name {name!r} is already taken")
         inode, dnode, td, preds = self.run(inference, data)
         report, worst = evaluation.evaluate(td, preds)
-        rows = _prediction_rows(td, preds, self._data.checkout(dnode))
+        spec = self._spec(self._training.get(inode.props["training"]))
+        rows = _prediction_rows(td, preds, self._data.checkout(dnode), int(spec.parameters.get("image_size", 1)))
         ids = BitMap()
         alloc = None
         if rows.num_rows:
@@ -142,8 +172,68 @@ class InferenceVersions:
         return name
 
 
-def _prediction_rows(td: TaskData, preds: Predictions, view) -> pa.Table:
-    """Predictions as annotation rows in the data version's own coordinates."""
+@dataclass(frozen=True)
+class PredictTask:
+    """One partition of a data version to predict with a deployed artifact (sent to an executor)."""
+
+    location: RepoLocation
+    data: Node
+    ids: np.ndarray
+    spec: ModelSpec
+    class_names: tuple[str, ...]
+    artifact: str  # digest in the artifact store
+    format: str
+    meta: Mapping[str, Any]
+    device: str
+
+
+def predict_partition(task: PredictTask) -> tuple[TaskData, Predictions]:
+    """Predictions for one partition, with its TaskData minus the images (an executor task; writes nothing)."""
+    stores = stores_at(task.location)
+    try:
+        view = DataVersions(stores).checkout_samples(task.data, task.ids)
+        td = task_data(stores, task.spec, view, task.class_names, require_labels=False)
+        if not stores.artifacts.verify(task.artifact):
+            raise StorageError(f"deployed artifact {task.artifact[:12]} is missing or damaged (digest mismatch)")
+        adapter = get_adapter(task.spec.adapter)
+        preds = adapter.predict_exported(task.spec, stores.artifacts.get_bytes(task.artifact), task.format, task.meta,
+                                         td, task.device)
+        return replace(td, images=None), preds
+    finally:
+        stores.graph.close()
+
+
+def _concat(parts: Sequence[Any]) -> Any:
+    return None if any(p is None for p in parts) else np.concatenate(parts)
+
+
+def _merge_task_data(parts: Sequence[TaskData]) -> TaskData:
+    """The partitions' TaskData as one, in partition (= data id) order."""
+    first = parts[0]
+    boxes = None if first.boxes is None else [b for p in parts for b in (p.boxes or [])]
+    return replace(first, data_ids=np.concatenate([p.data_ids for p in parts]), images=None,
+                   labels=_concat([p.labels for p in parts]), boxes=boxes, series=_concat([p.series for p in parts]),
+                   table=_concat([p.table for p in parts]), targets=_concat([p.targets for p in parts]))
+
+
+def _merge_predictions(parts: Sequence[tuple[TaskData, Predictions]]) -> Predictions:
+    """The partitions' predictions as one; forecast owners shift by the samples of the parts before them."""
+    preds = [p for _, p in parts]
+    first = preds[0]
+    detections = None if first.detections is None else [d for p in preds for d in (p.detections or [])]
+    owners, offset = [], 0
+    for td, p in parts:
+        if p.forecast_sample is not None:
+            owners.append(np.asarray(p.forecast_sample) + offset)
+        offset += len(td)
+    return replace(first, scores=_concat([p.scores for p in preds]), detections=detections,
+                   forecasts=_concat([p.forecasts for p in preds]), forecast_targets=_concat([p.forecast_targets for p in preds]),
+                   forecast_sample=np.concatenate(owners) if first.forecast_sample is not None else None,
+                   values=_concat([p.values for p in preds]))
+
+
+def _prediction_rows(td: TaskData, preds: Predictions, view, image_size: int) -> pa.Table:
+    """Predictions as annotation rows in the data version's own coordinates (boxes scaled from ``image_size``)."""
     cols: dict[str, list[Any]] = {k: [] for k in ("data_id", "category", "score", "bbox_x", "bbox_y", "bbox_w", "bbox_h", "values")}
 
     def add(did: int, cat: str | None, score: float | None, box: tuple | None, values: list[float] | None) -> None:
@@ -162,7 +252,7 @@ def _prediction_rows(td: TaskData, preds: Predictions, view) -> pa.Table:
     elif preds.task == "detection":
         meta = view.metadata()
         sizes = dict(zip(meta["data_id"].to_pylist(), zip(meta["width"].to_pylist(), meta["height"].to_pylist())))
-        size = td.images.shape[1] if td.images is not None else 1
+        size = image_size
         for did, (boxes, scores, labels) in zip(td.data_ids, preds.detections):
             w, h = sizes[int(did)]
             sx, sy = w / size, h / size

@@ -5,6 +5,13 @@ follow) and is never edited: the run's end is a ``finished`` event carrying the 
 metrics and resource profile, or a ``failed`` event.  A process killed outright leaves a
 ``running`` event whose process is gone; readers report that run as failed.  Everything that can
 be checked is checked before the node exists, so bad input leaves no run behind.
+
+``--set distributed=ray [--set workers=N]`` trains data-parallel through Ray Train (torch adapter
+only).  These two settings say where a run executes, not what it learns, so they are taken out
+of the hyper-parameters (a transfer or rebuild that reuses a recipe does not inherit them) and
+recorded as the node's ``distributed`` property.  The cluster is the repository's compute
+back-end when that is Ray (``compute_url``/``$VEML_COMPUTE``), otherwise ``ray.init()``'s
+default; it is connected to before the node is written, so an unreachable cluster leaves no run.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ import numpy as np
 
 from veml.adapters import get_adapter
 from veml.adapters.base import ModelSpec
+from veml.compute import RayExecutor
 from veml.entities import Node
 from veml.errors import Conflict, InvalidInput, StorageError
 from veml.versions import evaluation
@@ -61,6 +69,44 @@ def parse_sets(sets: Mapping[str, Any] | list[str] | None, defaults: Mapping[str
         except (TypeError, ValueError):
             raise InvalidInput(f"training parameter {key}={value!r} is not a {type(default).__name__}") from None
     return out
+
+
+Sets = Mapping[str, Any] | list[str] | None
+
+
+def split_distribution(sets: Sets) -> tuple[Sets, dict[str, Any] | None]:
+    """(the ``--set`` items without ``distributed``/``workers``, {"backend", "workers"} or None for a local run)."""
+    from veml.compute.ray_train import BACKENDS, DEFAULT_WORKERS
+
+    items = dict(sets) if isinstance(sets, Mapping) else None
+    rest: Sets = sets
+    found: dict[str, str] = {}
+    if items is not None:
+        found = {k: str(items.pop(k)) for k in ("distributed", "workers") if k in items}
+        rest = items
+    elif sets:
+        kept = []
+        for item in sets:
+            key, sep, value = item.partition("=")
+            if sep and key.strip() in ("distributed", "workers"):
+                found[key.strip()] = value.strip()
+            else:
+                kept.append(item)
+        rest = kept
+    backend = found.get("distributed", "ray" if "workers" in found else "none").lower()
+    if backend not in BACKENDS:
+        raise InvalidInput(f"training parameter distributed={backend!r} must be one of {', '.join(BACKENDS)}")
+    if backend == "none":
+        if "workers" in found:
+            raise InvalidInput("workers=N needs distributed=ray")
+        return rest, None
+    try:
+        workers = int(found.get("workers", DEFAULT_WORKERS))
+    except ValueError:
+        raise InvalidInput(f"training parameter workers={found['workers']!r} is not an int") from None
+    if workers < 1:
+        raise InvalidInput(f"training parameter workers={workers} must be at least 1")
+    return rest, {"backend": backend, "workers": workers}
 
 
 def check_params(params: Mapping[str, Any]) -> None:
@@ -114,6 +160,18 @@ class _Logger:
         self._last = time.monotonic()
 
 
+def _before_first_event(node: Node) -> dict[str, Any]:
+    """The status of a run node with no event: running, by the process its props name.
+
+    The node and its first event are two commits; a process killed between them leaves a run with
+    no event, which ``_effective`` then reports as failed once that process is gone.  (A run
+    recorded before ``started_by`` existed has nothing to go by: "unknown".)"""
+    who = node.props.get("started_by")
+    if not isinstance(who, dict):
+        return {"status": "unknown"}
+    return {"status": "running", "pid": who.get("pid", -1), "host": who.get("host", "")}
+
+
 def _alive(pid: int, host: str) -> bool:
     if host != socket.gethostname():
         return True  # another machine's run: trust its events
@@ -134,7 +192,7 @@ class TrainingVersions:
         return self._s.graph.resolve(ref, kinds=[KIND])
 
     def status(self, node: Node) -> dict[str, Any]:
-        ev = self._s.graph.latest_events([node.id]).get(node.id, {"status": "unknown"})
+        ev = self._s.graph.latest_events([node.id]).get(node.id) or _before_first_event(node)
         return self._effective(ev)
 
     @staticmethod
@@ -156,7 +214,7 @@ class TrainingVersions:
     def list(self) -> list[dict[str, Any]]:
         nodes = self._s.graph.list(kinds=[KIND])
         events = self._s.graph.latest_events([n.id for n in nodes])
-        return [self.describe(n, events.get(n.id, {"status": "unknown"})) for n in nodes]
+        return [self.describe(n, events.get(n.id) or _before_first_event(n)) for n in nodes]
 
     def logs(self, ref: str | int, after_id: int = 0) -> list[dict[str, Any]]:
         return self._s.graph.read_logs(self.get(ref).id, after_id)
@@ -187,6 +245,7 @@ class TrainingVersions:
         dnode, mnode = self._data.get(data), self._models.get(model)
         spec: ModelSpec = spec_of(mnode)
         adapter = get_adapter(spec.adapter)
+        sets, distribution = split_distribution(sets)
         params = parse_sets(sets, adapter.train_defaults(spec))
         check_params(params)
         view = self._data.checkout(dnode)
@@ -217,6 +276,8 @@ class TrainingVersions:
         name = name or self._auto_name(mnode.name, dnode.name)
         if self._s.graph.name_taken(name):
             raise Conflict(f"name {name!r} is already taken")
+        if distribution is not None:
+            self._check_distributed(adapter, adapt, distribution["workers"])
         parents: list[tuple[int, str, Mapping[str, Any]]] = [(dnode.id, "DATA_TRAINING", {"role": "train"}),
                                                              (mnode.id, "MODEL_TRAINING", {})]
         if test_node is not None:
@@ -228,12 +289,20 @@ class TrainingVersions:
                  "init_from": init_node.id if init_node else None, "params": params, "seed": params.get("seed"),
                  "task": spec.task, "class_names": list(class_names), "libraries": _libraries(),
                  "train_samples": len(td), "eval_samples": len(eval_td) if eval_td is not None else 0, "adapt": adapt}
+        if distribution is not None:
+            props["distributed"] = distribution
+        # who runs it, committed with the node: a kill before the "running" event below still reads as failed
+        props["started_by"] = {"pid": os.getpid(), "host": socket.gethostname()}
         node = self._s.graph.record(KIND, name, props, parents=parents)
         self._s.graph.append_event(node.id, "running", {"pid": os.getpid(), "host": socket.gethostname()})
         logger = _Logger(self._s, node.id, echo)
         try:
             if adapt is not None:
                 outcome = adapter.adapt(spec, init_bytes, td, adapt, params, logger)
+            elif distribution is not None:
+                from veml.compute import ray_train
+
+                outcome = ray_train.fit(adapter, spec, td, params, init_bytes, logger, workers=distribution["workers"])
             else:
                 outcome = adapter.train(spec, td, params, init_bytes, logger)
             logger.flush()
@@ -255,6 +324,16 @@ class TrainingVersions:
                 self._s.graph.append_event(node.id, "failed", {"error": f"{type(exc).__name__}: {exc}"[:500]})
             raise
         return self.describe(self._s.graph.get(node.id))
+
+    def _check_distributed(self, adapter: Any, adapt: str | None, workers: int) -> None:
+        """Refuse what cannot run data-parallel, and connect to Ray, before a training version exists."""
+        if adapt is not None:
+            raise InvalidInput("adaptation re-estimates statistics in one pass: it does not run distributed")
+        if not hasattr(adapter, "train_worker"):
+            raise InvalidInput(f"the {adapter.name} adapter cannot train distributed (only torch can)")
+        from veml.compute import ray_train
+
+        ray_train.prepare(self._s.compute if isinstance(self._s.compute, RayExecutor) else RayExecutor(), workers)
 
     @staticmethod
     def _split(n: int, params: Mapping[str, Any], has_test: bool) -> tuple[np.ndarray, np.ndarray]:
