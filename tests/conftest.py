@@ -174,3 +174,37 @@ def pytest_collection_modifyitems(config, items):
         marker = item.get_closest_marker("embedded_only")
         if marker is not None:
             item.add_marker(pytest.mark.skip(reason=f"VEML_TEST_STORES={STORES}: {marker.args[0] if marker.args else 'embedded layout'}"))
+
+
+# --- reaching into a repository's stores wherever they are (local folders, S3) ---------------------
+# Tests that damage data on purpose (bit rot, a lost row, a truncated artifact) go through the
+# repository's own store objects, so they damage the same bytes on S3 as on a local disk.
+def sample_table(root: Path, table: str = "samples"):
+    """The Lance dataset behind one sample table of the repository at ``root``."""
+    import lance
+
+    with veml.open(root) as repo:
+        store = repo.stores.samples
+        return lance.dataset(store._uri(table), storage_options=store._opts)
+
+
+def artifact_bytes(root: Path, digest: str) -> bytes:
+    with veml.open(root) as repo:
+        return repo.stores.artifacts.get_bytes(digest)
+
+
+def overwrite_artifact(root: Path, digest: str, data: bytes) -> None:
+    """Replace an artifact's stored bytes behind VeML's back (its digest no longer matches)."""
+    with veml.open(root) as repo:
+        store = repo.stores.artifacts
+        path = store._path(digest)
+        if isinstance(path, Path):
+            path.chmod(0o644)
+            path.write_bytes(data)
+        else:
+            store.loc.fs.pipe_file(path, data)
+
+
+def artifact_digests(root: Path) -> list[str]:
+    with veml.open(root) as repo:
+        return sorted(repo.stores.artifacts.digests())

@@ -11,11 +11,10 @@ import textwrap
 import time
 from pathlib import Path
 
-import lance
 import pytest
 
 import veml
-from conftest import VEML_BIN, images_dir
+from conftest import VEML_BIN, artifact_bytes, images_dir, overwrite_artifact, sample_table
 from veml.datasets import generate_driving_coco
 
 
@@ -30,13 +29,13 @@ def _verify(root: Path) -> tuple[int, dict]:
 
 
 def _rows(root: Path, table: str = "samples") -> int:
-    return lance.dataset(str(root / ".veml" / "data" / f"{table}.lance")).count_rows()
+    return sample_table(root, table).count_rows()
 
 
 def test_verify_detects_missing_rows(repo, driving_small, cli):
     repo.data.import_("coco", driving_small, "v1", images=images_dir(driving_small))
     assert cli("verify", "--repo", repo.root).code == 0
-    ds = lance.dataset(str(repo.root / ".veml/data/samples.lance"))
+    ds = sample_table(repo.root)
     ds.delete("data_id = 3")
     r = cli("verify", "--json", "--repo", repo.root)
     assert r.code == 1
@@ -45,7 +44,7 @@ def test_verify_detects_missing_rows(repo, driving_small, cli):
 
 def test_verify_detects_changed_payload_hash(repo, driving_small, cli):
     repo.data.import_("coco", driving_small, "v1", images=images_dir(driving_small))
-    ds = lance.dataset(str(repo.root / ".veml/data/samples.lance"))
+    ds = sample_table(repo.root)
     ds.update({"payload": "X'00010203'"}, where="data_id = 5")  # bit rot, simulated
     r = cli("verify", "--json", "--repo", repo.root)
     assert r.code == 1 and any("sample 5 content hash mismatch" in p for p in r.json["problems"])
@@ -55,11 +54,11 @@ def test_verify_detects_damaged_bitmap_and_artifact(repo, driving_small, traffic
     repo.data.import_("coco", driving_small, "v1", images=images_dir(driving_small))
     t = repo.data.import_("timeseries", traffic_npz, "traffic")
     digest = t.props["adjacency"]
-    art = repo.root / ".veml" / "artifacts" / digest[:2] / digest
-    art.write_bytes(art.read_bytes() + b"x")
+    original = artifact_bytes(repo.root, digest)
+    overwrite_artifact(repo.root, digest, original + b"x")
     r = cli("verify", "--json", "--repo", repo.root)
     assert r.code == 1 and any("artifact adjacency" in p for p in r.json["problems"])
-    art.write_bytes(art.read_bytes()[:-1])
+    overwrite_artifact(repo.root, digest, original)
     assert cli("verify", "--repo", repo.root).code == 0
     with repo.stores.graph.engine.begin() as conn:  # whichever database the repository is on
         conn.exec_driver_sql("UPDATE idsets SET digest = 'ff' || substr(digest, 3) WHERE node_id = 1 AND name = 'samples'")
@@ -147,3 +146,20 @@ def test_kill_at_random_points_of_real_imports(tmp_path):
     gc = subprocess.run([VEML_BIN, "gc", "--json", "--grace", "0", "--repo", str(root)], capture_output=True, text=True, check=True)
     assert _rows(root) == completed * n_full, json.loads(gc.stdout)
     assert _verify(root)[0] == 0
+
+
+@pytest.mark.embedded_only("a temp file of a killed local artifact write")
+def test_gc_removes_temp_files_of_killed_artifact_writes_after_the_grace_period(repo, traffic_npz, cli):
+    import os
+    import time
+
+    t = repo.data.import_("timeseries", traffic_npz, "traffic")  # stores an adjacency artifact
+    shard = repo.root / ".veml" / "artifacts" / t.props["adjacency"][:2]
+    old, young = shard / ".tmp-killed", shard / ".tmp-running"
+    old.write_bytes(b"half an artif")
+    young.write_bytes(b"still being wri")
+    os.utime(old, (time.time() - 7200, time.time() - 7200))
+    r = cli("gc", "--json", "--repo", repo.root)  # default grace: one hour
+    assert r.code == 0 and r.json["temp_files_removed"] == 1
+    assert not old.exists() and young.exists()
+    assert cli("verify", "--repo", repo.root).code == 0

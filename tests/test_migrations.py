@@ -96,15 +96,24 @@ def test_upgrade_on_a_missing_repository_fails_cleanly(tmp_path: Path):
     assert_failed_cleanly(run_cli("--repo", tmp_path / "nothing", "upgrade", "--json"), "no VeML repository")
 
 
-def test_allocations_name_their_owner(tmp_path: Path):
+def test_allocations_name_their_owner_and_gc_releases_a_dead_owners_range_at_once(tmp_path: Path):
     import os
     import socket
+    import subprocess
+    import sys
 
-    with veml.init(tmp_path / "r") as repo:
+    with veml.init(tmp_path / "r", metadata_url="sqlite:///meta.db") as repo:
         repo.stores.graph.allocate("data", 5)
-        with repo.stores.graph.engine.connect() as conn:
-            owner = conn.execute(sa.text("SELECT owner FROM allocations")).scalar_one()
-    assert owner == f"{socket.gethostname()}:{os.getpid()}"
+        assert repo.stores.graph.pending_allocations()[0][5].startswith(f"{socket.gethostname()}:{os.getpid()}:")
+    # a writer that reserved ids and was killed (here: exited) before recording its version
+    code = ("import veml, sys; r = veml.open(sys.argv[1]); r.stores.graph.allocate('data', 7)")
+    subprocess.run([sys.executable, "-c", code, str(tmp_path / "r")], check=True)
+    with veml.open(tmp_path / "r") as repo:
+        assert sorted(a[3] for a in repo.stores.graph.pending_allocations()) == [5, 7]
+    report = ok("--repo", tmp_path / "r", "gc")  # default grace: one hour
+    assert report["allocations_released"] == 1  # the dead process's range, not this live one's
+    with veml.open(tmp_path / "r") as repo:
+        assert [a[3] for a in repo.stores.graph.pending_allocations()] == [5]
 
 
 # --- PostgreSQL: the same revisions, from 0001 up, on a real server -----------------------------

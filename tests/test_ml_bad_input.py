@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 import veml
-from conftest import assert_failed_cleanly, images_dir, ok, run_cli
+from conftest import artifact_bytes, artifact_digests, assert_failed_cleanly, images_dir, ok, overwrite_artifact, run_cli
 from veml.datasets import generate_traffic, write_npz
 
 MB = {"adapter": "torch", "task": "classification", "architecture": "mobilenet_v3_small",
@@ -92,7 +92,7 @@ def snapshot(cli, root: Path) -> dict:
     with veml.open(root) as r:
         out["nodes"] = sorted((n.id, n.kind, n.name) for n in r.stores.graph.list())
         out["count"] = r.stores.graph.count()
-    out["artifacts"] = sorted(p.name for p in (root / ".veml" / "artifacts").rglob("*") if p.is_file())
+    out["artifacts"] = artifact_digests(root)
     return out
 
 
@@ -289,16 +289,27 @@ def test_deploy_a_failed_training(cli, ml_repo):
     assert_unchanged(cli, ml_repo, before)
 
 
-def _corrupt(root: Path, digest: str) -> None:
-    path = root / ".veml" / "artifacts" / digest[:2] / digest
-    data = bytearray(path.read_bytes())
-    data[len(data) // 2] ^= 0xFF  # one flipped byte, same length
-    path.write_bytes(bytes(data))
+@pytest.fixture
+def corrupt():
+    """Flip one byte of an artifact; put it back afterwards.  Restoring matters beyond tidiness: a
+    copied repository on PostgreSQL + S3 (VEML_TEST_STORES) shares its stores with the template."""
+    damaged: list[tuple[Path, str, bytes]] = []
+
+    def _corrupt(root: Path, digest: str) -> None:
+        original = artifact_bytes(root, digest)
+        data = bytearray(original)
+        data[len(data) // 2] ^= 0xFF  # one flipped byte, same length
+        overwrite_artifact(root, digest, bytes(data))
+        damaged.append((root, digest, original))
+
+    yield _corrupt
+    for root, digest, original in reversed(damaged):
+        overwrite_artifact(root, digest, original)
 
 
-def test_deploy_with_a_corrupted_checkpoint(cli, ml_repo):
+def test_deploy_with_a_corrupted_checkpoint(cli, ml_repo, corrupt):
     digest = cli("train", "show", "mb-run", "--json", "--repo", ml_repo).json["checkpoint"]
-    _corrupt(ml_repo, digest)
+    corrupt(ml_repo, digest)
     before = snapshot(cli, ml_repo)
     res = cli("deploy", "mb-run", "--format", "onnx", "--json", "--repo", ml_repo)
     line = assert_failed_cleanly(res, digest[:12], "'mb-run'", "digest")
@@ -306,10 +317,10 @@ def test_deploy_with_a_corrupted_checkpoint(cli, ml_repo):
     assert_unchanged(cli, ml_repo, before, verify=False)
 
 
-def test_predict_with_a_corrupted_deployed_artifact(cli, ml_repo):
+def test_predict_with_a_corrupted_deployed_artifact(cli, ml_repo, corrupt):
     with veml.open(ml_repo) as r:
         digest = r.inference.get("mb-onnx").props["artifact"]
-    _corrupt(ml_repo, digest)
+    corrupt(ml_repo, digest)
     before = snapshot(cli, ml_repo)
     res = cli("predict", "mb-onnx", "--data", "night", "--json", "--repo", ml_repo)
     assert_failed_cleanly(res, digest[:12], "digest")
@@ -317,13 +328,13 @@ def test_predict_with_a_corrupted_deployed_artifact(cli, ml_repo):
 
 
 @pytest.mark.parametrize("which", ["checkpoint", "deployed-artifact"])
-def test_verify_reports_a_corrupted_model_artifact(cli, ml_repo, which):
+def test_verify_reports_a_corrupted_model_artifact(cli, ml_repo, which, corrupt):
     with veml.open(ml_repo) as r:
         if which == "checkpoint":
             digest = r.training.describe(r.training.get("mb-run"))["checkpoint"]
         else:
             digest = r.inference.get("mb-onnx").props["artifact"]
-    _corrupt(ml_repo, digest)
+    corrupt(ml_repo, digest)
     v = cli("verify", "--json", "--repo", ml_repo)
     assert v.code == 1 and v.json["ok"] is False
     assert any(digest[:12] in p for p in v.json["problems"]), v.json["problems"]

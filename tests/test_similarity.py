@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import veml
-from conftest import assert_failed_cleanly, images_dir, ok, run_cli
+from conftest import artifact_bytes, assert_failed_cleanly, images_dir, ok, overwrite_artifact, run_cli
 from veml.datasets import Domain, generate_driving_coco, generate_traffic, write_npz
 
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit:FutureWarning")
@@ -49,7 +49,11 @@ def root(tmp_path_factory):
 
 
 def cache_rows(root) -> int:
-    return sum(lance.dataset(str(p)).count_rows() for p in (root / ".veml" / "embeddings").glob("*.lance"))
+    """Rows in the embedding cache, wherever it lives (a folder, S3)."""
+    with veml.open(root) as repo:
+        store = repo.stores.embeddings
+        tables = store.loc.list_children(".lance")
+        return sum(lance.dataset(store.loc.child(t), storage_options=store._opts).count_rows() for t in tables)
 
 
 def test_coreset_is_a_version_computed_once(root):
@@ -191,16 +195,14 @@ def test_an_embedder_without_its_extra_names_the_extra(root, monkeypatch):
 
 def test_a_damaged_core_set_matrix_is_found_by_verify(root):
     core = ok("coreset", "fog", "--k", "6", "--repo", root)
-    path = root / ".veml" / "artifacts" / core["matrix"][:2] / core["matrix"]
-    original = path.read_bytes()
+    original = artifact_bytes(root, core["matrix"])
     try:
-        path.chmod(0o644)
-        path.write_bytes(original[:-8] + b"\0" * 8)
+        overwrite_artifact(root, core["matrix"], original[:-8] + b"\0" * 8)
         res = run_cli("verify", "--repo", root, "--json")
         assert res.code == 1 and any("core-set matrix" in p for p in res.json["problems"])
         assert_failed_cleanly(run_cli("similar", "fog", "--k", "6", "--repo", root, "--json"), "damaged")
     finally:
-        path.write_bytes(original)
+        overwrite_artifact(root, core["matrix"], original)
     assert run_cli("verify", "--repo", root, "--json").code == 0
 
 

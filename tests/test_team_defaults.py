@@ -30,6 +30,8 @@ def _config(root: Path) -> dict:
 def test_env_defaults_put_each_repository_in_its_own_schema(pg, tmp_path: Path, monkeypatch):
     url = pg.create_database("team")
     monkeypatch.setenv("VEML_METADATA_URL", url + "?schema={repo}")
+    for var in ("VEML_STORAGE_URL", "VEML_ARTIFACTS_URL", "VEML_EMBEDDINGS_URL"):  # set by VEML_TEST_STORES=postgres+s3
+        monkeypatch.delenv(var, raising=False)
     a, b = tmp_path / "Project A", tmp_path / "project-b"
     ok("init", a)
     ok("init", b)

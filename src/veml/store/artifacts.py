@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Iterator, Mapping, NoReturn, Protocol
 
@@ -33,6 +34,9 @@ class ArtifactStore(Protocol):
     def verify(self, digest: str) -> bool: ...
 
     def digests(self) -> Iterator[str]: ...
+
+    def remove_stale_temps(self, older_than_s: float) -> int:
+        """Remove what writers killed mid-write left behind, if older than ``older_than_s``; how many."""
 
 
 def _check_digest(digest: str) -> str:
@@ -103,6 +107,20 @@ class LocalArtifactStore:
             for block in iter(lambda: fh.read(1 << 20), b""):
                 h.update(block)
         return h.hexdigest() == digest
+
+    def remove_stale_temps(self, older_than_s: float) -> int:
+        """``.tmp-*`` files of writers killed between mkstemp and rename (younger ones may be live)."""
+        if not self.root.exists():
+            return 0
+        cutoff, removed = time.time() - older_than_s, 0
+        for tmp in self.root.glob("*/.tmp-*"):
+            try:
+                if tmp.stat().st_mtime < cutoff:
+                    tmp.unlink()
+                    removed += 1
+            except FileNotFoundError:
+                pass  # its writer finished (renamed it) or another gc took it
+        return removed
 
     def digests(self) -> Iterator[str]:
         if not self.root.exists():
@@ -193,6 +211,11 @@ class ObjectArtifactStore:
                     raise
                 return False
         return h.hexdigest() == digest
+
+    def remove_stale_temps(self, older_than_s: float) -> int:
+        """Nothing to do: an object PUT leaves no partial object behind (S3 discards an
+        unfinished multipart upload's parts by the bucket's lifecycle rule, not by VeML)."""
+        return 0
 
     def digests(self) -> Iterator[str]:
         with self.loc.errors("cannot list artifacts in"):

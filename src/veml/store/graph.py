@@ -7,6 +7,8 @@ sets and its tags commit together or not at all, so a killed process never leave
 
 from __future__ import annotations
 
+import os
+import socket
 from typing import Any, Iterator, Mapping, Protocol, Sequence
 
 from veml.entities import Edge, IdSetRef, Lineage, Node
@@ -58,8 +60,10 @@ class GraphStore(Protocol):
     def allocate(self, space: str, count: int) -> tuple[int, int]:
         """Reserve ``count`` consecutive ids in ``space`` ('data' or 'ann'); returns (allocation id, first id)."""
 
-    def pending_allocations(self) -> list[tuple[int, str, int, int, float]]:
-        """Allocations no node has claimed yet: (id, space, start, count, created_at)."""
+    def pending_allocations(self) -> list[tuple[int, str, int, int, float, str | None]]:
+        """Allocations no node has claimed yet: (id, space, start, count, created_at, owner).
+
+        ``owner`` is ``host:pid:pid-namespace`` of the writer, None for rows written before schema 2."""
 
     def drop_allocations(self, allocation_ids: Sequence[int]) -> None: ...
 
@@ -81,3 +85,14 @@ class GraphStore(Protocol):
         """Migrate to this VeML's schema; (version before, version after)."""
 
     def close(self) -> None: ...
+
+
+def process_owner(pid: int | None = None) -> str:
+    """Who holds an allocation until its version is recorded: ``host:pid:pid-namespace``, read at
+    call time so a forked worker names itself.  The namespace (an inode number on Linux) tells two
+    containers with one host name apart, so gc never judges a process it cannot see."""
+    try:
+        ns = str(os.stat("/proc/self/ns/pid").st_ino)
+    except OSError:
+        ns = "-"
+    return f"{socket.gethostname()}:{os.getpid() if pid is None else pid}:{ns}"

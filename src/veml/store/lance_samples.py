@@ -123,7 +123,15 @@ class LanceSampleStore:
         return BitMap(col.astype(np.uint32))
 
     def reclaim(self, table: str, ids: BitMap) -> int:
+        """Delete these rows, compact, and drop files no current table version needs.
+
+        The clean-up runs even with nothing to delete: a writer killed mid-append leaves a data
+        file no manifest lists, and Lance removes such files once they are 7 days old (younger
+        ones may belong to an append still running, so they are left alone)."""
         if len(ids) == 0:
+            if self._exists(table):
+                with self.loc.errors(f"cannot clean up sample table {table!r} in"):
+                    self._open(table).cleanup_old_versions(older_than=_dt.timedelta(seconds=0))
             return 0
         key = KEY[table]
         ds = self._open(table)

@@ -291,7 +291,10 @@ class LocalLocation:
         total = 0
         for dirpath, _dirs, files in os.walk(self.root):
             for f in files:
-                total += os.path.getsize(os.path.join(dirpath, f))
+                try:
+                    total += os.path.getsize(os.path.join(dirpath, f))
+                except FileNotFoundError:
+                    pass  # a concurrent writer's temp file, renamed or removed since the listing
         return total
 
     @contextmanager

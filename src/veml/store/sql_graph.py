@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import re
-import socket
 import time
 import zlib
 from typing import Any, Iterator, Mapping, Sequence
@@ -31,7 +29,7 @@ from veml.entities import SHORT_KIND, Edge, IdSetRef, Lineage, Node
 from veml.errors import AmbiguousName, Conflict, InvalidInput, NotFound, SchemaOutdated, StorageError
 from veml.store import idsets as ids
 from veml.store import migrations
-from veml.store.graph import ParentLink
+from veml.store.graph import ParentLink, process_owner
 from veml.store.idsets import BitMap
 
 # The integer kept in ``veml_meta`` since 0.1; each Alembic revision maps to one (migrations.SCHEMA_VERSIONS).
@@ -171,10 +169,7 @@ def _lineage_cte(direction: str, limited: bool) -> str:
 _MAX_HOPS = 1_000_000
 
 
-def _owner() -> str:
-    """Who holds an allocation until its version is recorded (``host:pid``, read at call time so a
-    forked worker names itself): lets gc release a dead writer's range at once."""
-    return f"{socket.gethostname()}:{os.getpid()}"
+
 # pg_advisory_xact_lock keys (PostgreSQL only): schema creation, and the name/tag namespace.
 _LOCK_SCHEMA = 0x7665_6D6C_0001
 _LOCK_NAMES = 0x7665_6D6C_0002
@@ -536,18 +531,19 @@ class SqlGraphStore:
             else:
                 conn.execute(counters_t.update().where(counters_t.c.space == space).values(next_id=start + count))
             alloc_id = conn.execute(
-                allocations_t.insert().values(space=space, start=start, count=count, created_at=time.time(), owner=_owner())
+                allocations_t.insert().values(space=space, start=start, count=count, created_at=time.time(), owner=process_owner())
             ).inserted_primary_key[0]
         return int(alloc_id), start
 
-    def pending_allocations(self) -> list[tuple[int, str, int, int, float]]:
+    def pending_allocations(self) -> list[tuple[int, str, int, int, float, str | None]]:
         with self._read() as conn:
             rows = conn.execute(
-                sa.select(allocations_t.c.id, allocations_t.c.space, allocations_t.c.start, allocations_t.c.count, allocations_t.c.created_at)
+                sa.select(allocations_t.c.id, allocations_t.c.space, allocations_t.c.start, allocations_t.c.count,
+                          allocations_t.c.created_at, allocations_t.c.owner)
                 .where(allocations_t.c.node_id.is_(None))
                 .order_by(allocations_t.c.id)
             ).all()
-        return [(int(r[0]), r[1], int(r[2]), int(r[3]), float(r[4])) for r in rows]
+        return [(int(r[0]), r[1], int(r[2]), int(r[3]), float(r[4]), r[5]) for r in rows]
 
     def drop_allocations(self, allocation_ids: Sequence[int]) -> None:
         if not allocation_ids:

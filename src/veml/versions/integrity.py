@@ -9,12 +9,14 @@ id range reserved less than ``grace`` seconds ago (an import may be running righ
 from __future__ import annotations
 
 import hashlib
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from veml.store.graph import process_owner
 from veml.store.idsets import BitMap, digest
 from veml.schemas import SCHEMAS
 from veml.versions.context import Stores
@@ -107,22 +109,53 @@ class GcReport:
     samples: int = 0
     annotations: int = 0
     allocations: int = 0
+    temp_files: int = 0
     bytes_before: int = 0
     bytes_after: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return {"samples_reclaimed": self.samples, "annotations_reclaimed": self.annotations,
-                "allocations_released": self.allocations, "bytes_before": self.bytes_before, "bytes_after": self.bytes_after}
+                "allocations_released": self.allocations, "temp_files_removed": self.temp_files, "bytes_before": self.bytes_before, "bytes_after": self.bytes_after}
+
+
+def _owner_is_gone(owner: str | None) -> bool:
+    """True only when the allocation's writer provably died: it ran on this host, in this PID
+    namespace, and no process has its pid.  Anything else (another machine, a reused pid, an owner
+    from before schema 2) waits out the grace period, which is the safe side."""
+    if not owner:
+        return False
+    host, _, rest = owner.partition(":")
+    pid_s, _, ns = rest.partition(":")
+    if not pid_s.isdigit() or process_owner(int(pid_s)) != owner:
+        return False  # another host or PID namespace: not ours to judge
+    pid = int(pid_s)
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False  # alive, someone else's
+    return False
 
 
 def gc(stores: Stores, grace_s: float = DEFAULT_GRACE_S) -> GcReport:
     g = stores.graph
     report = GcReport(bytes_before=stores.samples.size_bytes())
+    # The rows present are read FIRST, then the reservations, then the versions.  Every row is
+    # appended after its id range was reserved, and a version commits and claims its range in one
+    # transaction; so a row seen here is either in a range still pending below (protected) or in
+    # one already claimed, whose version is then among those read after it (referenced).  Read in
+    # the other order, an import that reserves after the reservations were read and commits after
+    # the versions were read would lose rows it had appended before the keys were read.
+    tables = [t for t in SCHEMAS if t != "samples"]
+    present = {t: stores.samples.keys(t) for t in ["samples", *tables]}
     now = time.time()
     protected = {"data": BitMap(), "ann": BitMap()}
     stale = []
-    for alloc_id, space, start, count, created in g.pending_allocations():
-        if now - created < grace_s:
+    for alloc_id, space, start, count, created, owner in g.pending_allocations():
+        if now - created < grace_s and not _owner_is_gone(owner):
             protected[space] |= BitMap(range(start, start + count))
         else:
             stale.append(alloc_id)
@@ -131,12 +164,13 @@ def gc(stores: Stores, grace_s: float = DEFAULT_GRACE_S) -> GcReport:
         referenced["data"] |= bm
     for _, bm, _ in g.iter_idsets("annotations"):
         referenced["ann"] |= bm
-    dead = stores.samples.keys("samples") - referenced["data"] - protected["data"]
+    dead = present["samples"] - referenced["data"] - protected["data"]
     report.samples = stores.samples.reclaim("samples", dead)
-    for table in (t for t in SCHEMAS if t != "samples"):
-        dead_ann = stores.samples.keys(table) - referenced["ann"] - protected["ann"]
+    for table in tables:
+        dead_ann = present[table] - referenced["ann"] - protected["ann"]
         report.annotations += stores.samples.reclaim(table, dead_ann)
     g.drop_allocations(stale)
     report.allocations = len(stale)
+    report.temp_files = stores.artifacts.remove_stale_temps(grace_s)
     report.bytes_after = stores.samples.size_bytes()
     return report
