@@ -167,9 +167,24 @@ def pytest_unconfigure(config):
         stack.close()
 
 
+# Modules with nothing to learn from another back-end, left out of a VEML_TEST_STORES run (deselected,
+# not skipped): pure computation that never opens a repository, and the modules that already run
+# themselves against SQLite, PostgreSQL and S3 explicitly.
+NOT_STORE_DEPENDENT = {
+    "test_datasets.py", "test_dcrnn.py", "test_distance.py", "test_export_compare.py", "test_kcenter.py",
+    "test_metrics.py", "test_twosample.py", "test_sample_store.py",  # no repository (or a local store on purpose)
+    "test_graph_store.py", "test_graph_store_pg.py", "test_concurrency.py", "test_crash_safety.py",
+    "test_s3_store.py", "test_team_defaults.py", "test_migrations.py",  # choose their back-ends themselves
+}
+
+
 def pytest_collection_modifyitems(config, items):
     if STORES == "embedded":
         return
+    kept = [item for item in items if item.path.name not in NOT_STORE_DEPENDENT]
+    if len(kept) != len(items):
+        config.hook.pytest_deselected(items=[item for item in items if item.path.name in NOT_STORE_DEPENDENT])
+        items[:] = kept
     for item in items:
         marker = item.get_closest_marker("embedded_only")
         if marker is not None:
