@@ -27,6 +27,7 @@ from typing import Any, Callable
 import numpy as np
 
 from veml.compute import RepoLocation, coreset_tasks, partition
+from veml.compute.executor import DEFAULT_PARTITION_SIZE
 from veml.coreset import embed as E
 from veml.coreset.kcenter import k_center_greedy
 from veml.entities import Node
@@ -198,7 +199,11 @@ class CoreSets:
         ids, x = self.embeddings(node, embedder, progress)
         extra: dict[str, Any] = {}
         if self._s.distributed:
-            parts = partition(ids, self._s.compute.partition_size)
+            # Every part sends k centres back, and the driver runs greedy once more on their union:
+            # unless compute_partition_size was set, parts of at least 16 k samples keep that serial
+            # step under 1/16 of the parallel work (2,048-sample parts would make it half of it).
+            size = self._s.compute.partition_size
+            parts = partition(ids, max(size, 16 * k) if size == DEFAULT_PARTITION_SIZE else size)
             merged = coreset_tasks.k_center(self._s.compute, self._s.location, emb.key, parts, k, seed=seed)
             chosen, core, radius = merged.ids, merged.vectors, merged.radius
             extra = {"method": "k-center-partitioned", "partitions": merged.parts}
