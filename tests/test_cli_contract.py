@@ -444,7 +444,7 @@ def test_verify_healthy_repository(cli, scenario):
 def test_gc_on_clean_repository_reclaims_nothing(cli, scenario):
     g = scenario["results"]["gc"].json
     assert g["samples_reclaimed"] == 0 and g["annotations_reclaimed"] == 0
-    assert g["bytes_before"] == g["bytes_after"]
+    assert g["bytes_after"] <= g["bytes_before"]  # only superseded table versions' files may go
     again = cli("gc", "--json", "--repo", scenario["root"])
     assert again.code == 0 and again.json["samples_reclaimed"] == 0 and again.json["annotations_reclaimed"] == 0
     assert cli("verify", "--json", "--repo", scenario["root"]).json["ok"] is True

@@ -53,3 +53,23 @@ def test_read_after_reclaim_skips_deleted_rows(store):
     expect = [i for i in wanted.tolist() if (2000 > i or i >= 3000) and not (3000 <= i < 5000 and (i - 3000) % 3 == 0)]
     assert out["ann_id"].to_pylist() == expect
     assert len(store.keys("labels")) == 6000 - len(gone)
+
+
+def test_a_reader_whose_version_gc_removed_rereads_the_latest(store):
+    """gc compacts and drops old table versions while other processes read: a scan on a handle
+    opened before that finds a data file gone, and the store retries on the latest version."""
+    import lance
+
+    stale = lance.dataset(store._uri("labels"))  # what a concurrent reader opened before gc ran
+    assert store.reclaim("labels", from_array(np.arange(0, 2000))) == 2000  # compaction + clean-up
+    with pytest.raises(Exception, match="(?i)not found"):
+        stale.to_table(filter="data_id >= 3000")  # the old version's files are gone
+    handles = []
+
+    def scan(ds):
+        handles.append(ds)
+        return (stale if len(handles) == 1 else ds).to_table(filter="data_id >= 3000")
+
+    out = store._on_latest("labels", scan)
+    assert len(handles) == 2 and out.num_rows == 4000
+    assert sorted(out["data_id"].to_pylist()) == list(range(3000, 7000))

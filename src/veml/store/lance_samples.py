@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import datetime as _dt
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence, TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -25,6 +25,8 @@ from veml.store.idsets import BitMap, runs, to_numpy
 from veml.store.object_store import S3Settings, location
 from veml.schemas import KEY, SCHEMAS
 
+T = TypeVar("T")
+_STALE_RETRIES = 3  # reopen-and-retry rounds when gc removed files under an open version
 _MAX_RANGE_FILTER = 16  # beyond this many runs, scanning the keys and taking by position beats a long OR filter
 
 
@@ -87,14 +89,13 @@ class LanceSampleStore:
         schema = SCHEMAS[table]
         if len(ids) == 0 or not self._exists(table):
             return (schema if cols is None else pa.schema([schema.field(c) for c in cols])).empty_table()
-        ds = self._open(table)
         spans = runs(ids)
-        with self.loc.errors(f"cannot read sample table {table!r} in"):
-            if len(spans) <= _MAX_RANGE_FILTER:
-                where = " OR ".join(f"({key} >= {a} AND {key} < {b})" for a, b in spans)
-                out = ds.to_table(columns=cols, filter=where)
-            else:
-                out = self._read_scattered(ds, key, to_numpy(ids), cols)
+        if len(spans) <= _MAX_RANGE_FILTER:
+            where = " OR ".join(f"({key} >= {a} AND {key} < {b})" for a, b in spans)
+            out = self._on_latest(table, lambda ds: ds.to_table(columns=cols, filter=where))
+        else:
+            wanted = to_numpy(ids)
+            out = self._on_latest(table, lambda ds: self._read_scattered(ds, key, wanted, cols))
         if out.num_rows > 1:
             k = out[key].to_numpy()
             if np.any(k[1:] < k[:-1]):
@@ -117,10 +118,25 @@ class LanceSampleStore:
         key = KEY[table]
         if not self._exists(table):
             return BitMap()
-        ds = self._open(table)
-        with self.loc.errors(f"cannot read sample table {table!r} in"):
-            col = ds.to_table(columns=[key])[key].to_numpy()
+        col = self._on_latest(table, lambda ds: ds.to_table(columns=[key])[key].to_numpy())
         return BitMap(col.astype(np.uint32))
+
+    def _on_latest(self, table: str, scan: Callable[[Any], T]) -> T:
+        """Run ``scan`` on the table's latest version, reopening it if gc removed files under it.
+
+        ``veml gc`` compacts a table and drops its old versions while other processes read; a
+        reader that opened the version just before finds a data file gone ("Not found").  Reading
+        the latest version instead is always right here: rows are insert-only, and gc only removes
+        rows that no data version references, so every row a reader can ask for is still there."""
+        for attempt in range(_STALE_RETRIES + 1):
+            ds = self._open(table)
+            try:
+                with self.loc.errors(f"cannot read sample table {table!r} in"):
+                    return scan(ds)
+            except StorageError as exc:
+                if attempt == _STALE_RETRIES or "not found" not in str(exc).lower():
+                    raise
+        raise AssertionError("unreachable")
 
     def reclaim(self, table: str, ids: BitMap) -> int:
         """Delete these rows, compact, and drop files no current table version needs.
