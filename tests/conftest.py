@@ -135,12 +135,13 @@ def _no_env_repo(monkeypatch):
 # (and an S3-compatible server) started here, one per test process: ``veml init`` picks them up
 # from $VEML_METADATA_URL & co. with a ``{repo}`` placeholder, exactly as a team's shell would, so
 # each test's repository gets its own schema / prefix.  Tests about the embedded layout itself
-# (files under .veml/) carry the ``embedded_only`` marker and are skipped there, with that reason.
+# (files under .veml/), and the full demo (5 minutes, run once per CI), carry the ``embedded_only``
+# marker and are skipped there, with their reason.
 STORES = os.environ.get("VEML_TEST_STORES", "embedded")
 
 
 def pytest_configure(config):
-    config.addinivalue_line("markers", "embedded_only(reason): inspects or damages the embedded layout's files")
+    config.addinivalue_line("markers", "embedded_only(reason): runs on the embedded default only, for the reason given")
     if STORES == "embedded":
         return
     if STORES not in ("postgres", "postgres+s3"):

@@ -9,6 +9,8 @@ from conftest import assert_failed_cleanly
 from veml.demo import run_demo
 
 
+@pytest.mark.embedded_only("the 5-minute walk-through runs once per CI, on the default; its store operations "
+                            "are each covered on PostgreSQL + S3 by the other modules")
 def test_demo_builds_every_version_and_three_lifecycles(tmp_path):
     pytest.importorskip("torch")
     summary = run_demo(tmp_path / "demo", images=20, log=lambda m: None)
