@@ -209,17 +209,7 @@ def postgres(args, repo_dir: Path, res: dict[str, Any], log) -> dict[str, Any]:
         log(f"graph copied to PostgreSQL in {out['copy_s']:.1f} s")
         with veml.open(pg_repo_dir) as repo:
             out["lineage"] = lineage_latency(repo, res["query_ids"])
-            rng = random.Random(13)
-            names = [n.name for n in repo.stores.graph.list(["DataVersion"])]
-            batches = [n for n in names if n.startswith("batch-")]
-            ops: dict[str, list[float]] = {"merge": [], "filter_batch": []}
-            for i in range(args.pg_ops):
-                a, b = rng.sample(names, 2)
-                ops["merge"].append(timed(lambda: repo.data.merge([a, b], name=f"pg-m{i}"))[0])
-            for i in range(max(1, args.pg_ops // 20)):
-                base = rng.choice(batches)
-                ops["filter_batch"].append(timed(lambda: repo.data.filter(base, f"category = '{CLASSES[i % 10]}'", name=f"pg-f{i}"))[0])
-            out["versions"] = {k: stats(v) for k, v in ops.items()}
+            out["versions"] = write_ops(repo, args.pg_ops, "pg")
         with dst.connect() as d:
             out["database_bytes"] = int(d.exec_driver_sql("SELECT pg_database_size('scale')").scalar_one())
         src.dispose()
@@ -227,19 +217,19 @@ def postgres(args, repo_dir: Path, res: dict[str, Any], log) -> dict[str, Any]:
     return out
 
 
-def sqlite_ops(args, repo_dir: Path) -> dict[str, Any]:
-    """The same merges/filters as the PostgreSQL side, on the SQLite repository, in the same run."""
+def write_ops(repo, n_ops: int, prefix: str) -> dict[str, Any]:
+    """``n_ops`` merges of two random versions and ``n_ops // 20`` filters of an import batch, seeded
+    alike, so SQLite and PostgreSQL time the same writes."""
     rng = random.Random(13)
-    with veml.open(repo_dir) as repo:
-        names = [n.name for n in repo.stores.graph.list(["DataVersion"])]
-        batches = [n for n in names if n.startswith("batch-")]
-        ops: dict[str, list[float]] = {"merge": [], "filter_batch": []}
-        for i in range(args.pg_ops):
-            a, b = rng.sample(names, 2)
-            ops["merge"].append(timed(lambda: repo.data.merge([a, b], name=f"sq-m{i}"))[0])
-        for i in range(max(1, args.pg_ops // 20)):
-            base = rng.choice(batches)
-            ops["filter_batch"].append(timed(lambda: repo.data.filter(base, f"category = '{CLASSES[i % 10]}'", name=f"sq-f{i}"))[0])
+    names = [n.name for n in repo.stores.graph.list(["DataVersion"])]
+    batches = [n for n in names if n.startswith("batch-")]
+    ops: dict[str, list[float]] = {"merge": [], "filter_batch": []}
+    for i in range(n_ops):
+        a, b = rng.sample(names, 2)
+        ops["merge"].append(timed(lambda: repo.data.merge([a, b], name=f"{prefix}-m{i}"))[0])
+    for i in range(max(1, n_ops // 20)):
+        base = rng.choice(batches)
+        ops["filter_batch"].append(timed(lambda: repo.data.filter(base, f"category = '{CLASSES[i % 10]}'", name=f"{prefix}-f{i}"))[0])
     return {k: stats(v) for k, v in ops.items()}
 
 
@@ -320,7 +310,8 @@ def main() -> None:
             pg = postgres(args, work / "repo", res, log)
             res["pg"] = pg
             res["pg_lineage"] = pg["lineage"]
-            res["sqlite_ops"] = sqlite_ops(args, work / "repo")
+            with veml.open(work / "repo") as repo:
+                res["sqlite_ops"] = write_ops(repo, args.pg_ops, "sq")
         res["projection"] = project(res)
         (args.out / "scale.json").write_text(json.dumps(res, indent=2, default=float))
         md = markdown(res)

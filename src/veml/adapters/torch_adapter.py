@@ -142,7 +142,12 @@ class TorchAdapter:
                     break
             if max_steps and step >= max_steps:
                 break
-        if spec.task == "classification" and params.get("precise_bn", True):
+        return self._finish(spec, model, data, params, meta, profile, t_start, step, last_loss, precise_bn=True)
+
+    def _finish(self, spec: ModelSpec, model: Any, data: TaskData, params: Mapping[str, Any], meta: Mapping[str, Any],
+                profile: dict[str, Any], t_start: float, step: int, last_loss: float, precise_bn: bool) -> TrainOutcome:
+        """End of a training run, local or one DDP worker: precise BN, the profile, the checkpoint."""
+        if precise_bn and spec.task == "classification" and params.get("precise_bn", True):
             # "precise BN": the running statistics a few hundred steps leave behind lag the weights (and, after
             # --init-from, still describe the source domain); one pass over the training data makes them exact
             norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
@@ -217,19 +222,7 @@ class TorchAdapter:
             if max_steps and step >= max_steps:
                 break
         module = getattr(model, "module", model)  # the plain model inside DistributedDataParallel
-        if rank == 0 and spec.task == "classification" and params.get("precise_bn", True):
-            norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-            if norms:
-                t0 = time.perf_counter()
-                self._reestimate_bn(spec, module, norms, data, int(params["batch_size"]))
-                profile["precise_bn_s"] = time.perf_counter() - t0
-        profile["steps"] = step
-        profile["train_s"] = time.perf_counter() - t_start
-        profile["samples_per_s"] = profile["samples"] / profile["forward_backward_s"] if profile["forward_backward_s"] else 0.0
-        buf = io.BytesIO()
-        torch.save({"state_dict": module.state_dict(), "meta": meta}, buf)
-        profile["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        return TrainOutcome(buf.getvalue(), {"final_loss": last_loss}, profile)
+        return self._finish(spec, module, data, params, meta, profile, t_start, step, last_loss, precise_bn=rank == 0)
 
     def _batches(self, spec: ModelSpec, data: TaskData, meta: Mapping[str, Any], batch_size: int, gen: torch.Generator,
                  profile: dict[str, Any], params: Mapping[str, Any]) -> Iterator[tuple[Any, int]]:
