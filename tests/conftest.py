@@ -176,6 +176,9 @@ NOT_STORE_DEPENDENT = {
     "test_metrics.py", "test_twosample.py", "test_sample_store.py",  # no repository (or a local store on purpose)
     "test_graph_store.py", "test_graph_store_pg.py", "test_concurrency.py", "test_crash_safety.py",
     "test_s3_store.py", "test_team_defaults.py", "test_migrations.py",  # choose their back-ends themselves
+    "test_fuzz_inputs.py",  # parsers refuse before anything is written: one back-end is enough for the fuzz stage
+    "test_filter_language.py",  # the grammar and the time budget: DuckDB over Arrow tables whatever stores them
+    "test_server_limits.py",  # HTTP-level caps, queue and token handling: the same whatever stores the repository
 }
 
 
@@ -224,3 +227,33 @@ def overwrite_artifact(root: Path, digest: str, data: bytes) -> None:
 def artifact_digests(root: Path) -> list[str]:
     with veml.open(root) as repo:
         return sorted(repo.stores.artifacts.digests())
+
+
+# --- the fuzz stage's count (issue 13, point 10) --------------------------------------------------
+# Fuzz modules record how many generated cases each family ran; workers write one small file each
+# into pytest's cache directory, and the controller prints the totals at the end of the run.
+def record_fuzz_cases(config, stage: str, counts: dict) -> None:
+    import uuid
+
+    folder = Path(config.cache.mkdir("veml-fuzz"))
+    (folder / f"{stage}-{os.getpid()}-{uuid.uuid4().hex[:8]}.json").write_text(json.dumps(counts))
+
+
+def pytest_sessionstart(session):
+    if not hasattr(session.config, "workerinput"):
+        for old in Path(session.config.cache.mkdir("veml-fuzz")).glob("*.json"):
+            old.unlink()
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    if hasattr(config, "workerinput"):
+        return
+    totals: dict[str, int] = {}
+    for f in sorted(Path(config.cache.mkdir("veml-fuzz")).glob("*.json")):
+        for family, n in json.loads(f.read_text()).items():
+            totals[family] = totals.get(family, 0) + int(n)
+    if totals:
+        families = ", ".join(f"{k} {v}" for k, v in sorted(totals.items()))
+        verdict = "every case answered cleanly (no traceback, no internal error, no HTTP 500)" if exitstatus == 0 \
+            else "see the failures above"
+        terminalreporter.write_line(f"fuzz stage: {sum(totals.values())} generated cases ({families}); {verdict}")

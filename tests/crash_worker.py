@@ -116,7 +116,7 @@ def main() -> int:
             if op == "deploy":
                 node = repo.inference.deploy("cls", "onnx", "none", name=name)
             else:
-                node = repo.inference.deploy("lr", "pickle", "none", name=name)
+                node = repo.inference.deploy("lr", "skops", "none", name=name)
             report(node, artifact=node.props["artifact"])
         else:
             raise SystemExit(f"unknown op {op!r}")

@@ -13,8 +13,9 @@ from veml.server.main import build_server
 class LiveServer:
     """``http`` is a client of ``/api/v1`` that sends the bearer token when there is one."""
 
-    def __init__(self, root, token: str | None = None, timeout: float = 120) -> None:
-        self.server = build_server(root, "127.0.0.1", 0, token=token, log_level="warning")
+    def __init__(self, root, token: str | None = None, timeout: float = 120, limits=None) -> None:
+        extra = {"limits": limits} if limits is not None else {}  # veml.server.limits.Limits; default: the server's
+        self.server = build_server(root, "127.0.0.1", 0, token=token, log_level="warning", **extra)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
         self.thread.start()
         deadline = time.monotonic() + 30

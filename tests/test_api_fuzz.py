@@ -23,7 +23,7 @@ from __future__ import annotations
 import httpx
 import pytest
 import schemathesis
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
@@ -95,8 +95,11 @@ def test_the_fuzzed_operations_are_all_of_them(api_schema):
 # fails under pytest 9 (it sets ``request.node._nodeid``, which pytest 9 no longer has), so each
 # operation is driven here with its Hypothesis strategy and ``@given`` directly.
 @pytest.mark.parametrize(("method", "path"), FUZZED, ids=[f"{m} {p}" for m, p in FUZZED])
-def test_fuzz_operation(fuzz_world, api_schema, method, path):
+def test_fuzz_operation(fuzz_world, api_schema, method, path, request):
+    from conftest import record_fuzz_cases
+
     operation = api_schema[path][method]
+    ran = {"api-stateless": 0}
     base_url = fuzz_world["srv"].base_url
     strategy = st.one_of(operation.as_strategy(GenerationMode.POSITIVE), operation.as_strategy(GenerationMode.NEGATIVE))
 
@@ -104,9 +107,13 @@ def test_fuzz_operation(fuzz_world, api_schema, method, path):
     @settings(max_examples=MAX_EXAMPLES, deadline=None, database=None, derandomize=True,
               suppress_health_check=list(HealthCheck))
     def fuzz(case):
+        ran["api-stateless"] += 1
         case.call_and_validate(base_url=base_url, checks=CHECKS, timeout=30)
 
-    fuzz()
+    try:
+        fuzz()
+    finally:
+        record_fuzz_cases(request.config, "api", ran)
 
 
 # --- real references: answers with content, validated against the document ------------------------
@@ -161,3 +168,36 @@ def test_all_digit_reference_out_of_range_is_a_404(fuzz_world, method, path, bod
     # a fresh connection per request: after a 500 uvicorn closes the connection it answered on
     r = httpx.request(method, fuzz_world["srv"].base_url + path, json=body, timeout=30)
     assert r.status_code == 404, (method, path, body, r.status_code, r.text)
+
+
+# --- stateful: calls chained through the document's OpenAPI links (veml.server.links) -------------------
+# A filter, merge or tag answers with a version whose id the next call uses (stats, samples, lineage, another
+# filter, a tag); a sample page's data_id feeds the image endpoint.  Hypothesis drives sequences of such calls.
+def test_stateful_sequences_follow_the_links(fuzz_world, api_schema, request):
+    from conftest import record_fuzz_cases
+
+    base_url = fuzz_world["srv"].base_url
+    Machine = api_schema.as_state_machine()
+    produced = set(Machine.bundles)
+    assert {"POST /api/v1/data/{ref}/filter -> 201", "POST /api/v1/data/merge -> 201",
+            "GET /api/v1/data/{ref}/samples -> 200"} <= produced, produced
+    calls = {"n": 0, "linked": 0}
+
+    class Stateful(Machine):
+        def get_call_kwargs(self, case):
+            return {"base_url": base_url, "timeout": 30}
+
+        def after_call(self, response, case):
+            calls["n"] += 1
+            calls["linked"] += response.status_code < 400 and "{" not in case.formatted_path
+
+        def validate_response(self, response, case, **kwargs):
+            case.validate_response(response, checks=[not_a_server_error, status_code_conformance,
+                                                     content_type_conformance])
+
+    # generation only: the server's repository changes as sequences run (each filter or merge adds a version), so
+    # replaying or shrinking a sequence would not meet the same state; a failure is reported as generated
+    Stateful.run(settings=settings(max_examples=40, stateful_step_count=6, deadline=None, database=None,
+                                   phases=[Phase.generate], suppress_health_check=list(HealthCheck)))
+    record_fuzz_cases(request.config, "api-stateful", {"api-stateful": calls["n"]})
+    assert calls["n"] >= 40

@@ -303,7 +303,7 @@ def run_trial(index: int, tmp_path: Path, sqlite_base, request) -> None:
                 if t["status"] == "failed":
                     assert t.get("metrics") is None and "checkpoint" not in t, f"{where} {t}"
                     with pytest.raises(InvalidInput, match="failed"):
-                        repo.inference.deploy(n.id, "onnx" if op == "train" else "pickle", "none")
+                        repo.inference.deploy(n.id, "onnx" if op == "train" else "skops", "none")
                 else:
                     assert repo.stores.artifacts.verify(t["checkpoint"]), where
 
@@ -391,6 +391,6 @@ def test_run_killed_before_its_first_event_reads_failed(sqlite_base, tmp_path):
     assert shown.code == 0, shown.err
     assert shown.json["status"] == "failed" and shown.json["metrics"] is None and "checkpoint" not in shown.json
     assert {t["name"]: t["status"] for t in run_cli("train", "list", "--json", "--repo", root).json}["cut"] == "failed"
-    res = run_cli("deploy", "cut", "--format", "pickle", "--json", "--repo", root)
+    res = run_cli("deploy", "cut", "--format", "skops", "--json", "--repo", root)
     assert res.code == 1 and res.out == "" and len(res.err.splitlines()) == 1 and "failed" in res.err
     assert run_cli("verify", "--repo", root).code == 0

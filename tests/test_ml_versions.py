@@ -608,9 +608,9 @@ def test_tabular_lifecycle(cli, repo_path, tmp_path):
     t = res.json
     assert t["status"] == "finished" and HEX64.match(t["checkpoint"]) and t["class_names"] == ["neg", "pos"]
     assert t["eval_samples"] == 12 and 0.5 < t["metrics"]["accuracy"] <= 1.0  # a separable problem
-    res = cli("deploy", "rf-run", "--format", "pickle", "--name", "rf-pkl", "--json", "--repo", repo_path)
+    res = cli("deploy", "rf-run", "--format", "skops", "--name", "rf-pkl", "--json", "--repo", repo_path)
     assert res.code == 0, res.err
-    assert res.json["format"] == "pickle" and res.json["size_bytes"] > 0
+    assert res.json["format"] == "skops" and res.json["size_bytes"] > 0
     res = cli("predict", "rf-pkl", "--data", "tab", "--json", "--repo", repo_path)
     assert res.code == 0, res.err
     assert res.json["predictions"] == 60 and res.json["metrics"]["accuracy"] > 0.5
@@ -643,8 +643,8 @@ def test_python_api_regression_lifecycle(repo, tmp_path):
     assert t1["params"] == t2["params"] == {"seed": 2, "val_fraction": 0.3}
     assert t1["metrics"] == t2["metrics"] and t1["eval_samples"] == 15
     assert t1["metrics"]["rmse"] < 0.05 and t1["metrics"]["r2"] > 0.99
-    i = repo.inference.deploy("as-list", "pickle", "none")
-    assert i.kind == "InferenceVersion" and i.props["format"] == "pickle"
+    i = repo.inference.deploy("as-list", "skops", "none")
+    assert i.kind == "InferenceVersion" and i.props["format"] == "skops"
     p = repo.inference.predict(i.id, "reg")
     assert p.props["key_metric"]["name"] == "rmse" and p.props["metrics"]["rmse"] < 0.05
     table = repo.inference.predictions(p.id)

@@ -63,6 +63,18 @@ SHORT_KIND = {
     "Head": "head",
 }
 
+#: Nodes shared by many model versions (their names are ``part:value``, e.g. ``architecture:resnet18``).
+#: The prefixes are reserved: no version name or tag may start with one, so none can block a model.
+SHARED_KINDS = {"Architecture": "architecture", "Backbone": "backbone", "Neck": "neck", "Head": "head"}
+RESERVED_PREFIXES = tuple(f"{part}:" for part in SHARED_KINDS.values())
+
+
+def name_key(name: str) -> str:
+    """What two names must not share: names that differ only by case or by runs of spaces clash
+    (``day``, ``Day`` and ``DAY``; ``my day`` and ``my  day``)."""
+    return " ".join(name.split()).casefold()
+
+
 ROLES = ("train", "test", "unlabeled")
 MODALITIES = ("image", "table", "series")
 

@@ -81,8 +81,8 @@ class Repository:
         g = self.stores.graph
         return g.list(kinds=kinds, limit=limit, offset=offset), g.count(kinds)
 
-    def verify(self) -> integrity.VerifyReport:
-        return integrity.verify(self.stores)
+    def verify(self, deep: bool = False) -> integrity.VerifyReport:
+        return integrity.verify(self.stores, deep=deep)
 
     def gc(self, grace_s: float = integrity.DEFAULT_GRACE_S) -> integrity.GcReport:
         return integrity.gc(self.stores, grace_s)

@@ -7,6 +7,7 @@ is bytes plus JSON-able dictionaries, which is what the version modules persist.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Protocol, Sequence
 
@@ -50,7 +51,47 @@ def check_spec(spec: ModelSpec, adapter: str, architectures: Mapping[str, Sequen
     if unknown:
         raise InvalidInput(f"parameter {unknown[0]!r} is not accepted by {adapter}/{spec.architecture} "
                            f"(accepted: {', '.join(parameters)})")
+    for key, value in spec.parameters.items():
+        check_type(f"parameter {key!r}", value, parameters[key])
     return {**parameters, **spec.parameters}
+
+
+def expected_type(default: Any) -> str:
+    """The type a parameter takes, named after its default (None: a string or nothing)."""
+    if isinstance(default, bool):
+        return "boolean"
+    if isinstance(default, int):
+        return "integer"
+    if isinstance(default, float):
+        return "number"
+    if default is None:
+        return "string or null"
+    return {str: "string", list: "list", dict: "mapping"}.get(type(default), type(default).__name__)
+
+
+def check_type(what: str, value: Any, default: Any, given: Any = None) -> Any:
+    """``value`` if it has the type of ``default`` (an integer is a number too, a boolean is neither);
+    otherwise one :class:`~veml.errors.InvalidInput` naming ``what``, the expected type and the value
+    (``given``, when the value was converted from it, e.g. a ``--set`` string)."""
+    from veml.errors import InvalidInput
+
+    want = expected_type(default)
+    ok = {
+        "boolean": lambda v: isinstance(v, bool),
+        "integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
+        "number": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v),
+        "string or null": lambda v: v is None or isinstance(v, str),
+        "string": lambda v: isinstance(v, str),
+        "list": lambda v: isinstance(v, list),
+        "mapping": lambda v: isinstance(v, dict),
+    }.get(want, lambda v: isinstance(v, type(default)))
+    if not ok(value):
+        shown = repr(value if given is None else given)
+        shown = shown if len(shown) <= 60 else shown[:57] + "..."
+        article = "a finite" if want == "number" else "an" if want[0] in "aeiou" else "a"
+        of = "" if given is not None else f" ({type(value).__name__})"
+        raise InvalidInput(f"{what} must be {article} {want}, not {shown}{of}")
+    return value
 
 
 @dataclass(frozen=True)

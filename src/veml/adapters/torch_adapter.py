@@ -8,6 +8,7 @@ and JSON-able metadata, so they load with ``weights_only=True`` (no pickle code 
 from __future__ import annotations
 
 import io
+import math
 import resource
 import time
 from typing import Any, Callable, Iterator, Mapping
@@ -136,7 +137,7 @@ class TorchAdapter:
                 profile["forward_backward_s"] += time.perf_counter() - t0
                 profile["samples"] += n
                 step += 1
-                last_loss = float(loss.detach())
+                last_loss = _finite_loss(float(loss.detach()), epoch, step)
                 log(step, epoch, {"loss": last_loss})
                 if max_steps and step >= max_steps:
                     break
@@ -213,7 +214,7 @@ class TorchAdapter:
                 profile["forward_backward_s"] += time.perf_counter() - t0
                 profile["samples"] += count
                 step += 1
-                last_loss = _global_mean(float(loss.detach()))
+                last_loss = _finite_loss(_global_mean(float(loss.detach())), epoch, step)
                 losses.append(last_loss)
                 log(step, epoch, {"loss": last_loss})
                 if max_steps and step >= max_steps:
@@ -449,6 +450,13 @@ class _Collate:
             return (list(a._images(data.images[idx], False)), targets), len(idx)
         x, y = self.windows
         return (torch.from_numpy(x[idx]), torch.from_numpy(y[idx])), len(idx)
+
+
+def _finite_loss(loss: float, epoch: int, step: int) -> float:
+    """The loss, or the run stops here: a NaN/inf loss only poisons the weights from then on."""
+    if not math.isfinite(loss):
+        raise InvalidInput(f"loss became {loss} at epoch {epoch} step {step} (lower lr, or check the data)")
+    return loss
 
 
 def _global_mean(value: float) -> float:

@@ -19,10 +19,21 @@ def _source_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--adjacency", metavar="FILE", help="sensor adjacency matrix .npy/.npz/.csv (timeseries)")
     p.add_argument("--window", type=int, metavar="STEPS", help="steps per sample window (timeseries, default 288)")
     p.add_argument("--missing-value", type=float, metavar="X", help="value marking a missing reading (timeseries, default 0.0)")
+    p.add_argument("--max-file-mb", type=float, metavar="MB",
+                   help="largest file read, per file (default 1024, or $VEML_MAX_FILE_MB)")
+    p.add_argument("--max-pixels", type=int, metavar="N",
+                   help="largest image, in pixels, read from its header before decoding (default 100000000, or $VEML_MAX_IMAGE_PIXELS)")
+    p.add_argument("--follow-symlinks", action="store_true",
+                   help="allow symlinks that lead outside the dataset's directory (default: refused)")
+    p.add_argument("--no-decode-check", dest="decode_check", action="store_false",
+                   help="skip decoding every image at import (faster; `veml verify --deep` checks later)")
+
+
+_OPTION_KEYS = ("images", "label", "adjacency", "window", "missing_value", "max_file_mb", "max_pixels", "follow_symlinks", "decode_check")
 
 
 def _options(args: argparse.Namespace) -> dict[str, Any]:
-    return {k: getattr(args, k) for k in ("images", "label", "adjacency", "window", "missing_value") if getattr(args, k, None) is not None}
+    return {k: getattr(args, k) for k in _OPTION_KEYS if getattr(args, k, None) is not None}
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:

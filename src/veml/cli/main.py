@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
+import threading
 from typing import Any, Callable, Sequence
 
+from veml.adapters.sklearn_adapter import trusting_pickle
 from veml.cli import data as data_cmds
 from veml.cli import lifecycle as lifecycle_cmds
 from veml.cli import ml as ml_cmds
@@ -26,13 +29,15 @@ def _common(json_default: Any = argparse.SUPPRESS) -> argparse.ArgumentParser:
     p.add_argument("--repo", metavar="PATH", default=json_default, help="repository (default: nearest .veml/ upward, or $VEML_REPO)")
     p.add_argument("--json", action="store_true", default=json_default, help="print one JSON document on stdout")
     p.add_argument("--debug", action="store_true", default=json_default, help="show tracebacks")
+    p.add_argument("--trust-pickle", action="store_true", default=json_default,
+                   help="load pickled scikit-learn models (they can run code): as VEML_TRUST_PICKLE=1")
     return p
 
 
 def build_parser() -> argparse.ArgumentParser:
     top_common = _common(None)
     for a in top_common._actions:
-        if a.dest == "json" or a.dest == "debug":
+        if a.dest in ("json", "debug", "trust_pickle"):
             a.default = False
     parser = argparse.ArgumentParser(prog="veml", description="Version management for the whole ML lifecycle.", parents=[top_common])
     common = _common()
@@ -44,18 +49,32 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread so that a command stops the way Ctrl-C stops it."""
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    raise Terminated()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     ctx = Context(repo_path=args.repo, as_json=bool(args.json), debug=bool(args.debug))
     handler: Callable[[Context, argparse.Namespace], Any] = args.handler
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _on_sigterm) if in_main else None
     try:
-        result = handler(ctx, args)
+        with trusting_pickle(bool(args.trust_pickle)):
+            result = handler(ctx, args)
     except VemlError as exc:
         if ctx.debug:
             raise
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except Terminated:
+        print("error: terminated", file=sys.stderr)
+        return 128 + signal.SIGTERM
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
@@ -65,7 +84,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: internal error ({type(exc).__name__}: {exc}); rerun with --debug for a traceback", file=sys.stderr)
         return 1
     finally:
-        ctx.close()
+        try:
+            ctx.close()
+        finally:
+            if in_main:
+                signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
     if isinstance(result, int):
         return result
     return 0

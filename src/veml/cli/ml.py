@@ -45,7 +45,8 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
 
     p = sub.add_parser("deploy", parents=[common], help="export a finished training as an inference version")
     p.add_argument("training")
-    p.add_argument("--format", choices=["onnx", "torchscript", "pickle"], default=None)
+    p.add_argument("--format", choices=["onnx", "torchscript", "skops", "pickle"], default=None,
+                   help="default: onnx, or skops for scikit-learn models (pickle only with --trust-pickle)")
     p.add_argument("--quantize", choices=["none", "fp16", "int8"], default="none")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     p.add_argument("--target", choices=["triton"], help="also write a model repository for this serving system")
@@ -165,7 +166,7 @@ def cmd_deploy(ctx: Context, args: argparse.Namespace) -> None:
     fmt = args.format
     if fmt is None:
         task = repo.training.get(args.training).props.get("task", "")
-        fmt = "pickle" if task.startswith("tabular") else "onnx"
+        fmt = "skops" if task.startswith("tabular") else "onnx"
     node = repo.inference.deploy(args.training, fmt, args.quantize, args.device, target=args.target, out=args.out, name=args.name)
     v = node.to_json()
     ctx.emit(v, f"created inference version {v['id']} {v['name']!r}: {v['format']}/{v['quantize']} "

@@ -30,9 +30,19 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.set_defaults(handler=cmd_lineage, direction="up")
 
     p = sub.add_parser("serve", parents=[common], help="the REST API under /api/v1 (OpenAPI at /api/v1/openapi.json)")
-    p.add_argument("--host", default="127.0.0.1", help="bind address (anything but loopback needs --token)")
+    p.add_argument("--host", default="127.0.0.1", help="bind address (anything but loopback needs a token: --token-file or $VEML_TOKEN)")
     p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--token", help="require 'Authorization: Bearer TOKEN' on every request")
+    t = p.add_mutually_exclusive_group()
+    t.add_argument("--token-file", metavar="PATH",
+                   help="require 'Authorization: Bearer TOKEN' on every request, TOKEN being this file's first line "
+                        "(default: $VEML_TOKEN, if set)")
+    t.add_argument("--token", help="as --token-file, but the token shows in the process list (ps): avoid")
+    p.add_argument("--max-body-mb", type=float, metavar="MB", help="cap on a JSON request body (default 1)")
+    p.add_argument("--max-upload-mb", type=float, metavar="MB", help="cap on an upload to predict (default 32)")
+    p.add_argument("--workers", type=int, help="threads for CPU-bound requests: predict, filter, images (default: CPUs, at most 4)")
+    p.add_argument("--queue", type=int, help="requests that may wait for a worker before the server answers 503 (default 16)")
+    p.add_argument("--request-timeout", type=float, metavar="SECONDS",
+                   help="time budget of a request until its answer starts; past it 504 (default 60)")
     p.set_defaults(handler=cmd_serve)
 
     p = sub.add_parser("demo", parents=[common], help="the self-driving walk-through on generated data")
@@ -45,6 +55,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.set_defaults(handler=cmd_demo)
 
     p = sub.add_parser("verify", parents=[common], help="check every version against its digests")
+    p.add_argument("--deep", action="store_true", help="also decode every stored image completely (slower)")
     p.set_defaults(handler=cmd_verify)
 
     p = sub.add_parser("upgrade", parents=[common], help="migrate the metadata database to this VeML's schema")
@@ -52,7 +63,8 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
 
     p = sub.add_parser("gc", parents=[common], help="reclaim rows no version references")
     p.add_argument("--grace", type=float, default=3600.0, metavar="SECONDS",
-                   help="keep rows of imports started less than this long ago (default 3600)")
+                   help="keep rows of a stalled writer gc cannot see (another host) this long after it started; "
+                        "a live writer's rows are always kept, a dead one's reclaimed at once (default 3600)")
     p.set_defaults(handler=cmd_gc)
 
 
@@ -82,10 +94,18 @@ def cmd_serve(ctx: Context, args: argparse.Namespace) -> None:
     from veml.server import serve
     from veml.server.main import check_bind
 
+    from veml.server.limits import Limits
+    from veml.server.main import TOKEN_ENV, resolve_token
+
     root = ctx.repo.root  # resolve (and refuse a missing repository) before binding
-    check_bind(args.host, args.port, args.token)
+    token = resolve_token(args.token, args.token_file)
+    limits = Limits.of(args.max_body_mb, args.max_upload_mb, args.workers, args.queue, args.request_timeout)
+    check_bind(args.host, args.port, token)
+    if args.token is not None:
+        print(f"warning: --token shows the token to every user of this machine (ps); pass it in ${TOKEN_ENV} "
+              "or --token-file instead", file=sys.stderr)
     print(f"serving {root} on http://{args.host}:{args.port}/api/v1 (Ctrl-C stops)", file=sys.stderr)
-    serve(root, host=args.host, port=args.port, token=args.token)
+    serve(root, host=args.host, port=args.port, token=token, limits=limits)
 
 
 def cmd_demo(ctx: Context, args: argparse.Namespace) -> None:
@@ -126,7 +146,7 @@ def cmd_upgrade(ctx: Context, args: argparse.Namespace) -> None:
 
 
 def cmd_verify(ctx: Context, args: argparse.Namespace) -> int:
-    report = ctx.repo.verify()
+    report = ctx.repo.verify(deep=args.deep)
     lines = [f"checked {report.versions} versions, {report.samples} samples, {report.annotations} annotations, {report.artifacts} artifacts"]
     lines += [f"DAMAGED: {p}" for p in report.problems]
     lines.append("ok" if report.ok else f"{len(report.problems)} problem(s)")

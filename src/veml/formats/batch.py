@@ -40,6 +40,33 @@ class ImportBatch:
         return sum(t.num_rows for t in self.annotations.values())
 
 
+# Names a sample column may not take: the built-in sample fields and the names filters add.
+RESERVED_COLUMNS = frozenset({"data_id", *(f.name for f in SAMPLE_FIELDS), "ann_id", "ann_kind"})
+
+
+def check_column_names(names: Iterable[str], where: str) -> None:
+    """Refuse column names a filter, ``show`` or export could not address unambiguously.
+
+    Spaces, punctuation and unicode are fine (filters quote them: ``"speed km/h" > 3``).  Refused:
+    empty names, names only whitespace, duplicates (compared case-insensitively, as SQL identifiers
+    are), double quotes and control characters (not expressible in a JSON path), and the built-in
+    sample columns, which a same-named column would silently shadow.
+    """
+    seen: dict[str, str] = {}
+    for i, name in enumerate(names):
+        if not isinstance(name, str) or not name.strip():
+            raise InvalidInput(f"{where}: column {i + 1} has an empty name")
+        if '"' in name or any(ord(ch) < 32 or ord(ch) == 127 for ch in name):
+            raise InvalidInput(f"{where}: column name {name!r} contains a double quote or a control character: rename it")
+        key = name.casefold()
+        if key in seen:
+            same = "" if seen[key] == name else f" (same as {seen[key]!r} ignoring case)"
+            raise InvalidInput(f"{where}: duplicate column name {name!r}{same}")
+        if key in RESERVED_COLUMNS:
+            raise InvalidInput(f"{where}: column name {name!r} is reserved (a built-in sample column): rename it")
+        seen[key] = name
+
+
 def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 

@@ -15,8 +15,11 @@ from typing import Any, Callable, Mapping
 import pyarrow as pa
 
 from veml.errors import InvalidInput
-from veml.formats.batch import SAMPLE_SCHEMA, ImportBatch, annotation_schema, sha256, sql_type, to_json_meta
+from veml.formats.batch import (
+    SAMPLE_SCHEMA, ImportBatch, annotation_schema, check_column_names, sha256, sql_type, to_json_meta,
+)
 from veml.formats.images import ImageFile, read_image
+from veml.formats.paths import ReadPolicy, read_regular, resolve_under
 
 _STANDARD_IMAGE_KEYS = {"id", "file_name", "width", "height"}
 _BOX_TOLERANCE = 1.0  # pixels a box may overhang its image (rounding in real exports)
@@ -24,15 +27,16 @@ _BOX_TOLERANCE = 1.0  # pixels a box may overhang its image (rounding in real ex
 Progress = Callable[[int], None]
 
 
-def load_coco_json(path: Path) -> dict[str, Any]:
+def load_coco_json(path: Path, policy: ReadPolicy | None = None) -> dict[str, Any]:
+    raw = read_regular(Path(path), str(path), policy or ReadPolicy.from_options())
     try:
-        text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InvalidInput(f"{path}: file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
         raise InvalidInput(f"{path}: cannot read: {exc}") from None
     try:
         doc = json.loads(text)
+    except RecursionError:
+        raise InvalidInput(f"{path}: malformed JSON: nested too deeply") from None
     except json.JSONDecodeError as exc:
         raise InvalidInput(f"{path}: malformed JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
     if not isinstance(doc, dict):
@@ -47,12 +51,16 @@ def load_coco_json(path: Path) -> dict[str, Any]:
 
 def _categories(path: Path, doc: Mapping[str, Any]) -> dict[int, str]:
     cats: dict[int, str] = {}
+    by_name: dict[str, int] = {}
     for i, c in enumerate(doc.get("categories", [])):
         if not isinstance(c, dict) or not isinstance(c.get("id"), int) or not isinstance(c.get("name"), str):
             raise InvalidInput(f"{path}: categories[{i}] needs an integer 'id' and a string 'name'")
         if c["id"] in cats:
             raise InvalidInput(f"{path}: categories[{i}]: duplicate category id {c['id']}")
+        if c["name"] in by_name:
+            raise InvalidInput(f"{path}: categories[{i}]: duplicate category name {c['name']!r} (also id {by_name[c['name']]})")
         cats[c["id"]] = c["name"]
+        by_name[c["name"]] = c["id"]
     return cats
 
 
@@ -122,20 +130,28 @@ def _check_box_bounds(path: Path, anns: list[dict], sizes: Mapping[int, tuple[in
             )
 
 
-def parse_coco(ann_path: Path, images_dir: Path, progress: Progress | None = None) -> ImportBatch:
+def parse_coco(ann_path: Path, images_dir: Path, progress: Progress | None = None,
+               policy: ReadPolicy | None = None) -> ImportBatch:
     ann_path, images_dir = Path(ann_path), Path(images_dir)
+    policy = policy or ReadPolicy.from_options()
     if not images_dir.is_dir():
         raise InvalidInput(f"{images_dir}: images directory not found")
-    doc = load_coco_json(ann_path)
+    doc = load_coco_json(ann_path, policy)
     cats = _categories(ann_path, doc)
     images = _images(ann_path, doc)
     anns = _check_annotations(ann_path, doc, images, cats)
+    extra_keys = sorted({k for im in images.values() for k in im} - _STANDARD_IMAGE_KEYS)
+    check_column_names(extra_keys, f"{ann_path}: images[] keys")
 
     order = list(images)  # file order: one import is one contiguous id range in this order
+    paths = {  # every name checked before any image is read
+        iid: resolve_under(images_dir, images[iid]["file_name"], f"{ann_path}: images[{n}].file_name", policy)
+        for n, iid in enumerate(order)
+    }
 
     def load(image_id: int) -> ImageFile:
         im = images[image_id]
-        f = read_image(images_dir / im["file_name"], f"{images_dir / im['file_name']} (image id {image_id})")
+        f = read_image(paths[image_id], f"{images_dir / im['file_name']} (image id {image_id})", policy)
         for dim, actual in (("width", f.width), ("height", f.height)):
             if dim in im and im[dim] != actual:
                 raise InvalidInput(
@@ -153,7 +169,6 @@ def parse_coco(ann_path: Path, images_dir: Path, progress: Progress | None = Non
         progress(len(order) % 256)
     _check_box_bounds(ann_path, anns, {iid: (f.width, f.height) for iid, f in zip(order, files)})
 
-    extra_keys = sorted({k for im in images.values() for k in im} - _STANDARD_IMAGE_KEYS)
     columns = {k: sql_type(im.get(k) for im in images.values()) for k in extra_keys}
     samples = pa.table(
         {
@@ -208,9 +223,9 @@ def parse_coco(ann_path: Path, images_dir: Path, progress: Progress | None = Non
     )
 
 
-def parse_coco_annotations(ann_path: Path) -> tuple[dict[int, dict[str, Any]], list[dict], dict[int, str]]:
+def parse_coco_annotations(ann_path: Path, policy: ReadPolicy | None = None) -> tuple[dict[int, dict[str, Any]], list[dict], dict[int, str]]:
     """For ``data update``: a COCO file's images, checked annotations and categories, no image reads."""
-    doc = load_coco_json(Path(ann_path))
+    doc = load_coco_json(Path(ann_path), policy)
     cats = _categories(Path(ann_path), doc)
     images = _images(Path(ann_path), doc)
     anns = _check_annotations(Path(ann_path), doc, images, cats)

@@ -11,26 +11,31 @@ import pyarrow as pa
 from veml.errors import InvalidInput
 from veml.formats.batch import SAMPLE_SCHEMA, ImportBatch, annotation_schema, sha256, to_json_meta
 from veml.formats.images import IMAGE_SUFFIXES, read_image
+from veml.formats.paths import ReadPolicy, check_inside, walk_files
 
 
-def parse_image_folder(root: Path, progress: Callable[[int], None] | None = None) -> ImportBatch:
+def parse_image_folder(root: Path, progress: Callable[[int], None] | None = None,
+                       policy: ReadPolicy | None = None) -> ImportBatch:
     root = Path(root)
+    policy = policy or ReadPolicy.from_options()
     if not root.is_dir():
         raise InvalidInput(f"{root}: directory not found")
+    for p in root.iterdir():  # a class folder that is a symlink out of the root is refused by name
+        if not p.name.startswith("."):
+            check_inside(root, p, f"{root}: {p.name}", policy)
     classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not classes:
         raise InvalidInput(f"{root}: no class sub-folders (expected DIR/<class>/<image>)")
     entries: list[tuple[str, Path]] = []
     for cls in classes:
-        for f in sorted((root / cls).rglob("*")):
-            if f.is_file() and not f.name.startswith("."):
-                if f.suffix.lower() not in IMAGE_SUFFIXES:
-                    raise InvalidInput(f"{f}: not an image file (suffix {f.suffix or 'missing'})")
-                entries.append((cls, f))
+        for f in walk_files(root / cls, root, policy):
+            if f.suffix.lower() not in IMAGE_SUFFIXES:
+                raise InvalidInput(f"{f}: not an image file (suffix {f.suffix or 'missing'})")
+            entries.append((cls, f))
     if not entries:
         raise InvalidInput(f"{root}: no images in the class sub-folders")
     with ThreadPoolExecutor(max_workers=4) as pool:
-        files = list(pool.map(lambda e: read_image(e[1]), entries))
+        files = list(pool.map(lambda e: read_image(e[1], None, policy), entries))
     if progress:
         progress(len(files))
     rel = [str(p.relative_to(root)) for _, p in entries]

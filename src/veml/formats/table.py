@@ -11,7 +11,8 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from veml.errors import InvalidInput
-from veml.formats.batch import SAMPLE_SCHEMA, ImportBatch, annotation_schema, sha256
+from veml.formats.batch import SAMPLE_SCHEMA, ImportBatch, annotation_schema, check_column_names, sha256
+from veml.formats.paths import ReadPolicy, read_regular
 
 _SQL = {
     pa.types.is_boolean: "BOOLEAN",
@@ -27,22 +28,22 @@ def _sql_type(t: pa.DataType) -> str:
     return "VARCHAR"
 
 
-def read_table(path: Path) -> pa.Table:
+def read_table(path: Path, policy: ReadPolicy | None = None) -> pa.Table:
     path = Path(path)
-    if not path.is_file():
-        raise InvalidInput(f"{path}: file not found")
+    data = pa.BufferReader(read_regular(path, str(path), policy or ReadPolicy.from_options()))
     try:
         if path.suffix.lower() in (".parquet", ".pq"):
-            return pq.read_table(path)
-        return pacsv.read_csv(path)
-    except (pa.ArrowInvalid, OSError) as exc:
+            return pq.read_table(data)
+        return pacsv.read_csv(data)
+    except (pa.ArrowException, OSError) as exc:
         msg = str(exc).splitlines()[0]
         raise InvalidInput(f"{path}: cannot parse table: {msg}") from None
 
 
-def parse_table(path: Path, label: str | None = None) -> ImportBatch:
+def parse_table(path: Path, label: str | None = None, policy: ReadPolicy | None = None) -> ImportBatch:
     path = Path(path)
-    table = read_table(path)
+    table = read_table(path, policy)
+    check_column_names(table.column_names, str(path))
     if table.num_rows == 0:
         raise InvalidInput(f"{path}: the table has no rows")
     if label is not None and label not in table.column_names:

@@ -18,13 +18,21 @@ import pyarrow.csv as pacsv
 
 from veml.errors import InvalidInput
 from veml.formats.batch import SAMPLE_SCHEMA, ImportBatch, annotation_schema, sha256, to_json_meta
+from veml.formats.paths import ReadPolicy, read_regular
 
 DEFAULT_WINDOW = 288  # one day of 5-minute steps
 
 
-def _npz(path: Path) -> tuple[np.ndarray, np.ndarray | None, list[str] | None, np.ndarray | None]:
+def _real(values: np.ndarray, where: str) -> np.ndarray:
+    """Refuse complex values: casting them to float would silently drop the imaginary part."""
+    if np.iscomplexobj(values):
+        raise InvalidInput(f"{where}: complex values ({values.dtype}) are not supported: store real numbers")
+    return values
+
+
+def _npz(path: Path, raw: bytes) -> tuple[np.ndarray, np.ndarray | None, list[str] | None, np.ndarray | None]:
     try:
-        with np.load(path, allow_pickle=False) as z:
+        with np.load(io.BytesIO(raw), allow_pickle=False) as z:
             key = next((k for k in ("data", "speeds", "speed", "x") if k in z.files), None)
             if key is None:
                 raise InvalidInput(f"{path}: npz has no 'data' array (found: {', '.join(z.files) or 'nothing'})")
@@ -39,10 +47,10 @@ def _npz(path: Path) -> tuple[np.ndarray, np.ndarray | None, list[str] | None, n
     return data, ts, ids, adj
 
 
-def _csv(path: Path) -> tuple[np.ndarray, np.ndarray | None, list[str] | None]:
+def _csv(path: Path, raw: bytes) -> tuple[np.ndarray, np.ndarray | None, list[str] | None]:
     try:
-        table = pacsv.read_csv(path)
-    except (pa.ArrowInvalid, OSError) as exc:
+        table = pacsv.read_csv(pa.BufferReader(raw))
+    except (pa.ArrowException, OSError) as exc:
         raise InvalidInput(f"{path}: cannot parse CSV: {str(exc).splitlines()[0]}") from None
     names = table.column_names
     ts = None
@@ -66,11 +74,11 @@ def _csv(path: Path) -> tuple[np.ndarray, np.ndarray | None, list[str] | None]:
     return np.stack(cols, axis=1), ts, names
 
 
-def _h5(path: Path) -> tuple[np.ndarray, np.ndarray | None, list[str] | None]:
+def _h5(path: Path, raw: bytes) -> tuple[np.ndarray, np.ndarray | None, list[str] | None]:
     import h5py
 
     try:
-        with h5py.File(path, "r") as f:
+        with h5py.File(io.BytesIO(raw), "r") as f:
             if "data" in f:
                 data = np.asarray(f["data"])
                 ts = np.asarray(f["timestamps"]).astype(np.int64) if "timestamps" in f else None
@@ -87,19 +95,18 @@ def _h5(path: Path) -> tuple[np.ndarray, np.ndarray | None, list[str] | None]:
     raise InvalidInput(f"{path}: HDF5 file has neither a 'data' dataset nor a pandas 'df' group")
 
 
-def read_adjacency(path: Path) -> np.ndarray:
+def read_adjacency(path: Path, policy: ReadPolicy | None = None) -> np.ndarray:
     path = Path(path)
-    if not path.is_file():
-        raise InvalidInput(f"{path}: adjacency file not found")
+    raw = read_regular(path, f"{path} (adjacency)", policy or ReadPolicy.from_options())
     try:
         if path.suffix == ".npy":
-            return np.load(path, allow_pickle=False)
+            return _real(np.load(io.BytesIO(raw), allow_pickle=False), str(path))
         if path.suffix == ".npz":
-            with np.load(path, allow_pickle=False) as z:
-                return np.asarray(z["adjacency"] if "adjacency" in z.files else z[z.files[0]])
-        table = pacsv.read_csv(path)
+            with np.load(io.BytesIO(raw), allow_pickle=False) as z:
+                return _real(np.asarray(z["adjacency"] if "adjacency" in z.files else z[z.files[0]]), str(path))
+        table = pacsv.read_csv(pa.BufferReader(raw))
         return np.stack([table[c].to_numpy(zero_copy_only=False).astype(np.float64) for c in table.column_names], axis=1)
-    except (OSError, ValueError, KeyError, IndexError, pa.ArrowInvalid) as exc:
+    except (OSError, ValueError, KeyError, IndexError, pa.ArrowException) as exc:
         raise InvalidInput(f"{path}: cannot read adjacency matrix ({str(exc).splitlines()[0]})") from None
 
 
@@ -109,22 +116,26 @@ def parse_timeseries(
     window: int = DEFAULT_WINDOW,
     missing_value: float = 0.0,
     step_seconds: int = 300,
+    policy: ReadPolicy | None = None,
 ) -> ImportBatch:
     path = Path(path)
-    if not path.is_file():
-        raise InvalidInput(f"{path}: file not found")
+    policy = policy or ReadPolicy.from_options()
     if window <= 0:
         raise InvalidInput("--window must be a positive number of steps")
     suffix = path.suffix.lower()
+    if suffix not in (".npz", ".csv", ".h5", ".hdf5"):
+        if not path.exists():
+            raise InvalidInput(f"{path}: file not found")
+        raise InvalidInput(f"{path}: unsupported time-series format {suffix or '(none)'}: use .npz, .csv or .h5")
+    raw = read_regular(path, str(path), policy)
     adj = None
     if suffix == ".npz":
-        data, ts, ids, adj = _npz(path)
+        data, ts, ids, adj = _npz(path, raw)
     elif suffix == ".csv":
-        data, ts, ids = _csv(path)
-    elif suffix in (".h5", ".hdf5"):
-        data, ts, ids = _h5(path)
+        data, ts, ids = _csv(path, raw)
     else:
-        raise InvalidInput(f"{path}: unsupported time-series format {suffix or '(none)'}: use .npz, .csv or .h5")
+        data, ts, ids = _h5(path, raw)
+    data = _real(data, str(path))
     if data.ndim != 2:
         raise InvalidInput(f"{path}: expected a 2-D array time × sensors, got shape {data.shape}")
     if not np.issubdtype(data.dtype, np.number):
@@ -144,7 +155,9 @@ def parse_timeseries(
     if len(ts) != n_steps:
         raise InvalidInput(f"{path}: {len(ts)} timestamps for {n_steps} steps")
     if adjacency is not None:
-        adj = read_adjacency(adjacency)
+        adj = read_adjacency(adjacency, policy)
+    if adj is not None:
+        adj = _real(np.asarray(adj), str(adjacency or path))
     artifacts: dict[str, bytes] = {}
     if adj is not None:
         adj = np.asarray(adj, dtype=np.float32)

@@ -21,11 +21,11 @@ def create_app(repo_path: Any = None, token: str | None = None, **kwargs: Any):
 
 
 def serve(repo_path: Any = None, host: str = "127.0.0.1", port: int = 8000, token: str | None = None,
-          log_level: str = "info") -> None:
+          log_level: str = "info", limits: Any = None) -> None:
     """Serve the REST API with uvicorn until interrupted (see :func:`veml.server.main.serve`)."""
     from veml.server.main import serve as _serve
 
-    _serve(repo_path, host=host, port=port, token=token, log_level=log_level)
+    _serve(repo_path, host=host, port=port, token=token, log_level=log_level, limits=limits)
 
 
 __all__ = ["create_app", "serve"]

@@ -1,7 +1,8 @@
 """The FastAPI application: one repository, the ``/api/v1`` routes, the guard and the error mapping.
 
 Every error answer is ``{"error": "..."}``: VeML's own errors by kind (not found 404, bad input
-400, conflict 409), request validation 422, a missing or wrong token 401; anything else is a
+400, conflict 409), request validation 422, a missing or wrong token 401, a body over its cap 413,
+a full work queue 503 (with Retry-After), a request past its time budget 504; anything else is a
 bug and answers 500 without its message (the traceback goes to the server log).
 """
 
@@ -22,7 +23,10 @@ import veml
 from veml.errors import VemlError
 from veml.server import routes_data, routes_lifecycle, routes_ml, routes_versions, ui
 from veml.server.common import status_of
+from veml.server.limits import Limits
+from veml.server.links import add_links
 from veml.server.predict import RunnerCache
+from veml.server.throttle import BodyLimit, Budget, WorkPool
 
 PREFIX = "/api/v1"
 
@@ -106,21 +110,26 @@ def _install_handlers(app: FastAPI) -> None:
         return _error(500, f"internal error ({type(exc).__name__}); see the server log")
 
 
-def create_app(repo_path: Any = None, token: str | None = None, *, allowed_hosts: Iterable[str] | None = None) -> FastAPI:
+def create_app(repo_path: Any = None, token: str | None = None, *, allowed_hosts: Iterable[str] | None = None,
+               limits: Limits | None = None) -> FastAPI:
     """The REST API over the repository at ``repo_path`` (or the nearest one upward / ``$VEML_REPO``).
 
     The repository is opened now, so a wrong path fails here rather than on the first request.
     Without a token only requests whose Host header names a loopback address (or one of
     ``allowed_hosts``) are answered: pass ``allowed_hosts={"testserver"}`` to use Starlette's
-    ``TestClient`` against an app built without a token.
+    ``TestClient`` against an app built without a token.  ``limits`` (default :class:`Limits`) caps
+    bodies, multipart parts, the work pool and each request's time (see :mod:`veml.server.throttle`).
     """
+    limits = limits or Limits()
     repo = veml.open(repo_path)
+    pool = WorkPool(limits.workers, limits.queue, limits.retry_after_s)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         try:
             yield
         finally:
+            pool.shutdown()
             repo.close()
 
     deps = []
@@ -129,13 +138,24 @@ def create_app(repo_path: Any = None, token: str | None = None, *, allowed_hosts
         deps.append(Depends(HTTPBearer(auto_error=False, description="the token the server was started with")))
     app = FastAPI(title="VeML", version=veml.__version__, description=__doc__, lifespan=lifespan,
                   openapi_url=f"{PREFIX}/openapi.json", docs_url=None, redoc_url=None, dependencies=deps)
-    app.state.repo = repo
+    app.state.repo, app.state.limits, app.state.pool = repo, limits, pool
     app.state.runners = RunnerCache()
     for module in (routes_versions, routes_data, routes_ml, routes_lifecycle):
         app.include_router(module.router, prefix=PREFIX)
     ui.mount(app)  # the web UI: GET / and /ui/... (static files, not in the OpenAPI document)
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:  # FastAPI's document plus the links between operations (veml.server.links)
+        if app.openapi_schema is None:
+            app.openapi_schema = add_links(generate())
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     _install_handlers(app)
+    # the last added runs first: body caps, then the token / Host check, then the time budget
+    app.add_middleware(Budget, seconds=limits.budget_s)
     app.add_middleware(Guard, token=token or None, allowed_hosts=allowed_hosts)
+    app.add_middleware(BodyLimit, limits=limits)
     return app
 
 

@@ -26,7 +26,10 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorOut, "description": "Bad input (also an ambiguous name)"},
     401: {"model": ErrorOut, "description": "Missing or wrong bearer token (servers started with a token)"},
     404: {"model": ErrorOut, "description": "Unknown version, sample or route"},
+    413: {"model": ErrorOut, "description": "Request body over the server's limit"},
     422: {"model": ErrorOut, "description": "Request parameters or body failed validation"},
+    503: {"model": ErrorOut, "description": "The server's work queue is full (see the Retry-After header)"},
+    504: {"model": ErrorOut, "description": "No answer within the request time budget"},
 }
 CONFLICT: dict[int | str, dict[str, Any]] = {409: {"model": ErrorOut, "description": "Name or tag already taken"}}
 
@@ -44,7 +47,7 @@ def repo_of(request: Request) -> Repository:
 
 Repo = Annotated[Repository, Depends(repo_of)]
 Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT, description=f"page size (at most {MAX_LIMIT})")]
-Offset = Annotated[int, Query(ge=0, description="items to skip")]
+Offset = Annotated[int, Query(ge=0, le=2**62, description="items to skip")]
 
 
 def jsonable(obj: Any) -> Any:

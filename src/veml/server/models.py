@@ -72,7 +72,7 @@ class SamplePage(_Page):
 
 
 class FilterIn(_In):
-    where: str = Field(description="SQL expression over sample and annotation columns")
+    where: str = Field(description="filter expression over sample and annotation columns (an allow-listed SQL subset: docs/SECURITY.md)")
     name: str = Field(description="name of the new version")
     keep_annotations: Literal["all", "matching"] = "all"
 

@@ -10,8 +10,6 @@ cached by the adapter (``torch_export._cached_session``), so a request neither r
 
 from __future__ import annotations
 
-import email.parser
-import email.policy
 import io
 import threading
 from collections import OrderedDict
@@ -28,7 +26,6 @@ from veml.errors import InvalidInput
 from veml.repository import Repository
 from veml.versions.model import spec_of
 
-MAX_UPLOAD = 32 * 1024 * 1024
 MAX_PIXELS = 40_000_000
 IMAGE_TASKS = ("classification", "detection")
 
@@ -65,7 +62,7 @@ class RunnerCache:
         spec = spec_of(repo.models.get(tnode.props["model"]))
         adapter = get_adapter(spec.adapter)
         meta = adapter.checkpoint_meta(repo.training.checkpoint(tnode))
-        artifact = repo.inference.artifact(inode)  # digest checked before anything loads it
+        artifact = repo.inference.artifact(inode)  # the very bytes whose digest was checked (read once)
         with self._lock:
             self.loads += 1
             self._items[digest] = (spec, adapter, artifact, meta)
@@ -74,20 +71,20 @@ class RunnerCache:
         return Loaded(inode, spec, adapter, artifact, meta)
 
 
-def multipart_file(content_type: str, body: bytes) -> bytes:
-    """The one file part of a ``multipart/form-data`` body (parsed with the standard library)."""
-    msg = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
-        b"Content-Type: " + content_type.encode("latin-1") + b"\r\n\r\n" + body)
-    if not msg.is_multipart():
-        raise InvalidInput("malformed multipart/form-data body")
-    files = [p for p in msg.iter_parts() if p.get_filename() is not None or p.get_param("name", header="content-disposition")
-             in ("image", "file")]
-    if len(files) != 1:
-        raise InvalidInput(f"send exactly one image file (form field 'image'), got {len(files)} file parts")
-    data = files[0].get_payload(decode=True)
-    if not data:
-        raise InvalidInput("the uploaded image is empty")
-    return data
+async def multipart_image(request: Any, limits: Any) -> bytes:
+    """The one file part of a ``multipart/form-data`` upload, parsed while it streams in (python-multipart).
+
+    A second file part, more than ``limits.max_fields`` other parts or one over ``limits.max_field``
+    bytes is refused (400) as soon as it arrives; the body as a whole is capped by the server.
+    """
+    form = await request.form(max_files=limits.max_files, max_fields=limits.max_fields, max_part_size=limits.max_field)
+    try:
+        files = [value for _, value in form.multi_items() if not isinstance(value, str)]
+        if len(files) != 1:
+            raise InvalidInput(f"send exactly one image file (form field 'image'), got {len(files)} file parts")
+        return await files[0].read()
+    finally:
+        await form.close()
 
 
 def decode_image(payload: bytes) -> np.ndarray:

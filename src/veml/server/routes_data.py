@@ -14,6 +14,7 @@ from veml.errors import StorageError
 from veml.server import queries
 from veml.server.common import CONFLICT, ERRORS, Limit, Offset, Repo, jsonable, page, ref_of
 from veml.server.models import DataStatsOut, FilterIn, MergeIn, SamplePage, VersionOut
+from veml.server.throttle import pooled
 from veml.versions.stats import compute_stats
 
 router = APIRouter(prefix="/data", tags=["data"], responses=ERRORS)
@@ -26,6 +27,7 @@ _IMMUTABLE = {"Cache-Control": "private, max-age=31536000, immutable", "X-Conten
 
 
 @router.get("/{ref}/stats", response_model=DataStatsOut, summary="A data version with its statistics (as `veml data show`)")
+@pooled
 def stats(repo: Repo, ref: RefPath) -> Any:
     node = repo.data.get(ref)
     s = compute_stats(repo.data.checkout(node))
@@ -33,6 +35,7 @@ def stats(repo: Repo, ref: RefPath) -> Any:
 
 
 @router.get("/{ref}/samples", response_model=SamplePage, summary="Sample rows (no payload) with their annotations")
+@pooled
 def samples(repo: Repo, ref: RefPath, limit: Limit = 50, offset: Offset = 0) -> Any:
     node = repo.data.get(ref)
     ids, total = queries.sample_ids(repo, node, limit, offset)
@@ -52,6 +55,7 @@ def samples(repo: Repo, ref: RefPath, limit: Limit = 50, offset: Offset = 0) -> 
 
 @router.get("/{ref}/samples/{data_id}/image", response_class=Response, summary="A stored image, as stored (or a PNG thumbnail)",
             responses={200: {"content": {"image/png": {}, "image/jpeg": {}}, "description": "the image bytes"}})
+@pooled
 def image(repo: Repo, request: Request, ref: RefPath, data_id: DataId,
           thumbnail: Annotated[int | None, Query(ge=8, le=1024, description="longest side of a PNG thumbnail")] = None) -> Response:
     node = repo.data.get(ref)
@@ -74,11 +78,13 @@ def image(repo: Repo, request: Request, ref: RefPath, data_id: DataId,
 
 
 @router.post("/{ref}/filter", response_model=VersionOut, status_code=201, responses=CONFLICT,
-             summary="A new version: samples with a row matching an SQL expression")
+             summary="A new version: samples with a row matching a filter expression")
+@pooled
 def filter_version(repo: Repo, ref: RefPath, body: FilterIn) -> Any:
     return jsonable(repo.data.filter(ref, body.where, body.name, body.keep_annotations).to_json())
 
 
 @router.post("/merge", response_model=VersionOut, status_code=201, responses=CONFLICT, summary="A new version: the union")
+@pooled
 def merge(repo: Repo, body: MergeIn) -> Any:
     return jsonable(repo.data.merge([ref_of(v) for v in body.versions], body.name).to_json())

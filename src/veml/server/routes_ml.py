@@ -19,12 +19,13 @@ from veml.server import predict as P
 from veml.server.common import ERRORS, Limit, Offset, Repo, jsonable, repo_of
 from veml.server.models import (ErrorOut, PredictionOut, PredictionSampleOut, PredictJsonIn, PredictOut, TrainingLogsOut,
                                 TrainingOut)
+from veml.server.throttle import pooled
 
 router = APIRouter(responses=ERRORS)
 
 RefPath = Annotated[str, Path(min_length=1, max_length=255, description="version id, name or tag")]
 DataId = Annotated[int, Path(ge=0, lt=2**32, description="sample id (data_id)")]
-AfterId = Annotated[int, Query(ge=0, description="only log rows with a larger id")]
+AfterId = Annotated[int, Query(ge=0, le=2**62, description="only log rows with a larger id")]
 POLL_S = 0.5
 KEEPALIVE_S = 15.0
 
@@ -87,12 +88,14 @@ async def training_stream(request: Request, ref: RefPath, after_id: AfterId = 0,
 
 @router.get("/predictions/{ref}", response_model=PredictionOut, tags=["inference"],
             summary="A prediction version: metrics (confusion matrix, per class) and the worst samples")
+@pooled
 def prediction(repo: Repo, ref: RefPath) -> Any:
     return jsonable(repo.inference.get_prediction(ref).to_json())
 
 
 @router.get("/predictions/{ref}/samples/{data_id}", response_model=PredictionSampleOut, tags=["inference"],
             summary="One sample's predicted rows (detection: boxes in image pixels with category and score), best first")
+@pooled
 def prediction_sample(repo: Repo, ref: RefPath, data_id: DataId, limit: Limit = 100, offset: Offset = 0) -> Any:
     node = repo.inference.get_prediction(ref)
     if data_id not in repo.data.ids(node.props["data"]):
@@ -118,20 +121,16 @@ _BODY = {"required": True, "content": {
 }}
 
 
-async def _read_body(request: Request) -> bytes:
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > P.MAX_UPLOAD:
-        raise HTTPException(413, f"request body over {P.MAX_UPLOAD} bytes")
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > P.MAX_UPLOAD:
-            raise HTTPException(413, f"request body over {P.MAX_UPLOAD} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def _predict(repo: Any, cache: P.RunnerCache, ref: str, image: bytes | None, doc: PredictJsonIn | None) -> dict[str, Any]:
+def _predict(repo: Any, cache: P.RunnerCache, ref: str, image: bytes | None, body: bytes | None) -> dict[str, Any]:
+    """The work of one prediction, in the server's work pool: parse, load (cached), run, render."""
+    doc = None
+    if body is not None:
+        try:
+            doc = PredictJsonIn.model_validate(json.loads(body))
+        except ValueError as exc:
+            if isinstance(exc, ValidationError):
+                raise RequestValidationError(exc.errors()) from None
+            raise InvalidInput(f"malformed JSON body: {exc}") from None
     pixels = P.decode_image(image) if image is not None else None  # refuse a bad upload before loading anything
     loaded = cache.get(repo, ref)
     if pixels is not None:
@@ -151,20 +150,15 @@ def _predict(repo: Any, cache: P.RunnerCache, ref: str, image: bytes | None, doc
 async def predict(request: Request, ref: RefPath) -> Any:
     ctype = request.headers.get("content-type", "").strip()
     base = ctype.split(";", 1)[0].strip().lower()
-    body = await _read_body(request)
-    image, doc = None, None
+    image, body = None, None
     if base == "multipart/form-data":
-        image = P.multipart_file(ctype, body)
+        image = await P.multipart_image(request, request.app.state.limits)
     elif base.startswith("image/") or base == "application/octet-stream":
-        image = body
+        image = await request.body()
     elif base == "application/json":
-        try:
-            doc = PredictJsonIn.model_validate(json.loads(body))
-        except ValueError as exc:
-            if isinstance(exc, ValidationError):
-                raise RequestValidationError(exc.errors()) from None
-            raise InvalidInput(f"malformed JSON body: {exc}") from None
+        body = await request.body()
     else:
         raise HTTPException(415, "send multipart/form-data with one image, raw image bytes (image/png, image/jpeg), "
                                  "or application/json")
-    return await run_in_threadpool(_predict, repo_of(request), request.app.state.runners, ref, image, doc)
+    # the body is capped as it streams (413); decoding and the model run in the bounded work pool
+    return await request.app.state.pool.run(_predict, repo_of(request), request.app.state.runners, ref, image, body)

@@ -6,6 +6,10 @@ directory (:class:`LocalArtifactStore`) or an object store (:class:`ObjectArtifa
 a file is written to a temporary name in the same directory and then renamed, so a killed writer
 leaves at most a stray temp file; in an object store a PUT (or a multipart upload's completion)
 makes the whole object visible at once or not at all.
+
+Whatever deserializes an artifact reads it with :meth:`ArtifactStore.get_verified`: the bytes are
+read once, hashed, and those very bytes are returned, so a file swapped on disk after a check
+cannot reach a loader unverified (there is no separate check-then-read step to race).
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterator, Mapping, NoReturn, Protocol
 
-from veml.errors import InvalidInput, NotFound
+from veml.errors import InvalidInput, NotFound, StorageError
 from veml.store.object_store import S3Location, S3Settings
 
 
@@ -25,6 +29,12 @@ class ArtifactStore(Protocol):
     def put_bytes(self, data: bytes) -> str: ...
 
     def get_bytes(self, digest: str) -> bytes: ...
+
+    def get_verified(self, digest: str, what: str | None = None) -> bytes:
+        """The artifact's bytes, read once and returned only if their sha256 is ``digest``.
+
+        :class:`NotFound` when it is missing, :class:`StorageError` when it is damaged; ``what``
+        names it in those messages (default ``artifact <digest[:12]>``)."""
 
     def read_range(self, digest: str, start: int, length: int) -> bytes:
         """``length`` bytes from ``start`` (fewer at the end): a slice without fetching the whole artifact."""
@@ -47,6 +57,17 @@ def _check_digest(digest: str) -> str:
 
 def _is_digest(name: str) -> bool:
     return len(name) == 64 and all(c in "0123456789abcdef" for c in name)
+
+
+def _checked(data: bytes, digest: str, what: str | None) -> bytes:
+    """``data`` itself once its sha256 is ``digest`` (the caller loads these bytes, never a re-read)."""
+    if hashlib.sha256(data).hexdigest() != digest:
+        raise StorageError(f"{what or 'artifact ' + digest[:12]} is damaged (digest mismatch)")
+    return data
+
+
+def _missing(digest: str, what: str | None) -> NotFound:
+    return NotFound(f"{what or 'artifact ' + digest[:12]} is missing")
 
 
 def _check_range(start: int, length: int) -> None:
@@ -85,6 +106,15 @@ class LocalArtifactStore:
         if not path.exists():
             raise NotFound(f"artifact {digest[:12]} is missing")
         return path.read_bytes()
+
+    def get_verified(self, digest: str, what: str | None = None) -> bytes:
+        try:
+            data = self._path(digest).read_bytes()
+        except FileNotFoundError:
+            raise _missing(digest, what) from None
+        except OSError as exc:
+            raise StorageError(f"cannot read {what or 'artifact ' + digest[:12]}: {exc.strerror or exc}") from None
+        return _checked(data, digest, what)
 
     def read_range(self, digest: str, start: int, length: int) -> bytes:
         path = self._path(digest)
@@ -174,6 +204,18 @@ class ObjectArtifactStore:
                 return self.loc.fs.cat_file(path)
             except FileNotFoundError as exc:
                 self._raise_missing(digest, exc)
+
+    def get_verified(self, digest: str, what: str | None = None) -> bytes:
+        """One GET; the bytes it returned are the ones hashed and handed back."""
+        path = self._path(digest)
+        with self.loc.errors(f"cannot read artifact {digest[:12]} from"):
+            try:
+                data = self.loc.fs.cat_file(path)
+            except FileNotFoundError as exc:
+                if self.loc.is_bucket_missing(exc):
+                    raise
+                raise _missing(digest, what) from None
+        return _checked(data, digest, what)
 
     def read_range(self, digest: str, start: int, length: int) -> bytes:
         """One ranged GET (``Range: bytes=start-end``), not a download of the whole object."""

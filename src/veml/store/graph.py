@@ -39,7 +39,12 @@ class GraphStore(Protocol):
 
     def count(self, kinds: Sequence[str] | None = None) -> int: ...
 
-    def name_taken(self, name: str) -> bool: ...
+    def name_taken(self, name: str) -> bool:
+        """True if a version or tag answers to ``name`` or to a name differing only by case or spaces."""
+
+    def check_new_name(self, name: str, kind: str | None = None, what: str = "name") -> None:
+        """Refuse a malformed or reserved ``name``, or one clashing with an existing version or tag
+        (:class:`~veml.errors.InvalidInput` / :class:`~veml.errors.Conflict` naming the existing one)."""
 
     def add_edge(self, src: int, dst: int, kind: str, props: Mapping[str, Any] | None = None) -> Edge: ...
 
@@ -58,14 +63,23 @@ class GraphStore(Protocol):
     def untag(self, tag: str) -> None: ...
 
     def allocate(self, space: str, count: int) -> tuple[int, int]:
-        """Reserve ``count`` consecutive ids in ``space`` ('data' or 'ann'); returns (allocation id, first id)."""
+        """Reserve ``count`` consecutive ids in ``space`` ('data' or 'ann'); returns (allocation id, first id).
 
-    def pending_allocations(self) -> list[tuple[int, str, int, int, float, str | None]]:
-        """Allocations no node has claimed yet: (id, space, start, count, created_at, owner).
+        Until :meth:`record` claims it (or :meth:`drop_allocations` gives it up) this process keeps
+        the reservation's lease alive from a background thread (``VEML_ALLOCATION_LEASE_S``), so a
+        gc on another host can tell a running writer from a dead one."""
 
-        ``owner`` is ``host:pid:pid-namespace`` of the writer, None for rows written before schema 2."""
+    def pending_allocations(self) -> list[tuple[int, str, int, int, float, str | None, float | None]]:
+        """Allocations no node has claimed yet: (id, space, start, count, created_at, owner, lease_left).
 
-    def drop_allocations(self, allocation_ids: Sequence[int]) -> None: ...
+        ``owner`` is ``host:pid:pid-namespace[:start-time]`` of the writer, None for rows written
+        before schema 2; ``lease_left`` the seconds its lease still runs by the database's clock
+        (negative once expired), None for rows written before schema 3."""
+
+    def drop_allocations(self, allocation_ids: Sequence[int]) -> list[int]:
+        """Give up these reservations unless a node claimed them meanwhile; returns the ids dropped.
+
+        A node recorded with an allocation that was dropped fails (nothing is recorded)."""
 
     def append_event(self, node_id: int, status: str, payload: Mapping[str, Any] | None = None) -> None:
         """Run status (running/finished/failed) as insert-only events: the latest one wins."""
@@ -87,12 +101,33 @@ class GraphStore(Protocol):
     def close(self) -> None: ...
 
 
-def process_owner(pid: int | None = None) -> str:
-    """Who holds an allocation until its version is recorded: ``host:pid:pid-namespace``, read at
-    call time so a forked worker names itself.  The namespace (an inode number on Linux) tells two
-    containers with one host name apart, so gc never judges a process it cannot see."""
+def process_owner() -> str:
+    """Who holds an allocation until its version is recorded: ``host:pid:pid-namespace:start``,
+    read at call time so a forked worker names itself.  The namespace (an inode number on Linux)
+    tells two containers with one host name apart, so gc never judges a process it cannot see; the
+    start time (clock ticks since boot, ``-`` where unknown) tells the writer from a later process
+    that reuses its pid."""
+    pid = os.getpid()
+    state = process_state(pid)
+    return f"{socket.gethostname()}:{pid}:{pid_namespace()}:{state[1] if state else '-'}"
+
+
+def pid_namespace() -> str:
+    """This process's PID namespace (an inode number on Linux, ``-`` where there is no ``/proc``)."""
     try:
-        ns = str(os.stat("/proc/self/ns/pid").st_ino)
+        return str(os.stat("/proc/self/ns/pid").st_ino)
     except OSError:
-        ns = "-"
-    return f"{socket.gethostname()}:{os.getpid() if pid is None else pid}:{ns}"
+        return "-"
+
+
+def process_state(pid: int) -> tuple[str, str] | None:
+    """(state letter, start time) of a process from ``/proc/PID/stat``; None where it cannot be
+    read (no such process, or no ``/proc``).  The command name may hold spaces and parentheses,
+    so the fields are counted from the last ``)``."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read().decode("ascii", "replace")
+    except OSError:
+        return None
+    fields = stat[stat.rfind(")") + 2 :].split()
+    return (fields[0], fields[19]) if len(fields) > 19 else None

@@ -16,24 +16,29 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import re
+import sqlite3
 import time
+import unicodedata
 import zlib
+from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.dialects import postgresql as pg
 
-from veml.entities import SHORT_KIND, Edge, IdSetRef, Lineage, Node
+from veml.entities import RESERVED_PREFIXES, SHARED_KINDS, SHORT_KIND, Edge, IdSetRef, Lineage, Node, name_key
 from veml.errors import AmbiguousName, Conflict, InvalidInput, NotFound, SchemaOutdated, StorageError
 from veml.store import idsets as ids
 from veml.store import migrations
 from veml.store.graph import ParentLink, process_owner
 from veml.store.idsets import BitMap
+from veml.store.leases import LeaseKeeper, lease_seconds
 
 # The integer kept in ``veml_meta`` since 0.1; each Alembic revision maps to one (migrations.SCHEMA_VERSIONS).
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 metadata = sa.MetaData()
 
@@ -107,7 +112,9 @@ allocations_t = sa.Table(
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("node_id", _Id, nullable=True),
     sa.Column("owner", _Str(255), nullable=True),  # host:pid of the writer (revision 0002)
+    sa.Column("lease_until", sa.Float, nullable=True),  # the writer's heartbeat, database clock (revision 0003)
     sa.Index("ix_allocations_node", "node_id"),
+    sqlite_autoincrement=True,  # an id is never handed out twice, so a claim by id is exact (revision 0003)
 )
 
 events_t = sa.Table(
@@ -197,9 +204,17 @@ class SqlGraphStore:
         self._check_schema = check_schema
         self._lock_salt = 0
         self.is_sqlite = url.startswith("sqlite")
+        self._leases = LeaseKeeper(self._renew_leases)
+        self.read_only = False
         if self.is_sqlite:
-            self.engine = sa.create_engine(url, connect_args={"timeout": 60})
-            event.listen(self.engine, "connect", _sqlite_on_connect)
+            ro_uri = _sqlite_read_only_uri(url)
+            if ro_uri is None:
+                self.engine = sa.create_engine(url, connect_args={"timeout": 60})
+            else:  # a read-only file system: open for reading, every write refused in _write
+                self.read_only = True
+                self.engine = sa.create_engine("sqlite://", creator=lambda: sqlite3.connect(
+                    ro_uri, uri=True, timeout=60, check_same_thread=False), poolclass=sa.pool.NullPool)
+            event.listen(self.engine, "connect", _sqlite_on_connect_ro if self.read_only else _sqlite_on_connect)
             event.listen(self.engine, "begin", _sqlite_on_begin)
         else:
             self.engine = self._postgres_engine(url)
@@ -237,8 +252,11 @@ class SqlGraphStore:
         ``veml upgrade``.  The integer in ``veml_meta`` is read first (one small query on every
         open); Alembic is only loaded when there is something to create."""
         try:
-            with self._write(lock=_LOCK_SCHEMA) as conn:  # two processes opening a new database at once
+            # the writer lock: two processes opening a new database at once (a read-only one is only read)
+            with self._read() if self.read_only else self._write(lock=_LOCK_SCHEMA) as conn:
                 found = self._schema_version(conn)
+                if found is None and self.read_only:
+                    raise StorageError(f"metadata database {self._safe_url} is empty and read-only")
                 if found is None:
                     migrations.upgrade(conn)
                 elif found > SCHEMA_VERSION:
@@ -289,6 +307,8 @@ class SqlGraphStore:
 
         On PostgreSQL ``lock`` names a transaction-scoped advisory lock taken first, for the few
         writes whose checks read other rows than they write (SQLite's writer lock covers those)."""
+        if self.read_only:
+            raise StorageError(f"repository is read-only: cannot write to {self._safe_url}")
         with self.engine.execution_options(veml_immediate=True).begin() as conn:
             if lock is not None and not self.is_sqlite:
                 conn.execute(sa.select(sa.func.pg_advisory_xact_lock(lock ^ self._lock_salt)))
@@ -298,6 +318,7 @@ class SqlGraphStore:
         return self.engine.connect()
 
     def close(self) -> None:
+        self._leases.close()
         self.engine.dispose()
 
     # --- nodes --------------------------------------------------------------------------------
@@ -310,14 +331,21 @@ class SqlGraphStore:
         idsets: Mapping[str, BitMap] | None = None,
         allocations: Sequence[int] = (),
     ) -> Node:
-        _check_name(name)
+        try:
+            node = self._record(kind, name, props, parents, idsets, allocations)
+        except BaseException:
+            self._abandon(allocations)
+            raise
+        self._leases.release(allocations)
+        return node
+
+    def _record(self, kind: str, name: str, props: Mapping[str, Any], parents: Sequence[ParentLink],
+                idsets: Mapping[str, BitMap] | None, allocations: Sequence[int]) -> Node:
         now = time.time()
-        if self.name_taken(name):
-            raise Conflict(f"name {name!r} is already taken")
+        self.check_new_name(name, kind)
         try:
             with self._write(lock=_LOCK_NAMES) as conn:
-                if self._name_taken(conn, name):  # again, under the writer lock: a tag may have appeared
-                    raise Conflict(f"name {name!r} is already taken")
+                _raise_clash(name, self._clash(conn, name, kind))  # again, under the writer lock: a tag may have appeared
                 node_id = conn.execute(
                     nodes_t.insert().values(kind=kind, name=name, created_at=now, props=json.dumps(props, sort_keys=True))
                 ).inserted_primary_key[0]
@@ -333,9 +361,7 @@ class SqlGraphStore:
                         )
                     )
                 if allocations:
-                    conn.execute(
-                        allocations_t.update().where(allocations_t.c.id.in_(list(allocations))).values(node_id=node_id)
-                    )
+                    self._claim(conn, kind, name, node_id, allocations)
         except sa.exc.IntegrityError as exc:
             if self.name_taken(name):
                 raise Conflict(f"name {name!r} is already taken") from exc
@@ -411,17 +437,43 @@ class SqlGraphStore:
             return int(conn.execute(q).scalar_one())
 
     def name_taken(self, name: str) -> bool:
-        """True if a version or a tag already answers to ``name``."""
+        """True if a version or a tag already answers to ``name``, or to a name differing only by case or spaces."""
         if "\x00" in name:  # no stored name holds NUL (PostgreSQL text cannot)
             return False
         with self._read() as conn:
-            return self._name_taken(conn, name)
+            return self._clash(conn, name) is not None
 
-    @staticmethod
-    def _name_taken(conn, name: str) -> bool:
-        if conn.execute(sa.select(nodes_t.c.id).where(nodes_t.c.name == name)).first() is not None:
-            return True
-        return conn.execute(sa.select(tags_t.c.tag).where(tags_t.c.tag == name)).first() is not None
+    def check_new_name(self, name: str, kind: str | None = None, what: str = "name") -> None:
+        """Refuse ``name`` for a new version (or, ``what="tag"``, a new tag): malformed, reserved, or
+        clashing with an existing version or tag (:func:`veml.entities.name_key` says what clashes)."""
+        _check_name(name, kind, what)
+        with self._read() as conn:
+            _raise_clash(name, self._clash(conn, name, kind), what)
+
+    def _clash(self, conn, name: str, kind: str | None = None) -> tuple[str, str] | None:
+        """("version"|"tag", the stored name) that ``name`` collides with, or None.
+
+        Shared model-part nodes compare exactly (their names are made by VeML, never typed)."""
+        exact = conn.execute(sa.select(nodes_t.c.name).where(nodes_t.c.name == name).limit(1)).first()
+        if exact is not None:
+            return "version", exact[0]
+        exact = conn.execute(sa.select(tags_t.c.tag).where(tags_t.c.tag == name).limit(1)).first()
+        if exact is not None:
+            return "tag", exact[0]
+        if kind in SHARED_KINDS:
+            return None
+        key = name_key(name)
+        for what, col in (("version", nodes_t.c.name), ("tag", tags_t.c.tag)):
+            # the SQL key narrows (ASCII case on SQLite, Unicode lower() on PostgreSQL); name_key decides
+            for (found,) in conn.execute(sa.select(col).where(self._sql_key(col) == self._sql_key(sa.literal(name)))):
+                if name_key(found) == key:
+                    return what, found
+        return None
+
+    def _sql_key(self, col):
+        if self.is_sqlite:
+            return sa.func.veml_name_key(col)
+        return sa.func.lower(sa.func.regexp_replace(sa.func.btrim(col), r"\s+", " ", "g"))
 
     # --- edges & lineage ----------------------------------------------------------------------
     def add_edge(self, src: int, dst: int, kind: str, props: Mapping[str, Any] | None = None) -> Edge:
@@ -495,13 +547,10 @@ class SqlGraphStore:
 
     # --- tags ---------------------------------------------------------------------------------
     def tag(self, node_id: int, tag: str) -> None:
-        _check_name(tag)
-        if self.name_taken(tag):
-            raise Conflict(f"{tag!r} already names a version or a tag")
+        self.check_new_name(tag, what="tag")
         try:
             with self._write(lock=_LOCK_NAMES) as conn:
-                if self._name_taken(conn, tag):
-                    raise Conflict(f"{tag!r} already names a version or a tag")
+                _raise_clash(tag, self._clash(conn, tag), "tag")
                 conn.execute(tags_t.insert().values(tag=tag, node_id=node_id, created_at=time.time()))
         except sa.exc.IntegrityError as exc:
             raise Conflict(f"tag {tag!r} already exists") from exc
@@ -517,6 +566,7 @@ class SqlGraphStore:
     def allocate(self, space: str, count: int) -> tuple[int, int]:
         if count < 0:
             raise InvalidInput("cannot allocate a negative number of ids")
+        lease = lease_seconds()
         with self._write() as conn:
             if not self.is_sqlite:  # make sure the counter row exists, then lock it: allocations queue on it
                 conn.execute(pg.insert(counters_t).values(space=space, next_id=0).on_conflict_do_nothing())
@@ -530,26 +580,76 @@ class SqlGraphStore:
                 conn.execute(counters_t.insert().values(space=space, next_id=start + count))
             else:
                 conn.execute(counters_t.update().where(counters_t.c.space == space).values(next_id=start + count))
-            alloc_id = conn.execute(
-                allocations_t.insert().values(space=space, start=start, count=count, created_at=time.time(), owner=process_owner())
-            ).inserted_primary_key[0]
-        return int(alloc_id), start
+            alloc_id = int(conn.execute(
+                allocations_t.insert().values(space=space, start=start, count=count, created_at=time.time(),
+                                              owner=process_owner(), lease_until=self._db_now() + lease)
+            ).inserted_primary_key[0])
+        self._leases.hold(alloc_id, lease)
+        return alloc_id, start
 
-    def pending_allocations(self) -> list[tuple[int, str, int, int, float, str | None]]:
+    def pending_allocations(self) -> list[tuple[int, str, int, int, float, str | None, float | None]]:
+        a = allocations_t.c
         with self._read() as conn:
             rows = conn.execute(
-                sa.select(allocations_t.c.id, allocations_t.c.space, allocations_t.c.start, allocations_t.c.count,
-                          allocations_t.c.created_at, allocations_t.c.owner)
-                .where(allocations_t.c.node_id.is_(None))
-                .order_by(allocations_t.c.id)
+                sa.select(a.id, a.space, a.start, a.count, a.created_at, a.owner, (a.lease_until - self._db_now()))
+                .where(a.node_id.is_(None))
+                .order_by(a.id)
             ).all()
-        return [(int(r[0]), r[1], int(r[2]), int(r[3]), float(r[4]), r[5]) for r in rows]
+        return [(int(r[0]), r[1], int(r[2]), int(r[3]), float(r[4]), r[5], None if r[6] is None else float(r[6])) for r in rows]
 
-    def drop_allocations(self, allocation_ids: Sequence[int]) -> None:
+    def drop_allocations(self, allocation_ids: Sequence[int]) -> list[int]:
+        """Delete the reservations no node has claimed (rows locked first: a concurrent claim
+        either lands before, and the range is kept, or finds it gone and fails)."""
+        self._leases.release(allocation_ids)
+        dropped: list[int] = []
         if not allocation_ids:
-            return
+            return dropped
+        a = allocations_t.c
         with self._write() as conn:
-            conn.execute(allocations_t.delete().where(allocations_t.c.id.in_(list(allocation_ids))))
+            for chunk in _chunks(sorted(set(allocation_ids))):
+                rows = conn.execute(
+                    sa.select(a.id).where(a.id.in_(chunk), a.node_id.is_(None)).with_for_update()
+                ).all()
+                gone = [int(r[0]) for r in rows]
+                if gone:
+                    conn.execute(allocations_t.delete().where(a.id.in_(gone)))
+                dropped += gone
+        return dropped
+
+    def _claim(self, conn: sa.Connection, kind: str, name: str, node_id: int, allocations: Sequence[int]) -> None:
+        """Mark the reservations as this node's, inside its transaction; all or the node fails."""
+        wanted = sorted(set(allocations))
+        a = allocations_t.c
+        claimed = sum(
+            conn.execute(allocations_t.update().where(a.id.in_(chunk), a.node_id.is_(None)).values(node_id=node_id)).rowcount
+            for chunk in _chunks(wanted)
+        )
+        if claimed != len(wanted):
+            raise StorageError(
+                f"cannot record {kind} {name!r}: the ids it reserved were released by 'veml gc' meanwhile "
+                "(the writer's lease ran out while it was stalled); nothing was recorded, run it again"
+            )
+
+    def _abandon(self, allocations: Sequence[int]) -> None:
+        """A write that failed gives up its reservations: its rows become garbage for gc at once
+        (best effort; a range it cannot drop is reclaimed once this process has exited)."""
+        if allocations:
+            with contextlib.suppress(Exception):
+                self.drop_allocations(allocations)
+
+    def _renew_leases(self, allocation_ids: list[int], lease_s: float) -> None:
+        a = allocations_t.c
+        with self._write() as conn:
+            for chunk in _chunks(allocation_ids):
+                conn.execute(allocations_t.update().where(a.id.in_(chunk), a.node_id.is_(None))
+                             .values(lease_until=self._db_now() + lease_s))
+
+    def _db_now(self) -> sa.ColumnElement:
+        """Now, in epoch seconds, by the clock every writer of this database shares: the server's
+        on PostgreSQL (hosts' clocks may disagree), this host's for a SQLite file."""
+        if self.is_sqlite:
+            return sa.literal(time.time(), sa.Float)
+        return sa.cast(sa.extract("epoch", sa.func.clock_timestamp()), sa.Float)
 
 
     # --- run status and logs (insert-only: the latest event is the status) -------------------
@@ -592,15 +692,34 @@ class SqlGraphStore:
         return [{"id": r.id, "step": r.step, "epoch": r.epoch, "key": r.key, "value": r.value, "at": r.at} for r in rows]
 
 
-def _check_name(name: str) -> None:
-    if not name or not name.strip():
-        raise InvalidInput("a name must not be empty")
+def _check_name(name: str, kind: str | None = None, what: str = "name") -> None:
+    """The one check of every version name and tag (all kinds)."""
+    if not isinstance(name, str) or not name.strip():
+        raise InvalidInput(f"a {what} must not be empty")
     if name.strip().isdigit():
-        raise InvalidInput(f"name {name!r} is all digits, which would read as an id")
+        raise InvalidInput(f"{what} {name!r} is all digits, which would read as an id")
     if len(name) > 255:
-        raise InvalidInput("a name must be at most 255 characters")
+        raise InvalidInput(f"a {what} must be at most 255 characters")
     if "\x00" in name:
-        raise InvalidInput("a name must not contain a NUL character")
+        raise InvalidInput(f"a {what} must not contain a NUL character")
+    if name != name.strip():
+        raise InvalidInput(f"{what} {name!r} starts or ends with spaces: use {name.strip()!r}")
+    if any(unicodedata.category(c) == "Cc" for c in name):
+        raise InvalidInput(f"{what} {name!r} contains a control character")
+    if kind not in SHARED_KINDS:
+        for prefix in RESERVED_PREFIXES:
+            if name.casefold().startswith(prefix):
+                raise InvalidInput(f"{what} {name!r} starts with {prefix!r}, which is reserved for shared model parts "
+                                   f"({', '.join(RESERVED_PREFIXES)})")
+
+
+def _raise_clash(name: str, clash: tuple[str, str] | None, what: str = "name") -> None:
+    if clash is None:
+        return
+    kind, found = clash
+    if found == name:
+        raise Conflict(f"{what} {name!r} is already taken by a {kind}")
+    raise Conflict(f"{what} {name!r} differs only by case or spaces from the existing {kind} {found!r}")
 
 
 def _sqlite_on_connect(dbapi_conn, _record) -> None:
@@ -610,7 +729,30 @@ def _sqlite_on_connect(dbapi_conn, _record) -> None:
     cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA synchronous=NORMAL")
     cur.execute("PRAGMA foreign_keys=ON")
+    dbapi_conn.create_function("veml_name_key", 1, lambda v: name_key(v) if isinstance(v, str) else v, deterministic=True)
     cur.close()
+
+
+def _sqlite_read_only_uri(url: str) -> str | None:
+    """A ``file:`` URI opening the SQLite file read-only when its directory (or the file) cannot be
+    written (a read-only mount, a snapshot); None when it can, or when there is no file yet.
+
+    WAL mode needs the ``-shm``/``-wal`` files beside the database: when none is left (a closed
+    repository) the file is opened ``immutable``; a leftover non-empty ``-wal`` is read ``mode=ro``."""
+    raw = url.split(":///", 1)[1] if ":///" in url else ""
+    if not raw or raw.startswith(":memory:"):
+        return None
+    path = Path(raw).resolve()
+    if not path.is_file() or (os.access(path.parent, os.W_OK) and os.access(path, os.W_OK)):
+        return None
+    wal = path.with_name(path.name + "-wal")
+    pending = wal.exists() and wal.stat().st_size > 0
+    return path.as_uri() + ("?mode=ro" if pending else "?mode=ro&immutable=1")
+
+
+def _sqlite_on_connect_ro(dbapi_conn, _record) -> None:
+    dbapi_conn.isolation_level = None
+    dbapi_conn.create_function("veml_name_key", 1, lambda v: name_key(v) if isinstance(v, str) else v, deterministic=True)
 
 
 def _sqlite_on_begin(conn) -> None:

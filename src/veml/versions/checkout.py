@@ -89,7 +89,10 @@ class DataView:
         wanted = self.data_ids[np.asarray(positions, dtype=np.int64)]
         rows = self._s.samples.read("samples", from_array(wanted), columns=["payload"])
         by_id = dict(zip(rows["data_id"].to_pylist(), rows["payload"].to_pylist()))
-        return [np.asarray(decode(by_id[int(d)])) for d in wanted]
+        return [np.asarray(decode(by_id[int(d)], self._what(int(d)))) for d in wanted]
+
+    def _what(self, data_id: int) -> str:
+        return f"sample {data_id} of version {self.node.name!r}"
 
     def annotations_of(self, data_id: int) -> list[dict[str, Any]]:
         return [dict(a) for a in self._ann_by_id.get(int(data_id), [])]
@@ -121,7 +124,7 @@ class DataView:
         return out
 
     def raw_image(self, i: int) -> np.ndarray:
-        return np.asarray(decode(self._samples["payload"][i].as_py()))
+        return np.asarray(decode(self._samples["payload"][i].as_py(), self._what(self._samples["data_id"][i].as_py())))
 
     def raw_array(self, i: int) -> np.ndarray:
         shape = self._samples["shape"][i].as_py()

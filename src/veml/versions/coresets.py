@@ -31,7 +31,7 @@ from veml.compute.executor import DEFAULT_PARTITION_SIZE
 from veml.coreset import embed as E
 from veml.coreset.kcenter import k_center_greedy
 from veml.entities import Node
-from veml.errors import InvalidInput, StorageError
+from veml.errors import InvalidInput
 from veml.store.idsets import from_array
 from veml.versions.context import Stores, stores_at, unique_name
 from veml.versions.data import DataVersions
@@ -223,9 +223,8 @@ class CoreSets:
 
     def matrix(self, core: Node) -> np.ndarray:
         digest = core.props["matrix"]
-        if not self._s.artifacts.verify(digest):
-            raise StorageError(f"core-set matrix {digest[:12]} of {core.name!r} is missing or damaged (digest mismatch)")
-        return np.load(io.BytesIO(self._s.artifacts.get_bytes(digest)), allow_pickle=False)
+        blob = self._s.artifacts.get_verified(digest, f"core-set matrix {digest[:12]} of {core.name!r}")
+        return np.load(io.BytesIO(blob), allow_pickle=False)
 
     def list(self) -> list[Node]:
         return self._s.graph.list(kinds=[KIND])

@@ -9,19 +9,21 @@ Derived versions (filter, merge, diff) never touch the rows at all; they are bit
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 import pyarrow as pa
 
 from veml.entities import MODALITIES, ROLES, Node
-from veml.errors import Conflict, InvalidInput, NotFound
+from veml.errors import InvalidInput, NotFound
 from veml.formats.batch import ImportBatch, concat_batches, merge_columns
 from veml.formats.coco import check_boxes_within, parse_coco, parse_coco_annotations, write_coco
 from veml.formats.imagefolder import parse_image_folder, write_image_folder
+from veml.formats.paths import ReadPolicy
 from veml.formats.table import parse_table
 from veml.formats.timeseries import parse_timeseries
 from veml.store.idsets import BitMap, from_array, to_numpy
@@ -264,16 +266,17 @@ class DataVersions:
                 "category": [cats[a["category_id"]] for a in labelled],
                 "value": [float("nan")] * len(labelled),
             })
-        annotations, alloc = self._append_annotations(tables)
-        props = dict(parent.props)
-        props.update(
-            annotations=len(annotations), annotation_tables=sorted(tables) or parent.props.get("annotation_tables", []),
-            category_ids={n: c for c, n in cats.items()}, source={"base": parent.id, "format": "coco", "path": str(coco.resolve())},
-        )
-        return self._s.graph.record(
-            KIND, name, props, parents=[(parent.id, "UPDATE_ANNOTATION", {"path": str(coco.resolve())})],
-            idsets={"samples": self.ids(parent), "annotations": annotations}, allocations=[a for a in [alloc] if a is not None],
-        )
+        with self._reserving() as held:
+            annotations = self._append_annotations(tables, held)
+            props = dict(parent.props)
+            props.update(
+                annotations=len(annotations), annotation_tables=sorted(tables) or parent.props.get("annotation_tables", []),
+                category_ids={n: c for c, n in cats.items()}, source={"base": parent.id, "format": "coco", "path": str(coco.resolve())},
+            )
+            return self._s.graph.record(
+                KIND, name, props, parents=[(parent.id, "UPDATE_ANNOTATION", {"path": str(coco.resolve())})],
+                idsets={"samples": self.ids(parent), "annotations": annotations}, allocations=held,
+            )
 
     def prepare(self, base: str | int, name: str, steps: Sequence[Mapping[str, Any]]) -> Node:
         """Record preparation steps on a new version; rows are untouched, steps apply at checkout."""
@@ -321,8 +324,7 @@ class DataVersions:
     def _check_new(self, name: str, role: str) -> None:
         if role not in ROLES:
             raise InvalidInput(f"role must be one of {', '.join(ROLES)}, not {role!r}")
-        if self._s.graph.name_taken(name):
-            raise Conflict(f"name {name!r} is already taken")
+        self._s.graph.check_new_name(name)
 
     def _batch_props(self, batch: ImportBatch, role: str) -> dict[str, Any]:
         assert batch.modality in MODALITIES
@@ -338,41 +340,58 @@ class DataVersions:
         props.update(batch.extra_props)
         return props
 
-    def _append_annotations(self, tables: Mapping[str, pa.Table]) -> tuple[BitMap, int | None]:
-        """Append annotation tables that already carry ``data_id``; returns their new ann ids."""
+    @contextlib.contextmanager
+    def _reserving(self) -> Iterator[list[int]]:
+        """Collects the id ranges a write reserves; should it fail before its version is recorded,
+        they are given up at once (their rows become garbage for gc), so a long-lived process (the
+        server) never pins the rows of a write it abandoned."""
+        held: list[int] = []
+        try:
+            yield held
+        except BaseException:
+            with contextlib.suppress(Exception):
+                self._s.graph.drop_allocations(held)
+            raise
+
+    def _append_annotations(self, tables: Mapping[str, pa.Table], held: list[int]) -> BitMap:
+        """Append annotation tables that already carry ``data_id``; returns their new ann ids
+        (the id range reserved for them is added to ``held``)."""
         total = sum(t.num_rows for t in tables.values())
         if total == 0:
-            return BitMap(), None
+            return BitMap()
         alloc, start = self._s.graph.allocate("ann", total)
+        held.append(alloc)
         offset = start
         for name in sorted(tables):
             t = tables[name]
             t = t.append_column("ann_id", pa.array(np.arange(offset, offset + t.num_rows), pa.int64()))
             self._s.samples.append(name, t)
             offset += t.num_rows
-        return BitMap(range(start, start + total)), alloc
+        return BitMap(range(start, start + total))
 
     def _commit_batch(
         self, batch: ImportBatch, name: str, props: dict[str, Any], parents: list, base_samples: BitMap, base_ann: BitMap
     ) -> Node:
         n = batch.samples.num_rows
-        alloc, start = self._s.graph.allocate("data", n)
-        data_ids = np.arange(start, start + n, dtype=np.int64)
-        self._s.samples.append("samples", batch.samples.add_column(0, "data_id", pa.array(data_ids)))
-        tables = {}
-        for table, rows in batch.annotations.items():
-            did = data_ids[rows["sample_index"].to_numpy()]
-            tables[table] = rows.drop_columns(["sample_index"]).append_column("data_id", pa.array(did))
-        ann_ids, ann_alloc = self._append_annotations(tables)
-        for prop, blob in batch.artifacts.items():
-            props[prop] = self._s.artifacts.put_bytes(blob)
-        samples = base_samples | BitMap(range(start, start + n))
-        annotations = base_ann | ann_ids
-        props.update(samples=len(samples), annotations=len(annotations))
-        return self._s.graph.record(
-            KIND, name, props, parents=parents, idsets={"samples": samples, "annotations": annotations},
-            allocations=[a for a in (alloc, ann_alloc) if a is not None],
-        )
+        with self._reserving() as held:
+            alloc, start = self._s.graph.allocate("data", n)
+            held.append(alloc)
+            data_ids = np.arange(start, start + n, dtype=np.int64)
+            self._s.samples.append("samples", batch.samples.add_column(0, "data_id", pa.array(data_ids)))
+            tables = {}
+            for table, rows in batch.annotations.items():
+                did = data_ids[rows["sample_index"].to_numpy()]
+                tables[table] = rows.drop_columns(["sample_index"]).append_column("data_id", pa.array(did))
+            ann_ids = self._append_annotations(tables, held)
+            for prop, blob in batch.artifacts.items():
+                props[prop] = self._s.artifacts.put_bytes(blob)
+            samples = base_samples | BitMap(range(start, start + n))
+            annotations = base_ann | ann_ids
+            props.update(samples=len(samples), annotations=len(annotations))
+            return self._s.graph.record(
+                KIND, name, props, parents=parents, idsets={"samples": samples, "annotations": annotations},
+                allocations=held,
+            )
 
 
 def parse_sources(fmt: str, sources: Path | str | Sequence[Path | str], progress: Progress | None = None, **options: Any) -> ImportBatch:
@@ -384,20 +403,25 @@ def parse_sources(fmt: str, sources: Path | str | Sequence[Path | str], progress
 
 
 def parse_source(fmt: str, source: Path, progress: Progress | None = None, **options: Any) -> ImportBatch:
-    """One entry point for every import format (``veml data import FORMAT …``)."""
+    """One entry point for every import format (``veml data import FORMAT …``).
+
+    Read limits come from ``options`` (``max_file_mb``, ``max_pixels``, ``follow_symlinks``,
+    ``decode_check``), else from the environment, else the defaults (:mod:`veml.formats.paths`).
+    """
+    policy = ReadPolicy.from_options(options)
     if fmt == "coco":
         images = options.get("images")
         if images is None:
             raise InvalidInput("coco import needs --images DIR")
-        return parse_coco(source, Path(images), progress=progress)
+        return parse_coco(source, Path(images), progress=progress, policy=policy)
     if fmt == "images":
-        return parse_image_folder(source, progress=progress)
+        return parse_image_folder(source, progress=progress, policy=policy)
     if fmt == "table":
-        return parse_table(source, label=options.get("label"))
+        return parse_table(source, label=options.get("label"), policy=policy)
     if fmt == "timeseries":
         adj = options.get("adjacency")
         kwargs = {k: options[k] for k in ("window", "missing_value") if options.get(k) is not None}
-        return parse_timeseries(source, adjacency=Path(adj) if adj else None, **kwargs)
+        return parse_timeseries(source, adjacency=Path(adj) if adj else None, policy=policy, **kwargs)
     raise InvalidInput(f"unknown import format {fmt!r}: use one of {', '.join(IMPORT_FORMATS)}")
 
 

@@ -15,6 +15,8 @@ computed and recorded exactly as for a run in this process.
 
 from __future__ import annotations
 
+import contextlib
+
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -26,7 +28,7 @@ from veml.adapters import get_adapter
 from veml.adapters.base import ModelSpec, Predictions, TaskData
 from veml.compute import RepoLocation, partition
 from veml.entities import Node
-from veml.errors import Conflict, InvalidInput, StorageError
+from veml.errors import InvalidInput
 from veml.store.idsets import BitMap
 from veml.versions import evaluation
 from veml.versions.context import Stores, stores_at
@@ -61,6 +63,8 @@ class InferenceVersions:
             raise InvalidInput(f"--target must be one of {', '.join(TARGETS)}")
         if target is not None and out is None:
             raise InvalidInput("--target triton needs --out DIR")
+        if target is not None and fmt not in ("onnx", "torchscript"):
+            raise InvalidInput(f"--target {target} serves --format onnx or torchscript deployments, not {fmt}")
         if out is not None and Path(out).exists() and any(Path(out).iterdir()):
             raise InvalidInput(f"{out}: output directory is not empty")
         checkpoint = self._training.checkpoint(tnode)  # refuses failed runs and damaged checkpoints
@@ -72,8 +76,7 @@ class InferenceVersions:
         sample = task_data(self._s, spec, view, meta.get("class_names"), require_labels=False,
                            positions=np.arange(min(len(view), 16)))
         name = name or self._auto_name(f"{tnode.name}-{fmt}-{quantize}")
-        if self._s.graph.name_taken(name):
-            raise Conflict(f"name {name!r} is already taken")
+        self._s.graph.check_new_name(name)
         outcome = adapter.export(spec, checkpoint, fmt, quantize, sample, device)
         digest = self._s.artifacts.put_bytes(outcome.artifact)
         props: dict[str, Any] = {
@@ -101,9 +104,7 @@ class InferenceVersions:
 
     def artifact(self, inode: Node) -> bytes:
         digest = inode.props["artifact"]
-        if not self._s.artifacts.verify(digest):
-            raise StorageError(f"deployed artifact {digest[:12]} of {inode.name!r} is missing or damaged (digest mismatch)")
-        return self._s.artifacts.get_bytes(digest)
+        return self._s.artifacts.get_verified(digest, f"deployed artifact {digest[:12]} of {inode.name!r}")
 
     def run(self, inference: str | int, data: str | int) -> tuple[Node, Node, TaskData, Predictions]:
         """Run a deployment over a data version without recording anything (drift, monitoring, the server).
@@ -139,8 +140,7 @@ class InferenceVersions:
     def predict(self, inference: str | int, data: str | int, name: str | None = None) -> Node:
         inode = self.get(inference)
         name = name or self._auto_name(f"{inode.name}-on-{self._data.get(data).name}")
-        if self._s.graph.name_taken(name):
-            raise Conflict(f"name {name!r} is already taken")
+        self._s.graph.check_new_name(name)
         inode, dnode, td, preds = self.run(inference, data)
         report, worst = evaluation.evaluate(td, preds)
         spec = self._spec(self._training.get(inode.props["training"]))
@@ -150,7 +150,12 @@ class InferenceVersions:
         if rows.num_rows:
             alloc, start = self._s.graph.allocate("ann", rows.num_rows)
             rows = rows.append_column("ann_id", pa.array(np.arange(start, start + rows.num_rows), pa.int64()))
-            self._s.samples.append("predictions", rows)
+            try:
+                self._s.samples.append("predictions", rows)
+            except BaseException:  # give the range up at once: a long-lived server must not pin it
+                with contextlib.suppress(Exception):
+                    self._s.graph.drop_allocations([alloc])
+                raise
             ids = BitMap(range(start, start + rows.num_rows))
         metric_name, metric = evaluation.key_metric(inode.props["task"], report)
         props = {"inference": inode.id, "data": dnode.id, "task": inode.props["task"], "metrics": report, "worst": worst,
@@ -193,11 +198,9 @@ def predict_partition(task: PredictTask) -> tuple[TaskData, Predictions]:
     try:
         view = DataVersions(stores).checkout_samples(task.data, task.ids)
         td = task_data(stores, task.spec, view, task.class_names, require_labels=False)
-        if not stores.artifacts.verify(task.artifact):
-            raise StorageError(f"deployed artifact {task.artifact[:12]} is missing or damaged (digest mismatch)")
+        artifact = stores.artifacts.get_verified(task.artifact, f"deployed artifact {task.artifact[:12]}")
         adapter = get_adapter(task.spec.adapter)
-        preds = adapter.predict_exported(task.spec, stores.artifacts.get_bytes(task.artifact), task.format, task.meta,
-                                         td, task.device)
+        preds = adapter.predict_exported(task.spec, artifact, task.format, task.meta, td, task.device)
         return replace(td, images=None), preds
     finally:
         stores.graph.close()

@@ -2,21 +2,25 @@
 
 verify recomputes, for every data version, its bitmaps' digests, that every referenced row exists,
 and the sha256 of every referenced sample's payload; and checks every artifact a version points
-at.  gc deletes sample and annotation rows outside every version's bitmaps, except those of an
-id range reserved less than ``grace`` seconds ago (an import may be running right now).
+at.  gc deletes sample and annotation rows outside every version's bitmaps, except those of an id
+range a writer reserved and has not recorded yet while that writer may still be at work (see
+:func:`_reservation_is_live`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import socket
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from veml.store.graph import process_owner
+from veml.errors import InvalidInput
+from veml.formats.images import check_decodes
+from veml.store.graph import pid_namespace, process_state
 from veml.store.idsets import BitMap, digest
 from veml.schemas import SCHEMAS
 from veml.versions.context import Stores
@@ -41,7 +45,8 @@ class VerifyReport:
                 "artifacts": self.artifacts, "problems": self.problems}
 
 
-def verify(stores: Stores) -> VerifyReport:
+def verify(stores: Stores, deep: bool = False) -> VerifyReport:
+    """Every version against its digests; ``deep`` also decodes every stored image completely."""
     report = VerifyReport()
     g = stores.graph
     nodes = {n.id: n for n in g.list(kinds=["DataVersion"])}
@@ -68,6 +73,11 @@ def verify(stores: Stores) -> VerifyReport:
                 data = payload if modality != "table" else (meta or "").encode()
                 if hashlib.sha256(data or b"").hexdigest() != expect:
                     report.problems.append(f"version {nid} ({node.name}): sample {did} content hash mismatch")
+                elif deep and modality == "image":
+                    try:
+                        check_decodes(payload or b"")
+                    except InvalidInput as exc:
+                        report.problems.append(f"version {nid} ({node.name}): sample {did} {exc}")
             checked |= found
         ann, _ = ann_sets.get(nid, (BitMap(), None))
         if len(ann):
@@ -118,47 +128,73 @@ class GcReport:
                 "allocations_released": self.allocations, "temp_files_removed": self.temp_files, "bytes_before": self.bytes_before, "bytes_after": self.bytes_after}
 
 
-def _owner_is_gone(owner: str | None) -> bool:
-    """True only when the allocation's writer provably died: it ran on this host, in this PID
-    namespace, and no process has its pid.  Anything else (another machine, a reused pid, an owner
-    from before schema 2) waits out the grace period, which is the safe side."""
-    if not owner:
-        return False
-    host, _, rest = owner.partition(":")
-    pid_s, _, ns = rest.partition(":")
-    if not pid_s.isdigit() or process_owner(int(pid_s)) != owner:
-        return False  # another host or PID namespace: not ours to judge
-    pid = int(pid_s)
-    if pid == os.getpid():
-        return False
+def _owner_alive(owner: str | None) -> bool | None:
+    """Whether the writer that holds a reservation is alive: True or False only when it ran on this
+    host in this PID namespace (``host:pid:ns[:start]``) and the kernel can tell; None otherwise
+    (another host or container, or an owner from before schema 2).  A zombie, or a pid now held by
+    a process that started later than the writer did, is a writer that died."""
+    parts = (owner or "").split(":")
+    if len(parts) < 3 or not parts[1].isdigit() or int(parts[1]) <= 0:
+        return None
+    if parts[0] != socket.gethostname() or parts[2] != pid_namespace():
+        return None  # not ours to judge
+    pid, start = int(parts[1]), (parts[3] if len(parts) > 3 else "-")
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
-        return True
+        return False
     except PermissionError:
-        return False  # alive, someone else's
-    return False
+        pass  # alive, someone else's
+    except (OverflowError, OSError):
+        return None
+    state = process_state(pid)
+    if state is None:
+        return True  # no /proc here: the signal said it is there
+    if state[0] in ("Z", "X") or (start != "-" and state[1] != start):
+        return False
+    return True
+
+
+def _reservation_is_live(owner: str | None, lease_left: float | None, age_s: float, grace_s: float) -> bool:
+    """Must gc keep the rows of an id range no version has claimed yet?
+
+    A writer on this host is judged by its process, whatever the grace: alive, its rows are kept
+    (an import of any length, against ``--grace 0`` too); dead, they are reclaimed at once.  A
+    writer gc cannot see (another host, a container) is alive while its lease runs (it renews it
+    as it works, :mod:`veml.store.leases`); once the lease ran out its rows are kept only for the
+    grace period.  A reservation from before schema 3 has no lease and waits out the grace."""
+    alive = _owner_alive(owner)
+    if alive is not None:
+        return alive
+    if lease_left is not None and lease_left > 0:
+        return True
+    return age_s < grace_s
+
+
+TEMP_FILE_MIN_AGE_S = 60.0
 
 
 def gc(stores: Stores, grace_s: float = DEFAULT_GRACE_S) -> GcReport:
     g = stores.graph
     report = GcReport(bytes_before=stores.samples.size_bytes())
-    # The rows present are read FIRST, then the reservations, then the versions.  Every row is
-    # appended after its id range was reserved, and a version commits and claims its range in one
-    # transaction; so a row seen here is either in a range still pending below (protected) or in
-    # one already claimed, whose version is then among those read after it (referenced).  Read in
-    # the other order, an import that reserves after the reservations were read and commits after
-    # the versions were read would lose rows it had appended before the keys were read.
+    # The rows present are read FIRST, then the reservations; the stale ones are dropped, THEN the
+    # versions are read.  Every row is appended after its id range was reserved, and a version
+    # commits and claims its range in one transaction that fails if the range was dropped; so a
+    # row seen here is in a range still pending below (kept while its writer may be at work), or
+    # in one claimed before the versions are read (referenced), or in one dropped here or before
+    # (its version can never commit: garbage).  Read in another order, an import that commits
+    # between two of these steps would lose rows it had appended.
     tables = [t for t in SCHEMAS if t != "samples"]
     present = {t: stores.samples.keys(t) for t in ["samples", *tables]}
     now = time.time()
     protected = {"data": BitMap(), "ann": BitMap()}
     stale = []
-    for alloc_id, space, start, count, created, owner in g.pending_allocations():
-        if now - created < grace_s and not _owner_is_gone(owner):
+    for alloc_id, space, start, count, created, owner, lease_left in g.pending_allocations():
+        if _reservation_is_live(owner, lease_left, now - created, grace_s):
             protected[space] |= BitMap(range(start, start + count))
         else:
             stale.append(alloc_id)
+    report.allocations = len(g.drop_allocations(stale))  # a range claimed meanwhile stays: its version is read next
     referenced = {"data": BitMap(), "ann": BitMap()}
     for _, bm, _ in g.iter_idsets("samples"):
         referenced["data"] |= bm
@@ -169,8 +205,7 @@ def gc(stores: Stores, grace_s: float = DEFAULT_GRACE_S) -> GcReport:
     for table in tables:
         dead_ann = present[table] - referenced["ann"] - protected["ann"]
         report.annotations += stores.samples.reclaim(table, dead_ann)
-    g.drop_allocations(stale)
-    report.allocations = len(stale)
-    report.temp_files = stores.artifacts.remove_stale_temps(grace_s)
+    # a live writer touches its temp file on every write, so one untouched for a minute is a killed writer's, even at --grace 0
+    report.temp_files = stores.artifacts.remove_stale_temps(max(grace_s, TEMP_FILE_MIN_AGE_S))
     report.bytes_after = stores.samples.size_bytes()
     return report

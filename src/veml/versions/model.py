@@ -8,6 +8,8 @@ a scan of every model's properties.
 from __future__ import annotations
 
 import json
+import os
+import stat
 import tomllib
 from pathlib import Path
 from typing import Any, Mapping
@@ -25,10 +27,33 @@ _PARTS = {"architecture": "Architecture", "backbone": "Backbone", "neck": "Neck"
 _KEYS = {"adapter", "task", "architecture", "backbone", "neck", "head", "parameters", "name", "description"}
 
 
-def load_config(path: Path | str) -> dict[str, Any]:
-    path = Path(path)
+#: the largest model config file read (bytes): configs are a few lines; ``VEML_MAX_CONFIG_BYTES`` changes it
+MAX_CONFIG_BYTES = 1 << 20
+#: the most values a config may hold once YAML aliases are expanded (an alias bomb is refused before it
+#: is ever serialised); ``VEML_MAX_CONFIG_NODES`` changes it
+MAX_CONFIG_NODES = 10_000
+
+
+def _limit(env: str, default: int) -> int:
     try:
-        text = path.read_text()
+        return int(os.environ.get(env, default))
+    except ValueError:
+        raise InvalidInput(f"${env} must be an integer") from None
+
+
+def load_config(path: Path | str) -> dict[str, Any]:
+    """A model config (YAML, JSON or TOML by suffix), read under a byte cap and refused if it expands
+    (YAML aliases) to more than ``MAX_CONFIG_NODES`` values or refers to itself."""
+    path = Path(path)
+    cap = _limit("VEML_MAX_CONFIG_BYTES", MAX_CONFIG_BYTES)
+    try:
+        if not stat.S_ISREG(path.stat().st_mode):
+            raise InvalidInput(f"{path}: a config must be a regular file")
+        with path.open("rb") as f:
+            raw = f.read(cap + 1)
+        if len(raw) > cap:
+            raise InvalidInput(f"{path}: config is larger than {cap} bytes (VEML_MAX_CONFIG_BYTES)")
+        text = raw.decode("utf-8")
     except FileNotFoundError:
         raise InvalidInput(f"{path}: config file not found") from None
     except (OSError, UnicodeDecodeError) as exc:
@@ -42,9 +67,45 @@ def load_config(path: Path | str) -> dict[str, Any]:
             doc = yaml.safe_load(text)
     except (tomllib.TOMLDecodeError, json.JSONDecodeError, yaml.YAMLError) as exc:
         raise InvalidInput(f"{path}: malformed config: {str(exc).splitlines()[0]}") from None
+    except RecursionError:
+        raise InvalidInput(f"{path}: malformed config: nested too deeply") from None
     if not isinstance(doc, dict):
         raise InvalidInput(f"{path}: a model config is a mapping (adapter, task, architecture, …)")
+    _check_expansion(doc, _limit("VEML_MAX_CONFIG_NODES", MAX_CONFIG_NODES), str(path))
     return doc
+
+
+def _check_expansion(doc: Any, cap: int, where: str) -> None:
+    """Count the values ``doc`` holds once every shared (aliased) part is written out in full, without
+    writing it out: each container's size is computed once, so a billion-laughs document costs its
+    number of distinct containers, not its expansion."""
+    sizes: dict[int, int] = {}
+    open_: set[int] = set()
+
+    def size(obj: Any) -> int:
+        if not isinstance(obj, (dict, list)):
+            return 1
+        key = id(obj)
+        if key in sizes:
+            return sizes[key]
+        if key in open_:
+            raise InvalidInput(f"{where}: the config refers to itself (a recursive YAML alias)")
+        open_.add(key)
+        items = [*obj.keys(), *obj.values()] if isinstance(obj, dict) else obj
+        total = 1
+        for item in items:
+            total += size(item)
+            if total > cap:
+                raise InvalidInput(f"{where}: the config expands to more than {cap} values "
+                                   "(YAML aliases? VEML_MAX_CONFIG_NODES)")
+        open_.discard(key)
+        sizes[key] = total
+        return total
+
+    try:
+        size(doc)
+    except RecursionError:
+        raise InvalidInput(f"{where}: malformed config: nested too deeply") from None
 
 
 def spec_from_config(doc: Mapping[str, Any], where: str = "config") -> ModelSpec:
@@ -59,6 +120,9 @@ def spec_from_config(doc: Mapping[str, Any], where: str = "config") -> ModelSpec
         raise InvalidInput(f"{where}: task must be one of {', '.join(TASKS)}, not {task!r}")
     if not isinstance(doc.get("architecture"), str):
         raise InvalidInput(f"{where}: 'architecture' is required")
+    for key in ("backbone", "neck", "head", "description", "name"):
+        if doc.get(key) is not None and not isinstance(doc[key], str):
+            raise InvalidInput(f"{where}: {key!r} must be a string, not {type(doc[key]).__name__}")
     params = doc.get("parameters") or {}
     if not isinstance(params, dict):
         raise InvalidInput(f"{where}: 'parameters' must be a mapping")
@@ -85,8 +149,7 @@ class ModelVersions:
             description: str = "") -> Node:
         doc = load_config(config) if isinstance(config, (str, Path)) else dict(config)
         spec = spec_from_config(doc, str(config) if isinstance(config, (str, Path)) else "config")
-        if self._s.graph.name_taken(name):
-            raise Conflict(f"name {name!r} is already taken")
+        self._s.graph.check_new_name(name)
         base = None
         if finetune_from is not None:  # checked before any shared node is created
             base = self.get(finetune_from)

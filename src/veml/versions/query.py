@@ -1,20 +1,35 @@
-"""Filter expressions: SQL over sample columns and annotation columns, run by DuckDB.
+"""Filter expressions over sample columns and annotation columns, run by DuckDB.
 
 The version's sample metadata (no payloads) and its annotations arrive as Arrow tables; DuckDB
 scans them zero-copy, so a filter over tens of thousands of samples is a few milliseconds and no
-Python loop touches a row.  External access is switched off before the user's expression runs:
-a filter can read the version it is given and nothing else.
+Python loop touches a row.  The user's expression is never handed to DuckDB as written: it is
+parsed and checked against the filter language (:mod:`veml.versions.filterlang`: the version's
+columns, literals, operators and a named set of scalar functions) and what runs is generated from
+the checked tree.  External access is also switched off: a filter reads the version it is given
+and nothing else.  A filter has a time budget (:func:`filter_timeout`); past it, or on Ctrl-C /
+SIGTERM, the query is interrupted.
 """
 
 from __future__ import annotations
 
-from typing import Mapping
+import math
+import os
+import threading
+from typing import Any, Callable, Mapping
 
 import duckdb
 import numpy as np
 import pyarrow as pa
 
-from veml.errors import FilterError
+from veml.errors import FilterError, InvalidInput
+from veml.versions import filterlang
+
+DEFAULT_TIMEOUT_S = 30.0
+TIMEOUT_ENV = "VEML_FILTER_TIMEOUT_S"
+# How long an interrupted query may take to stop before it is left behind: DuckDB notices an
+# interrupt between vectors of 2048 rows, which a heavy expression over long strings can stretch.
+# (A process that exits while DuckDB still runs can abort, so this errs on the long side.)
+_SETTLE_S = 30.0
 
 SAMPLE_COLUMNS = ("data_id", "modality", "format", "width", "height", "channels", "file_name")
 _ANN_TABLES = ("boxes", "labels", "series")
@@ -64,9 +79,26 @@ def _connect(samples: pa.Table, columns: Mapping[str, str], annotations: Mapping
     else:
         view = "SELECT s.*, CAST(NULL AS BIGINT) AS ann_id, CAST(NULL AS VARCHAR) AS ann_kind FROM s"
     con.execute(f"CREATE TEMP VIEW v AS {view}")
+    con.execute("SET enable_progress_bar = false")  # stdout and stderr belong to the CLI's contract
     con.execute("SET enable_external_access = false")
     con.execute("SET lock_configuration = true")
     return con
+
+
+def filter_timeout(timeout_s: float | None = None) -> float:
+    """The time budget of one filter: ``timeout_s``, else $VEML_FILTER_TIMEOUT_S, else 30 s."""
+    value: Any = timeout_s
+    if value is None:
+        raw = os.environ.get(TIMEOUT_ENV, "").strip()
+        if not raw:
+            return DEFAULT_TIMEOUT_S
+        try:
+            value = float(raw)
+        except ValueError:
+            raise InvalidInput(f"{TIMEOUT_ENV} must be a number of seconds, not {raw!r}") from None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise InvalidInput(f"the filter time budget must be a positive number of seconds, not {value!r}")
+    return float(value)
 
 
 def run_filter(
@@ -74,18 +106,22 @@ def run_filter(
     columns: Mapping[str, str],
     annotations: Mapping[str, pa.Table],
     where: str,
+    timeout_s: float | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(data ids of samples with any matching row, annotation ids of the matching rows)."""
-    if not where or not where.strip():
+    budget = filter_timeout(timeout_s)
+    if not isinstance(where, str) or not where.strip():
         raise FilterError("filter expression is empty")
-    try:
-        # Parsed as one expression first: "1=1) UNION SELECT …" or "a; b" never become SQL.
-        expression = duckdb.SQLExpression(where)
-    except duckdb.Error as exc:
-        raise FilterError(f"filter expression does not parse: {_first_line(exc)}") from None
     con = _connect(samples, columns, annotations)
+    done = threading.Event()
+    done.set()  # no query running yet
     try:
-        rows = con.view("v").filter(expression).project("data_id, ann_id").fetchnumpy()
+        sql = filterlang.compile_filter(where, con.view("v").columns)
+        # DuckDB parses the generated text as one expression: a second guard that nothing but an
+        # expression reaches the WHERE clause.
+        relation = con.view("v").filter(duckdb.SQLExpression(sql)).project("data_id, ann_id")
+        done.clear()
+        rows = _bounded(con, relation.fetchnumpy, budget, done)
     except duckdb.ParserException as exc:
         raise FilterError(f"filter expression does not parse: {_first_line(exc)}") from None
     except duckdb.BinderException as exc:
@@ -93,13 +129,49 @@ def run_filter(
     except duckdb.Error as exc:
         raise FilterError(f"filter expression failed: {_first_line(exc)}") from None
     finally:
-        con.close()
+        if done.is_set():  # never closed under a query that has not stopped yet
+            con.close()
     data_ids = np.unique(np.asarray(rows["data_id"], dtype=np.int64))
     ann = rows["ann_id"]
     if isinstance(ann, np.ma.MaskedArray):
         ann = ann.compressed()
     ann_ids = np.unique(np.asarray(ann, dtype=np.int64))
     return data_ids, ann_ids
+
+
+def _bounded(con: duckdb.DuckDBPyConnection, fetch: Callable[[], Any], budget: float,
+             done: threading.Event) -> Any:
+    """``fetch()`` on a worker thread, interrupted past ``budget`` seconds or on KeyboardInterrupt.
+
+    The main thread only waits (on an Event: an interrupted ``Thread.join`` can wrongly mark a
+    running thread finished), so Ctrl-C, and SIGTERM, which the CLI turns into KeyboardInterrupt,
+    reach it at once; it then interrupts DuckDB, waits for the query to stop, and re-raises.
+    """
+    outcome: dict[str, Any] = {}
+
+    def work() -> None:
+        try:
+            outcome["value"] = fetch()
+        except BaseException as exc:  # handed to the waiting thread
+            outcome["error"] = exc
+        finally:
+            done.set()
+
+    threading.Thread(target=work, name="veml-filter", daemon=True).start()
+    try:
+        timed_out = not done.wait(budget)
+        if timed_out:
+            con.interrupt()
+    except BaseException:
+        con.interrupt()
+        done.wait(_SETTLE_S)
+        raise
+    if timed_out:
+        done.wait(_SETTLE_S)
+        raise FilterError(f"filter expression took longer than {budget:g} s (the budget is set by {TIMEOUT_ENV})")
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
 
 
 def expand_meta(samples: pa.Table, columns: Mapping[str, str]) -> pa.Table:

@@ -76,7 +76,8 @@ def task_data(stores: Stores, spec: ModelSpec, view: DataView, class_names: Sequ
         adj = None
         digest = view.node.props.get("adjacency")
         if digest:
-            adj = np.load(io.BytesIO(stores.artifacts.get_bytes(digest)), allow_pickle=False)
+            blob = stores.artifacts.get_verified(digest, f"adjacency matrix {digest[:12]} of {view.node.name!r}")
+            adj = np.load(io.BytesIO(blob), allow_pickle=False)
         return TaskData("forecasting", (), ids, series=series, adjacency=adj,
                         missing_value=float(view.node.props.get("missing_value", 0.0)))
     table = view.to_numpy()[pos]

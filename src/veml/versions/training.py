@@ -16,6 +16,7 @@ default; it is connected to before the node is written, so an unreachable cluste
 
 from __future__ import annotations
 
+import math
 import os
 import platform
 import socket
@@ -26,10 +27,10 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from veml.adapters import get_adapter
-from veml.adapters.base import ModelSpec
+from veml.adapters.base import ModelSpec, check_type
 from veml.compute import RayExecutor
 from veml.entities import Node
-from veml.errors import Conflict, InvalidInput, StorageError
+from veml.errors import InvalidInput, VemlError
 from veml.versions import evaluation
 from veml.versions.context import Stores
 from veml.versions.data import DataVersions
@@ -56,19 +57,24 @@ def parse_sets(sets: Mapping[str, Any] | list[str] | None, defaults: Mapping[str
     for key, value in raw.items():
         if key not in defaults:
             raise InvalidInput(f"unknown training parameter {key!r} (accepted: {', '.join(defaults)})")
-        default = defaults[key]
-        try:
-            if isinstance(default, bool):
-                out[key] = value if isinstance(value, bool) else str(value).lower() in ("1", "true", "yes", "on")
-            elif isinstance(default, int):
-                out[key] = int(value)
-            elif isinstance(default, float):
-                out[key] = float(value)
-            else:
-                out[key] = value
-        except (TypeError, ValueError):
-            raise InvalidInput(f"training parameter {key}={value!r} is not a {type(default).__name__}") from None
+        given = value if isinstance(value, str) else None
+        out[key] = check_type(f"training parameter {key!r}", _from_text(value, defaults[key]), defaults[key], given)
     return out
+
+
+def _from_text(value: Any, default: Any) -> Any:
+    """A ``--set`` string typed like its default (left as it is when it does not read as one, so the
+    type check names it); values that are not strings (a Python mapping) are checked as they are."""
+    if not isinstance(value, str) or isinstance(default, str) or default is None:
+        return value
+    text = value.strip()
+    if isinstance(default, bool):
+        return {"1": True, "true": True, "yes": True, "on": True,
+                "0": False, "false": False, "no": False, "off": False}.get(text.lower(), value)
+    try:
+        return int(text) if isinstance(default, int) else float(text) if isinstance(default, float) else value
+    except ValueError:
+        return value
 
 
 Sets = Mapping[str, Any] | list[str] | None
@@ -148,7 +154,8 @@ class _Logger:
 
     def __call__(self, step: int, epoch: int, values: Mapping[str, float]) -> None:
         now = time.time()
-        self._rows.extend((step, epoch, k, float(v), now) for k, v in values.items())
+        # a NaN or inf cannot be stored (SQL NULL); the adapter stops a run whose loss is not finite
+        self._rows.extend((step, epoch, k, float(v), now) for k, v in values.items() if math.isfinite(float(v)))
         if self._echo:
             self._echo(step, epoch, values)
         if len(self._rows) >= _FLUSH_ROWS or time.monotonic() - self._last > _FLUSH_S:
@@ -220,14 +227,12 @@ class TrainingVersions:
         return self._s.graph.read_logs(self.get(ref).id, after_id)
 
     def checkpoint(self, node: Node) -> bytes:
-        """The run's checkpoint, its digest checked before anything unpickles it."""
+        """The run's checkpoint: the very bytes whose digest was checked (read once, then loaded)."""
         ev = self.status(node)
         if ev.get("status") != "finished":
             raise InvalidInput(f"training {node.name!r} is {ev.get('status')}: only a finished training has a checkpoint")
         digest = ev["checkpoint"]
-        if not self._s.artifacts.verify(digest):
-            raise StorageError(f"checkpoint {digest[:12]} of training {node.name!r} is missing or damaged (digest mismatch)")
-        return self._s.artifacts.get_bytes(digest)
+        return self._s.artifacts.get_verified(digest, f"checkpoint {digest[:12]} of training {node.name!r}")
 
     def train(
         self,
@@ -274,8 +279,7 @@ class TrainingVersions:
         if adapt is not None and init_bytes is not None:
             adapter.check_adapt(spec, init_bytes, adapt)
         name = name or self._auto_name(mnode.name, dnode.name)
-        if self._s.graph.name_taken(name):
-            raise Conflict(f"name {name!r} is already taken")
+        self._s.graph.check_new_name(name)
         if distribution is not None:
             self._check_distributed(adapter, adapt, distribution["workers"])
         parents: list[tuple[int, str, Mapping[str, Any]]] = [(dnode.id, "DATA_TRAINING", {"role": "train"}),
@@ -318,10 +322,13 @@ class TrainingVersions:
             self._s.graph.append_event(node.id, "finished", {"checkpoint": digest, "metrics": metrics, "profile": profile,
                                                              "worst": worst, "finished_at": time.time()})
         except BaseException as exc:
+            reason = str(exc) if isinstance(exc, VemlError) else f"{type(exc).__name__}: {exc}"
             try:
                 logger.flush()
             finally:
-                self._s.graph.append_event(node.id, "failed", {"error": f"{type(exc).__name__}: {exc}"[:500]})
+                self._s.graph.append_event(node.id, "failed", {"error": reason[:500]})
+            if isinstance(exc, InvalidInput):  # the run ended on its input (a diverging loss): say which run
+                raise InvalidInput(f"training {node.name!r} failed: {exc}") from exc
             raise
         return self.describe(self._s.graph.get(node.id))
 
