@@ -172,3 +172,47 @@ def test_digit_references_sql_cannot_hold_are_just_unknown(tmp_path, ref):
     with pytest.raises(NotFound):
         g.resolve(ref)
     g.close()
+
+
+_READER = textwrap.dedent("""
+    import sys
+    from veml.store.sql_graph import SqlGraphStore
+    g = SqlGraphStore(sys.argv[1])
+    print(g.read_only, [n.name for n in g.list()], flush=True)
+    sys.stdin.readline()
+    print([n.name for n in g.list()], flush=True)
+""")
+
+
+def test_another_users_reader_sees_what_the_owner_writes_meanwhile(tmp_path_factory):
+    """A reader that cannot write the SQLite file (another user) while its owner is still writing:
+    opened ``mode=ro`` through the live ``-shm`` (not ``immutable``), so it sees the owner's new versions."""
+    import os
+    import shutil
+    import tempfile
+
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        pytest.skip("needs root and setpriv(1) to read as another user")
+    base = tempfile.mkdtemp(prefix="veml-shared-")  # under /tmp, which the other user can reach (pytest's tmp is 0700)
+    try:
+        os.chmod(base, 0o755)
+        url = f"sqlite:///{base}/g.db"
+        owner = SqlGraphStore(url)
+        owner.record("DataVersion", "a", {})
+        with owner.engine.connect() as conn:  # an empty -wal (as after a checkpoint); the owner keeps the file open
+            conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+        reader = subprocess.Popen(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-c",
+                                   _READER, url], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                  text=True)
+        try:
+            assert reader.stdout.readline().strip() == "True ['a']", reader.stderr.read() if reader.poll() is not None else ""
+            owner.record("DataVersion", "b", {})
+            out, err = reader.communicate("\n", timeout=60)
+        finally:
+            if reader.poll() is None:
+                reader.kill()
+        assert reader.returncode == 0, err
+        assert out.strip() == "['a', 'b']"
+        owner.close()
+    finally:
+        shutil.rmtree(base)

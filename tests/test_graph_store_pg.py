@@ -158,6 +158,19 @@ def test_names_tags_untag_and_ambiguity(graph):
         graph.record("DataVersion", "nul\x00name", {})
 
 
+@pytest.mark.parametrize("taken, typed", [("Straße", "STRASSE"), ("a\u00a0b", "a b")])
+def test_names_differing_by_unicode_case_or_spaces_clash(graph, taken, typed):
+    """name_key decides on both back-ends: casefold() (ß is ss), str.split() (a no-break space)."""
+    node = graph.record("DataVersion", taken, {})
+    graph.tag(node.id, "t-" + taken)
+    assert graph.name_taken(typed) and graph.name_taken("t-" + typed)
+    with pytest.raises(Conflict):
+        graph.record("DataVersion", typed, {})
+    with pytest.raises(Conflict):
+        graph.tag(node.id, "t-" + typed)
+    assert [n.name for n in graph.list()] == [taken]
+
+
 def test_events_latest_wins_and_logs_after_id(graph):
     run = graph.record("TrainingRun", "run", {})
     other = graph.record("TrainingRun", "other", {})

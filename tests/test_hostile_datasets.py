@@ -332,7 +332,8 @@ def test_duplicate_coco_category_names_are_refused(cli, good_repo, tmp_path, dri
     ("a,a,y", "duplicate column name 'a'"),
     ("a,A,y", "ignoring case"),
     ('a,"q""x",y', "double quote"),
-    ("a,width,y", "reserved"),
+    ("a,data_id,y", "reserved"),
+    ("a,ANN_KIND,y", "reserved"),
 ])
 def test_bad_table_column_names_are_refused(cli, good_repo, tmp_path, header, needle):
     before = _list(cli, good_repo)
@@ -383,3 +384,135 @@ def test_complex_numbers_are_refused(cli, good_repo, tmp_path, traffic_npz):
     res = cli("data", "import", "timeseries", traffic_npz, "--adjacency", adj, "--name", "bad", "--json", "--repo", good_repo)
     assert_failed_cleanly(res, str(adj), "complex")
     assert_unchanged(cli, good_repo, before)
+
+
+def test_table_columns_named_like_builtin_fields_import_and_filter(cli, good_repo, tmp_path):
+    """``width``/``height``/``format`` are ordinary features of a table: imported, filtered, read back."""
+    csv = tmp_path / "t.csv"
+    csv.write_text("width,height,format,y\n1,10,a,p\n5,20,b,n\n7,30,b,p\n")
+    res = cli("data", "import", "table", csv, "--label", "y", "--name", "sized", "--json", "--repo", good_repo)
+    assert res.code == 0, res.err
+    for where, n in (("width > 2", 2), ("height = 10", 1), ("format = 'b' AND Width >= 7", 1)):
+        f = cli("data", "filter", "sized", "--where", where, "--name", f"sized-{n}-{len(where)}", "--json", "--repo", good_repo)
+        assert f.code == 0, (where, f.err)
+        assert f.json["samples"] == n, where
+    with veml.open(good_repo) as repo:
+        view = repo.data.checkout("sized")
+        assert view.column("width") == [1, 5, 7]
+        assert view.to_numpy()[:, 1].tolist() == [10, 20, 30]
+
+
+# ------------------------------------------------------- review: HDF5 links, zip and Parquet bombs
+
+
+def _h5_with(path: Path, make) -> Path:
+    import h5py
+
+    with h5py.File(path, "w") as f:
+        make(f)
+    return path
+
+
+def test_hdf5_data_stored_outside_the_file_is_refused(cli, good_repo, tmp_path):
+    import h5py
+
+    before = _list(cli, good_repo)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    secret = outside / "secret.bin"
+    secret.write_bytes(np.arange(16, dtype="<f4").tobytes())
+    _h5_with(outside / "other.h5", lambda f: f.create_dataset("data", data=np.ones((8, 2), "f4")))
+    root = tmp_path / "root"
+    root.mkdir()
+    cases = {
+        "raw.h5": (lambda f: f.create_dataset("data", shape=(8, 2), dtype="<f4", external=[(str(secret), 0, 64)]),
+                   "external storage"),
+        "link.h5": (lambda f: f.__setitem__("data", h5py.ExternalLink(str(outside / "other.h5"), "/data")),
+                    "ExternalLink"),
+        "df.h5": (lambda f: f.__setitem__("df", h5py.ExternalLink(str(outside / "other.h5"), "/")), "ExternalLink"),
+    }
+    for name, (make, needle) in cases.items():
+        h5 = _h5_with(root / name, make)
+        res = cli("data", "import", "timeseries", h5, "--window", "4", "--name", "bad", "--json", "--repo", good_repo)
+        assert_failed_cleanly(res, str(h5), needle)
+    assert_unchanged(cli, good_repo, before)
+    ok = _h5_with(root / "ok.h5", lambda f: f.create_dataset("data", data=np.ones((8, 2), "f4")))
+    res = cli("data", "import", "timeseries", ok, "--window", "4", "--name", "fine", "--json", "--repo", good_repo)
+    assert res.code == 0, res.err
+
+
+def test_compressed_members_over_the_size_cap_are_refused(cli, good_repo, tmp_path):
+    """npz and Parquet files of a few KiB that unpack past --max-file-mb (0.01 MiB here)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    before = _list(cli, good_repo)
+    cap = ("--max-file-mb", "0.01")
+    bomb = tmp_path / "bomb.npz"
+    np.savez_compressed(bomb, data=np.zeros((4096, 4), np.float32))
+    assert bomb.stat().st_size < 10_000
+    res = cli("data", "import", "timeseries", bomb, "--window", "4", "--name", "bad", "--json", "--repo", good_repo, *cap)
+    assert_failed_cleanly(res, str(bomb), "unpacks to", "--max-file-mb")
+    small = tmp_path / "small.npz"
+    np.savez_compressed(small, data=np.ones((8, 2), np.float32))
+    adj = tmp_path / "adj.npz"
+    np.savez_compressed(adj, adjacency=np.zeros((1000, 1000), np.float32))
+    assert adj.stat().st_size < 10_000
+    res = cli("data", "import", "timeseries", small, "--adjacency", adj, "--window", "4", "--name", "bad", "--json",
+              "--repo", good_repo, *cap)
+    assert_failed_cleanly(res, str(adj), "unpacks to")
+    table = tmp_path / "bomb.parquet"
+    pq.write_table(pa.table({"a": np.zeros(100_000, np.int64), "y": ["p"] * 100_000}), table, compression="zstd")
+    assert table.stat().st_size < 10_000
+    res = cli("data", "import", "table", table, "--label", "y", "--name", "bad", "--json", "--repo", good_repo, *cap)
+    assert_failed_cleanly(res, str(table), "unpacks to")
+    assert_unchanged(cli, good_repo, before)
+    res = cli("data", "import", "timeseries", small, "--window", "4", "--name", "fits-npz", "--json", "--repo", good_repo, *cap)
+    assert res.code == 0, res.err
+
+
+def test_infinite_limits_are_refused(cli, good_repo, tmp_path, monkeypatch):
+    before = _list(cli, good_repo)
+    root = image_folder(tmp_path / "folder")
+    for value in ("inf", "1e400"):
+        res = cli("data", "import", "images", root, "--name", "bad", "--json", "--repo", good_repo, "--max-file-mb", value)
+        assert_failed_cleanly(res, "--max-file-mb", "positive finite")
+    for env in ("VEML_MAX_IMAGE_PIXELS", "VEML_MAX_FILE_MB"):
+        for value in ("inf", "1e400", "nan"):
+            monkeypatch.setenv(env, value)
+            res = cli("data", "import", "images", root, "--name", "bad", "--json", "--repo", good_repo)
+            assert_failed_cleanly(res, env, "positive finite")
+        monkeypatch.delenv(env)
+    assert_unchanged(cli, good_repo, before)
+
+
+@posix_only
+def test_config_swapped_for_a_fifo_after_its_check_does_not_hang(cli, good_repo, tmp_path, monkeypatch):
+    """The config is replaced by a FIFO right after it is stat-ed: the read must not block on it."""
+    import threading
+
+    cfg = tmp_path / "m.json"
+    cfg.write_text(json.dumps({"adapter": "sklearn", "task": "classification", "architecture": "logreg"}))
+    real_stat, swapped = os.stat, []
+
+    def stat_then_swap(path, *args, **kwargs):
+        st = real_stat(path, *args, **kwargs)
+        if os.fspath(path) == str(cfg) and not swapped:
+            swapped.append(True)
+            os.unlink(cfg)
+            os.mkfifo(cfg)
+        return st
+
+    monkeypatch.setattr(os, "stat", stat_then_swap)
+    out: list = []
+    worker = threading.Thread(target=lambda: out.append(
+        cli("model", "add", "--name", "m", "--config", cfg, "--json", "--repo", good_repo)), daemon=True)
+    worker.start()
+    worker.join(20)
+    if worker.is_alive():
+        with open(cfg, "wb"):  # release the blocked reader
+            pass
+        worker.join(20)
+        pytest.fail("model add blocked on a FIFO swapped in after the config was checked")
+    assert swapped
+    assert_failed_cleanly(out[0], str(cfg), "FIFO")

@@ -163,7 +163,8 @@ def test_tag_with_reserved_prefix_is_refused_and_blocks_nothing(cli, repo, tmp_p
     assert_unchanged(cli, repo, before)
     cfg = tmp_path / "rn.json"
     cfg.write_text(json.dumps({**MB, "architecture": "resnet18"}))
-    res = model_add(cli, repo, cfg, "rn")
+    # a name of its own per case: on VEML_TEST_STORES=postgres the copied repositories share one schema
+    res = model_add(cli, repo, cfg, "rn-" + tag.split(":")[0].lower())
     assert res.code == 0, res.err
     assert res.json["architecture"] == "resnet18"
 

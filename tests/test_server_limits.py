@@ -23,7 +23,7 @@ import httpx
 import pytest
 
 import veml
-from conftest import VEML_BIN, assert_failed_cleanly, run_cli
+from conftest import VEML_BIN, assert_failed_cleanly, run_cli, write_table
 from live_server import LiveServer
 from veml.datasets import generate_driving_coco
 from veml.server.limits import Limits
@@ -38,6 +38,10 @@ def root(tmp_path_factory):
     repo = veml.init(base / "repo")
     day = generate_driving_coco(base / "day", 4, seed=5, file_prefix="day")
     repo.data.import_("coco", day, "day", images=day.parent / "images")
+    repo.data.import_("table", write_table(base / "t.csv"), "tab", label="y")  # a tabular deployment to predict with
+    repo.models.add("lr", {"adapter": "sklearn", "task": "tabular-classification", "architecture": "logistic_regression"})
+    repo.training.train("tab", "lr", name="lr-run")
+    repo.inference.deploy("lr-run", "skops", "none", name="lr-skops")
     repo.close()
     return base / "repo"
 
@@ -209,6 +213,20 @@ def test_uploads_and_multipart_parts_are_capped(srv):
 
 
 # --- point 2: the bounded work queue and the time budget ----------------------------------------------------
+@pytest.mark.parametrize("ref", ["no-such-deployment", "lr-skops"])
+def test_deeply_nested_json_to_predict_is_a_400(srv, ref):
+    res = srv.http.post(f"/inference/{ref}/predict", content=b"[" * 100_000, headers={"Content-Type": "application/json"})
+    assert res.status_code == 400, res.text
+    assert "malformed JSON" in res.json()["error"]
+
+
+def test_ragged_feature_rows_to_predict_are_a_400(srv):
+    res = srv.http.post("/inference/lr-skops/predict", json={"features": [[1.0], [1.0, 2.0]]})
+    assert res.status_code == 400, res.text
+    assert "same length" in res.json()["error"]
+    assert srv.http.post("/inference/lr-skops/predict", json={"features": [[0.1, 0.2, 0.3]]}).status_code == 200
+
+
 def _occupy(server: LiveServer, jobs: int) -> threading.Event:
     """Fill the server's own work pool with ``jobs`` jobs that wait for the returned gate."""
     gate = threading.Event()

@@ -40,17 +40,20 @@ class ImportBatch:
         return sum(t.num_rows for t in self.annotations.values())
 
 
-# Names a sample column may not take: the built-in sample fields and the names filters add.
-RESERVED_COLUMNS = frozenset({"data_id", *(f.name for f in SAMPLE_FIELDS), "ann_id", "ann_kind"})
+# Names no sample column may take: the sample id and the names filters add.
+RESERVED_COLUMNS = frozenset({"data_id", "ann_id", "ann_kind"})
+# ... nor an extra key of a COCO image, whose built-in fields (width, format, ...) hold real values a
+# same-named key would shadow.  A table's built-in fields are empty, so its ``width`` column is its own.
+BUILTIN_COLUMNS = RESERVED_COLUMNS | {f.name for f in SAMPLE_FIELDS}
 
 
-def check_column_names(names: Iterable[str], where: str) -> None:
+def check_column_names(names: Iterable[str], where: str, reserved: frozenset[str] = BUILTIN_COLUMNS) -> None:
     """Refuse column names a filter, ``show`` or export could not address unambiguously.
 
     Spaces, punctuation and unicode are fine (filters quote them: ``"speed km/h" > 3``).  Refused:
     empty names, names only whitespace, duplicates (compared case-insensitively, as SQL identifiers
-    are), double quotes and control characters (not expressible in a JSON path), and the built-in
-    sample columns, which a same-named column would silently shadow.
+    are), double quotes and control characters (not expressible in a JSON path), and ``reserved``
+    names (by default the built-in sample columns, which a same-named column would silently shadow).
     """
     seen: dict[str, str] = {}
     for i, name in enumerate(names):
@@ -62,7 +65,7 @@ def check_column_names(names: Iterable[str], where: str) -> None:
         if key in seen:
             same = "" if seen[key] == name else f" (same as {seen[key]!r} ignoring case)"
             raise InvalidInput(f"{where}: duplicate column name {name!r}{same}")
-        if key in RESERVED_COLUMNS:
+        if key in reserved:
             raise InvalidInput(f"{where}: column name {name!r} is reserved (a built-in sample column): rename it")
         seen[key] = name
 

@@ -12,6 +12,7 @@ checked is what is parsed.
 
 from __future__ import annotations
 
+import math
 import os
 import stat
 from dataclasses import dataclass, replace
@@ -45,16 +46,21 @@ class ReadPolicy:
         pixels = options.get("max_pixels")
         if pixels is None:
             pixels = _env_number(ENV_MAX_PIXELS, DEFAULT_MAX_PIXELS)
-        if not mb > 0:
-            raise InvalidInput(f"--max-file-mb must be positive, not {mb}")
-        if not pixels > 0:
-            raise InvalidInput(f"--max-pixels must be positive, not {pixels}")
+        if not _positive(mb):
+            raise InvalidInput(f"--max-file-mb must be a positive finite number, not {mb}")
+        if not _positive(pixels):
+            raise InvalidInput(f"--max-pixels must be a positive finite number, not {pixels}")
         policy = cls(max_file_bytes=int(float(mb) * 1024 * 1024), max_pixels=int(pixels))
         return replace(
             policy,
             follow_symlinks=bool(options.get("follow_symlinks", False)),
             decode_check=bool(options.get("decode_check", True)),
         )
+
+
+def _positive(value: float) -> bool:
+    """A usable limit: positive and finite (``inf`` or ``1e400`` would overflow ``int()``)."""
+    return value > 0 and (isinstance(value, int) or math.isfinite(value))
 
 
 def _env_number(name: str, default: float) -> float:
@@ -65,8 +71,8 @@ def _env_number(name: str, default: float) -> float:
         value = float(raw)
     except ValueError:
         raise InvalidInput(f"{name}={raw!r} is not a number") from None
-    if not value > 0:
-        raise InvalidInput(f"{name}={raw!r} must be positive")
+    if not _positive(value):
+        raise InvalidInput(f"{name}={raw!r} must be a positive finite number")
     return value
 
 
@@ -94,8 +100,9 @@ def check_inside(root: Path, path: Path, where: str, policy: ReadPolicy) -> Path
     return path
 
 
-def read_regular(path: Path, where: str | None, policy: ReadPolicy) -> bytes:
-    """The bytes of a regular file no larger than the policy's cap; anything else is one InvalidInput."""
+def read_regular(path: Path, where: str | None, policy: ReadPolicy, too_big: str | None = None) -> bytes:
+    """The bytes of a regular file no larger than the policy's cap; anything else is one InvalidInput
+    (``too_big``: the message when the file is over the cap, if not the default naming --max-file-mb)."""
     where = where or str(path)
     try:
         st = os.stat(path)
@@ -103,13 +110,13 @@ def read_regular(path: Path, where: str | None, policy: ReadPolicy) -> bytes:
         raise InvalidInput(f"{where}: file not found") from None
     except OSError as exc:
         raise InvalidInput(f"{where}: cannot read: {exc.strerror}") from None
-    _check_stat(st, where, policy)
+    _check_stat(st, where, policy, too_big)
     try:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0))
     except OSError as exc:
         raise InvalidInput(f"{where}: cannot read: {exc.strerror}") from None
     try:
-        _check_stat(os.fstat(fd), where, policy)  # the file opened is the file checked
+        _check_stat(os.fstat(fd), where, policy, too_big)  # the file opened is the file checked
         chunks, total = [], 0
         while True:
             chunk = os.read(fd, 1 << 20)
@@ -117,7 +124,7 @@ def read_regular(path: Path, where: str | None, policy: ReadPolicy) -> bytes:
                 break
             total += len(chunk)
             if total > policy.max_file_bytes:  # grew since fstat
-                raise InvalidInput(_too_big(where, total, policy))
+                raise InvalidInput(too_big or _too_big(where, total, policy))
             chunks.append(chunk)
     except OSError as exc:
         raise InvalidInput(f"{where}: cannot read: {exc.strerror}") from None
@@ -126,7 +133,7 @@ def read_regular(path: Path, where: str | None, policy: ReadPolicy) -> bytes:
     return b"".join(chunks)
 
 
-def _check_stat(st: os.stat_result, where: str, policy: ReadPolicy) -> None:
+def _check_stat(st: os.stat_result, where: str, policy: ReadPolicy, too_big: str | None) -> None:
     mode = st.st_mode
     if stat.S_ISDIR(mode):
         raise InvalidInput(f"{where}: is a directory, not a file")
@@ -135,12 +142,18 @@ def _check_stat(st: os.stat_result, where: str, policy: ReadPolicy) -> None:
                 else "a socket" if stat.S_ISSOCK(mode) else "not a regular file")
         raise InvalidInput(f"{where}: is {kind}: only regular files are read")
     if st.st_size > policy.max_file_bytes:
-        raise InvalidInput(_too_big(where, st.st_size, policy))
+        raise InvalidInput(too_big or _too_big(where, st.st_size, policy))
 
 
-def _too_big(where: str, size: int, policy: ReadPolicy) -> str:
-    return (f"{where}: file is {size / 2**20:.1f} MiB, over the {policy.max_file_bytes / 2**20:g} MiB limit "
+def _too_big(where: str, size: int, policy: ReadPolicy, what: str = "file is") -> str:
+    return (f"{where}: {what} {size / 2**20:.1f} MiB, over the {policy.max_file_bytes / 2**20:g} MiB limit "
             f"(--max-file-mb or {ENV_MAX_FILE_MB})")
+
+
+def check_unpacked(size: int, where: str, policy: ReadPolicy) -> None:
+    """Refuse a compressed file (npz, Parquet, HDF5 dataset) whose contents would unpack past the per-file cap."""
+    if size > policy.max_file_bytes:
+        raise InvalidInput(_too_big(where, size, policy, "unpacks to"))
 
 
 def walk_files(start: Path, root: Path, policy: ReadPolicy) -> list[Path]:

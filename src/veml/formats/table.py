@@ -11,8 +11,10 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from veml.errors import InvalidInput
-from veml.formats.batch import SAMPLE_SCHEMA, ImportBatch, annotation_schema, check_column_names, sha256
-from veml.formats.paths import ReadPolicy, read_regular
+from veml.formats.batch import (
+    RESERVED_COLUMNS, SAMPLE_SCHEMA, ImportBatch, annotation_schema, check_column_names, sha256,
+)
+from veml.formats.paths import ReadPolicy, check_unpacked, read_regular
 
 _SQL = {
     pa.types.is_boolean: "BOOLEAN",
@@ -28,12 +30,23 @@ def _sql_type(t: pa.DataType) -> str:
     return "VARCHAR"
 
 
+def _parquet_size(meta: pq.FileMetaData) -> int:
+    """What a Parquet file unpacks to, from its footer: the column chunks' uncompressed sizes, and at
+    least 8 bytes a value (run-length encoding stores a million equal values in a few bytes)."""
+    stored = sum(meta.row_group(r).column(c).total_uncompressed_size
+                 for r in range(meta.num_row_groups) for c in range(meta.num_columns))
+    return max(stored, meta.num_rows * meta.num_columns * 8)
+
+
 def read_table(path: Path, policy: ReadPolicy | None = None) -> pa.Table:
     path = Path(path)
-    data = pa.BufferReader(read_regular(path, str(path), policy or ReadPolicy.from_options()))
+    policy = policy or ReadPolicy.from_options()
+    data = pa.BufferReader(read_regular(path, str(path), policy))
     try:
         if path.suffix.lower() in (".parquet", ".pq"):
-            return pq.read_table(data)
+            file = pq.ParquetFile(data)
+            check_unpacked(_parquet_size(file.metadata), str(path), policy)
+            return file.read()
         return pacsv.read_csv(data)
     except (pa.ArrowException, OSError) as exc:
         msg = str(exc).splitlines()[0]
@@ -43,7 +56,7 @@ def read_table(path: Path, policy: ReadPolicy | None = None) -> pa.Table:
 def parse_table(path: Path, label: str | None = None, policy: ReadPolicy | None = None) -> ImportBatch:
     path = Path(path)
     table = read_table(path, policy)
-    check_column_names(table.column_names, str(path))
+    check_column_names(table.column_names, str(path), RESERVED_COLUMNS)  # width, format, ... are ordinary features
     if table.num_rows == 0:
         raise InvalidInput(f"{path}: the table has no rows")
     if label is not None and label not in table.column_names:

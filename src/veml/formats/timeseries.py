@@ -18,7 +18,7 @@ import pyarrow.csv as pacsv
 
 from veml.errors import InvalidInput
 from veml.formats.batch import SAMPLE_SCHEMA, ImportBatch, annotation_schema, sha256, to_json_meta
-from veml.formats.paths import ReadPolicy, read_regular
+from veml.formats.paths import ReadPolicy, check_unpacked, read_regular
 
 DEFAULT_WINDOW = 288  # one day of 5-minute steps
 
@@ -30,9 +30,25 @@ def _real(values: np.ndarray, where: str) -> np.ndarray:
     return values
 
 
-def _npz(path: Path, raw: bytes) -> tuple[np.ndarray, np.ndarray | None, list[str] | None, np.ndarray | None]:
+def _load_npz(raw: bytes, where: str, policy: ReadPolicy) -> np.lib.npyio.NpzFile:
+    """An npz archive whose members together unpack to no more than the per-file cap (zip bombs).
+
+    The sizes are the zip directory's, and ``zipfile`` never yields more bytes than they state.
+    """
+    z = np.load(io.BytesIO(raw), allow_pickle=False)
+    if not isinstance(z, np.lib.npyio.NpzFile):
+        raise ValueError("not an npz archive")
     try:
-        with np.load(io.BytesIO(raw), allow_pickle=False) as z:
+        check_unpacked(sum(info.file_size for info in z.zip.infolist()), where, policy)
+    except BaseException:
+        z.close()
+        raise
+    return z
+
+
+def _npz(path: Path, raw: bytes, policy: ReadPolicy) -> tuple[np.ndarray, np.ndarray | None, list[str] | None, np.ndarray | None]:
+    try:
+        with _load_npz(raw, str(path), policy) as z:
             key = next((k for k in ("data", "speeds", "speed", "x") if k in z.files), None)
             if key is None:
                 raise InvalidInput(f"{path}: npz has no 'data' array (found: {', '.join(z.files) or 'nothing'})")
@@ -74,22 +90,53 @@ def _csv(path: Path, raw: bytes) -> tuple[np.ndarray, np.ndarray | None, list[st
     return np.stack(cols, axis=1), ts, names
 
 
-def _h5(path: Path, raw: bytes) -> tuple[np.ndarray, np.ndarray | None, list[str] | None]:
+def _h5_member(group, name: str, where: Path, policy: ReadPolicy, dataset: bool = True):
+    """``group[name]`` if it is stored in this file: an external or soft link, external raw storage or a
+    virtual dataset would read another file (anywhere on disk), so they are refused; a dataset is
+    also refused if it unpacks past the per-file cap.  None if there is no such member."""
     import h5py
+
+    if name not in list(group):  # link names only: nothing is resolved
+        return None
+    what = f"{where}: HDF5 member {group.name.rstrip('/')}/{name}"
+    link = group.get(name, getlink=True)
+    if not isinstance(link, h5py.HardLink):
+        raise InvalidInput(f"{what} is a {type(link).__name__}: only data stored in the file itself is read")
+    obj = group[name]
+    if not isinstance(obj, h5py.Dataset if dataset else h5py.Group):
+        raise InvalidInput(f"{what} is not a {'dataset' if dataset else 'group'}")
+    if dataset:
+        if obj.external is not None or obj.is_virtual:
+            raise InvalidInput(f"{what} uses {'external' if obj.external is not None else 'virtual'} storage "
+                               f"(data in another file): only data stored in the file itself is read")
+        check_unpacked(obj.size * obj.dtype.itemsize, what, policy)
+    return obj
+
+
+def _h5(path: Path, raw: bytes, policy: ReadPolicy) -> tuple[np.ndarray, np.ndarray | None, list[str] | None]:
+    import h5py
+
+    def get(group, name):
+        obj = _h5_member(group, name, path, policy)
+        return None if obj is None else np.asarray(obj)
+
+    def names(values):
+        return None if values is None else [s.decode() if isinstance(s, bytes) else str(s) for s in values]
 
     try:
         with h5py.File(io.BytesIO(raw), "r") as f:
-            if "data" in f:
-                data = np.asarray(f["data"])
-                ts = np.asarray(f["timestamps"]).astype(np.int64) if "timestamps" in f else None
-                ids = [s.decode() if isinstance(s, bytes) else str(s) for s in f["sensor_ids"]] if "sensor_ids" in f else None
-                return data, ts, ids
-            if "df" in f and "block0_values" in f["df"]:  # pandas HDFStore fixed format, as METR-LA ships
-                g = f["df"]
-                data = np.asarray(g["block0_values"])
-                ids = [s.decode() if isinstance(s, bytes) else str(s) for s in g["axis0"]]
-                ts = (np.asarray(g["axis1"]).astype(np.int64) // 1_000_000_000) if "axis1" in g else None
-                return data, ts, ids
+            data = get(f, "data")
+            if data is not None:
+                ts = get(f, "timestamps")
+                return data, None if ts is None else ts.astype(np.int64), names(get(f, "sensor_ids"))
+            g = _h5_member(f, "df", path, policy, dataset=False)
+            data = None if g is None else get(g, "block0_values")
+            if data is not None:  # pandas HDFStore fixed format, as METR-LA ships
+                ids = names(get(g, "axis0"))
+                if ids is None:
+                    raise InvalidInput(f"{path}: HDF5 group /df has no 'axis0' (sensor ids)")
+                ts = get(g, "axis1")
+                return data, None if ts is None else ts.astype(np.int64) // 1_000_000_000, ids
     except OSError as exc:
         raise InvalidInput(f"{path}: not a readable HDF5 file ({exc})") from None
     raise InvalidInput(f"{path}: HDF5 file has neither a 'data' dataset nor a pandas 'df' group")
@@ -97,12 +144,13 @@ def _h5(path: Path, raw: bytes) -> tuple[np.ndarray, np.ndarray | None, list[str
 
 def read_adjacency(path: Path, policy: ReadPolicy | None = None) -> np.ndarray:
     path = Path(path)
-    raw = read_regular(path, f"{path} (adjacency)", policy or ReadPolicy.from_options())
+    policy = policy or ReadPolicy.from_options()
+    raw = read_regular(path, f"{path} (adjacency)", policy)
     try:
         if path.suffix == ".npy":
             return _real(np.load(io.BytesIO(raw), allow_pickle=False), str(path))
         if path.suffix == ".npz":
-            with np.load(io.BytesIO(raw), allow_pickle=False) as z:
+            with _load_npz(raw, f"{path} (adjacency)", policy) as z:
                 return _real(np.asarray(z["adjacency"] if "adjacency" in z.files else z[z.files[0]]), str(path))
         table = pacsv.read_csv(pa.BufferReader(raw))
         return np.stack([table[c].to_numpy(zero_copy_only=False).astype(np.float64) for c in table.column_names], axis=1)
@@ -130,11 +178,11 @@ def parse_timeseries(
     raw = read_regular(path, str(path), policy)
     adj = None
     if suffix == ".npz":
-        data, ts, ids, adj = _npz(path, raw)
+        data, ts, ids, adj = _npz(path, raw, policy)
     elif suffix == ".csv":
         data, ts, ids = _csv(path, raw)
     else:
-        data, ts, ids = _h5(path, raw)
+        data, ts, ids = _h5(path, raw, policy)
     data = _real(data, str(path))
     if data.ndim != 2:
         raise InvalidInput(f"{path}: expected a 2-D array time × sensors, got shape {data.shape}")

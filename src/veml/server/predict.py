@@ -122,7 +122,7 @@ def json_data(loaded: Loaded, window: list[list[float]] | None, features: list[l
     if task == "forecasting":
         if window is None:
             raise InvalidInput("a forecasting model takes {\"window\": [[...]]} (steps x sensors)")
-        x = np.asarray(window, dtype=np.float32)
+        x = _rows(window, np.float32)
         hist, hor = int(p["history"]), int(p["horizon"])
         if x.ndim != 2 or x.shape[0] < hist or x.shape[1] < 1:
             raise InvalidInput(f"window must be steps x sensors with at least {hist} steps, got shape {list(x.shape)}")
@@ -135,12 +135,19 @@ def json_data(loaded: Loaded, window: list[list[float]] | None, features: list[l
     if task.startswith("tabular"):
         if features is None:
             raise InvalidInput("a tabular model takes {\"features\": [[...]]} (rows x features)")
-        x = np.asarray(features, dtype=np.float64)
+        x = _rows(features, np.float64)
         if x.ndim != 2 or x.shape[0] < 1 or x.shape[0] > 10_000:
             raise InvalidInput(f"features must be 1..10000 rows x features, got shape {list(x.shape)}")
         names = tuple(loaded.meta.get("class_names", ()))
         return TaskData(task, names, np.arange(len(x), dtype=np.int64), table=x)
     raise InvalidInput(f"inference version {loaded.node.name!r} serves a {task} model: upload one image")
+
+
+def _rows(rows: list[list[float]], dtype: type) -> np.ndarray:
+    try:
+        return np.asarray(rows, dtype=dtype)
+    except ValueError:  # ragged rows: numpy cannot make them one array
+        raise InvalidInput("rows must all have the same length") from None
 
 
 def render(loaded: Loaded, data: TaskData, preds: Any, size: tuple[int, int] | None) -> dict[str, Any]:

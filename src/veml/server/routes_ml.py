@@ -127,7 +127,7 @@ def _predict(repo: Any, cache: P.RunnerCache, ref: str, image: bytes | None, bod
     if body is not None:
         try:
             doc = PredictJsonIn.model_validate(json.loads(body))
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:  # RecursionError: nesting too deep for json
             if isinstance(exc, ValidationError):
                 raise RequestValidationError(exc.errors()) from None
             raise InvalidInput(f"malformed JSON body: {exc}") from None

@@ -464,16 +464,15 @@ class SqlGraphStore:
             return None
         key = name_key(name)
         for what, col in (("version", nodes_t.c.name), ("tag", tags_t.c.tag)):
-            # the SQL key narrows (ASCII case on SQLite, Unicode lower() on PostgreSQL); name_key decides
-            for (found,) in conn.execute(sa.select(col).where(self._sql_key(col) == self._sql_key(sa.literal(name)))):
+            # SQLite runs name_key itself; PostgreSQL's lower()/\s differ from casefold()/str.split()
+            # (``Straße``/``STRASSE``, a no-break space), so there every name is read and name_key decides
+            query = sa.select(col)
+            if self.is_sqlite:
+                query = query.where(sa.func.veml_name_key(col) == key)
+            for (found,) in conn.execute(query.execution_options(yield_per=1000)):
                 if name_key(found) == key:
                     return what, found
         return None
-
-    def _sql_key(self, col):
-        if self.is_sqlite:
-            return sa.func.veml_name_key(col)
-        return sa.func.lower(sa.func.regexp_replace(sa.func.btrim(col), r"\s+", " ", "g"))
 
     # --- edges & lineage ----------------------------------------------------------------------
     def add_edge(self, src: int, dst: int, kind: str, props: Mapping[str, Any] | None = None) -> Edge:
@@ -737,8 +736,10 @@ def _sqlite_read_only_uri(url: str) -> str | None:
     """A ``file:`` URI opening the SQLite file read-only when its directory (or the file) cannot be
     written (a read-only mount, a snapshot); None when it can, or when there is no file yet.
 
-    WAL mode needs the ``-shm``/``-wal`` files beside the database: when none is left (a closed
-    repository) the file is opened ``immutable``; a leftover non-empty ``-wal`` is read ``mode=ro``."""
+    ``immutable`` (no locks, no ``-shm``) on a file system mounted read-only, or when no ``-shm`` is
+    left beside the file (nobody has it open; SQLite cannot open it ``mode=ro`` without creating one);
+    otherwise another user (the owner) may be writing it, and ``mode=ro`` reads through the live
+    ``-shm``/``-wal``. A leftover non-empty ``-wal`` is always read ``mode=ro``."""
     raw = url.split(":///", 1)[1] if ":///" in url else ""
     if not raw or raw.startswith(":memory:"):
         return None
@@ -747,7 +748,9 @@ def _sqlite_read_only_uri(url: str) -> str | None:
         return None
     wal = path.with_name(path.name + "-wal")
     pending = wal.exists() and wal.stat().st_size > 0
-    return path.as_uri() + ("?mode=ro" if pending else "?mode=ro&immutable=1")
+    frozen = bool(os.statvfs(path.parent).f_flag & os.ST_RDONLY)
+    live = path.with_name(path.name + "-shm").exists()  # opened by a writer (immutable would read stale pages)
+    return path.as_uri() + ("?mode=ro" if pending or (live and not frozen) else "?mode=ro&immutable=1")
 
 
 def _sqlite_on_connect_ro(dbapi_conn, _record) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import stat
 import tomllib
 from pathlib import Path
 from typing import Any, Mapping
@@ -20,6 +19,7 @@ from veml.adapters import ADAPTERS, get_adapter
 from veml.adapters.base import TASKS, ModelSpec
 from veml.entities import Node
 from veml.errors import Conflict, InvalidInput, NotFound
+from veml.formats.paths import ReadPolicy, read_regular
 from veml.versions.context import Stores
 
 KIND = "ModelVersion"
@@ -46,17 +46,11 @@ def load_config(path: Path | str) -> dict[str, Any]:
     (YAML aliases) to more than ``MAX_CONFIG_NODES`` values or refers to itself."""
     path = Path(path)
     cap = _limit("VEML_MAX_CONFIG_BYTES", MAX_CONFIG_BYTES)
+    raw = read_regular(path, str(path), ReadPolicy(max_file_bytes=cap),
+                       too_big=f"{path}: config is larger than {cap} bytes (VEML_MAX_CONFIG_BYTES)")
     try:
-        if not stat.S_ISREG(path.stat().st_mode):
-            raise InvalidInput(f"{path}: a config must be a regular file")
-        with path.open("rb") as f:
-            raw = f.read(cap + 1)
-        if len(raw) > cap:
-            raise InvalidInput(f"{path}: config is larger than {cap} bytes (VEML_MAX_CONFIG_BYTES)")
         text = raw.decode("utf-8")
-    except FileNotFoundError:
-        raise InvalidInput(f"{path}: config file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except UnicodeDecodeError as exc:
         raise InvalidInput(f"{path}: cannot read config: {exc}") from None
     try:
         if path.suffix == ".toml":

@@ -40,9 +40,12 @@ def _q(name: str) -> str:
 
 
 def _sample_select(columns: Mapping[str, str]) -> str:
-    parts = [_q(c) for c in SAMPLE_COLUMNS]
+    # A typed column named like a built-in one (a table's ``width`` feature; SQL names ignore case)
+    # takes its place: a table's built-in width is empty, the user's column is what a filter means.
+    own = {name.casefold() for name in columns}
+    parts = [_q(c) for c in SAMPLE_COLUMNS if c == "data_id" or c not in own]
     for name, typ in columns.items():
-        if name in SAMPLE_COLUMNS:
+        if name.casefold() == "data_id":
             continue
         path = "'$." + _q(name).replace("'", "''") + "'"
         if typ == "JSON":
