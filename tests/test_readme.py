@@ -32,6 +32,15 @@ def test_readme_tour_runs(tmp_path):
     assert (repo / "exported" / "annotations.json").exists()
     assert re.search(r"data \d+ -> model \d+ -> training \d+ -> inference \d+  classification", out.stdout)  # lifecycle list
     assert "PREDICT_ON" in out.stdout
+    # every metric the tour prints is on data the model never trained on: 'night' (role test) is no ancestor of the
+    # training version whose deployment predicted on it
+    import veml
+
+    with veml.open(repo) as r:
+        trained_on = {n.name for n in r.lineage.query("train-lite0-tod-on-day+night-train", direction="up").nodes}
+        evaluated = r.lineage.query("train-lite0-tod-on-day+night-train-onnx-int8-on-night", direction="up").nodes
+    assert "day+night-train" in trained_on and "night" not in trained_on, trained_on
+    assert "night" in {n.name for n in evaluated}
 
 
 def test_readme_starts_with_the_two_commands():
