@@ -178,6 +178,7 @@ NOT_STORE_DEPENDENT = {
     "test_s3_store.py", "test_team_defaults.py", "test_migrations.py",  # choose their back-ends themselves
     "test_fuzz_inputs.py",  # parsers refuse before anything is written: one back-end is enough for the fuzz stage
     "test_filter_language.py",  # the grammar and the time budget: DuckDB over Arrow tables whatever stores them
+    "test_lifecycle_eval.py",  # a smoke run of the evaluation harness: measurements, not store behaviour
     "test_server_limits.py",  # HTTP-level caps, queue and token handling: the same whatever stores the repository
 }
 

@@ -1,0 +1,3 @@
+from benchmarks.lifecycle_eval.run import main
+
+raise SystemExit(main())

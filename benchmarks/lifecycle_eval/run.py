@@ -1,0 +1,289 @@
+#!/usr/bin/env python
+"""Issue 14, suite v0: source selection on real handwriting (scikit-learn's bundled digits), through VeML's API.
+
+Data: ``sklearn.datasets.load_digits`` (1797 real 8x8 handwritten digits, 10 classes, shipped inside the
+scikit-learn wheel, no download), upscaled to 32x32 RGB PNGs.  Domains are graded, realistic shifts
+(rotation, Gaussian blur, additive noise, inversion / contrast reduction; PIL + numpy).  Per seed the
+digits are split per class into a target pool (target train + test) and a disjoint source pool.
+
+* Sources: shifted domains with ``--per-class`` labels per class; scratch training -> deployed (a lifecycle).
+* Targets: other shifted domains with ``--few`` labels per class (train version) + ``--test`` per class
+  (role test).  Per target T: scratch on the few labels -> test accuracy; per source S:
+  ``repo.training.train(T, model, init_from=S's training, epochs=ceil(E/3))`` -> test accuracy;
+  gain(S, T) = acc_transfer - acc_scratch (the recipe of benchmarks/bench_transfer.py).
+* Scores per (T, S): the VeML distances ``repo.similarity.rank(T, method=m, with_lifecycle=True)``
+  reports (lower = predicted better), and the baselines of ``veml.coreset.transferability``: LEEP on
+  S's model's softmax over T's labelled samples, LogME / H-score / k-NN probe on S's model's penultimate
+  features of those samples (``repo.coresets.embeddings(T, "training:S")``), and the mean-embedding
+  distance on the ImageNet (lite0) embeddings VeML's distances use.
+* Statistics per method and seed: mean per-target Spearman rho(score, gain) (signed so that 1 = ranks
+  by gain), mean top-1 regret (accuracy points), top-1 hit rate; over seeds: mean and 95 % t-interval.
+
+    python -m benchmarks.lifecycle_eval            # 5 sources, 3 targets, 3 seeds
+    python -m benchmarks.lifecycle_eval --quick    # smoke run (< 60 s): checks the tables are produced
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import shutil
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+BENCH = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(BENCH))
+
+from _common import machine_info, md_table, publish, verdict  # noqa: E402
+from bench_transfer import distances  # noqa: E402
+
+import numpy as np  # noqa: E402
+from PIL import Image, ImageFilter  # noqa: E402
+from scipy import stats  # noqa: E402
+
+import veml  # noqa: E402
+from veml.coreset import distance as D  # noqa: E402
+from veml.coreset import transferability as TR  # noqa: E402
+
+warnings.filterwarnings("ignore")
+
+SIZE = 32
+# name -> list of (op, strength); applied in order to the upscaled 0..1 grey image
+DOMAINS: dict[str, list[tuple[str, float]]] = {
+    "rot15": [("rotate", 15)], "rot45": [("rotate", 45)], "blur1": [("blur", 1.0)], "noise20": [("noise", 0.20)],
+    "invert": [("invert", 1)], "lowcontrast": [("contrast", 0.35)],
+    # targets
+    "rot30": [("rotate", 30)], "blur2": [("blur", 2.0)], "invert-noise10": [("invert", 1), ("noise", 0.10)],
+    "noise35": [("noise", 0.35)], "rot30-blur1": [("rotate", 30), ("blur", 1.0)],
+}
+SOURCES = ["rot15", "rot45", "blur1", "noise20", "invert"]
+TARGETS = ["rot30", "blur2", "invert-noise10"]
+VEML_METHODS = ("mean_pairwise", "mmd", "label_ot")
+BASELINES = ("leep", "logme", "hscore", "knn_probe", "mean_embedding")
+HIGHER = {"leep": True, "logme": True, "hscore": True, "knn_probe": True, "mean_embedding": False,
+          **{m: False for m in VEML_METHODS}}
+T0 = time.perf_counter()
+
+
+def log(msg: str) -> None:
+    print(f"[{time.perf_counter() - T0:7.1f} s] {msg}", file=sys.stderr, flush=True)
+
+
+# --- data --------------------------------------------------------------------------------------
+def shift(img8: np.ndarray, ops: list[tuple[str, float]], rng: np.random.Generator) -> Image.Image:
+    g = Image.fromarray((img8 / 16.0 * 255).astype(np.uint8)).resize((SIZE, SIZE), Image.BILINEAR)
+    for op, s in ops:
+        if op == "rotate":
+            g = g.rotate(float(rng.uniform(0.7, 1.0) * s * rng.choice([-1, 1])), resample=Image.BILINEAR)
+        elif op == "blur":
+            g = g.filter(ImageFilter.GaussianBlur(s))
+        elif op == "invert":
+            g = Image.fromarray(255 - np.asarray(g))
+        elif op == "contrast":
+            a = np.asarray(g, np.float32) / 255
+            g = Image.fromarray(((0.5 - s / 2 + s * a) * 255).astype(np.uint8))
+        elif op == "noise":
+            a = np.asarray(g, np.float32) / 255 + rng.normal(0, s, (SIZE, SIZE))
+            g = Image.fromarray((np.clip(a, 0, 1) * 255).astype(np.uint8))
+    return g.convert("RGB")
+
+
+def write_folder(out: Path, images: np.ndarray, labels: np.ndarray, idx: np.ndarray, ops, rng) -> Path:
+    for c in range(10):
+        (out / f"digit{c}").mkdir(parents=True, exist_ok=True)
+    for i in idx:
+        shift(images[i], ops, rng).save(out / f"digit{labels[i]}" / f"{i}.png")
+    return out
+
+
+def split(labels: np.ndarray, rng: np.random.Generator, n_target: int) -> tuple[dict[int, np.ndarray], dict[int, np.ndarray]]:
+    """Per class: the first ``n_target`` of a permutation for targets, the rest for sources."""
+    tgt, src = {}, {}
+    for c in range(10):
+        p = rng.permutation(np.flatnonzero(labels == c))
+        tgt[c], src[c] = p[:n_target], p[n_target:]
+    return tgt, src
+
+
+# --- scores ------------------------------------------------------------------------------------
+def baseline_scores(repo: veml.Repository, target: str, sources: dict[str, str]) -> dict[str, dict[str, float]]:
+    """Baseline scores of every source for one target (higher = better except mean_embedding)."""
+    out: dict[str, dict[str, float]] = {b: {} for b in BASELINES}
+    ids_t, emb_t = repo.coresets.embeddings(target)  # ImageNet lite0, as VeML's distances use
+    for s, training in sources.items():
+        # LEEP: the source deployment's softmax over the target's labelled samples (repo.inference.run records nothing)
+        _, _, td, preds = repo.inference.run(f"src-{s}-onnx", target)
+        ids, y = td.data_ids.astype(np.int64), np.asarray(td.labels)
+        out["leep"][s] = TR.leep(preds.scores, y)
+        # penultimate features, through the public embedder "training:REF"
+        fid, feats = repo.coresets.embeddings(target, embedder=f"training:{training}")
+        pos = {int(d): k for k, d in enumerate(fid)}
+        f = feats[[pos[int(d)] for d in ids]].reshape(len(ids), -1)
+        out["logme"][s] = TR.logme(f, y)
+        out["hscore"][s] = TR.hscore(f, y)
+        out["knn_probe"][s] = TR.knn_probe(f, y, k=5)
+        _, emb_s = repo.coresets.embeddings(s)
+        out["mean_embedding"][s] = TR.mean_embedding_distance(emb_t, emb_s)
+    return out
+
+
+# --- one seed ----------------------------------------------------------------------------------
+def run_seed(seed: int, a: argparse.Namespace, work: Path) -> dict[str, Any]:
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    images, labels = digits.images, digits.target
+    rng = np.random.default_rng(seed)
+    tgt_pool, src_pool = split(labels, rng, a.few + a.test)
+    repo = veml.init(work / f"repo-seed{seed}")
+    gen = work / f"gen-seed{seed}"
+    for s in a.sources:
+        idx = np.concatenate([rng.choice(src_pool[c], min(a.per_class, len(src_pool[c])), replace=False) for c in range(10)])
+        repo.data.import_("images", write_folder(gen / s, images, labels, idx, DOMAINS[s], rng), s)
+    for t in a.targets:
+        tr = np.concatenate([tgt_pool[c][:a.few] for c in range(10)])
+        te = np.concatenate([tgt_pool[c][a.few:] for c in range(10)])
+        repo.data.import_("images", write_folder(gen / t, images, labels, tr, DOMAINS[t], rng), t)
+        repo.data.import_("images", write_folder(gen / f"{t}-test", images, labels, te, DOMAINS[t], rng), f"{t}-test", role="test")
+    repo.models.add("classifier", {"adapter": "torch", "task": "classification", "architecture": a.arch,
+                                   "parameters": {"image_size": SIZE, "pretrained": False, "freeze_backbone": False}})
+    recipe = {"epochs": a.epochs, "batch_size": 16, "seed": seed}
+    ft = {**recipe, "epochs": max(1, math.ceil(a.epochs / 3))}
+    src_train: dict[str, str] = {}
+    for s in a.sources:
+        run = repo.training.train(s, "classifier", sets=recipe, name=f"src-{s}")
+        repo.inference.deploy(run["id"], "onnx", "none", name=f"src-{s}-onnx")  # a lifecycle rank() can return
+        src_train[s] = f"src-{s}"
+        log(f"seed {seed}: source {s} trained ({run['profile']['train_s']:.1f} s)")
+    scratch, acc = {}, {}
+    for t in a.targets:
+        scratch[t] = repo.training.train(t, "classifier", sets=recipe, test=f"{t}-test", name=f"scratch-{t}")["metrics"]["accuracy"]
+        acc[t] = {s: repo.training.train(t, "classifier", sets=ft, init_from=src_train[s], test=f"{t}-test",
+                                         name=f"ft-{t}-from-{s}")["metrics"]["accuracy"] for s in a.sources}
+        log(f"seed {seed}: {t} scratch {scratch[t]:.3f}; " + ", ".join(f"{s} {v:.3f}" for s, v in acc[t].items()))
+    gain = {t: {s: 100 * (acc[t][s] - scratch[t]) for s in a.sources} for t in a.targets}  # accuracy points
+    dist = distances(repo, a.targets, VEML_METHODS)
+    scores = {m: {t: {s: dist[m]["d"][t].get(s) for s in a.sources} for t in a.targets} for m in VEML_METHODS}
+    for t in a.targets:
+        b = baseline_scores(repo, t, src_train)
+        for name in BASELINES:
+            scores.setdefault(name, {})[t] = b[name]
+    log(f"seed {seed}: scores done")
+    return {"scratch": scratch, "acc": acc, "gain": gain, "scores": scores}
+
+
+# --- statistics --------------------------------------------------------------------------------
+def per_seed_stats(R: dict[str, Any], methods: list[str]) -> dict[str, dict[str, Any]]:
+    out = {}
+    for m in methods:
+        rho, reg, hit = {}, [], []
+        for t, g in R["gain"].items():
+            sc = {s: v for s, v in R["scores"][m][t].items() if v is not None and math.isfinite(v)}
+            if len(sc) < 2:
+                continue
+            gg = {s: g[s] for s in sc}
+            rho[t] = TR.spearman(sc, gg, HIGHER[m])
+            reg.append(TR.top1_regret(sc, gg, HIGHER[m]))
+            hit.append(TR.top1_hit(sc, gg, HIGHER[m]))
+        out[m] = {"rho": rho, "rho_mean": float(np.mean(list(rho.values()))) if rho else float("nan"),
+                  "regret": float(np.mean(reg)) if reg else float("nan"), "hit": float(np.mean(hit)) if hit else float("nan")}
+    return out
+
+
+def ci(xs: list[float]) -> tuple[float, float, float]:
+    x = np.asarray([v for v in xs if v == v], float)
+    if len(x) == 0:
+        return float("nan"), float("nan"), float("nan")
+    m = float(x.mean())
+    if len(x) < 2:
+        return m, float("nan"), float("nan")
+    h = float(stats.t.ppf(0.975, len(x) - 1) * x.std(ddof=1) / math.sqrt(len(x)))
+    return m, m - h, m + h
+
+
+def fmt(c: tuple[float, float, float], nd: int = 2) -> str:
+    m, lo, hi = c
+    if m != m:
+        return "n/a"
+    return f"{m:.{nd}f}" if lo != lo else f"{m:.{nd}f} [{lo:.{nd}f}, {hi:.{nd}f}]"
+
+
+def report(runs: list[dict[str, Any]], a: argparse.Namespace, seconds: float) -> tuple[str, dict[str, Any]]:
+    methods = list(VEML_METHODS) + list(BASELINES)
+    S = [per_seed_stats(r, methods) for r in runs]
+    summary = {m: {"rho": ci([s[m]["rho_mean"] for s in S]), "regret": ci([s[m]["regret"] for s in S]),
+                   "hit": ci([s[m]["hit"] for s in S])} for m in methods}
+    default = D.DEFAULT_METHOD["image"]
+    L = [f"## Lifecycle eval v0: digits (real handwriting), {len(a.sources)} sources x {len(a.targets)} targets, "
+         f"{len(runs)} seed(s), {a.arch} from scratch at {SIZE}x{SIZE}", "",
+         f"Sources ({a.per_class}/class): {', '.join(a.sources)}. Targets ({a.few}/class train, {a.test}/class test): "
+         f"{', '.join(a.targets)}. Recipe {a.epochs} epochs scratch, {max(1, math.ceil(a.epochs / 3))} fine-tune. "
+         "rho is signed so that higher = ranks sources by gain; regret in accuracy points; mean [95 % t-interval] over seeds.", "",
+         "### Methods", ""]
+    rows = []
+    for m in methods:
+        kind = ("veml distance" + (" (default)" if m == default else "")) if m in VEML_METHODS else "baseline"
+        rows.append([f"`{m}`", kind, fmt(summary[m]["rho"]), fmt(summary[m]["regret"], 1), fmt(summary[m]["hit"])])
+    L += [md_table(["method", "kind", "mean per-target rho", "top-1 regret (pts)", "top-1 hit rate"], rows), ""]
+    L += ["### Per-target rho (mean over seeds)", ""]
+    rows = [[f"`{m}`"] + [fmt(ci([s[m]["rho"].get(t, float('nan')) for s in S])) for t in a.targets] for m in methods]
+    L += [md_table(["method"] + list(a.targets), rows), ""]
+    L += ["### Gains (accuracy points, mean over seeds; scratch accuracy in the header)", ""]
+    head = ["source"] + [f"{t} (scratch {np.mean([r['scratch'][t] for r in runs]):.3f})" for t in a.targets]
+    rows = [[s] + [f"{np.mean([r['gain'][t][s] for r in runs]):+.1f}" for t in a.targets] for s in a.sources]
+    L += [md_table(head, rows), ""]
+    best_base = max(BASELINES, key=lambda b: (summary[b]["rho"][0] if summary[b]["rho"][0] == summary[b]["rho"][0] else -9))
+    d = summary[default]
+    dist_ok = [m for m in VEML_METHODS if summary[m]["rho"][0] >= 0.6 and summary[m]["rho"][1] > 0]
+    rows = [
+        ["distance mean per-target rho >= 0.6 (i.e. <= -0.6 unsigned), interval excluding 0",
+         ", ".join(f"`{m}` {fmt(summary[m]['rho'])}" for m in VEML_METHODS), verdict(bool(dist_ok))],
+        [f"top-1 regret <= 1 point (default `{default}`)", fmt(d["regret"], 1), verdict(d["regret"][0] <= 1.0)],
+        [f"default `{default}` no worse than best baseline (`{best_base}`) in rho",
+         f"{fmt(d['rho'])} vs {fmt(summary[best_base]['rho'])}", verdict(d["rho"][0] >= summary[best_base]["rho"][0])],
+    ]
+    L += ["### Issue 14 targets", "", md_table(["target", "measured", "verdict"], rows), ""]
+    L += [f"Seconds: {seconds:.0f}. Command: `{' '.join(sys.argv)}`", ""]
+    return "\n".join(L), {"summary": summary, "per_seed": S, "runs": runs}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--quick", action="store_true", help="smoke run: 2 sources, 1 target, 1 seed, 1 epoch, tiny sets")
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--epochs", type=int, default=6)
+    p.add_argument("--per-class", type=int, default=60, help="labelled images per class in each source")
+    p.add_argument("--few", type=int, default=10, help="labelled images per class in each target")
+    p.add_argument("--test", type=int, default=30, help="test images per class in each target")
+    p.add_argument("--sources", default=",".join(SOURCES))
+    p.add_argument("--targets", default=",".join(TARGETS))
+    p.add_argument("--arch", default="resnet18")
+    p.add_argument("--out", type=Path, default=Path("bench-out"))
+    p.add_argument("--work", type=Path, default=None, help="scratch folder (default: a temporary one, removed)")
+    a = p.parse_args(argv)
+    a.sources, a.targets = a.sources.split(","), a.targets.split(",")
+    if a.quick:
+        a.seeds, a.epochs, a.per_class, a.few, a.test = 1, 1, 5, 3, 3
+        a.sources, a.targets = a.sources[:2], a.targets[:1]
+    for d in a.sources + a.targets:
+        if d not in DOMAINS:
+            p.error(f"unknown domain {d!r}: use {', '.join(DOMAINS)}")
+    work = a.work or Path(tempfile.mkdtemp(prefix="veml-lifecycle-eval-"))
+    t0 = time.perf_counter()
+    try:
+        runs = [run_seed(seed, a, work) for seed in range(a.seeds)]
+    finally:
+        if a.work is None:
+            shutil.rmtree(work, ignore_errors=True)
+    md, res = report(runs, a, time.perf_counter() - t0)
+    res["machine"] = machine_info()
+    publish(a.out, "lifecycle_eval_quick" if a.quick else "lifecycle_eval", res, md)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
