@@ -179,6 +179,7 @@ NOT_STORE_DEPENDENT = {
     "test_fuzz_inputs.py",  # parsers refuse before anything is written: one back-end is enough for the fuzz stage
     "test_filter_language.py",  # the grammar and the time budget: DuckDB over Arrow tables whatever stores them
     "test_lifecycle_eval.py",  # a smoke run of the evaluation harness: measurements, not store behaviour
+    "test_transfer_recipe.py",  # what the fine-tuning recipe does to weights; test_similarity runs transfer on every back-end
     "test_server_limits.py",  # HTTP-level caps, queue and token handling: the same whatever stores the repository
 }
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Issue 14, suite v0: source selection on real handwriting (scikit-learn's bundled digits), through VeML's API.
+"""Issue 14, suite v1: source selection on real handwriting (scikit-learn's bundled digits), through VeML's API.
 
 Data: ``sklearn.datasets.load_digits`` (1797 real 8x8 handwritten digits, 10 classes, shipped inside the
 scikit-learn wheel, no download), upscaled to 32x32 RGB PNGs.  Domains are graded, realistic shifts
@@ -8,16 +8,19 @@ digits are split per class into a target pool (target train + test) and a disjoi
 
 * Sources: shifted domains with ``--per-class`` labels per class; scratch training -> deployed (a lifecycle).
 * Targets: other shifted domains with ``--few`` labels per class (train version) + ``--test`` per class
-  (role test).  Per target T: scratch on the few labels -> test accuracy; per source S:
-  ``repo.training.train(T, model, init_from=S's training, epochs=ceil(E/3))`` -> test accuracy;
-  gain(S, T) = acc_transfer - acc_scratch (the recipe of benchmarks/bench_transfer.py).
-* Scores per (T, S): the VeML distances ``repo.similarity.rank(T, method=m, with_lifecycle=True)``
-  reports (lower = predicted better), and the baselines of ``veml.coreset.transferability``: LEEP on
-  S's model's softmax over T's labelled samples, LogME / H-score / k-NN probe on S's model's penultimate
-  features of those samples (``repo.coresets.embeddings(T, "training:S")``), and the mean-embedding
-  distance on the ImageNet (lite0) embeddings VeML's distances use.
+  (role test), and the same target with ``--fewer`` labels per class.  Per target T: scratch on the few
+  labels -> test accuracy; per source S: ``repo.transfer.transfer(T, source=S, test=T-test)`` -- exactly
+  ``veml transfer``: its fine-tuning recipe, and its keep-the-better choice on T's validation split ->
+  test accuracy, and the unchanged source's test accuracy; gain(S, T) = acc_transfer - acc_scratch.
+* Scores per (T, S), computed while the sources are the only lifecycles: every method of
+  ``repo.similarity.rank(T, method=m, with_lifecycle=True)`` -- the core-set distances and the
+  model-based scores (LEEP on S's softmax over T's core set, LogME / H-score / k-NN probe on S's
+  penultimate features of it) -- plus a trivial mean-embedding distance on the ImageNet (lite0)
+  embeddings.
 * Statistics per method and seed: mean per-target Spearman rho(score, gain) (signed so that 1 = ranks
   by gain), mean top-1 regret (accuracy points), top-1 hit rate; over seeds: mean and 95 % t-interval.
+* Savings, for the source the default method ranks first: training time (scratch / transfer, when
+  transfer reaches scratch accuracy) and labels (few / the fewest labels with which transfer does).
 
     python -m benchmarks.lifecycle_eval            # 5 sources, 3 targets, 3 seeds
     python -m benchmarks.lifecycle_eval --quick    # smoke run (< 60 s): checks the tables are produced
@@ -62,10 +65,12 @@ DOMAINS: dict[str, list[tuple[str, float]]] = {
 }
 SOURCES = ["rot15", "rot45", "blur1", "noise20", "invert"]
 TARGETS = ["rot30", "blur2", "invert-noise10"]
-VEML_METHODS = ("mean_pairwise", "mmd", "label_ot")
-BASELINES = ("leep", "logme", "hscore", "knn_probe", "mean_embedding")
-HIGHER = {"leep": True, "logme": True, "hscore": True, "knn_probe": True, "mean_embedding": False,
-          **{m: False for m in VEML_METHODS}}
+VEML_METHODS = ("mean_pairwise", "mmd", "label_ot")  # core-set distances
+MODEL_METHODS = ("leep", "logme", "hscore", "knn_probe")  # the reviewers' baselines, selectable as `veml similar --method`
+METHODS = VEML_METHODS + MODEL_METHODS
+BASELINES = MODEL_METHODS + ("mean_embedding",)
+# every score is "lower = predicted better": rank() reports a model-based score as distance = -score
+HIGHER = {m: False for m in BASELINES + VEML_METHODS}
 T0 = time.perf_counter()
 
 
@@ -110,25 +115,18 @@ def split(labels: np.ndarray, rng: np.random.Generator, n_target: int) -> tuple[
 
 
 # --- scores ------------------------------------------------------------------------------------
-def baseline_scores(repo: veml.Repository, target: str, sources: dict[str, str]) -> dict[str, dict[str, float]]:
-    """Baseline scores of every source for one target (higher = better except mean_embedding)."""
-    out: dict[str, dict[str, float]] = {b: {} for b in BASELINES}
-    ids_t, emb_t = repo.coresets.embeddings(target)  # ImageNet lite0, as VeML's distances use
-    for s, training in sources.items():
-        # LEEP: the source deployment's softmax over the target's labelled samples (repo.inference.run records nothing)
-        _, _, td, preds = repo.inference.run(f"src-{s}-onnx", target)
-        ids, y = td.data_ids.astype(np.int64), np.asarray(td.labels)
-        out["leep"][s] = TR.leep(preds.scores, y)
-        # penultimate features, through the public embedder "training:REF"
-        fid, feats = repo.coresets.embeddings(target, embedder=f"training:{training}")
-        pos = {int(d): k for k, d in enumerate(fid)}
-        f = feats[[pos[int(d)] for d in ids]].reshape(len(ids), -1)
-        out["logme"][s] = TR.logme(f, y)
-        out["hscore"][s] = TR.hscore(f, y)
-        out["knn_probe"][s] = TR.knn_probe(f, y, k=5)
-        _, emb_s = repo.coresets.embeddings(s)
-        out["mean_embedding"][s] = TR.mean_embedding_distance(emb_t, emb_s)
-    return out
+def mean_embedding_scores(repo: veml.Repository, target: str, sources: list[str]) -> dict[str, float]:
+    """The trivial baseline: distance between mean ImageNet (lite0) embeddings, as VeML's distances embed."""
+    _, emb_t = repo.coresets.embeddings(target)
+    return {s: TR.mean_embedding_distance(emb_t, repo.coresets.embeddings(s)[1]) for s in sources}
+
+
+def transfer(repo: veml.Repository, target: str, source: str, test: str, name: str) -> dict[str, Any]:
+    """``veml transfer TARGET --from SOURCE --test TEST``: its recipe, its keep-better choice, its test accuracy."""
+    out = repo.transfer.transfer(target, source=source, test=test, name=name)
+    run = repo.training.describe(repo.training.get(out["training"]))
+    return {"acc": run["metrics"]["accuracy"], "as_is": out["source_lifecycle"]["on_test"], "kept": out["kept"],
+            "train_s": out["train_s"], "seconds": out["seconds"]}
 
 
 # --- one seed ----------------------------------------------------------------------------------
@@ -149,31 +147,36 @@ def run_seed(seed: int, a: argparse.Namespace, work: Path) -> dict[str, Any]:
         te = np.concatenate([tgt_pool[c][a.few:] for c in range(10)])
         repo.data.import_("images", write_folder(gen / t, images, labels, tr, DOMAINS[t], rng), t)
         repo.data.import_("images", write_folder(gen / f"{t}-test", images, labels, te, DOMAINS[t], rng), f"{t}-test", role="test")
+        for k in a.fewer:  # the same target with fewer labels: how many does transfer need to reach scratch?
+            sub = np.concatenate([tgt_pool[c][:k] for c in range(10)])
+            repo.data.import_("images", write_folder(gen / f"{t}-k{k}", images, labels, sub, DOMAINS[t], rng), f"{t}-k{k}")
     repo.models.add("classifier", {"adapter": "torch", "task": "classification", "architecture": a.arch,
                                    "parameters": {"image_size": SIZE, "pretrained": False, "freeze_backbone": False}})
     recipe = {"epochs": a.epochs, "batch_size": 16, "seed": seed}
-    ft = {**recipe, "epochs": max(1, math.ceil(a.epochs / 3))}
-    src_train: dict[str, str] = {}
     for s in a.sources:
         run = repo.training.train(s, "classifier", sets=recipe, name=f"src-{s}")
         repo.inference.deploy(run["id"], "onnx", "none", name=f"src-{s}-onnx")  # a lifecycle rank() can return
-        src_train[s] = f"src-{s}"
         log(f"seed {seed}: source {s} trained ({run['profile']['train_s']:.1f} s)")
-    scratch, acc = {}, {}
-    for t in a.targets:
-        scratch[t] = repo.training.train(t, "classifier", sets=recipe, test=f"{t}-test", name=f"scratch-{t}")["metrics"]["accuracy"]
-        acc[t] = {s: repo.training.train(t, "classifier", sets=ft, init_from=src_train[s], test=f"{t}-test",
-                                         name=f"ft-{t}-from-{s}")["metrics"]["accuracy"] for s in a.sources}
-        log(f"seed {seed}: {t} scratch {scratch[t]:.3f}; " + ", ".join(f"{s} {v:.3f}" for s, v in acc[t].items()))
-    gain = {t: {s: 100 * (acc[t][s] - scratch[t]) for s in a.sources} for t in a.targets}  # accuracy points
-    dist = distances(repo, a.targets, VEML_METHODS)
-    scores = {m: {t: {s: dist[m]["d"][t].get(s) for s in a.sources} for t in a.targets} for m in VEML_METHODS}
-    for t in a.targets:
-        b = baseline_scores(repo, t, src_train)
-        for name in BASELINES:
-            scores.setdefault(name, {})[t] = b[name]
+    # the scores first, while the sources are the only lifecycles (a transfer gives each target one of its own)
+    dist = distances(repo, a.targets, METHODS)
+    scores = {m: {t: {s: dist[m]["d"][t].get(s) for s in a.sources} for t in a.targets} for m in METHODS}
+    scores["mean_embedding"] = {t: mean_embedding_scores(repo, t, a.sources) for t in a.targets}
     log(f"seed {seed}: scores done")
-    return {"scratch": scratch, "acc": acc, "gain": gain, "scores": scores}
+    scratch, scratch_s, res, fewer = {}, {}, {}, {}
+    default = D.DEFAULT_METHOD["image"]
+    for t in a.targets:
+        run = repo.training.train(t, "classifier", sets=recipe, test=f"{t}-test", name=f"scratch-{t}")
+        scratch[t], scratch_s[t] = run["metrics"]["accuracy"], run["profile"]["train_s"]
+        res[t] = {s: transfer(repo, t, s, f"{t}-test", f"tr-{t}-from-{s}") for s in a.sources}
+        log(f"seed {seed}: {t} scratch {scratch[t]:.3f}; " + ", ".join(
+            f"{s} {r['acc']:.3f} (as is {r['as_is']:.3f}, kept {r['kept']})" for s, r in res[t].items()))
+        chosen = min((s for s in a.sources if scores[default][t][s] is not None), key=lambda s: scores[default][t][s])
+        fewer[t] = {"source": chosen, **{k: transfer(repo, f"{t}-k{k}", chosen, f"{t}-test", f"tr-{t}-k{k}-from-{chosen}")
+                                         for k in a.fewer}}
+    after = repo.similarity.rank(a.targets[0], with_lifecycle=True)  # once the target has lifecycles of its own
+    gain = {t: {s: 100 * (res[t][s]["acc"] - scratch[t]) for s in a.sources} for t in a.targets}  # accuracy points
+    return {"scratch": scratch, "scratch_s": scratch_s, "transfer": res, "gain": gain, "scores": scores, "fewer": fewer,
+            "ranked_after_transfer": [r["name"] for r in after["ranking"]]}
 
 
 # --- statistics --------------------------------------------------------------------------------
@@ -218,7 +221,7 @@ def report(runs: list[dict[str, Any]], a: argparse.Namespace, seconds: float) ->
     summary = {m: {"rho": ci([s[m]["rho_mean"] for s in S]), "regret": ci([s[m]["regret"] for s in S]),
                    "hit": ci([s[m]["hit"] for s in S])} for m in methods}
     default = D.DEFAULT_METHOD["image"]
-    L = [f"## Lifecycle eval v0: digits (real handwriting), {len(a.sources)} sources x {len(a.targets)} targets, "
+    L = [f"## Lifecycle eval v1: digits (real handwriting), {len(a.sources)} sources x {len(a.targets)} targets, "
          f"{len(runs)} seed(s), {a.arch} from scratch at {SIZE}x{SIZE}", "",
          f"Sources ({a.per_class}/class): {', '.join(a.sources)}. Targets ({a.few}/class train, {a.test}/class test): "
          f"{', '.join(a.targets)}. Recipe {a.epochs} epochs scratch, {max(1, math.ceil(a.epochs / 3))} fine-tune. "
@@ -226,7 +229,8 @@ def report(runs: list[dict[str, Any]], a: argparse.Namespace, seconds: float) ->
          "### Methods", ""]
     rows = []
     for m in methods:
-        kind = ("veml distance" + (" (default)" if m == default else "")) if m in VEML_METHODS else "baseline"
+        kind = ("veml distance" if m in VEML_METHODS else "model score, `--method`" if m in MODEL_METHODS
+                else "baseline") + (" (default)" if m == default else "")
         rows.append([f"`{m}`", kind, fmt(summary[m]["rho"]), fmt(summary[m]["regret"], 1), fmt(summary[m]["hit"])])
     L += [md_table(["method", "kind", "mean per-target rho", "top-1 regret (pts)", "top-1 hit rate"], rows), ""]
     L += ["### Per-target rho (mean over seeds)", ""]
@@ -236,19 +240,81 @@ def report(runs: list[dict[str, Any]], a: argparse.Namespace, seconds: float) ->
     head = ["source"] + [f"{t} (scratch {np.mean([r['scratch'][t] for r in runs]):.3f})" for t in a.targets]
     rows = [[s] + [f"{np.mean([r['gain'][t][s] for r in runs]):+.1f}" for t in a.targets] for s in a.sources]
     L += [md_table(head, rows), ""]
-    best_base = max(BASELINES, key=lambda b: (summary[b]["rho"][0] if summary[b]["rho"][0] == summary[b]["rho"][0] else -9))
+    L += transfer_tables(runs, a, default)
+    others = [m for m in methods if m != default]
+    best_base = max(others, key=lambda b: (summary[b]["rho"][0] if summary[b]["rho"][0] == summary[b]["rho"][0] else -9))
     d = summary[default]
-    dist_ok = [m for m in VEML_METHODS if summary[m]["rho"][0] >= 0.6 and summary[m]["rho"][1] > 0]
+    dist_ok = [m for m in METHODS if summary[m]["rho"][0] >= 0.6 and summary[m]["rho"][1] > 0]
     rows = [
-        ["distance mean per-target rho >= 0.6 (i.e. <= -0.6 unsigned), interval excluding 0",
-         ", ".join(f"`{m}` {fmt(summary[m]['rho'])}" for m in VEML_METHODS), verdict(bool(dist_ok))],
+        ["a selectable method: mean per-target rho >= 0.6 (i.e. <= -0.6 unsigned), interval excluding 0",
+         ", ".join(f"`{m}` {fmt(summary[m]['rho'])}" for m in METHODS), verdict(bool(dist_ok))],
         [f"top-1 regret <= 1 point (default `{default}`)", fmt(d["regret"], 1), verdict(d["regret"][0] <= 1.0)],
-        [f"default `{default}` no worse than best baseline (`{best_base}`) in rho",
+        [f"default `{default}` no worse than the best other method (`{best_base}`) in rho",
          f"{fmt(d['rho'])} vs {fmt(summary[best_base]['rho'])}", verdict(d["rho"][0] >= summary[best_base]["rho"][0])],
     ]
-    L += ["### Issue 14 targets", "", md_table(["target", "measured", "verdict"], rows), ""]
+    L += ["### Issue 14 targets", "", md_table(["target", "measured", "verdict"], rows + transfer_verdicts(runs, a, default)), ""]
     L += [f"Seconds: {seconds:.0f}. Command: `{' '.join(sys.argv)}`", ""]
     return "\n".join(L), {"summary": summary, "per_seed": S, "runs": runs}
+
+
+def _pairs(runs: list[dict[str, Any]]):
+    for r in runs:
+        for t, per in r["transfer"].items():
+            for s, x in per.items():
+                yield r, t, s, x
+
+
+def savings(runs: list[dict[str, Any]], a: argparse.Namespace, default: str) -> tuple[list[float], list[float]]:
+    """Per (seed, target), for the source the default method ranks first: training-time ratio (scratch / transfer)
+    and label ratio (target labels / fewest labels with which transfer reaches scratch accuracy); 0 = not reached."""
+    time_r, label_r = [], []
+    for r in runs:
+        for t in r["transfer"]:
+            chosen = r["fewer"][t]["source"]
+            x = r["transfer"][t][chosen]
+            reached = x["acc"] >= r["scratch"][t]
+            time_r.append(r["scratch_s"][t] / x["train_s"] if reached and x["train_s"] else 0.0)
+            ks = [k for k in sorted(a.fewer) if r["fewer"][t][k]["acc"] >= r["scratch"][t]]
+            label_r.append(a.few / ks[0] if ks else (1.0 if reached else 0.0))
+    return time_r, label_r
+
+
+def transfer_tables(runs: list[dict[str, Any]], a: argparse.Namespace, default: str) -> list[str]:
+    L = ["### Transfer (`repo.transfer.transfer(T, source=S, test=T-test)`: VeML's fine-tuning recipe, keep-better on "
+         "the target's validation split)", "",
+         "Test accuracy, mean over seeds and sources; *worse than as-is* counts (seed, source) pairs whose transfer scores "
+         "more than 2 points below the unchanged source model on the test version.", ""]
+    rows = []
+    for t in a.targets:
+        xs = [x for r, tt, s, x in _pairs(runs) if tt == t]
+        sc = [r["scratch"][t] for r in runs]
+        rows.append([t, f"{np.mean(sc):.3f}", f"{np.mean([x['as_is'] for x in xs]):.3f}", f"{np.mean([x['acc'] for x in xs]):.3f}",
+                     f"{max(np.mean([r['transfer'][t][s]['acc'] for r in runs]) for s in a.sources):.3f}",
+                     f"{sum(x['kept'] == 'source' for x in xs)}/{len(xs)}",
+                     f"{sum(x['acc'] < x['as_is'] - 0.02 for x in xs)}/{len(xs)}"])
+    L += [md_table(["target", "scratch", "source as-is", "transfer", "best source's transfer", "kept the source",
+                    "worse than as-is"], rows), ""]
+    time_r, label_r = savings(runs, a, default)
+    L += [f"Savings with the source `{default}` ranks first, per (seed, target): training-time ratio scratch/transfer "
+          f"{', '.join(f'{v:.1f}' for v in time_r)}; label ratio {', '.join(f'{v:.1f}' for v in label_r)} "
+          f"(fewer-label targets tried: {', '.join(map(str, a.fewer))} per class of {a.few}; 0 = scratch accuracy not reached).", ""]
+    return L
+
+
+def transfer_verdicts(runs: list[dict[str, Any]], a: argparse.Namespace, default: str) -> list[list[str]]:
+    pairs = list(_pairs(runs))
+    worse = sum(x["acc"] < x["as_is"] - 0.02 for *_, x in pairs)
+    beats = sum(x["acc"] >= r["scratch"][t] for r, t, _, x in pairs)
+    time_r, label_r = savings(runs, a, default)
+    return [
+        ["transfer never ends worse than the source as-is (test, > 2 points)", f"{worse}/{len(pairs)} pairs worse",
+         verdict(worse == 0)],
+        ["transfer reaches scratch accuracy (all sources)", f"{beats}/{len(pairs)} pairs", "(context)"],
+        ["transfer saves >= 3x training time at the median (to reach scratch accuracy)", f"{np.median(time_r):.1f}x",
+         verdict(float(np.median(time_r)) >= 3)],
+        ["transfer saves >= 3x labels at the median (to reach scratch accuracy)", f"{np.median(label_r):.1f}x",
+         verdict(float(np.median(label_r)) >= 3)],
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -259,6 +325,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--per-class", type=int, default=60, help="labelled images per class in each source")
     p.add_argument("--few", type=int, default=10, help="labelled images per class in each target")
     p.add_argument("--test", type=int, default=30, help="test images per class in each target")
+    p.add_argument("--fewer", default="2,5", help="fewer labels per class tried with the chosen source (label savings)")
     p.add_argument("--sources", default=",".join(SOURCES))
     p.add_argument("--targets", default=",".join(TARGETS))
     p.add_argument("--arch", default="resnet18")
@@ -266,8 +333,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--work", type=Path, default=None, help="scratch folder (default: a temporary one, removed)")
     a = p.parse_args(argv)
     a.sources, a.targets = a.sources.split(","), a.targets.split(",")
+    a.fewer = [int(k) for k in a.fewer.split(",") if k]
     if a.quick:
-        a.seeds, a.epochs, a.per_class, a.few, a.test = 1, 1, 5, 3, 3
+        a.seeds, a.epochs, a.per_class, a.few, a.test, a.fewer = 1, 1, 5, 5, 3, [3]
         a.sources, a.targets = a.sources[:2], a.targets[:1]
     for d in a.sources + a.targets:
         if d not in DOMAINS:

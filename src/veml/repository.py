@@ -66,7 +66,7 @@ class Repository:
         self.lifecycles = Lifecycles(self.stores, self.training)
         self.lineage = LineageAPI(self.stores)
         self.coresets = CoreSets(self.stores, self.data, self.training)
-        self.similarity = Similarity(self.stores, self.data, self.coresets, self.lifecycles)
+        self.similarity = Similarity(self.stores, self.data, self.coresets, self.lifecycles, self.inference)
         self.drift = Drift(self.stores, self.data, self.coresets, self.inference)
         self.rebuild = Rebuild(self.stores, self.data, self.training, self.inference, self.coresets)
         self.monitor = Monitor(self.data, self.inference, self.drift, self.rebuild)

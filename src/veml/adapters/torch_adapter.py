@@ -19,6 +19,7 @@ from torch import nn
 
 from veml.adapters import torch_models as tm
 from veml.adapters.base import ExportOutcome, LogFn, ModelSpec, Predictions, TaskData, TrainOutcome, check_spec
+from veml.adapters.finetune import Schedule
 from veml.errors import InvalidInput, StorageError
 
 _ARCHS = {"classification": tm.CLASSIFIERS, "detection": tm.DETECTORS, "forecasting": tm.FORECASTERS}
@@ -41,7 +42,8 @@ class TorchAdapter:
 
     def check_init(self, spec: ModelSpec, data: TaskData, init: bytes) -> None:
         """Refuse an incompatible ``--init-from`` before a training version is written."""
-        _init_from(self._build(spec, self._meta(spec, data)), init)
+        meta = self._meta(spec, data)
+        _init_from(self._build(spec, meta), init, meta.get("class_names"))
 
     # --- building -----------------------------------------------------------------------------
     def _build(self, spec: ModelSpec, meta: Mapping[str, Any]) -> nn.Module:
@@ -119,8 +121,9 @@ class TorchAdapter:
         meta = self._meta(spec, data)
         model = self._build(spec, meta)
         if init is not None:
-            _init_from(model, init)
+            _init_from(model, init, meta.get("class_names"))
         opt = _optimizer(model, params)
+        schedule = Schedule(model, opt, params)
         profile = {"data_s": 0.0, "forward_backward_s": 0.0, "evaluation_s": 0.0, "samples": 0, "steps": 0}
         epochs, max_steps = int(params["epochs"]), int(params["max_steps"])
         step, last_loss = 0, float("nan")
@@ -128,12 +131,14 @@ class TorchAdapter:
         model.train()
         t_start = time.perf_counter()
         for epoch in range(epochs):
+            schedule.epoch_start(epoch)
             for batch, n in self._batches(spec, data, meta, int(params["batch_size"]), gen, profile, params):
                 t0 = time.perf_counter()
                 loss = self._loss(spec, model, batch, meta)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
+                schedule.step_done()
                 profile["forward_backward_s"] += time.perf_counter() - t0
                 profile["samples"] += n
                 step += 1
@@ -185,9 +190,10 @@ class TorchAdapter:
         meta = self._meta(spec, data)
         model = self._build(spec, meta)
         if init is not None:
-            _init_from(model, init)
+            _init_from(model, init, meta.get("class_names"))
         model = wrap_model(model)
         opt = _optimizer(model, params)
+        schedule = Schedule(getattr(model, "module", model), opt, params)
         windows = None
         if spec.task == "forecasting":
             x, y, _ = self._forecast_windows(spec, data, meta, int(params.get("stride", 1)))
@@ -205,12 +211,14 @@ class TorchAdapter:
             if hasattr(loader, "sampler") and hasattr(loader.sampler, "set_epoch"):
                 loader.sampler.set_epoch(epoch)  # a different shuffle per epoch, the same on every worker
             losses = []
+            schedule.epoch_start(epoch)
             for batch, count in loader:
                 t0 = time.perf_counter()
                 loss = self._loss(spec, model, batch, meta)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
+                schedule.step_done()
                 profile["forward_backward_s"] += time.perf_counter() - t0
                 profile["samples"] += count
                 step += 1
@@ -470,20 +478,44 @@ def _global_mean(value: float) -> float:
     return float(t[0]) / dist.get_world_size()
 
 
-def _init_from(model: nn.Module, checkpoint: bytes) -> None:
+def _init_from(model: nn.Module, checkpoint: bytes, class_names: Any = None) -> None:
     """Initialise from another training's weights: every tensor whose name and shape match.
 
-    A new classifier head (different classes) is expected and left fresh; a checkpoint that shares
-    almost nothing with the model is a different architecture, refused rather than silently ignored.
+    A classifier's head is matched by class name when both sides name their classes: a class the
+    checkpoint knows gets its row, a new class keeps a fresh one (so ten classes in another order, or
+    other classes, are never read through the wrong rows).  A checkpoint that shares almost nothing
+    with the model is a different architecture, refused rather than silently ignored.
     """
     try:
         blob = torch.load(io.BytesIO(checkpoint), map_location="cpu", weights_only=True)
     except Exception as exc:
         raise StorageError(f"cannot load the --init-from checkpoint: {type(exc).__name__}") from None
-    source = blob["state_dict"]
+    source = dict(blob["state_dict"])
     target = model.state_dict()
+    theirs = (blob.get("meta") or {}).get("class_names")
+    classifier = (blob.get("meta") or {}).get("task") == "classification"
+    if classifier and class_names is not None and theirs is not None and list(theirs) != list(class_names):
+        source.update(_head_by_name(model, source, target, list(theirs), list(class_names)))
     matched = {k: v for k, v in source.items() if k in target and target[k].shape == v.shape}
     if len(matched) < 0.5 * len(target):
         raise InvalidInput(f"--init-from checkpoint is incompatible with this architecture "
                            f"({len(matched)} of {len(target)} tensors match by name and shape)")
     model.load_state_dict(matched, strict=False)
+
+
+def _head_by_name(model: nn.Module, source: Mapping[str, Any], target: Mapping[str, Any], theirs: list,
+                  ours: list) -> dict[str, Any]:
+    """The last linear layer's weight and bias, rows re-ordered from ``theirs`` classes to ``ours``."""
+    name = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)][-1]
+    out = {}
+    for part in ("weight", "bias"):
+        key = f"{name}.{part}"
+        if key not in source or key not in target or source[key].shape[1:] != target[key].shape[1:]:
+            continue
+        rows = target[key].clone()
+        where = {c: i for i, c in enumerate(theirs)}
+        for i, c in enumerate(ours):
+            if c in where and where[c] < source[key].shape[0]:
+                rows[i] = source[key][where[c]]
+        out[key] = rows
+    return out

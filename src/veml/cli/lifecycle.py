@@ -7,7 +7,7 @@ from typing import Any
 
 from veml.cli.common import Context
 
-METHODS = ["mean_pairwise", "mmd", "gromov_wasserstein", "label_ot"]
+METHODS = ["mean_pairwise", "mmd", "gromov_wasserstein", "label_ot", "leep", "logme", "hscore", "knn_probe"]
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -22,7 +22,8 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.add_argument("data", metavar="D")
     p.add_argument("--top", type=int, metavar="K")
     p.add_argument("--method", choices=METHODS, help="distance (default per modality: images mean_pairwise, "
-                                                     "series gromov_wasserstein, tables mmd)")
+                                                     "series gromov_wasserstein, tables mmd); leep, logme, hscore and "
+                                                     "knn_probe score each candidate lifecycle's model on D's labels")
     p.add_argument("--with-lifecycle", action="store_true", help="only versions with a complete lifecycle")
     p.add_argument("--include-related", action="store_true", help="also rank versions that share samples with D")
     p.add_argument("--k", type=int, help="core-set size")
@@ -146,7 +147,8 @@ def cmd_similar(ctx: Context, args: argparse.Namespace) -> None:
             if "lifecycle" in r:
                 m = r["lifecycle"]["metric"]
                 extra = f"  lifecycle: training {r['lifecycle']['training']}, {m['name']}={_num(m['value'])}"
-            lines.append(f"{i:>3}. {r['name']:<32} {r['distance']:.5g}{extra}")
+            value = f"score {r['score']:.5g}" if "score" in r else f"{r['distance']:.5g}"
+            lines.append(f"{i:>3}. {r['name']:<32} {value}{extra}")
         lines += [f"  skipped {s['name']}: {s['reason']}" for s in out["skipped"]]
         if out["related_left_out"]:
             lines.append(f"  ({out['related_left_out']} versions sharing samples with it left out: --include-related ranks them)")

@@ -15,9 +15,12 @@ import numpy as np
 from veml.coreset import distance as D
 from veml.entities import Node
 from veml.errors import InvalidInput
+from veml.lifecycle.model_scores import METHODS as MODEL_METHODS
+from veml.lifecycle.model_scores import ModelScores
 from veml.versions.context import Stores, unique_name
 from veml.versions.coresets import CoreSets
 from veml.versions.data import DataVersions
+from veml.versions.inference import InferenceVersions
 from veml.versions.lifecycles import Lifecycles
 
 KIND = "SimilarityReport"
@@ -25,15 +28,21 @@ Progress = Callable[[int], None]
 
 
 class Similarity:
-    def __init__(self, stores: Stores, data: DataVersions, coresets: CoreSets, lifecycles: Lifecycles) -> None:
+    def __init__(self, stores: Stores, data: DataVersions, coresets: CoreSets, lifecycles: Lifecycles,
+                 inference: InferenceVersions) -> None:
         self._s, self._data, self._coresets, self._lifecycles = stores, data, coresets, lifecycles
+        self._scores = ModelScores(coresets, inference)
 
     def method_for(self, node: Node, method: str | None) -> str:
         modality = str(node.props.get("modality"))
         chosen = method or D.DEFAULT_METHOD.get(modality, "mmd")
-        if chosen not in D.METHODS:
-            raise InvalidInput(f"unknown distance method {chosen!r}: use one of {', '.join(D.METHODS)}")
+        if chosen not in D.METHODS and chosen not in MODEL_METHODS:
+            raise InvalidInput(f"unknown distance method {chosen!r}: use one of {', '.join([*D.METHODS, *MODEL_METHODS])}")
         return chosen
+
+    def model_based(self, method: str) -> bool:
+        """Whether ``method`` scores a candidate's model (needs its lifecycle) rather than its data."""
+        return method in MODEL_METHODS
 
     def _core(self, node: Node, k: int | None, embedder: str | None, progress: Progress | None,
               strict: bool = False) -> tuple[Node, np.ndarray]:
@@ -43,8 +52,11 @@ class Similarity:
         return core, self._coresets.matrix(core)
 
     def distance(self, a: str | int | Node, b: str | int | Node, method: str | None = None, k: int | None = None,
-                 embedder: str | None = None, progress: Progress | None = None) -> float:
-        """Distance between two data versions on their core sets (both must be of one modality)."""
+                 embedder: str | None = None, progress: Progress | None = None,
+                 lifecycle: dict[str, Any] | None = None) -> float:
+        """Distance between two data versions on their core sets (both must be of one modality).
+
+        A model-based method scores ``lifecycle`` (by default b's latest) on a's core set; its negated score is returned."""
         na = a if isinstance(a, Node) else self._data.get(a)
         nb = b if isinstance(b, Node) else self._data.get(b)
         self._same_modality(na, nb)
@@ -53,6 +65,13 @@ class Similarity:
             if int(n.props.get("samples", 0)) == 0:
                 raise InvalidInput(f"data version {n.name!r} is empty: there is nothing to compare")
         ca, xa = self._core(na, k, embedder, progress, strict=True)
+        if self.model_based(m):
+            if lifecycle is None:
+                found = [lc for lc in self._lifecycles.list() if lc["data"] == nb.id]
+                if not found:
+                    raise InvalidInput(f"{m} scores a lifecycle's model, and {nb.name!r} has no complete lifecycle")
+                lifecycle = max(found, key=lambda lc: lc["inference"])
+            return -self._scores.score(m, na, ca, lifecycle)
         cb, xb = self._core(nb, k, embedder, progress)
         return self._measure(m, na, ca, xa, cb, xb)
 
@@ -70,11 +89,13 @@ class Similarity:
 
     def rank(self, target: str | int, top: int | None = None, method: str | None = None, with_lifecycle: bool = False,
              k: int | None = None, embedder: str | None = None, progress: Progress | None = None,
-             include_related: bool = False) -> dict[str, Any]:
+             include_related: bool = False,
+             lifecycle_filter: Callable[[dict[str, Any]], str | None] | None = None) -> dict[str, Any]:
         """Every other stored data version of the target's modality, nearest first; recorded as a report.
 
         Versions that share samples with the target (its parts, its filters, merges containing it)
         are left out unless ``include_related``: they are trivially near and say nothing new.
+        ``lifecycle_filter`` returns why a candidate's lifecycle does not apply (it is skipped), or None.
         """
         tnode = self._data.get(target)
         if top is not None and top < 1:
@@ -82,6 +103,7 @@ class Similarity:
         if int(tnode.props.get("samples", 0)) == 0:
             raise InvalidInput(f"data version {tnode.name!r} is empty: there is nothing to compare")
         m = self.method_for(tnode, method)
+        with_lifecycle = with_lifecycle or self.model_based(m)  # a model-based score needs a model to look through
         lifecycles: dict[int, dict[str, Any]] = {}
         if with_lifecycle:
             for lc in self._lifecycles.list():
@@ -100,16 +122,28 @@ class Similarity:
         ct, xt = self._core(tnode, k, embedder, progress, strict=True)
         if m in D.NEEDS_LABELS and any(label is None for label in ct.props.get("labels", [])):
             raise InvalidInput(f"{m} needs labels, and {tnode.name!r} has unlabelled samples")
+        if self.model_based(m):
+            ModelScores.labelled(ct, tnode)  # refuse unlabelled targets before any model runs
         ranking, skipped = [], []
         for c in candidates:
-            cc, xc = self._core(c, k, embedder, progress)
+            why_not = lifecycle_filter(lifecycles[c.id]) if lifecycle_filter is not None and with_lifecycle else None
+            if why_not is not None:  # e.g. a detector's lifecycle for a target with class labels only
+                skipped.append({"id": c.id, "name": c.name, "reason": why_not})
+                continue
             try:
-                d = self._measure(m, tnode, ct, xt, cc, xc)
+                if self.model_based(m):
+                    score = self._scores.score(m, tnode, ct, lifecycles[c.id])
+                    d = -score
+                else:
+                    cc, xc = self._core(c, k, embedder, progress)
+                    d = self._measure(m, tnode, ct, xt, cc, xc)
             except InvalidInput as exc:  # incomparable (other sensor count, no labels): say so, keep ranking
                 skipped.append({"id": c.id, "name": c.name, "reason": str(exc)})
                 continue
             row: dict[str, Any] = {"id": c.id, "name": c.name, "distance": d, "role": c.props.get("role"),
                                    "samples": c.props.get("samples")}
+            if self.model_based(m):
+                row["score"] = -d
             if with_lifecycle:
                 lc = lifecycles[c.id]
                 row["lifecycle"] = {key: lc[key] for key in ("model", "training", "inference", "metric")}

@@ -2,10 +2,20 @@
 
 What is reused from the source lifecycle: its model version (architecture and parameters), its
 training recipe (hyper-parameters), its trained weights as the starting point, and its deployment
-settings (format, quantisation).  Because training starts from weights that already fit a similar
-domain, the recipe's epoch count is cut to a third (rounded up) unless ``--set epochs=N`` says
-otherwise — that is where the saved cost comes from, and benchmarks/bench_transfer.py checks the
-shorter run still reaches the accuracy of training from scratch.
+settings (format, quantisation).
+
+Transfer fine-tunes with a recipe of its own (``FINETUNE``), not the source's from-scratch one: a
+third of the source's epochs (rounded up) at a tenth of its learning rate with a linear warm-up, and —
+for a classifier whose head gains classes the source never saw — one extra epoch that trains only the
+head first, so the fresh head rows do not tear up the pretrained features (benchmarks/lifecycle_eval
+compared these settings on real handwriting: the lower learning rate is what turns losses into gains).  Then it compares the fine-tuned model with
+the unchanged source model on a validation split of the target's labelled data (never the test
+version) and keeps the better one, saying which (``"kept"``): a transfer never ends worse, on data the
+choice could see, than what it started from.  ``--set`` overrides any of it.
+
+Before training, the source's task must fit the target (``TrainingVersions.fit_reason``): a detector's
+lifecycle is not transferred to class labels.  A classifier's head is matched to the target's classes
+by name: rows of classes both share are reused, new classes start fresh (reported as ``"head"``).
 """
 
 from __future__ import annotations
@@ -21,9 +31,11 @@ from veml.versions.context import Stores, unique_name
 from veml.versions.data import DataVersions
 from veml.versions.inference import InferenceVersions
 from veml.versions.lifecycles import Lifecycles
-from veml.versions.training import TrainingVersions, parse_sets
+from veml.versions.training import TrainingVersions, check_params, parse_sets
 
 Progress = Callable[[int], None]
+# lower learning rate, warm-up, head first, and keep the better of fine-tuned and source (see the module doc)
+FINETUNE: dict[str, Any] = {"lr_factor": 0.1, "warmup_steps": 10, "head_epochs": 1, "keep_better": True}
 
 
 class Transfer:
@@ -49,26 +61,30 @@ class Transfer:
             raise InvalidInput(f"data version {tnode.name!r} is empty: there is nothing to train on")
         report_id, distance = None, None
         if source is None:
-            ranking = self._similarity.rank(tnode.id, method=method, with_lifecycle=True, progress=progress)
+            ranking = self._similarity.rank(tnode.id, method=method, with_lifecycle=True, progress=progress,
+                                            lifecycle_filter=lambda lc: self._training.fit_reason(lc["model"], tnode))
             best = ranking["ranking"][0] if ranking["ranking"] else None
             if best is None:
                 raise InvalidInput(f"no stored lifecycle is comparable with {tnode.name!r}")
             lc, report_id, distance = self.source_lifecycle(best["id"]), ranking["report"], best["distance"]
         else:
             lc = self.source_lifecycle(source)
+            reason = self._training.fit_reason(lc["model"], tnode)
+            if reason is not None:
+                raise InvalidInput(f"cannot transfer the lifecycle of {self._data.get(lc['data']).name!r} to "
+                                   f"{tnode.name!r}: {reason}")
             if lc["data"] == tnode.id:
                 raise InvalidInput(f"{tnode.name!r} is the source lifecycle's own data: train on new data instead")
-            try:
-                distance = self._similarity.distance(tnode, lc["data"], method=method, progress=progress)
-            except InvalidInput:
-                distance = None  # incomparable embeddings do not forbid an explicit --from
         src_train = self._training.describe(self._training.get(lc["training"]))
         src_inf = self._inference.get(lc["inference"])
         recipe = dict(src_train["params"])
-        given = parse_sets(sets, recipe) if sets else {}
-        params = {**recipe, **given}
-        if not sets or "epochs" not in (sets if isinstance(sets, Mapping) else [s.split("=", 1)[0].strip() for s in sets]):
-            params["epochs"] = max(1, math.ceil(int(recipe.get("epochs", 1)) / 3))
+        head = self._head(src_train, lc["model"], tnode)
+        params = self._params(recipe, lc["model"], sets, new_head_rows=bool(head and head["new"]))
+        if source is not None:  # the recipe is checked first: a refused one leaves no core sets behind
+            try:
+                distance = self._similarity.distance(tnode, lc["data"], method=method, progress=progress, lifecycle=lc)
+            except InvalidInput:
+                distance = None  # incomparable embeddings do not forbid an explicit --from
         src_data = self._data.get(lc["data"])
         link = {"distance": distance, "report": report_id, "source_data": src_data.id}
         name = name or unique_name(self._s, f"transfer-{tnode.name}-from-{src_data.name}")
@@ -88,6 +104,7 @@ class Transfer:
                 src_error = str(exc)
         seconds = time.perf_counter() - t0
         metric_name, value = evaluation.key_metric(run["task"], run.get("metrics"))
+        selection = run.get("selection") or {}
         if pred is not None:
             metric_name, value = pred.props["key_metric"]["name"], pred.props["key_metric"]["value"]
         return {
@@ -95,10 +112,51 @@ class Transfer:
             "report": report_id, "model": lc["model"], "training": run["id"], "inference": dep.id,
             "prediction": pred.id if pred is not None else None, "params": params,
             "metric": {"name": metric_name, "value": value}, "train_s": (run.get("profile") or {}).get("train_s"),
-            "seconds": round(seconds, 3),
+            "seconds": round(seconds, 3), "kept": "source" if selection.get("kept") == "init" else "fine-tuned",
+            "selection": selection or None, "head": head,
             "source_lifecycle": {"training": lc["training"], "inference": lc["inference"], "metric": lc["metric"],
                                  "train_s": (src_train.get("profile") or {}).get("train_s"),
                                  "epochs": recipe.get("epochs"),
                                  "on_test": None if src_pred is None else src_pred.props["key_metric"]["value"],
                                  "on_test_error": src_error},
         }
+
+    def _params(self, recipe: Mapping[str, Any], model: int, sets: Mapping[str, Any] | list[str] | None,
+                new_head_rows: bool = False) -> dict[str, Any]:
+        """The source's recipe, transfer's fine-tuning settings over it, the caller's ``--set`` over both."""
+        defaults = {**self._training.defaults(model), **recipe}
+        parsed = parse_sets(sets, defaults) if sets else {}
+        given = list(sets) if isinstance(sets, Mapping) else [item.split("=", 1)[0].strip() for item in sets or []]
+        params = {**defaults, **finetune_recipe(recipe, defaults, new_head_rows), **{key: parsed[key] for key in given}}
+        check_params(params)
+        if params.get("keep_better") and float(params.get("val_fraction", 0)) <= 0:
+            raise InvalidInput("keep_better compares on a validation split of the training data: set val_fraction above 0")
+        return params
+
+    def _head(self, src_train: Mapping[str, Any], model: int, target: Any) -> dict[str, Any] | None:
+        """How a classifier's head meets the target's classes: reused by name, new, or left behind."""
+        if src_train.get("task") != "classification":
+            return None
+        source = list(src_train.get("class_names") or [])
+        target_names = list(self._training.class_names(model, target.id))
+        common = [c for c in target_names if c in source]
+        return {"reused": len(common), "new": [c for c in target_names if c not in source],
+                "dropped": [c for c in source if c not in target_names]}
+
+
+def finetune_recipe(recipe: Mapping[str, Any], accepted: Mapping[str, Any], new_head_rows: bool = False) -> dict[str, Any]:
+    """Transfer's own fine-tuning settings on top of the source's recipe (only the keys its adapter accepts).
+
+    The head-only epoch is added only when the head has rows no training has seen (``new_head_rows``)."""
+    out: dict[str, Any] = {"epochs": max(1, math.ceil(int(recipe.get("epochs", 1)) / 3))}
+    for key, value in FINETUNE.items():
+        if key == "lr_factor":
+            if "lr" in accepted:
+                out["lr"] = float(recipe.get("lr", accepted["lr"])) * value
+        elif key == "head_epochs":
+            if key in accepted:
+                out[key] = value if new_head_rows else 0
+        elif key in accepted:
+            out[key] = value
+    out["epochs"] += int(out.get("head_epochs", 0))
+    return out

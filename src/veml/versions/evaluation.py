@@ -58,3 +58,11 @@ def key_metric(task: str, report: dict[str, Any] | None) -> tuple[str, float | N
     name = {"classification": "accuracy", "tabular-classification": "accuracy", "detection": "map50",
             "forecasting": "mae", "tabular-regression": "rmse"}[task]
     return name, None if report is None else report.get(name)
+
+
+LOWER_IS_BETTER = frozenset({"mae", "rmse", "mape", "loss"})
+
+
+def better(name: str, a: float, b: float) -> bool:
+    """Whether metric value ``a`` is strictly better than ``b``."""
+    return a < b if name in LOWER_IS_BETTER else a > b

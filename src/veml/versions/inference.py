@@ -106,19 +106,22 @@ class InferenceVersions:
         digest = inode.props["artifact"]
         return self._s.artifacts.get_verified(digest, f"deployed artifact {digest[:12]} of {inode.name!r}")
 
-    def run(self, inference: str | int, data: str | int) -> tuple[Node, Node, TaskData, Predictions]:
+    def run(self, inference: str | int, data: str | int,
+            data_ids: np.ndarray | None = None) -> tuple[Node, Node, TaskData, Predictions]:
         """Run a deployment over a data version without recording anything (drift, monitoring, the server).
 
-        With a distributed executor the returned TaskData holds labels and ids but no images."""
+        ``data_ids`` limits the run to those samples of the version (read alone, on this process).
+        With a distributed executor and no ``data_ids`` the returned TaskData holds labels and ids but no images."""
         inode, dnode = self.get(inference), self._data.get(data)
         tnode = self._training.get(inode.props["training"])
         spec = self._spec(tnode)
         adapter = get_adapter(spec.adapter)
         meta = adapter.checkpoint_meta(self._training.checkpoint(tnode))
-        if self._s.distributed:
+        if self._s.distributed and data_ids is None:
             td, preds = self._run_partitioned(inode, dnode, spec, meta)
             return inode, dnode, td, preds
-        td = task_data(self._s, spec, self._data.checkout(dnode), meta.get("class_names"), require_labels=False)
+        view = self._data.checkout(dnode) if data_ids is None else self._data.checkout_samples(dnode, data_ids)
+        td = task_data(self._s, spec, view, meta.get("class_names"), require_labels=False)
         preds = adapter.predict_exported(spec, self.artifact(inode), inode.props["format"], meta, td, inode.props.get("device", "cpu"))
         return inode, dnode, td, preds
 

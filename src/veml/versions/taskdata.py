@@ -18,7 +18,7 @@ from veml.errors import InvalidInput
 from veml.versions.checkout import DataView
 from veml.versions.context import Stores
 
-_MODALITY = {"classification": "image", "detection": "image", "forecasting": "series",
+MODALITY = {"classification": "image", "detection": "image", "forecasting": "series",
              "tabular-classification": "table", "tabular-regression": "table"}
 
 
@@ -38,8 +38,8 @@ def task_data(stores: Stores, spec: ModelSpec, view: DataView, class_names: Sequ
               require_labels: bool = True, positions: np.ndarray | None = None) -> TaskData:
     """Arrays for ``spec.task`` from ``view`` (optionally only the samples at ``positions``)."""
     modality = view.node.props.get("modality")
-    if modality != _MODALITY[spec.task]:
-        raise InvalidInput(f"a {spec.task} model needs {_MODALITY[spec.task]} data; {view.node.name!r} holds {modality} data")
+    if modality != MODALITY[spec.task]:
+        raise InvalidInput(f"a {spec.task} model needs {MODALITY[spec.task]} data; {view.node.name!r} holds {modality} data")
     if len(view) == 0:
         raise InvalidInput(f"data version {view.node.name!r} is empty")
     names = tuple(class_names) if class_names is not None else class_names_for(spec, view)

@@ -16,6 +16,7 @@ default; it is connected to before the node is written, so an unreachable cluste
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import platform
@@ -27,7 +28,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from veml.adapters import get_adapter
-from veml.adapters.base import ModelSpec, check_type
+from veml.adapters.base import ModelSpec, TrainOutcome, check_type
 from veml.compute import RayExecutor
 from veml.entities import Node
 from veml.errors import InvalidInput, VemlError
@@ -35,7 +36,7 @@ from veml.versions import evaluation
 from veml.versions.context import Stores
 from veml.versions.data import DataVersions
 from veml.versions.model import ModelVersions, spec_of
-from veml.versions.taskdata import class_names_for, task_data
+from veml.versions.taskdata import MODALITY, class_names_for, task_data
 
 KIND = "TrainingVersion"
 _FLUSH_S = 0.5
@@ -122,6 +123,7 @@ def check_params(params: Mapping[str, Any]) -> None:
         "lr": (lambda v: v >= 0, "zero or positive"), "weight_decay": (lambda v: v >= 0, "zero or positive"),
         "max_steps": (lambda v: v >= 0, "zero (no limit) or positive"), "stride": (lambda v: v >= 1, "at least 1"),
         "val_fraction": (lambda v: 0 <= v < 1, "in [0, 1)"),
+        "head_epochs": (lambda v: v >= 0, "zero or positive"), "warmup_steps": (lambda v: v >= 0, "zero or positive"),
         "optimizer": (lambda v: v in ("adamw", "sgd"), "adamw or sgd"),
     }
     for key, (ok, what) in rules.items():
@@ -212,7 +214,7 @@ class TrainingVersions:
         ev = self._effective(event) if event is not None else self.status(node)
         out = node.to_json()
         out["status"] = ev.get("status")
-        for key in ("metrics", "checkpoint", "profile", "worst", "error", "finished_at"):
+        for key in ("metrics", "checkpoint", "profile", "worst", "error", "finished_at", "selection"):
             if key in ev:
                 out[key] = ev[key]
         out.setdefault("metrics", None)
@@ -233,6 +235,30 @@ class TrainingVersions:
             raise InvalidInput(f"training {node.name!r} is {ev.get('status')}: only a finished training has a checkpoint")
         digest = ev["checkpoint"]
         return self._s.artifacts.get_verified(digest, f"checkpoint {digest[:12]} of training {node.name!r}")
+
+    def defaults(self, model: str | int) -> dict[str, Any]:
+        """The training parameters a model version accepts, with their defaults."""
+        spec = spec_of(self._models.get(model))
+        return dict(get_adapter(spec.adapter).train_defaults(spec))
+
+    def fit_reason(self, model: str | int, data: str | int | Node) -> str | None:
+        """Why ``model``'s task cannot learn from ``data`` (another modality, or no annotations of its kind); None when it can."""
+        spec = spec_of(self._models.get(model))
+        dnode = data if isinstance(data, Node) else self._data.get(data)
+        need = MODALITY.get(spec.task)
+        if need is not None and dnode.props.get("modality") != need:
+            return f"a {spec.task} model needs {need} data and {dnode.name!r} holds {dnode.props.get('modality')} data"
+        tables = set(dnode.props.get("annotation_tables", []))
+        if spec.task == "classification" and not spec.parameters.get("label_column") and "labels" not in tables:
+            return f"a classification model learns from class labels and {dnode.name!r} has none"
+        if spec.task == "detection" and "boxes" not in tables:
+            return f"a detection model learns from boxes and {dnode.name!r} has none"
+        return None
+
+    def class_names(self, model: str | int, data: str | int) -> tuple[str, ...]:
+        """The classes a training of ``model`` on ``data`` would predict, in head order."""
+        spec = spec_of(self._models.get(model))
+        return class_names_for(spec, self._data.checkout(self._data.get(data)))
 
     def train(
         self,
@@ -266,14 +292,20 @@ class TrainingVersions:
         class_names = tuple(init_node.props.get("class_names", ())) if adapt is not None and init_node is not None \
             else class_names_for(spec, view)
         test_node = self._data.get(test) if test is not None else None
-        train_pos, eval_pos = self._split(len(view), params, test_node is not None)
+        keep = bool(params.get("keep_better")) and init_node is not None and adapt is None
+        # keep_better chooses on a validation split of the training data, even when a test version is given
+        train_pos, eval_pos = self._split(len(view), params, test_node is not None and not keep)
+        if keep and not len(eval_pos):
+            raise InvalidInput("keep_better compares on a validation split of the training data: "
+                               "set val_fraction above 0 (and give at least 5 samples)")
         td = task_data(self._s, spec, view, class_names, positions=train_pos, require_labels=adapt is None)
         if len(td) == 0:
             raise InvalidInput(f"data version {dnode.name!r} has no labelled samples to train on")
+        val_td = task_data(self._s, spec, view, class_names, positions=eval_pos, require_labels=False) if len(eval_pos) else None
         if test_node is not None:
             eval_td = task_data(self._s, spec, self._data.checkout(test_node), class_names, require_labels=False)
         else:
-            eval_td = task_data(self._s, spec, view, class_names, positions=eval_pos, require_labels=False) if len(eval_pos) else None
+            eval_td = val_td
         if init_bytes is not None and hasattr(adapter, "check_init"):
             adapter.check_init(spec, td, init_bytes)
         if adapt is not None and init_bytes is not None:
@@ -281,6 +313,9 @@ class TrainingVersions:
         name = name or self._auto_name(mnode.name, dnode.name)
         self._s.graph.check_new_name(name)
         if distribution is not None:
+            if int(params.get("head_epochs", 0) or 0):
+                raise InvalidInput("head_epochs freezes layers mid-run, which data-parallel training cannot follow: "
+                                   "train it on one worker")
             self._check_distributed(adapter, adapt, distribution["workers"])
         parents: list[tuple[int, str, Mapping[str, Any]]] = [(dnode.id, "DATA_TRAINING", {"role": "train"}),
                                                              (mnode.id, "MODEL_TRAINING", {})]
@@ -310,6 +345,9 @@ class TrainingVersions:
             else:
                 outcome = adapter.train(spec, td, params, init_bytes, logger)
             logger.flush()
+            selection = None
+            if keep:
+                outcome, selection = self._keep_better(adapter, spec, outcome, init_bytes, init_node, class_names, val_td)
             digest = self._s.artifacts.put_bytes(outcome.checkpoint)
             profile = dict(outcome.profile)
             metrics, worst = None, []
@@ -319,8 +357,10 @@ class TrainingVersions:
                 metrics, worst = evaluation.evaluate(eval_td, preds)
                 profile["evaluation_s"] = time.perf_counter() - t0
             metrics = {**(metrics or {}), **{k: v for k, v in outcome.metrics.items()}}
-            self._s.graph.append_event(node.id, "finished", {"checkpoint": digest, "metrics": metrics, "profile": profile,
-                                                             "worst": worst, "finished_at": time.time()})
+            finished = {"checkpoint": digest, "metrics": metrics, "profile": profile, "worst": worst, "finished_at": time.time()}
+            if selection is not None:
+                finished["selection"] = selection
+            self._s.graph.append_event(node.id, "finished", finished)
         except BaseException as exc:
             reason = str(exc) if isinstance(exc, VemlError) else f"{type(exc).__name__}: {exc}"
             try:
@@ -331,6 +371,36 @@ class TrainingVersions:
                 raise InvalidInput(f"training {node.name!r} failed: {exc}") from exc
             raise
         return self.describe(self._s.graph.get(node.id))
+
+    @staticmethod
+    def _keep_better(adapter: Any, spec: ModelSpec, outcome: TrainOutcome, init_bytes: bytes, init_node: Node,
+                     class_names: tuple[str, ...], val_td: Any) -> tuple[TrainOutcome, dict[str, Any]]:
+        """The trained model or the one it started from, whichever scores better on the validation split.
+
+        The starting model competes only when it speaks the training data's classes in the same order;
+        on a tie the trained model is kept."""
+        t0 = time.perf_counter()
+        trained, _ = evaluation.evaluate(val_td, adapter.predict(spec, outcome.checkpoint, val_td))
+        name, trained_v = evaluation.key_metric(spec.task, trained)
+        out: dict[str, Any] = {"kept": "trained", "split": "validation", "samples": len(val_td), "metric": name,
+                               "trained": trained_v, "init": None, "init_from": init_node.id}
+        init_names = init_node.props.get("class_names")
+        if init_names is not None and list(init_names) != list(class_names):
+            out["reason"] = "the starting model predicts other classes than this data holds"
+        elif trained_v is None:
+            out["reason"] = "the validation split has no labels"
+        else:
+            try:
+                start, _ = evaluation.evaluate(val_td, adapter.predict(spec, init_bytes, val_td))
+            except InvalidInput as exc:  # e.g. a forecaster of another sensor count
+                out["reason"] = f"the starting model cannot run on this data: {exc}"
+            else:
+                out["init"] = evaluation.key_metric(spec.task, start)[1]
+                if out["init"] is not None and evaluation.better(name, out["init"], trained_v):
+                    out["kept"] = "init"
+                    outcome = dataclasses.replace(outcome, checkpoint=init_bytes)
+        out["seconds"] = round(time.perf_counter() - t0, 3)
+        return outcome, out
 
     def _check_distributed(self, adapter: Any, adapt: str | None, workers: int) -> None:
         """Refuse what cannot run data-parallel, and connect to Ray, before a training version exists."""

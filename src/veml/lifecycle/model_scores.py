@@ -1,0 +1,64 @@
+"""Model-based transferability: how well a stored lifecycle's *model* fits a target's labelled samples.
+
+The core-set distances of :mod:`veml.coreset.distance` compare the data.  These scores look at what a
+candidate source lifecycle learned, on the target's core set (its k-center samples and their labels):
+
+- ``leep``: the source deployment's softmax over those samples against their labels (Nguyen et al., 2020);
+- ``logme``: the evidence of a Bayesian linear model on the source model's penultimate features (You et al., 2021);
+- ``hscore``: the regularised H-score of those features (Bao et al., 2019; Ibrahim et al., 2022);
+- ``knn_probe``: leave-one-out-style k-NN accuracy of those features on the target's labels.
+
+Higher is better for all four.  ``veml similar`` reports them negated as the ``distance`` (so its ranking
+stays ascending) and as ``score`` as they are.  They need the target's labels, and a lifecycle per
+candidate (a model to look through): data without one cannot be scored.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import numpy as np
+
+from veml.coreset import transferability as TR
+from veml.entities import Node
+from veml.errors import InvalidInput
+from veml.versions.coresets import CoreSets
+from veml.versions.inference import InferenceVersions
+
+METHODS = ("leep", "logme", "hscore", "knn_probe")
+
+
+class ModelScores:
+    def __init__(self, coresets: CoreSets, inference: InferenceVersions) -> None:
+        self._coresets, self._inference = coresets, inference
+
+    @staticmethod
+    def labelled(core: Node, target: Node) -> tuple[np.ndarray, np.ndarray]:
+        """(data ids, label indices) of the core-set samples that carry a class label."""
+        ids = np.asarray(core.props.get("ids", []), np.int64)
+        labels = list(core.props.get("labels") or [None] * len(ids))
+        keep = np.asarray([label is not None for label in labels], bool)
+        if keep.sum() < 2 or len({label for label in labels if label is not None}) < 2:
+            raise InvalidInput(f"model-based scores need class labels on {target.name!r} (at least two classes)")
+        _, y = np.unique(np.asarray([str(label) for label in labels], dtype=object)[keep].astype(str), return_inverse=True)
+        return ids[keep], y.astype(np.int64)
+
+    def score(self, method: str, target: Node, core: Node, lifecycle: Mapping[str, Any]) -> float:
+        ids, y = self.labelled(core, target)
+        if method == "leep":
+            _, _, td, preds = self._inference.run(lifecycle["inference"], target.id, data_ids=ids)
+            if preds.scores is None:
+                raise InvalidInput("leep needs a classifier's class probabilities; this lifecycle's model has none")
+            pos = {int(d): i for i, d in enumerate(td.data_ids)}
+            probs = np.asarray(preds.scores, np.float64)[[pos[int(d)] for d in ids]]
+            return TR.leep(probs, y)
+        fid, feats = self._coresets.embed_samples(target, f"training:{lifecycle['training']}", ids)
+        pos = {int(d): i for i, d in enumerate(fid)}
+        f = feats[[pos[int(d)] for d in ids]].reshape(len(ids), -1)
+        if method == "logme":
+            return TR.logme(f, y)
+        if method == "hscore":
+            return TR.hscore(f, y)
+        if method == "knn_probe":
+            return TR.knn_probe(f, y, k=5)
+        raise InvalidInput(f"unknown model-based score {method!r}: use one of {', '.join(METHODS)}")

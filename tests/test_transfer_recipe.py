@@ -1,0 +1,169 @@
+"""Transfer's own fine-tuning recipe (issue 14): head first, warm-up, keep the better, heads matched by class name.
+
+Real handwriting (scikit-learn's bundled digits) as small image folders; resnet18 from scratch at 32x32.
+Each test reads the stored checkpoints back and checks what the recipe promises about them.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import veml
+from conftest import assert_failed_cleanly, images_dir, ok, run_cli
+from veml.datasets import Domain, generate_driving_coco
+
+MODEL = {"adapter": "torch", "task": "classification", "architecture": "resnet18",
+         "parameters": {"image_size": 32, "pretrained": False}}
+
+
+def _folder(out, classes, per_class, offset, rotate=0.0):
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    for c in classes:
+        (out / f"digit{c}").mkdir(parents=True, exist_ok=True)
+        for i in np.flatnonzero(d.target == c)[offset:offset + per_class]:
+            img = Image.fromarray((d.images[i] / 16 * 255).astype(np.uint8)).resize((32, 32)).rotate(rotate)
+            img.convert("RGB").save(out / f"digit{c}" / f"{i}.png")
+    return out
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory):
+    base = tmp_path_factory.mktemp("recipe")
+    repo = veml.init(base / "repo")
+    repo.data.import_("images", _folder(base / "src", (0, 1, 2), 25, 0), "digits-src")
+    repo.data.import_("images", _folder(base / "tgt", (0, 1, 2), 12, 30, rotate=20), "digits-tgt")
+    repo.data.import_("images", _folder(base / "tgt-test", (0, 1, 2), 10, 45, rotate=20), "digits-tgt-test", role="test")
+    repo.data.import_("images", _folder(base / "tgt-shifted", (1, 2, 3), 12, 30, rotate=20), "digits-123")
+    ann = generate_driving_coco(base / "scenes", 6, seed=0, domain=Domain(), file_prefix="s")
+    repo.data.import_("coco", ann, "scenes-boxes", images=images_dir(ann))
+    repo.models.add("digits-net", MODEL)
+    run = repo.training.train("digits-src", "digits-net", sets={"epochs": 2, "batch_size": 16}, name="src-train")
+    repo.inference.deploy(run["id"], "onnx", "none", name="src-onnx")
+    repo.close()
+    return base / "repo"
+
+
+def _state(root, training):
+    with veml.open(root) as repo:
+        blob = repo.training.checkpoint(repo.training.get(training))
+    return torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)
+
+
+def test_head_epochs_train_only_the_head(root):
+    ok("train", "--data", "digits-tgt", "--model", "digits-net", "--init-from", "src-train", "--name", "probe",
+       "--set", "epochs=1", "--set", "head_epochs=1", "--set", "lr=0.01", "--set", "precise_bn=false", "--repo", root)
+    src, probe = _state(root, "src-train")["state_dict"], _state(root, "probe")["state_dict"]
+    changed = {k for k in src if not torch.equal(src[k], probe[k])}
+    assert changed and {k.rsplit(".", 1)[0] for k in changed if "running" not in k and "num_batches" not in k} == {"fc"}
+
+
+def test_a_warm_up_starts_below_the_learning_rate(root):
+    """With a long warm-up and one step, the step is taken at lr/warmup_steps: far smaller than without."""
+    sets = ["--set", "epochs=1", "--set", "max_steps=1", "--set", "lr=0.05", "--set", "precise_bn=false"]
+    ok("train", "--data", "digits-tgt", "--model", "digits-net", "--init-from", "src-train", "--name", "no-warmup",
+       *sets, "--repo", root)
+    ok("train", "--data", "digits-tgt", "--model", "digits-net", "--init-from", "src-train", "--name", "warmup",
+       *sets, "--set", "warmup_steps=1000", "--repo", root)
+    src = _state(root, "src-train")["state_dict"]
+    moved = {n: sum(float((_state(root, n)["state_dict"][k] - src[k]).abs().sum()) for k in src if k.endswith("weight"))
+             for n in ("no-warmup", "warmup")}
+    assert 0 < moved["warmup"] < moved["no-warmup"] / 20
+
+
+def test_heads_are_matched_to_classes_by_name(root):
+    """digits 1, 2, 3 from a source of 0, 1, 2: rows 1 and 2 move to their new places, 3 starts fresh."""
+    ok("train", "--data", "digits-123", "--model", "digits-net", "--init-from", "src-train", "--name", "renamed",
+       "--set", "epochs=1", "--set", "lr=0", "--set", "weight_decay=0", "--set", "precise_bn=false", "--repo", root)
+    src, new = _state(root, "src-train"), _state(root, "renamed")
+    assert src["meta"]["class_names"] == ["digit0", "digit1", "digit2"]
+    assert new["meta"]["class_names"] == ["digit1", "digit2", "digit3"]
+    w0, w1 = src["state_dict"]["fc.weight"], new["state_dict"]["fc.weight"]
+    assert torch.equal(w1[0], w0[1]) and torch.equal(w1[1], w0[2])
+    assert not any(torch.equal(w1[2], w0[i]) for i in range(3))
+
+
+def _kept_consistently(root, out):
+    sel = out["selection"]
+    assert sel["split"] == "validation" and sel["samples"] > 0 and sel["metric"] == "accuracy"
+    assert sel["init"] is not None and sel["trained"] is not None
+    assert (sel["kept"] == "init") == (sel["init"] > sel["trained"])
+    assert out["kept"] == ("source" if sel["kept"] == "init" else "fine-tuned")
+    same = torch.equal(_state(root, out["training"])["state_dict"]["fc.weight"],
+                       _state(root, "src-train")["state_dict"]["fc.weight"])
+    assert same == (sel["kept"] == "init")
+
+
+def test_transfer_keeps_the_better_of_fine_tuned_and_source(root):
+    out = ok("transfer", "digits-tgt", "--from", "digits-src", "--test", "digits-tgt-test", "--name", "tr-default", "--repo", root)
+    assert out["params"]["keep_better"] is True and out["params"]["warmup_steps"] == 10
+    # ceil(2/3) epochs at a tenth of the learning rate; no head-only epoch: every head row was trained on the source
+    assert out["params"]["lr"] == pytest.approx(1e-4) and out["params"]["epochs"] == 1 and out["params"]["head_epochs"] == 0
+    assert out["head"] == {"reused": 3, "new": [], "dropped": []}
+    _kept_consistently(root, out)
+    training = ok("train", "show", out["training"], "--repo", root)
+    assert training["selection"] == out["selection"] and training["test"] is not None  # metrics on the test version
+    # a recipe that wrecks the weights: the source is kept, and said so
+    bad = ok("transfer", "digits-tgt", "--from", "digits-src", "--test", "digits-tgt-test", "--name", "tr-wreck",
+             "--set", "lr=0.5", "--set", "head_epochs=0", "--set", "warmup_steps=0", "--set", "optimizer=sgd", "--repo", root)
+    _kept_consistently(root, bad)
+
+
+def test_a_source_with_other_classes_is_not_compared_but_its_head_is_matched(root):
+    out = ok("transfer", "digits-123", "--from", "digits-src", "--name", "tr-123", "--repo", root)
+    assert out["head"] == {"reused": 2, "new": ["digit3"], "dropped": ["digit0"]}
+    assert out["params"]["head_epochs"] == 1 and out["params"]["epochs"] == 2  # a fresh head row: the head goes first
+    assert out["kept"] == "fine-tuned" and "other classes" in out["selection"]["reason"]
+
+
+def _count(root) -> int:
+    with veml.open(root) as r:
+        return r.stores.graph.count()
+
+
+@pytest.mark.parametrize("args, needle", [
+    (("transfer", "scenes-boxes", "--from", "digits-src"), "learns from class labels"),
+    (("transfer", "digits-tgt", "--from", "digits-src", "--set", "val_fraction=0"), "validation split"),
+    (("train", "--data", "digits-tgt", "--model", "digits-net", "--set", "head_epochs=-1"), "head_epochs"),
+    (("train", "--data", "digits-tgt", "--model", "digits-net", "--set", "warmup_steps=x"), "warmup_steps"),
+])
+def test_bad_transfer_requests_fail_cleanly_and_record_nothing(root, args, needle):
+    before = _count(root)
+    assert_failed_cleanly(run_cli(*args, "--repo", root, "--json"), needle)
+    assert _count(root) == before
+
+
+@pytest.mark.parametrize("method", ["leep", "logme", "hscore", "knn_probe"])
+def test_similar_scores_each_lifecycle_model_on_the_targets_labels(root, method):
+    out = ok("similar", "digits-tgt", "--method", method, "--repo", root)
+    assert out["method"] == method and out["ranking"], out
+    scores = [r["score"] for r in out["ranking"]]
+    assert all(np.isfinite(scores)) and scores == sorted(scores, reverse=True)
+    assert all(r["distance"] == -r["score"] and "lifecycle" in r for r in out["ranking"])
+    assert "digits-src" in [r["name"] for r in out["ranking"]]
+    text = run_cli("similar", "digits-tgt", "--method", method, "--repo", root)
+    assert text.code == 0 and "score " in text.out, text.err
+
+
+def test_model_based_scores_match_the_pure_functions(root):
+    """LEEP through `veml similar` equals LEEP computed here from the deployment's outputs on the target's core set."""
+    from veml.coreset import transferability as TR
+
+    out = ok("similar", "digits-tgt", "--method", "leep", "--repo", root)
+    row = [r for r in out["ranking"] if r["name"] == "digits-src"][0]
+    with veml.open(root) as repo:
+        core = repo.coresets.coreset("digits-tgt")
+        ids = np.asarray(core.props["ids"], np.int64)
+        _, y = np.unique(np.asarray(core.props["labels"]), return_inverse=True)
+        _, _, td, preds = repo.inference.run("src-onnx", "digits-tgt")
+        pos = {int(d): i for i, d in enumerate(td.data_ids)}
+        expected = TR.leep(preds.scores[[pos[int(d)] for d in ids]], y)
+    assert row["score"] == pytest.approx(expected, rel=1e-5)
+    assert json.dumps(out)  # plain JSON
