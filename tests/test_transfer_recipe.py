@@ -167,3 +167,12 @@ def test_model_based_scores_match_the_pure_functions(root):
         expected = TR.leep(preds.scores[[pos[int(d)] for d in ids]], y)
     assert row["score"] == pytest.approx(expected, rel=1e-5)
     assert json.dumps(out)  # plain JSON
+
+
+def test_a_lone_last_sample_joins_the_batch_before_it(root):
+    """36 samples in batches of 5 leave one over: MobileNetV3's BatchNorm cannot train (or re-estimate) on a batch of one."""
+    with veml.open(root) as repo:
+        repo.models.add("digits-mb", {**MODEL, "architecture": "mobilenet_v3_small"})
+    run = ok("train", "--data", "digits-tgt", "--model", "digits-mb", "--set", "epochs=1", "--set", "batch_size=5",
+             "--set", "val_fraction=0", "--repo", root)
+    assert run["status"] == "finished" and run["profile"]["samples"] == 36 and run["profile"]["precise_bn_s"] > 0

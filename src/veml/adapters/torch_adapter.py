@@ -25,6 +25,15 @@ from veml.errors import InvalidInput, StorageError
 _ARCHS = {"classification": tm.CLASSIFIERS, "detection": tm.DETECTORS, "forecasting": tm.FORECASTERS}
 
 
+
+def spans(n: int, batch_size: int) -> list[tuple[int, int]]:
+    """[start, end) of each mini-batch; a lone trailing sample joins the batch before it, because BatchNorm
+    in training mode cannot normalise a batch of one (MobileNetV3 and the detectors' heads fail on it)."""
+    out = [(start, min(start + batch_size, n)) for start in range(0, n, batch_size)]
+    if len(out) > 1 and out[-1][1] - out[-1][0] == 1:
+        out[-2:] = [(out[-2][0], n)]
+    return out
+
 class TorchAdapter:
     name = "torch"
 
@@ -201,6 +210,7 @@ class TorchAdapter:
         n = len(windows[0]) if windows is not None else len(data.images)
         loader = wrap_loader(torch.utils.data.DataLoader(
             _Positions(n), batch_size=int(params["batch_size"]), shuffle=True,
+            drop_last=n > 1 and n % int(params["batch_size"]) == 1,  # BatchNorm cannot train on a batch of one
             generator=torch.Generator().manual_seed(seed), collate_fn=_Collate(self, spec, data, windows)))
         profile: dict[str, Any] = {"forward_backward_s": 0.0, "samples": 0, "steps": 0}
         epochs, max_steps = int(params["epochs"]), int(params["max_steps"])
@@ -244,9 +254,9 @@ class TorchAdapter:
             n = len(data.images)
         order = torch.randperm(n, generator=gen).numpy()
         profile["data_s"] += time.perf_counter() - t0
-        for start in range(0, n, batch_size):
+        for start, end in spans(n, batch_size):
             t0 = time.perf_counter()
-            idx = np.sort(order[start:start + batch_size])
+            idx = np.sort(order[start:end])
             if spec.task == "classification":
                 batch: Any = (self._images(data.images[idx], True), torch.as_tensor(data.labels[idx], dtype=torch.long))
             elif spec.task == "detection":
@@ -307,13 +317,13 @@ class TorchAdapter:
             m.momentum = None  # a cumulative average over every batch, not an exponential one
             m.train()
         seen = step = 0
-        for i in range(0, len(data), batch_size):
+        for i, end in spans(len(data), batch_size):
             if spec.task == "classification":
-                model(self._images(data.images[i:i + batch_size], True))
+                model(self._images(data.images[i:end], True))
             elif spec.task == "detection":
-                images, _ = model.transform(list(self._images(data.images[i:i + batch_size], False)))
+                images, _ = model.transform(list(self._images(data.images[i:end], False)))
                 model.backbone(images.tensors)
-            seen += min(batch_size, len(data) - i)
+            seen += end - i
             step += 1
             if log is not None:
                 log(step, 0, {"adapted_samples": float(seen)})
