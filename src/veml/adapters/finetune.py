@@ -31,11 +31,12 @@ class Schedule:
         self.warmup = int(params.get("warmup_steps", 0) or 0)
         self.base = [g["lr"] for g in opt.param_groups]
         self.full_steps = 0
+        self._head_only = False
         self._trainable = {id(p): p.requires_grad for p in model.parameters()}
         self._head_ids = {id(p) for p in _head(model).parameters()} if self.head_epochs else set()
 
     def epoch_start(self, epoch: int) -> None:
-        head_only = epoch < self.head_epochs
+        self._head_only = head_only = epoch < self.head_epochs
         for p in self.model.parameters():
             p.requires_grad_(self._trainable[id(p)] and (not head_only or id(p) in self._head_ids))
         if not head_only and epoch == self.head_epochs:
@@ -43,9 +44,9 @@ class Schedule:
         self._set_lr(head_only)
 
     def step_done(self) -> None:
-        if all(p.requires_grad == self._trainable[id(p)] for p in self.model.parameters()):
+        if not self._head_only:
             self.full_steps += 1
-        self._set_lr(False)
+        self._set_lr(self._head_only)
 
     def _set_lr(self, head_only: bool) -> None:
         factor = 1.0 if head_only or not self.warmup else min(1.0, (self.full_steps + 1) / self.warmup)
