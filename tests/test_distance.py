@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from veml.coreset import distance as D
-from veml.coreset.kcenter import k_center_greedy
+from veml.coreset.kcenter import coverage, k_center_greedy
 from veml.errors import InvalidInput
 
 
@@ -15,12 +15,47 @@ def blobs(n: int, d: int, centres: np.ndarray, seed: int, spread: float = 1.0) -
     return (centres[rng.integers(len(centres), size=n)] + spread * rng.standard_normal((n, d))).astype(np.float32)
 
 
-def test_mean_pairwise_is_the_mean_of_every_cross_distance():
+def test_mean_pairwise_is_the_centred_mean_of_every_cross_distance():
     rng = np.random.default_rng(0)
     a, b = rng.standard_normal((30, 5)), rng.standard_normal((20, 5)) + 1
-    brute = np.mean([[np.linalg.norm(x - y) for y in b] for x in a])
-    assert D.mean_pairwise(a, b) == pytest.approx(brute, rel=1e-6)
+    mean = lambda x, y: np.mean([[np.linalg.norm(p - q) for q in y] for p in x])  # noqa: E731
+    assert D.cross_mean(a, b) == pytest.approx(mean(a, b), rel=1e-6)
+    centred = mean(a, b) - (mean(a, a) + mean(b, b)) / 2
+    assert D.mean_pairwise(a, b) == pytest.approx(centred, rel=1e-6)
     assert D.mean_pairwise(a, b) == pytest.approx(D.mean_pairwise(b, a), rel=1e-9)
+
+
+def test_a_dataset_is_at_distance_zero_from_itself_under_every_label_free_method():
+    rng = np.random.default_rng(5)
+    a = rng.standard_normal((40, 6)) * 3
+    for method in ("mean_pairwise", "mmd", "gromov_wasserstein"):
+        assert D.distance(method, a, a) == pytest.approx(0.0, abs=1e-6), method
+        assert D.distance(method, a, a[::-1].copy()) == pytest.approx(0.0, abs=1e-6), method  # order does not matter
+    assert D.cross_mean(a, a) > 1.0  # the paper's raw cross mean is not zero against itself
+
+
+def test_coverage_weights_make_a_core_set_estimate_the_full_distance():
+    # a target that is mostly one tight cluster plus a few far outliers: k-center picks the outliers,
+    # so unweighted centres over-represent them; weighting each centre by the samples it covers does not
+    rng = np.random.default_rng(6)
+    bulk = rng.standard_normal((1900, 8)) * 0.3
+    outliers = rng.standard_normal((100, 8)) * 0.3 + rng.choice([-8.0, 8.0], size=(100, 8))
+    target = np.concatenate([bulk, outliers]).astype(np.float32)
+    source = (rng.standard_normal((2000, 8)) * 0.3 + 0.5).astype(np.float32)
+    full = D.mean_pairwise(target[::2], source[::2])
+    result = k_center_greedy(target, 40)
+    core, weights = target[result.indices], np.bincount(result.assign, minlength=40)
+    assert weights.sum() == len(target) and (weights >= 1).all()
+    assert np.array_equal(weights, coverage(target, core))  # the same counts from the centres alone
+    src = k_center_greedy(source, 40)
+    score, src_w = source[src.indices], np.bincount(src.assign, minlength=40)
+    weighted = D.mean_pairwise(core, score, weights, src_w)
+    unweighted = D.mean_pairwise(core, score)
+    assert abs(weighted - full) < 0.5 * abs(unweighted - full)
+    with pytest.raises(InvalidInput, match="coverage weights"):
+        D.mean_pairwise(core, score, weights[:-1], src_w)
+    with pytest.raises(InvalidInput, match="coverage weights"):
+        D.mmd(core, score, wa=-weights, wb=src_w)
 
 
 def test_mmd_is_zero_on_identical_sets_and_grows_with_the_shift():

@@ -21,7 +21,7 @@ def test_quick_run_prints_tables(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr[-3000:]
     md = out.stdout
     assert "| method | kind | mean per-target rho | top-1 regret (pts) | top-1 hit rate |" in md
-    for method in ("mean_pairwise", "mmd", "label_ot", "leep", "logme", "hscore", "knn_probe", "mean_embedding"):
+    for method in ("default", "mean_pairwise", "mmd", "label_ot", "leep", "logme", "hscore", "knn_probe", "mean_embedding"):
         assert f"| `{method}` |" in md
     assert "### Per-target rho" in md and "### Gains" in md and "### Issue 14 targets" in md and "### Transfer" in md
     assert "| target | scratch | source as-is | transfer |" in md and "transfer saves >= 3x labels" in md

@@ -43,10 +43,37 @@ def pairwise_sq(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.maximum(d, 0.0)
 
 
-def mean_pairwise(a: np.ndarray, b: np.ndarray) -> float:
-    """Mean Euclidean distance over every cross pair (the VeML authors' image-dataset distance)."""
+def _weights(w: np.ndarray | None, n: int, side: str) -> np.ndarray:
+    """Probability weights of a core set's centres: how many samples each covers (uniform when unknown)."""
+    if w is None:
+        return np.full(n, 1.0 / n)
+    w = np.asarray(w, np.float64).reshape(-1)
+    if len(w) != n:
+        raise InvalidInput(f"the {side} core set has {n} centres but {len(w)} coverage weights")
+    if not np.isfinite(w).all() or (w < 0).any() or w.sum() <= 0:
+        raise InvalidInput(f"the {side} core set's coverage weights must be non-negative with a positive sum")
+    return w / w.sum()
+
+
+def cross_mean(a: np.ndarray, b: np.ndarray, wa: np.ndarray | None = None, wb: np.ndarray | None = None) -> float:
+    """Weighted mean Euclidean distance over every cross pair, E|X - Y| (the VeML paper's image distance)."""
     a, b = _check(a, b)
-    return float(np.sqrt(pairwise_sq(a, b)).mean())
+    pa, pb = _weights(wa, len(a), "first"), _weights(wb, len(b), "second")
+    return float(pa @ np.sqrt(pairwise_sq(a, b)) @ pb)
+
+
+def mean_pairwise(a: np.ndarray, b: np.ndarray, wa: np.ndarray | None = None, wb: np.ndarray | None = None) -> float:
+    """The paper's mean pairwise distance, centred and coverage-weighted: E|X-Y| - (E|X-X'| + E|Y-Y'|) / 2.
+
+    The raw cross mean E|X-Y| is not zero for a dataset against itself and favours tight sources over spread
+    ones that contain the target; subtracting the two within-set means makes it half the energy distance
+    (Szekely & Rizzo 2013): zero exactly when the two (weighted) clouds coincide, positive otherwise.  Each
+    centre counts by the share of its dataset it covers (``wa``/``wb``, the core set's ``weights``), so a core
+    set estimates the full dataset's value instead of over-weighting the outliers k-center likes to pick.
+    """
+    a, b = _check(a, b)
+    d = cross_mean(a, b, wa, wb) - 0.5 * (cross_mean(a, a, wa, wa) + cross_mean(b, b, wb, wb))
+    return float(max(d, 0.0))
 
 
 def median_bandwidth(a: np.ndarray, b: np.ndarray) -> float:
@@ -57,12 +84,14 @@ def median_bandwidth(a: np.ndarray, b: np.ndarray) -> float:
     return med if med > 0 else 1.0
 
 
-def mmd(a: np.ndarray, b: np.ndarray, bandwidth: float | None = None) -> float:
-    """sqrt of the biased MMD² with an RBF kernel of median-heuristic bandwidth."""
+def mmd(a: np.ndarray, b: np.ndarray, bandwidth: float | None = None, wa: np.ndarray | None = None,
+        wb: np.ndarray | None = None) -> float:
+    """sqrt of the biased MMD² with an RBF kernel of median-heuristic bandwidth; centres weighted by coverage."""
     a, b = _check(a, b)
+    pa, pb = _weights(wa, len(a), "first"), _weights(wb, len(b), "second")
     s = bandwidth or median_bandwidth(a, b)
     g = 1.0 / (2.0 * s * s)
-    kxx, kyy, kxy = (np.exp(-g * pairwise_sq(x, y)).mean() for x, y in ((a, a), (b, b), (a, b)))
+    kxx, kyy, kxy = (p @ np.exp(-g * pairwise_sq(x, y)) @ q for x, y, p, q in ((a, a, pa, pa), (b, b, pb, pb), (a, b, pa, pb)))
     return float(np.sqrt(max(kxx + kyy - 2.0 * kxy, 0.0)))
 
 
@@ -72,7 +101,7 @@ def _ot():
     return ot
 
 
-def gromov_wasserstein(a: np.ndarray, b: np.ndarray) -> float:
+def gromov_wasserstein(a: np.ndarray, b: np.ndarray, wa: np.ndarray | None = None, wb: np.ndarray | None = None) -> float:
     """Gromov–Wasserstein discrepancy between the two clouds' own distance matrices.
 
     Each matrix is scaled by its mean so the distance compares shapes, not units; the two sides
@@ -83,12 +112,12 @@ def gromov_wasserstein(a: np.ndarray, b: np.ndarray) -> float:
     ca, cb = np.sqrt(pairwise_sq(a, a)), np.sqrt(pairwise_sq(b, b))
     ca /= ca.mean() if ca.mean() > 0 else 1.0
     cb /= cb.mean() if cb.mean() > 0 else 1.0
-    p, q = np.full(len(a), 1.0 / len(a)), np.full(len(b), 1.0 / len(b))
+    p, q = _weights(wa, len(a), "first"), _weights(wb, len(b), "second")
     return float(max(ot.gromov.gromov_wasserstein2(ca, cb, p, q, loss_fun="square_loss"), 0.0))
 
 
 def label_ot(a: np.ndarray, labels_a: Sequence[object], b: np.ndarray, labels_b: Sequence[object],
-             label_weight: float = 1.0) -> float:
+             label_weight: float = 1.0, wa: np.ndarray | None = None, wb: np.ndarray | None = None) -> float:
     """Optimal-transport distance whose ground cost adds a class-to-class term (OTDD, simplified).
 
     The class term is the squared distance between the two classes' Gaussian summaries (mean and
@@ -116,7 +145,7 @@ def label_ot(a: np.ndarray, labels_a: Sequence[object], b: np.ndarray, labels_b:
     ia = np.array([ca.index(x) for x in la.tolist()])
     ib = np.array([cb.index(x) for x in lb.tolist()])
     cost = (feat + label_weight * cls[ia][:, ib]) / scale
-    p, q = np.full(len(a), 1.0 / len(a)), np.full(len(b), 1.0 / len(b))
+    p, q = _weights(wa, len(a), "first"), _weights(wb, len(b), "second")
     return float(np.sqrt(max(ot.emd2(p, q, cost, numItermax=1_000_000), 0.0)))
 
 
@@ -134,11 +163,12 @@ NEEDS_LABELS = {"label_ot"}
 
 
 def distance(method: str, a: np.ndarray, b: np.ndarray, labels_a: Sequence[object] | None = None,
-             labels_b: Sequence[object] | None = None) -> float:
+             labels_b: Sequence[object] | None = None, wa: np.ndarray | None = None, wb: np.ndarray | None = None) -> float:
+    """``method``'s distance between two core sets; ``wa``/``wb`` weigh each centre by the samples it covers."""
     if method not in METHODS:
         raise InvalidInput(f"unknown distance method {method!r}: use one of {', '.join(METHODS)}")
     if method in NEEDS_LABELS:
         if labels_a is None or labels_b is None:
             raise InvalidInput(f"{method} needs labels on both datasets")
-        return label_ot(a, labels_a, b, labels_b)
-    return METHODS[method](a, b)
+        return label_ot(a, labels_a, b, labels_b, wa=wa, wb=wb)
+    return METHODS[method](a, b, wa=wa, wb=wb)

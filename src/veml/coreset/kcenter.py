@@ -279,6 +279,15 @@ def covering_radius(X: np.ndarray, centres: np.ndarray, chunk_rows: int = 16384)
     return float(np.sqrt(_nearest(P, C, chunk_rows)[0].max()))
 
 
+def coverage(X: np.ndarray, centres: np.ndarray, chunk_rows: int = 16384) -> np.ndarray:
+    """How many rows of X each centre is nearest to (int64, one count per centre): a core set's weights."""
+    P = _prepare(X)
+    C = _prepare(centres, "centres").X
+    if C.shape[1] != P.X.shape[1]:
+        raise InvalidInput(f"centres have {C.shape[1]} features but X has {P.X.shape[1]}")
+    return np.bincount(_nearest(P, C, chunk_rows)[1], minlength=len(C)).astype(np.int64)
+
+
 def k_center_partitioned(parts: Sequence[np.ndarray], k: int, *, seed: int = 0,
                          per_part: int | None = None) -> KCenterResult:
     """Composable core set: greedy per part, then greedy over the union of the part centres.

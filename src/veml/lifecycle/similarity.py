@@ -24,6 +24,11 @@ from veml.versions.inference import InferenceVersions
 from veml.versions.lifecycles import Lifecycles
 
 KIND = "SimilarityReport"
+#: how lifecycles are ranked for a target with class labels when no method is named: the k-NN probe of each
+#: candidate model's features on the target's labelled core set ranked sources by transfer gain best of every
+#: method on real handwriting (benchmarks/lifecycle_eval, BENCHMARKS.md); data without class labels, or
+#: ranking data versions without their lifecycles, falls back to the modality's distance (DEFAULT_METHOD)
+LIFECYCLE_DEFAULT = "knn_probe"
 Progress = Callable[[int], None]
 
 
@@ -33,8 +38,12 @@ class Similarity:
         self._s, self._data, self._coresets, self._lifecycles = stores, data, coresets, lifecycles
         self._scores = ModelScores(coresets, inference)
 
-    def method_for(self, node: Node, method: str | None) -> str:
+    def method_for(self, node: Node, method: str | None, with_lifecycle: bool = False) -> str:
+        """``method``, else the default: ``LIFECYCLE_DEFAULT`` when lifecycles are ranked for a target with class
+        labels (images: the models' features are image features), the modality's core-set distance otherwise."""
         modality = str(node.props.get("modality"))
+        if method is None and with_lifecycle and modality == "image" and "labels" in node.props.get("annotation_tables", []):
+            return LIFECYCLE_DEFAULT
         chosen = method or D.DEFAULT_METHOD.get(modality, "mmd")
         if chosen not in D.METHODS and chosen not in MODEL_METHODS:
             raise InvalidInput(f"unknown distance method {chosen!r}: use one of {', '.join([*D.METHODS, *MODEL_METHODS])}")
@@ -60,7 +69,7 @@ class Similarity:
         na = a if isinstance(a, Node) else self._data.get(a)
         nb = b if isinstance(b, Node) else self._data.get(b)
         self._same_modality(na, nb)
-        m = self.method_for(na, method)
+        m = self.method_for(na, method, with_lifecycle=lifecycle is not None)
         for n in (na, nb):
             if int(n.props.get("samples", 0)) == 0:
                 raise InvalidInput(f"data version {n.name!r} is empty: there is nothing to compare")
@@ -85,7 +94,9 @@ class Similarity:
     def _measure(method: str, node: Node, ca: Node, xa: np.ndarray, cb: Node, xb: np.ndarray) -> float:
         if node.props.get("modality") == "table" and xa.shape[1] == xb.shape[1]:
             xa, xb = D.standardize_pair(xa, xb)
-        return D.distance(method, xa, xb, ca.props.get("labels"), cb.props.get("labels"))
+        # coverage weights: core sets recorded before they existed count every centre alike
+        return D.distance(method, xa, xb, ca.props.get("labels"), cb.props.get("labels"),
+                          wa=ca.props.get("weights"), wb=cb.props.get("weights"))
 
     def rank(self, target: str | int, top: int | None = None, method: str | None = None, with_lifecycle: bool = False,
              k: int | None = None, embedder: str | None = None, progress: Progress | None = None,
@@ -102,7 +113,7 @@ class Similarity:
             raise InvalidInput(f"--top must be at least 1, got {top}")
         if int(tnode.props.get("samples", 0)) == 0:
             raise InvalidInput(f"data version {tnode.name!r} is empty: there is nothing to compare")
-        m = self.method_for(tnode, method)
+        m = self.method_for(tnode, method, with_lifecycle)
         with_lifecycle = with_lifecycle or self.model_based(m)  # a model-based score needs a model to look through
         lifecycles: dict[int, dict[str, Any]] = {}
         if with_lifecycle:
@@ -123,7 +134,12 @@ class Similarity:
         if m in D.NEEDS_LABELS and any(label is None for label in ct.props.get("labels", [])):
             raise InvalidInput(f"{m} needs labels, and {tnode.name!r} has unlabelled samples")
         if self.model_based(m):
-            ModelScores.labelled(ct, tnode)  # refuse unlabelled targets before any model runs
+            try:
+                ModelScores.labelled(ct, tnode)  # refuse unlabelled targets before any model runs
+            except InvalidInput:
+                if method is not None:
+                    raise
+                m = self.method_for(tnode, None)  # the default on a core set of one class: the data distance
         ranking, skipped = [], []
         for c in candidates:
             why_not = lifecycle_filter(lifecycles[c.id]) if lifecycle_filter is not None and with_lifecycle else None

@@ -59,7 +59,7 @@ class Transfer:
         tnode = self._data.get(target)
         if int(tnode.props.get("samples", 0)) == 0:
             raise InvalidInput(f"data version {tnode.name!r} is empty: there is nothing to train on")
-        report_id, distance = None, None
+        report_id, distance, chosen_by = None, None, self._similarity.method_for(tnode, method, with_lifecycle=True)
         if source is None:
             ranking = self._similarity.rank(tnode.id, method=method, with_lifecycle=True, progress=progress,
                                             lifecycle_filter=lambda lc: self._training.fit_reason(lc["model"], tnode))
@@ -67,6 +67,7 @@ class Transfer:
             if best is None:
                 raise InvalidInput(f"no stored lifecycle is comparable with {tnode.name!r}")
             lc, report_id, distance = self.source_lifecycle(best["id"]), ranking["report"], best["distance"]
+            chosen_by = ranking["method"]
         else:
             lc = self.source_lifecycle(source)
             reason = self._training.fit_reason(lc["model"], tnode)
@@ -109,7 +110,7 @@ class Transfer:
             metric_name, value = pred.props["key_metric"]["name"], pred.props["key_metric"]["value"]
         return {
             "target": tnode.id, "source": src_data.id, "source_name": src_data.name, "distance": distance,
-            "report": report_id, "model": lc["model"], "training": run["id"], "inference": dep.id,
+            "method": chosen_by, "report": report_id, "model": lc["model"], "training": run["id"], "inference": dep.id,
             "prediction": pred.id if pred is not None else None, "params": params,
             "metric": {"name": metric_name, "value": value}, "train_s": (run.get("profile") or {}).get("train_s"),
             "seconds": round(seconds, 3), "kept": "source" if selection.get("kept") == "init" else "fine-tuned",

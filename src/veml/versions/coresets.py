@@ -29,7 +29,7 @@ import numpy as np
 from veml.compute import RepoLocation, coreset_tasks, partition
 from veml.compute.executor import DEFAULT_PARTITION_SIZE
 from veml.coreset import embed as E
-from veml.coreset.kcenter import k_center_greedy
+from veml.coreset.kcenter import coverage, k_center_greedy
 from veml.entities import Node
 from veml.errors import InvalidInput
 from veml.store.idsets import from_array
@@ -206,10 +206,12 @@ class CoreSets:
             parts = partition(ids, max(size, 16 * k) if size == DEFAULT_PARTITION_SIZE else size)
             merged = coreset_tasks.k_center(self._s.compute, self._s.location, emb.key, parts, k, seed=seed)
             chosen, core, radius = merged.ids, merged.vectors, merged.radius
+            weights = coverage(x, core)
             extra = {"method": "k-center-partitioned", "partitions": merged.parts}
         else:
             result = k_center_greedy(x, k, seed=seed)
             chosen, core, radius = ids[result.indices], x[result.indices], result.radius
+            weights = np.bincount(result.assign, minlength=k)
         buf = io.BytesIO()
         np.save(buf, core, allow_pickle=False)
         digest = self._s.artifacts.put_bytes(buf.getvalue())
@@ -217,7 +219,7 @@ class CoreSets:
         name = unique_name(self._s, f"coreset-{node.name}-k{k}-{emb.key}" + (f"-seed{seed}" if seed else ""))
         props = {"data": node.id, "modality": node.props.get("modality"), "embedder": emb.key, "k": k, "seed": seed,
                  "n": len(ids), "dim": int(x.shape[1]), "radius": float(radius), "matrix": digest,
-                 "ids": [int(i) for i in chosen], "labels": labels, **extra}
+                 "ids": [int(i) for i in chosen], "labels": labels, "weights": [int(w) for w in weights], **extra}
         return self._s.graph.record(KIND, name, props, parents=[(node.id, "CORESET_OF", {"k": k, "embedder": emb.key})],
                                     idsets={"samples": from_array(np.sort(chosen))})
 
