@@ -144,3 +144,20 @@ class IdSetRef:
 
     count: int
     digest: str
+
+
+@dataclass(frozen=True)
+class Alias:
+    """A movable name for a version (``champion``), or one entry of an alias's history.
+
+    In a history a deletion is an entry with no version (``version_id`` None) at the time it was deleted."""
+
+    alias: str
+    version_id: int | None
+    version: str | None
+    kind: str | None
+    set_at: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {"alias": self.alias, "version": self.version, "version_id": self.version_id,
+                "kind": SHORT_KIND.get(self.kind, self.kind.lower()) if self.kind else None, "set_at": iso(self.set_at)}

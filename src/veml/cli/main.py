@@ -16,6 +16,7 @@ from typing import Any, Callable, Sequence
 
 import veml
 from veml.adapters.sklearn_adapter import trusting_pickle
+from veml.cli import aliases as alias_cmds
 from veml.cli import data as data_cmds
 from veml.cli import lifecycle as lifecycle_cmds
 from veml.cli import ml as ml_cmds
@@ -58,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     data_cmds.register(sub, common)
     ml_cmds.register(sub, common)
     lifecycle_cmds.register(sub, common)
+    alias_cmds.register(sub, common)
     return parser
 
 
