@@ -7,6 +7,8 @@ per module and read back through the CLI, the way a user would.
 
 from __future__ import annotations
 
+import hashlib
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -151,3 +153,191 @@ def test_a_repository_upgraded_from_0_1_takes_aliases(tmp_path):
     ok("alias", "set", "latest", "mixed", "--repo", tmp_path)
     assert ok("data", "show", "latest", "--repo", tmp_path)["name"] == "mixed"
     assert ok("data", "show", "v1-release", "--repo", tmp_path)["name"] == "mixed"  # tags still resolve
+
+
+# ------------------------------------------------------------------------ model register
+
+
+def _weights(root: Path, training: str) -> dict:
+    import io
+
+    import torch
+
+    with veml.open(root) as repo:
+        blob = repo.training.checkpoint(repo.training.get(training))
+    return torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)["state_dict"]
+
+
+@pytest.fixture(scope="module")
+def files(root, tmp_path_factory) -> dict[str, Path]:
+    """run-a's weights as a user outside VeML would have saved them: a state dict, TorchScript, ONNX
+    (other input/output names than VeML's), and a scikit-learn model fitted on the digits as a table."""
+    import torch
+
+    from veml.adapters import torch_models as tm
+
+    out = tmp_path_factory.mktemp("files")
+    state = _weights(root, "run-a")
+    torch.save(state, out / "digits.pt")
+    net = tm.build_classifier("resnet18", 3, {})
+    net.load_state_dict(state)
+    net.eval()
+    example = torch.randn(2, 3, 32, 32)
+    torch.jit.save(torch.jit.trace(net, example), out / "digits.ts")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the exporter's deprecation notices
+        torch.onnx.export(net, (example,), str(out / "digits.onnx"), dynamo=False, input_names=["pixels"],
+                          output_names=["scores"], dynamic_axes={"pixels": {0: "n"}, "scores": {0: "n"}})
+    return {"torch": out / "digits.pt", "torchscript": out / "digits.ts", "onnx": out / "digits.onnx"}
+
+
+@pytest.fixture(scope="module")
+def reference(root) -> list:
+    """What run-a, deployed by VeML itself, predicts on digits-test: registered copies must say the same."""
+    ok("deploy", "run-a", "--name", "run-a-onnx", "--repo", root)
+    ok("predict", "run-a-onnx", "--data", "digits-test", "--name", "run-a-pred", "--repo", root)
+    return _predicted(root, "run-a-pred")
+
+
+def _predicted(root: Path, prediction: str) -> list:
+    with veml.open(root) as repo:
+        return repo.inference.predictions(prediction)["category"].to_pylist()
+
+
+@pytest.mark.parametrize("framework", ["torch", "torchscript"])
+def test_register_torch_weights_then_deploy_and_predict(root, files, reference, framework):
+    t = ok("model", "register", files[framework], "--name", f"reg-{framework}", "--data", "digits", "--training", "run-a",
+           "--repo", root)
+    assert (t["kind"], t["status"], t["metrics"]) == ("training", "finished", None)
+    reg = t["registered"]
+    assert reg["framework"] == framework and reg["file"] == files[framework].name
+    assert reg["sha256"] == hashlib.sha256(files[framework].read_bytes()).hexdigest()
+    assert t["class_names"] == ["digit0", "digit1", "digit2"]
+    run_a = ok("train", "show", "run-a", "--repo", root)
+    assert t["model"] == run_a["model"]  # the weights fit run-a's model version: no new one
+    assert {(e["src"], e["kind"]) for e in ok("lineage", t["name"], "--hops", "1", "--repo", root)["edges"]} == {
+        (run_a["data"], "DATA_TRAINING"), (run_a["model"], "MODEL_TRAINING"), (run_a["id"], "FINETUNE_FROM")}
+    inf = ok("deploy", t["name"], "--name", f"reg-{framework}-onnx", "--repo", root)
+    assert inf["max_abs_diff"] < 1e-3
+    ok("predict", inf["name"], "--data", "digits-test", "--name", f"reg-{framework}-pred", "--repo", root)
+    assert _predicted(root, f"reg-{framework}-pred") == reference
+
+
+def test_register_an_onnx_file_then_deploy_int8_under_an_alias(root, files, reference):
+    t = ok("model", "register", files["onnx"], "--name", "reg-onnx", "--data", "digits", "--repo", root)
+    assert t["registered"]["framework"] == "onnx" and t["init_from"] is None
+    model = ok("model", "show", t["model"], "--repo", root)
+    assert (model["name"], model["adapter"], model["architecture"], model["parameters"]) == (
+        "reg-onnx-model", "graph", "onnx", {"image_size": 32})
+    ok("deploy", "reg-onnx", "--name", "reg-onnx-fp32", "--repo", root)
+    ok("predict", "reg-onnx-fp32", "--data", "digits-test", "--name", "reg-onnx-pred", "--repo", root)
+    assert _predicted(root, "reg-onnx-pred") == reference
+    int8 = ok("deploy", "reg-onnx", "--quantize", "int8", "--name", "reg-onnx-int8", "--repo", root)
+    assert int8["quantize"] == "int8"
+    ok("alias", "set", "champion-int8", "reg-onnx-int8", "--repo", root)
+    pred = ok("predict", "champion-int8", "--data", "digits-test", "--repo", root)
+    assert pred["inference"] == int8["id"] and pred["metrics"]["accuracy"] >= 0.5
+    # a graph runs, it does not learn
+    assert_failed_cleanly(run_cli("train", "--data", "digits", "--model", "reg-onnx-model", "--json", "--repo", root),
+                          "cannot be trained")
+
+
+def test_register_a_skops_scikit_learn_model(tmp_path):
+    import skops.io as sio
+    from sklearn.datasets import load_digits
+    from sklearn.linear_model import LogisticRegression
+
+    d = load_digits()
+    x, y = d.data[:300], d.target[:300]
+    cols = [f"p{i}" for i in range(64)]
+    (tmp_path / "digits.csv").write_text(",".join(cols + ["digit"]) + "\n" + "".join(
+        ",".join(str(int(v)) for v in row) + f",{label}\n" for row, label in zip(x, y)))
+    est = LogisticRegression(max_iter=300).fit(x[:200], y[:200])
+    sio.dump(est, tmp_path / "digits.skops")
+    root = tmp_path / "repo"
+    ok("init", root)
+    ok("data", "import", "table", tmp_path / "digits.csv", "--label", "digit", "--name", "digits-table", "--repo", root)
+    t = ok("model", "register", tmp_path / "digits.skops", "--name", "logreg", "--data", "digits-table", "--repo", root)
+    assert t["registered"]["framework"] == "sklearn" and t["class_names"] == [str(c) for c in range(10)]
+    model = ok("model", "show", "logreg-model", "--repo", root)
+    assert (model["adapter"], model["task"], model["architecture"]) == ("sklearn", "tabular-classification", "logistic_regression")
+    assert model["parameters"] == {"C": 1.0, "max_iter": 300}
+    ok("deploy", "logreg", "--name", "logreg-skops", "--repo", root)
+    pred = ok("predict", "logreg-skops", "--data", "digits-table", "--name", "logreg-pred", "--repo", root)
+    with veml.open(root) as repo:
+        got = repo.inference.predictions("logreg-pred")["category"].to_pylist()
+    assert got == [str(c) for c in est.predict(x)]  # exactly what the estimator says, row for row
+    assert pred["metrics"]["accuracy"] > 0.9
+
+
+class _Exploit:
+    def __reduce__(self):
+        return (open, ("/tmp/veml-registry-pwned", "w"))
+
+
+def _bad_file(kind: str, tmp_path: Path, files: dict[str, Path]) -> Path:
+    import io
+    import pickle
+    import zipfile
+
+    path = tmp_path / f"bad-{kind}"
+    if kind == "garbage":
+        path.write_bytes(np.random.default_rng(0).bytes(4096))
+    elif kind == "pickle":
+        path.write_bytes(pickle.dumps({"fc.weight": _Exploit()}))
+    elif kind == "truncated-onnx":
+        raw = files["onnx"].read_bytes()
+        path.write_bytes(raw[: len(raw) // 2])
+    elif kind == "zip-bomb":  # a member declaring 4 GB unpacked (its central directory entry says so)
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w") as zf:
+            zf.writestr("archive/data.pkl", b"x" * 100)
+        raw = bytearray(buf.getvalue())
+        at = raw.rindex(b"PK\x01\x02")
+        raw[at + 24:at + 28] = (0xFFFFFFF0).to_bytes(4, "little")
+        path.write_bytes(bytes(raw))
+    elif kind == "directory":
+        path.mkdir()
+    elif kind == "wrong-architecture":
+        import torch
+
+        torch.save({"layer.weight": torch.zeros(3, 5), "layer.bias": torch.zeros(3)}, path)
+    return path  # "missing": never written
+
+
+@pytest.mark.parametrize("kind, needle", [
+    ("garbage", "not a model file VeML can read"),
+    ("pickle", "weights_only"),
+    ("truncated-onnx", "not a model file VeML can read"),
+    ("zip-bomb", "refused before unpacking"),
+    ("missing", "file not found"),
+    ("directory", "is a directory"),
+    ("wrong-architecture", "do not fit any of VeML's classifiers"),
+])
+def test_bad_model_files_fail_cleanly_and_change_nothing(root, files, tmp_path, kind, needle):
+    from conftest import artifact_digests
+
+    bad = _bad_file(kind, tmp_path, files)
+    before, digests = snapshot(root), artifact_digests(root)
+    res = run_cli("model", "register", bad, "--name", f"bad-{kind}", "--data", "digits", "--json", "--repo", root)
+    assert_failed_cleanly(res, needle)
+    assert snapshot(root) == before and artifact_digests(root) == digests
+    assert not Path("/tmp/veml-registry-pwned").exists()  # the pickle was never unpickled
+
+
+@pytest.mark.parametrize("args, needle", [
+    (("--framework", "onnx"), "not an ONNX model"),
+    (("--data", "no-such-data"), "unknown data version"),
+    (("--name", "run-a"), "already taken"),
+])
+def test_bad_register_arguments_fail_cleanly(root, files, args, needle):
+    before = snapshot(root)
+    name = [] if "--name" in args else ["--name", "reg-bad-args"]
+    assert_failed_cleanly(run_cli("model", "register", files["torch"], *name, *args, "--json", "--repo", root), needle)
+    assert snapshot(root) == before
+
+
+def test_registered_without_data_needs_data_to_deploy(root, files):
+    t = ok("model", "register", files["torch"], "--name", "reg-nodata", "--repo", root)
+    assert t["class_names"] == ["0", "1", "2"] and t["data"] is None
+    assert_failed_cleanly(run_cli("deploy", "reg-nodata", "--json", "--repo", root), "registered without --data")

@@ -34,6 +34,7 @@ from veml.versions.inference import InferenceVersions
 from veml.versions.lifecycles import Lifecycles
 from veml.versions.lineage import LineageAPI
 from veml.versions.model import ModelVersions
+from veml.versions.registry import Registry
 from veml.versions.training import TrainingVersions
 
 DIRNAME = ".veml"
@@ -63,6 +64,7 @@ class Repository:
         self.data = DataVersions(self.stores)
         self.models = ModelVersions(self.stores)
         self.training = TrainingVersions(self.stores, self.data, self.models)
+        self.registry = Registry(self.stores, self.data, self.models, self.training)
         self.inference = InferenceVersions(self.stores, self.data, self.models, self.training)
         self.lifecycles = Lifecycles(self.stores, self.training)
         self.lineage = LineageAPI(self.stores)

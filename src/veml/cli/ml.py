@@ -19,6 +19,16 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.add_argument("--config", required=True, metavar="FILE")
     p.add_argument("--finetune-from", metavar="MODEL", help="record this model as derived from another (FINETUNE_FROM)")
     p.set_defaults(handler=cmd_model_add)
+    p = msub.add_parser("register", parents=[common], help="version a model file trained anywhere (torch, TorchScript, "
+                                                          "scikit-learn as skops, ONNX), ready to deploy")
+    p.add_argument("file", metavar="FILE")
+    p.add_argument("--name", required=True, help="name of the version that holds the weights (what you deploy)")
+    p.add_argument("--data", metavar="D", help="the data version it learned from (lineage; names its classes)")
+    p.add_argument("--training", metavar="T", help="the training version it was derived from (lineage)")
+    p.add_argument("--model", metavar="M", help="the model version it is an instance of (default: detected)")
+    p.add_argument("--framework", choices=["torch", "torchscript", "sklearn", "onnx"],
+                   help="what wrote FILE (default: detected from its content)")
+    p.set_defaults(handler=cmd_model_register)
     p = msub.add_parser("list", parents=[common], help="model versions, optionally by shared part")
     for part in ("architecture", "backbone", "neck", "head"):
         p.add_argument(f"--{part}")
@@ -70,6 +80,14 @@ def cmd_model_add(ctx: Context, args: argparse.Namespace) -> None:
     node = ctx.repo.models.add(args.name, args.config, finetune_from=args.finetune_from)
     v = node.to_json()
     ctx.emit(v, f"created model version {v['id']} {v['name']!r}: {v['adapter']}/{v['task']}/{v['architecture']}")
+
+
+def cmd_model_register(ctx: Context, args: argparse.Namespace) -> None:
+    t = ctx.repo.registry.register(args.file, args.name, data=args.data, training=args.training,
+                                   framework=args.framework, model=args.model)
+    reg = t["registered"]
+    ctx.emit(t, f"registered {reg['framework']} model {reg['file']} as training version {t['id']} {t['name']!r} "
+                f"(model version {t['model']}); deploy it with 'veml deploy {t['name']}'")
 
 
 def cmd_model_list(ctx: Context, args: argparse.Namespace) -> None:

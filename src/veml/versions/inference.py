@@ -67,14 +67,7 @@ class InferenceVersions:
             raise InvalidInput(f"--target {target} serves --format onnx or torchscript deployments, not {fmt}")
         if out is not None and Path(out).exists() and any(Path(out).iterdir()):
             raise InvalidInput(f"{out}: output directory is not empty")
-        checkpoint = self._training.checkpoint(tnode)  # refuses failed runs and damaged checkpoints
-        spec = self._spec(tnode)
-        adapter = get_adapter(spec.adapter)
-        meta = adapter.checkpoint_meta(checkpoint)
-        sample_node = self._data.get(tnode.props.get("test") or tnode.props["data"])
-        view = self._data.checkout(sample_node)
-        sample = task_data(self._s, spec, view, meta.get("class_names"), require_labels=False,
-                           positions=np.arange(min(len(view), 16)))
+        spec, adapter, checkpoint, meta, sample = self._check_batch(tnode)
         name = name or self._auto_name(f"{tnode.name}-{fmt}-{quantize}")
         self._s.graph.check_new_name(name)
         outcome = adapter.export(spec, checkpoint, fmt, quantize, sample, device)
@@ -91,6 +84,22 @@ class InferenceVersions:
             props["triton"] = str(self._write_triton(Path(out), name, outcome, spec.task))
         return self._s.graph.record(KIND, name, props, parents=[(tnode.id, "DEPLOY", {"format": fmt, "quantize": quantize}),
                                                            *(extra_parents or [])])
+
+    def _check_batch(self, tnode: Node) -> tuple[ModelSpec, Any, bytes, dict[str, Any], TaskData]:
+        """(spec, adapter, checkpoint, its meta, up to 16 samples of the run's test or training data): what an
+        export is run on side by side with the trained model."""
+        checkpoint = self._training.checkpoint(tnode)  # refuses failed runs and damaged checkpoints
+        spec = self._spec(tnode)
+        adapter = get_adapter(spec.adapter)
+        meta = adapter.checkpoint_meta(checkpoint)
+        ref = tnode.props.get("test") or tnode.props.get("data")
+        if ref is None:
+            raise InvalidInput(f"{tnode.name!r} was registered without --data: an export is checked against the model "
+                               "on real samples, so register the model again with --data D")
+        view = self._data.checkout(self._data.get(ref))
+        sample = task_data(self._s, spec, view, meta.get("class_names"), require_labels=False,
+                           positions=np.arange(min(len(view), 16)))
+        return spec, adapter, checkpoint, meta, sample
 
     def _write_triton(self, out: Path, name: str, outcome: Any, task: str) -> Path:
         from veml.adapters.torch_export import triton_config
