@@ -341,3 +341,47 @@ def test_registered_without_data_needs_data_to_deploy(root, files):
     t = ok("model", "register", files["torch"], "--name", "reg-nodata", "--repo", root)
     assert t["class_names"] == ["0", "1", "2"] and t["data"] is None
     assert_failed_cleanly(run_cli("deploy", "reg-nodata", "--json", "--repo", root), "registered without --data")
+
+
+# ---------------------------------------------------------------------------- export onnx
+
+
+def test_export_onnx_writes_a_file_onnxruntime_runs_like_torch(root, tmp_path):
+    import onnxruntime as ort
+    import torch
+
+    from veml.adapters import efficientnet_lite as effl
+    from veml.adapters import torch_models as tm
+
+    before = snapshot(root)
+    e = ok("export", "onnx", "run-b", "--out", tmp_path / "run-b.onnx", "--repo", root)
+    assert e["path"] == str((tmp_path / "run-b.onnx").resolve()) and e["format"] == "onnx"
+    raw = (tmp_path / "run-b.onnx").read_bytes()
+    assert e["size_bytes"] == len(raw) and e["sha256"] == hashlib.sha256(raw).hexdigest()
+    assert e["input_names"] == ["images"] and e["output_names"] == ["logits"] and e["input_shape"] == [3, 32, 32]
+    assert e["class_names"] == ["digit0", "digit1", "digit2"] and e["check_samples"] == 16
+    assert snapshot(root) == before  # a plain step: no version recorded
+    # real inputs, prepared as VeML's classifiers take them: the test digits, RGB in [0, 1], ImageNet-normalised
+    images = np.stack([np.asarray(Image.open(p).convert("RGB")) for p in sorted(_test_pngs(root))[:8]])
+    x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0
+    x = (x - torch.tensor(effl.IMAGENET_MEAN).view(1, 3, 1, 1)) / torch.tensor(effl.IMAGENET_STD).view(1, 3, 1, 1)
+    net = tm.build_classifier("resnet18", 3, {})
+    net.load_state_dict(_weights(root, "run-b"))
+    with torch.no_grad():
+        expected = net.eval()(x).numpy()
+    got = ort.InferenceSession(raw, providers=["CPUExecutionProvider"]).run(None, {"images": x.numpy()})[0]
+    assert got.shape == (8, 3) and np.abs(got - expected).max() < 1e-3
+    assert (got.argmax(1) == expected.argmax(1)).all()
+
+
+def _test_pngs(root: Path) -> list[Path]:
+    return list((root.parent / "test").glob("*/*.png"))
+
+
+def test_export_onnx_refuses_what_it_cannot_write(root, tmp_path):
+    assert_failed_cleanly(run_cli("export", "onnx", "run-a", "--out", tmp_path / "no" / "m.onnx", "--json", "--repo", root),
+                          "no such directory")
+    assert_failed_cleanly(run_cli("export", "onnx", "run-a", "--out", tmp_path, "--json", "--repo", root), "is a directory")
+    assert_failed_cleanly(run_cli("export", "onnx", "no-such-run", "--out", tmp_path / "m.onnx", "--json", "--repo", root),
+                          "unknown training version")
+    assert list(tmp_path.iterdir()) == []

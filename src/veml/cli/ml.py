@@ -64,6 +64,13 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.add_argument("--name")
     p.set_defaults(handler=cmd_deploy)
 
+    p = sub.add_parser("export", parents=[common], help="write a training version's model out as a plain file")
+    esub = p.add_subparsers(dest="export_command", metavar="FORMAT", required=True)
+    q = esub.add_parser("onnx", parents=[common], help="an ONNX file, checked against the trained model on real samples")
+    q.add_argument("training", metavar="T")
+    q.add_argument("--out", required=True, metavar="FILE")
+    q.set_defaults(handler=cmd_export, export_format="onnx")
+
     p = sub.add_parser("predict", parents=[common], help="run an inference version over a data version")
     p.add_argument("inference")
     p.add_argument("--data", required=True, metavar="D")
@@ -190,6 +197,12 @@ def cmd_deploy(ctx: Context, args: argparse.Namespace) -> None:
     ctx.emit(v, f"created inference version {v['id']} {v['name']!r}: {v['format']}/{v['quantize']} "
                 f"{v['size_bytes']} bytes, {v['latency_ms']:.3f} ms (trained model {v['original_latency_ms']:.3f} ms), "
                 f"max |diff| {v['max_abs_diff']:.3g}")
+
+
+def cmd_export(ctx: Context, args: argparse.Namespace) -> None:
+    e = ctx.repo.inference.export_file(args.training, args.out, args.export_format).to_json()
+    ctx.emit(e, f"wrote {e['path']} ({e['size_bytes']} bytes, input {e['input_names'][0]} {e['input_shape']}); "
+                f"max |diff| against the trained model {e['max_abs_diff']:.3g} on {e['check_samples']} samples")
 
 
 def cmd_predict(ctx: Context, args: argparse.Namespace) -> None:
