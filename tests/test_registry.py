@@ -385,3 +385,37 @@ def test_export_onnx_refuses_what_it_cannot_write(root, tmp_path):
     assert_failed_cleanly(run_cli("export", "onnx", "no-such-run", "--out", tmp_path / "m.onnx", "--json", "--repo", root),
                           "unknown training version")
     assert list(tmp_path.iterdir()) == []
+
+
+# ------------------------------------------------------------------------------- README
+
+
+def test_readme_registry_section_runs_as_written(tmp_path, monkeypatch):
+    """Every line of the README's "Registering models and aliases" block, in order, as a user would type it
+    (``veml`` lines in-process, ``python -c`` lines as Python, ``cd`` as a change of directory)."""
+    import re
+    import shlex
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = text[text.index("## Registering models and aliases"):]
+    block = re.search(r"```bash\n(.*?)```", section, flags=re.S).group(1)
+    monkeypatch.chdir(tmp_path)
+    outputs = []
+    for line in block.splitlines():
+        for command in line.split(" && "):
+            words = shlex.split(command, comments=True)
+            if words[0] == "cd":
+                monkeypatch.chdir(words[1])
+            elif words[0] == "python":
+                assert words[1] == "-c"
+                exec(compile(words[2], "README", "exec"), {})
+            else:
+                assert words[0] == "veml", command
+                res = run_cli(*words[1:])
+                assert res.code == 0, (command, res.err)
+                outputs.append(res.out)
+    assert "champion -> training" in outputs[-2] and "champion-skops -> inference" in outputs[-2]
+    assert len(outputs[-1].splitlines()) == 1
+    with veml.open(tmp_path / "registry-demo") as repo:
+        [pred] = repo.stores.graph.list(kinds=["PredictionVersion"])
+    assert pred.props["metrics"]["accuracy"] > 0.95
