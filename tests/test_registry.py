@@ -221,6 +221,11 @@ def test_register_torch_weights_then_deploy_and_predict(root, files, reference, 
     assert inf["max_abs_diff"] < 1e-3
     ok("predict", inf["name"], "--data", "digits-test", "--name", f"reg-{framework}-pred", "--repo", root)
     assert _predicted(root, f"reg-{framework}-pred") == reference
+    if framework == "torch":  # drift takes a registered model's deployment as it takes a trained one's
+        d = ok("drift", "--reference", "digits", "--test", "digits-test", "--inference", inf["name"], "--repo", root)
+        assert d["inference"] == inf["id"] and isinstance(d["drift"], bool) and 0.0 <= d["p_value"] <= 1.0
+        assert t["params"] == ok("train", "show", "run-a", "--repo", root)["params"] | {"batch_size": 32, "max_steps": 0,
+                                                                                        "seed": 0}  # defaults: the recipe is unknown
 
 
 def test_register_an_onnx_file_then_deploy_int8_under_an_alias(root, files, reference):

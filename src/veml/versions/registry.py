@@ -20,7 +20,7 @@ import hashlib
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from veml.adapters import imports
+from veml.adapters import get_adapter, imports
 from veml.adapters.imports import Imported
 from veml.entities import Node
 from veml.errors import InvalidInput
@@ -64,7 +64,9 @@ class Registry:
         if tnode is not None:
             parents.append((tnode.id, "FINETUNE_FROM", {}))
         props = {"data": dnode.id if dnode else None, "model": mnode.id, "test": None,
-                 "init_from": tnode.id if tnode else None, "params": {}, "seed": None, "task": imported.spec.task,
+                 "init_from": tnode.id if tnode else None, "seed": None,
+                 # the recipe is unknown: the adapter's defaults are what a rebuild or transfer starts from
+                 "params": get_adapter(imported.spec.adapter).train_defaults(imported.spec), "task": imported.spec.task,
                  "class_names": list(class_names), "libraries": libraries(), "train_samples": 0, "eval_samples": 0,
                  "adapt": None, "checkpoint": digest,
                  "registered": {"framework": framework, "file": Path(path).name,
