@@ -144,3 +144,46 @@ class IdSetRef:
 
     count: int
     digest: str
+
+
+@dataclass(frozen=True)
+class Alias:
+    """A movable name for a version (``champion``), or one entry of an alias's history.
+
+    In a history a deletion is an entry with no version (``version_id`` None) at the time it was deleted."""
+
+    alias: str
+    version_id: int | None
+    version: str | None
+    kind: str | None
+    set_at: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {"alias": self.alias, "version": self.version, "version_id": self.version_id,
+                "kind": SHORT_KIND.get(self.kind, self.kind.lower()) if self.kind else None, "set_at": iso(self.set_at)}
+
+
+@dataclass(frozen=True)
+class ExportedModel:
+    """A training version's model written out as a plain file (``veml export onnx``), checked against the
+    trained model on real samples before it was written."""
+
+    path: str
+    training: int
+    format: str
+    sha256: str
+    size_bytes: int
+    max_abs_diff: float
+    agreement: float
+    check_samples: int
+    input_names: tuple[str, ...]
+    input_shape: tuple[int, ...]
+    output_names: tuple[str, ...]
+    class_names: tuple[str, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"path": self.path, "training": self.training, "format": self.format, "sha256": self.sha256,
+                "size_bytes": self.size_bytes, "max_abs_diff": self.max_abs_diff, "agreement": self.agreement,
+                "check_samples": self.check_samples, "input_names": list(self.input_names),
+                "input_shape": list(self.input_shape), "output_names": list(self.output_names),
+                "class_names": list(self.class_names)}

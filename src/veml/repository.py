@@ -27,12 +27,14 @@ from veml.lifecycle.monitor import Monitor
 from veml.lifecycle.rebuild import Rebuild
 from veml.lifecycle.similarity import Similarity
 from veml.lifecycle.transfer import Transfer
+from veml.versions.aliases import Aliases
 from veml.versions.coresets import CoreSets
 from veml.versions.data import DataVersions
 from veml.versions.inference import InferenceVersions
 from veml.versions.lifecycles import Lifecycles
 from veml.versions.lineage import LineageAPI
 from veml.versions.model import ModelVersions
+from veml.versions.registry import Registry
 from veml.versions.training import TrainingVersions
 
 DIRNAME = ".veml"
@@ -62,9 +64,11 @@ class Repository:
         self.data = DataVersions(self.stores)
         self.models = ModelVersions(self.stores)
         self.training = TrainingVersions(self.stores, self.data, self.models)
+        self.registry = Registry(self.stores, self.data, self.models, self.training)
         self.inference = InferenceVersions(self.stores, self.data, self.models, self.training)
         self.lifecycles = Lifecycles(self.stores, self.training)
         self.lineage = LineageAPI(self.stores)
+        self.aliases = Aliases(self.stores)
         self.coresets = CoreSets(self.stores, self.data, self.training)
         self.similarity = Similarity(self.stores, self.data, self.coresets, self.lifecycles, self.inference)
         self.drift = Drift(self.stores, self.data, self.coresets, self.inference)
@@ -73,7 +77,7 @@ class Repository:
         self.transfer = Transfer(self.stores, self.data, self.training, self.inference, self.lifecycles, self.similarity)
 
     def get(self, ref: str | int):
-        """Any version of any kind, by id, name or tag."""
+        """Any version of any kind, by id, name, tag or alias."""
         return self.stores.graph.resolve(ref)
 
     def versions(self, kinds: list[str] | None = None, limit: int | None = None, offset: int = 0):

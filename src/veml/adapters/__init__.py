@@ -9,7 +9,7 @@ from __future__ import annotations
 from veml.adapters.base import Adapter
 from veml.errors import InvalidInput, MissingExtra
 
-ADAPTERS = ("torch", "sklearn", "openmmlab")
+ADAPTERS = ("torch", "sklearn", "openmmlab", "graph")  # graph: registered ONNX models (veml model register)
 
 
 def get_adapter(name: str) -> Adapter:
@@ -22,6 +22,17 @@ def get_adapter(name: str) -> Adapter:
         from veml.adapters.torch_adapter import TorchAdapter
 
         return TorchAdapter()
+    if name == "graph":
+        try:
+            import onnx  # noqa: F401
+            import onnxruntime  # noqa: F401
+            import torch  # noqa: F401
+            import torchvision  # noqa: F401
+        except ImportError as exc:
+            raise MissingExtra("onnx/onnxruntime", "torch") from exc
+        from veml.adapters.graph_adapter import GraphAdapter
+
+        return GraphAdapter()
     if name == "sklearn":
         try:
             import sklearn  # noqa: F401

@@ -114,6 +114,31 @@ def _estimator(spec: ModelSpec, seed: int):
     return make_pipeline(StandardScaler(), est)
 
 
+#: the scikit-learn estimator classes VeML's architectures are (what a registered model is recognised as)
+_ARCH_OF = {"RandomForestClassifier": "random_forest", "RandomForestRegressor": "random_forest",
+            "LogisticRegression": "logistic_regression", "GradientBoostingClassifier": "gradient_boosting",
+            "GradientBoostingRegressor": "gradient_boosting", "Ridge": "ridge"}
+
+
+def describe(obj: Any) -> tuple[str, str, dict[str, Any]]:
+    """(task, architecture, parameters) of a fitted estimator or pipeline ending in one (``model register``)."""
+    from sklearn.base import is_classifier
+    from sklearn.exceptions import NotFittedError
+    from sklearn.utils.validation import check_is_fitted
+
+    final = obj.steps[-1][1] if hasattr(obj, "steps") and obj.steps else obj
+    arch = _ARCH_OF.get(type(final).__name__)
+    if arch is None:
+        raise InvalidInput(f"a {type(final).__name__}: VeML runs scikit-learn's {', '.join(sorted(_ARCH_OF))}")
+    try:
+        check_is_fitted(obj)
+    except NotFittedError:
+        raise InvalidInput(f"the {type(final).__name__} in the file was never fitted") from None
+    given = final.get_params()
+    params = {k: (0 if given.get(k) is None else given.get(k, default)) for k, default in _PARAMS[arch].items()}
+    return ("tabular-classification" if is_classifier(obj) else "tabular-regression"), arch, params
+
+
 def _clean(x: np.ndarray) -> np.ndarray:
     """Estimators reject NaN: missing features become 0 after standardisation (the column mean)."""
     x = np.asarray(x, dtype=np.float64)
@@ -262,4 +287,4 @@ class SklearnAdapter:
         return self.predict(spec, artifact, data)
 
 
-__all__ = ["SklearnAdapter", "TRUSTED_TYPES", "TRUST_PICKLE_ENV", "pickle_trusted", "trusting_pickle"]
+__all__ = ["SklearnAdapter", "describe", "TRUSTED_TYPES", "TRUST_PICKLE_ENV", "pickle_trusted", "trusting_pickle"]

@@ -152,8 +152,7 @@ def export(spec: ModelSpec, model: torch.nn.Module, example: Any, fmt: str, quan
     """``example``: the model's input for one sample batch, as the adapter builds it."""
     if fmt not in FORMATS:
         raise InvalidInput(f"--format must be one of {', '.join(FORMATS)}")
-    if quantize not in QUANTIZE:
-        raise InvalidInput(f"--quantize must be one of {', '.join(QUANTIZE)}")
+    _check_quantize(quantize)
     if fmt == "torchscript" and quantize != "none":
         raise InvalidInput("quantisation is done by onnxruntime: use --format onnx with --quantize")
     task = spec.task
@@ -164,15 +163,8 @@ def export(spec: ModelSpec, model: torch.nn.Module, example: Any, fmt: str, quan
     with torch.no_grad():
         eager_ms = _latency(lambda: model(one))
     if fmt == "onnx":
-        raw = _to_onnx(model, example, task)
-        calibration = [example[i:i + 1].numpy() for i in range(min(len(example), 16))] if task != "detection" else []
-        artifact = _quantize(raw, quantize, task, calibration)
-        sess = _session(artifact, device)
-        feed = _feed(task, example)
-        out_names = [o.name for o in sess.get_outputs()]
-        outputs = _flat(sess.run(None, feed), task, out_names)
-        feed_one = _feed(task, one)
-        latency = _latency(lambda: sess.run(None, feed_one))
+        artifact = _quantize(_to_onnx(model, example, task), quantize, task, _calibration(task, example))
+        outputs, latency = _run_onnx(artifact, task, example, one, device)
     else:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -184,16 +176,52 @@ def export(spec: ModelSpec, model: torch.nn.Module, example: Any, fmt: str, quan
         with torch.no_grad():
             outputs = _flat(_script_out(loaded(example), task), task)
             latency = _latency(lambda: loaded(one))
+    return _checked(spec, example, reference, outputs, artifact, fmt, quantize, latency, eager_ms,
+                    _output_names(model, example, task))
+
+
+def export_graph(spec: ModelSpec, graph: bytes, example: Any, quantize: str, device: str = "cpu") -> ExportOutcome:
+    """A registered ONNX graph deployed as it is or quantised, checked against the graph itself."""
+    _check_quantize(quantize)
+    task = spec.task
+    one = example[:1]
+    reference, original_ms = _run_onnx(graph, task, example, one, device)
+    artifact = _quantize(graph, quantize, task, _calibration(task, example))
+    outputs, latency = _run_onnx(artifact, task, example, one, device)
+    return _checked(spec, example, reference, outputs, artifact, "onnx", quantize, latency, original_ms, _NAMES[task][1])
+
+
+def _check_quantize(quantize: str) -> None:
+    if quantize not in QUANTIZE:
+        raise InvalidInput(f"--quantize must be one of {', '.join(QUANTIZE)}")
+
+
+def _calibration(task: str, example: Any) -> list[np.ndarray]:
+    return [example[i:i + 1].numpy() for i in range(min(len(example), 16))] if task != "detection" else []
+
+
+def _run_onnx(artifact: bytes, task: str, example: Any, one: Any, device: str) -> tuple[list[np.ndarray], float]:
+    """(outputs on ``example``, latency in ms on ``one``) of an ONNX artifact in onnxruntime."""
+    sess = _session(artifact, device)
+    out_names = [o.name for o in sess.get_outputs()]
+    outputs = _flat(sess.run(None, _feed(task, example)), task, out_names)
+    feed_one = _feed(task, one)
+    return outputs, _latency(lambda: sess.run(None, feed_one))
+
+
+def _checked(spec: ModelSpec, example: Any, reference: list[np.ndarray], outputs: list[np.ndarray], artifact: bytes,
+             fmt: str, quantize: str, latency: float, original_ms: float, output_names: Sequence[str]) -> ExportOutcome:
+    """The outcome of an export whose outputs agree with the reference's, or one InvalidInput saying how far off."""
+    task = spec.task
     diff, agreement = _compare(reference, outputs, task)
     tolerance = {"none": 1e-3, "fp16": 5e-2, "int8": float("inf")}[quantize]
     scale = max(float(np.abs(reference[0]).max()) if reference[0].size else 1.0, 1.0)
     if diff > tolerance * scale or (quantize == "none" and agreement < 0.9):
         raise InvalidInput(f"exported model disagrees with the trained one (max |diff| {diff:.3g}, tolerance "
                            f"{tolerance * scale:.3g}; {agreement:.0%} of predictions agree)")
-    inputs, outputs_names = _NAMES[task][0], _output_names(model, example, task)
     shape = tuple(int(s) for s in (example[0].shape if task == "detection" else example.shape[1:]))
     return ExportOutcome(artifact, fmt, quantize, float(diff), float(tolerance * scale), float(agreement), float(latency),
-                         float(eager_ms), len(artifact), inputs, shape, outputs_names)
+                         float(original_ms), len(artifact), _NAMES[task][0], shape, tuple(output_names))
 
 
 def _feed(task: str, example: Any) -> dict[str, np.ndarray]:
@@ -289,4 +317,4 @@ def triton_config(name: str, outcome_format: str, task: str, input_shape: tuple[
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["export", "runner", "triton_config", "FORMATS", "QUANTIZE", "Predictions", "TaskData"]
+__all__ = ["export", "export_graph", "runner", "triton_config", "FORMATS", "QUANTIZE", "Predictions", "TaskData"]

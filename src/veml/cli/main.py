@@ -14,7 +14,9 @@ import sys
 import threading
 from typing import Any, Callable, Sequence
 
+import veml
 from veml.adapters.sklearn_adapter import trusting_pickle
+from veml.cli import aliases as alias_cmds
 from veml.cli import data as data_cmds
 from veml.cli import lifecycle as lifecycle_cmds
 from veml.cli import ml as ml_cmds
@@ -34,18 +36,30 @@ def _common(json_default: Any = argparse.SUPPRESS) -> argparse.ArgumentParser:
     return p
 
 
+def package_version() -> str:
+    """This VeML's version, from the installed package's metadata (``veml.__version__`` where it has none)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("veml")
+    except PackageNotFoundError:
+        return veml.__version__
+
+
 def build_parser() -> argparse.ArgumentParser:
     top_common = _common(None)
     for a in top_common._actions:
         if a.dest in ("json", "debug", "trust_pickle"):
             a.default = False
     parser = argparse.ArgumentParser(prog="veml", description="Version management for the whole ML lifecycle.", parents=[top_common])
+    parser.add_argument("--version", action="version", version=f"veml {package_version()}")
     common = _common()
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     repo_cmds.register(sub, common)
     data_cmds.register(sub, common)
     ml_cmds.register(sub, common)
     lifecycle_cmds.register(sub, common)
+    alias_cmds.register(sub, common)
     return parser
 
 

@@ -19,6 +19,16 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.add_argument("--config", required=True, metavar="FILE")
     p.add_argument("--finetune-from", metavar="MODEL", help="record this model as derived from another (FINETUNE_FROM)")
     p.set_defaults(handler=cmd_model_add)
+    p = msub.add_parser("register", parents=[common], help="version a model file trained anywhere (torch, TorchScript, "
+                                                          "scikit-learn as skops, ONNX), ready to deploy")
+    p.add_argument("file", metavar="FILE")
+    p.add_argument("--name", required=True, help="name of the version that holds the weights (what you deploy)")
+    p.add_argument("--data", metavar="D", help="the data version it learned from (lineage; names its classes)")
+    p.add_argument("--training", metavar="T", help="the training version it was derived from (lineage)")
+    p.add_argument("--model", metavar="M", help="the model version it is an instance of (default: detected)")
+    p.add_argument("--framework", choices=["torch", "torchscript", "sklearn", "onnx"],
+                   help="what wrote FILE (default: detected from its content)")
+    p.set_defaults(handler=cmd_model_register)
     p = msub.add_parser("list", parents=[common], help="model versions, optionally by shared part")
     for part in ("architecture", "backbone", "neck", "head"):
         p.add_argument(f"--{part}")
@@ -54,6 +64,13 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.add_argument("--name")
     p.set_defaults(handler=cmd_deploy)
 
+    p = sub.add_parser("export", parents=[common], help="write a training version's model out as a plain file")
+    esub = p.add_subparsers(dest="export_command", metavar="FORMAT", required=True)
+    q = esub.add_parser("onnx", parents=[common], help="an ONNX file, checked against the trained model on real samples")
+    q.add_argument("training", metavar="T")
+    q.add_argument("--out", required=True, metavar="FILE")
+    q.set_defaults(handler=cmd_export, export_format="onnx")
+
     p = sub.add_parser("predict", parents=[common], help="run an inference version over a data version")
     p.add_argument("inference")
     p.add_argument("--data", required=True, metavar="D")
@@ -70,6 +87,14 @@ def cmd_model_add(ctx: Context, args: argparse.Namespace) -> None:
     node = ctx.repo.models.add(args.name, args.config, finetune_from=args.finetune_from)
     v = node.to_json()
     ctx.emit(v, f"created model version {v['id']} {v['name']!r}: {v['adapter']}/{v['task']}/{v['architecture']}")
+
+
+def cmd_model_register(ctx: Context, args: argparse.Namespace) -> None:
+    t = ctx.repo.registry.register(args.file, args.name, data=args.data, training=args.training,
+                                   framework=args.framework, model=args.model)
+    reg = t["registered"]
+    ctx.emit(t, f"registered {reg['framework']} model {reg['file']} as training version {t['id']} {t['name']!r} "
+                f"(model version {t['model']}); deploy it with 'veml deploy {t['name']}'")
 
 
 def cmd_model_list(ctx: Context, args: argparse.Namespace) -> None:
@@ -172,6 +197,12 @@ def cmd_deploy(ctx: Context, args: argparse.Namespace) -> None:
     ctx.emit(v, f"created inference version {v['id']} {v['name']!r}: {v['format']}/{v['quantize']} "
                 f"{v['size_bytes']} bytes, {v['latency_ms']:.3f} ms (trained model {v['original_latency_ms']:.3f} ms), "
                 f"max |diff| {v['max_abs_diff']:.3g}")
+
+
+def cmd_export(ctx: Context, args: argparse.Namespace) -> None:
+    e = ctx.repo.inference.export_file(args.training, args.out, args.export_format).to_json()
+    ctx.emit(e, f"wrote {e['path']} ({e['size_bytes']} bytes, input {e['input_names'][0]} {e['input_shape']}); "
+                f"max |diff| against the trained model {e['max_abs_diff']:.3g} on {e['check_samples']} samples")
 
 
 def cmd_predict(ctx: Context, args: argparse.Namespace) -> None:

@@ -11,7 +11,7 @@ import os
 import socket
 from typing import Any, Iterator, Mapping, Protocol, Sequence
 
-from veml.entities import Edge, IdSetRef, Lineage, Node
+from veml.entities import Alias, Edge, IdSetRef, Lineage, Node
 from veml.store.idsets import BitMap
 
 #: (parent id, edge kind, edge properties)
@@ -33,14 +33,16 @@ class GraphStore(Protocol):
     def get(self, node_id: int) -> Node: ...
 
     def resolve(self, ref: str | int, kinds: Sequence[str] | None = None) -> Node:
-        """A node by id, unique name or tag; :class:`~veml.errors.NotFound` otherwise."""
+        """A node by id, unique name, tag or alias; :class:`~veml.errors.NotFound` otherwise.
+
+        The one place a version reference is resolved: every face and module goes through it."""
 
     def list(self, kinds: Sequence[str] | None = None, limit: int | None = None, offset: int = 0) -> list[Node]: ...
 
     def count(self, kinds: Sequence[str] | None = None) -> int: ...
 
     def name_taken(self, name: str) -> bool:
-        """True if a version or tag answers to ``name`` or to a name differing only by case or spaces."""
+        """True if a version, tag or alias answers to ``name`` or to a name differing only by case or spaces."""
 
     def check_new_name(self, name: str, kind: str | None = None, what: str = "name") -> None:
         """Refuse a malformed or reserved ``name``, or one clashing with an existing version or tag
@@ -61,6 +63,18 @@ class GraphStore(Protocol):
     def tag(self, node_id: int, tag: str) -> None: ...
 
     def untag(self, tag: str) -> None: ...
+
+    def set_alias(self, alias: str, node_id: int) -> tuple[Alias, bool]:
+        """Point ``alias`` (a name no version or tag holds) at a version, creating or moving it, and
+        record the move in its history; (the alias, whether anything changed)."""
+
+    def delete_alias(self, alias: str) -> Alias:
+        """Remove an alias (its history records the deletion); :class:`~veml.errors.NotFound` if there is none."""
+
+    def aliases(self) -> list[Alias]: ...
+
+    def alias_history(self, alias: str) -> list[Alias]:
+        """Every set, move and deletion of ``alias``, oldest first; a deletion has no version."""
 
     def allocate(self, space: str, count: int) -> tuple[int, int]:
         """Reserve ``count`` consecutive ids in ``space`` ('data' or 'ann'); returns (allocation id, first id).

@@ -29,16 +29,17 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.dialects import postgresql as pg
 
-from veml.entities import RESERVED_PREFIXES, SHARED_KINDS, SHORT_KIND, Edge, IdSetRef, Lineage, Node, name_key
+from veml.entities import RESERVED_PREFIXES, SHARED_KINDS, SHORT_KIND, Alias, Edge, IdSetRef, Lineage, Node, name_key
 from veml.errors import AmbiguousName, Conflict, InvalidInput, NotFound, SchemaOutdated, StorageError
 from veml.store import idsets as ids
 from veml.store import migrations
 from veml.store.graph import ParentLink, process_owner
 from veml.store.idsets import BitMap
 from veml.store.leases import LeaseKeeper, lease_seconds
+from veml.store.sql_aliases import AliasTables
 
 # The integer kept in ``veml_meta`` since 0.1; each Alembic revision maps to one (migrations.SCHEMA_VERSIONS).
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 metadata = sa.MetaData()
 
@@ -94,6 +95,8 @@ tags_t = sa.Table(
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Index("ix_tags_node", "node_id"),
 )
+
+alias_tables = AliasTables(metadata, nodes_t, _Id, _Str(255))  # revision 0004
 
 counters_t = sa.Table(
     "counters",
@@ -407,7 +410,7 @@ class SqlGraphStore:
                 cond = nodes_t.c.id == int(ref_s)
             else:
                 tagged = sa.select(tags_t.c.node_id).where(tags_t.c.tag == ref_s).scalar_subquery()
-                cond = sa.or_(nodes_t.c.name == ref_s, nodes_t.c.id == tagged)
+                cond = sa.or_(nodes_t.c.name == ref_s, nodes_t.c.id == tagged, nodes_t.c.id == alias_tables.target_of(ref_s))
             q = sa.select(nodes_t).where(cond)
             if kinds:
                 q = q.where(nodes_t.c.kind.in_(list(kinds)))
@@ -451,19 +454,18 @@ class SqlGraphStore:
             _raise_clash(name, self._clash(conn, name, kind), what)
 
     def _clash(self, conn, name: str, kind: str | None = None) -> tuple[str, str] | None:
-        """("version"|"tag", the stored name) that ``name`` collides with, or None.
+        """("version"|"tag"|"alias", the stored name) that ``name`` collides with, or None.
 
         Shared model-part nodes compare exactly (their names are made by VeML, never typed)."""
-        exact = conn.execute(sa.select(nodes_t.c.name).where(nodes_t.c.name == name).limit(1)).first()
-        if exact is not None:
-            return "version", exact[0]
-        exact = conn.execute(sa.select(tags_t.c.tag).where(tags_t.c.tag == name).limit(1)).first()
-        if exact is not None:
-            return "tag", exact[0]
+        named = (("version", nodes_t.c.name), ("tag", tags_t.c.tag), ("alias", alias_tables.names()))
+        for what, col in named:
+            exact = conn.execute(sa.select(col).where(col == name).limit(1)).first()
+            if exact is not None:
+                return what, exact[0]
         if kind in SHARED_KINDS:
             return None
         key = name_key(name)
-        for what, col in (("version", nodes_t.c.name), ("tag", tags_t.c.tag)):
+        for what, col in named:
             # SQLite runs name_key itself; PostgreSQL's lower()/\s differ from casefold()/str.split()
             # (``Straße``/``STRASSE``, a no-break space), so there every name is read and name_key decides
             query = sa.select(col)
@@ -560,6 +562,39 @@ class SqlGraphStore:
         with self._write() as conn:
             if conn.execute(tags_t.delete().where(tags_t.c.tag == tag)).rowcount == 0:
                 raise NotFound(f"unknown tag {tag!r}")
+
+    # --- aliases (movable names; the SQL is in veml.store.sql_aliases) ------------------------
+    def set_alias(self, alias: str, node_id: int) -> tuple[Alias, bool]:
+        """Point ``alias`` at ``node_id``, creating or moving it; (the alias, whether it changed)."""
+        _check_name(alias, what="alias")
+        with self._write(lock=_LOCK_NAMES) as conn:  # the namespace check and the write, as one
+            clash = self._clash(conn, alias)
+            if clash != ("alias", alias):
+                _raise_clash(alias, clash, "alias")
+            if conn.execute(sa.select(nodes_t.c.id).where(nodes_t.c.id == node_id)).first() is None:
+                raise NotFound(f"unknown version id {node_id}")
+            changed = alias_tables.point(conn, alias, node_id, time.time())
+            [found] = alias_tables.listed(conn, alias)
+        return found, changed
+
+    def delete_alias(self, alias: str) -> Alias:
+        """Remove ``alias`` (its history keeps it); returns where it pointed."""
+        with self._write(lock=_LOCK_NAMES) as conn:
+            found = alias_tables.listed(conn, alias) if "\x00" not in alias else []
+            if not found or not alias_tables.remove(conn, alias, time.time()):
+                raise NotFound(f"unknown alias {alias!r}")
+        return found[0]
+
+    def aliases(self) -> list[Alias]:
+        with self._read() as conn:
+            return alias_tables.listed(conn)
+
+    def alias_history(self, alias: str) -> list[Alias]:
+        """Every set, move and deletion of ``alias``, oldest first (empty for a name never used as one)."""
+        if "\x00" in alias:
+            return []
+        with self._read() as conn:
+            return alias_tables.moves(conn, alias)
 
     # --- id allocation ------------------------------------------------------------------------
     def allocate(self, space: str, count: int) -> tuple[int, int]:

@@ -16,6 +16,8 @@ computed and recorded exactly as for a run in this process.
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import os
 
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -27,7 +29,7 @@ import pyarrow as pa
 from veml.adapters import get_adapter
 from veml.adapters.base import ModelSpec, Predictions, TaskData
 from veml.compute import RepoLocation, partition
-from veml.entities import Node
+from veml.entities import ExportedModel, Node
 from veml.errors import InvalidInput
 from veml.store.idsets import BitMap
 from veml.versions import evaluation
@@ -67,14 +69,7 @@ class InferenceVersions:
             raise InvalidInput(f"--target {target} serves --format onnx or torchscript deployments, not {fmt}")
         if out is not None and Path(out).exists() and any(Path(out).iterdir()):
             raise InvalidInput(f"{out}: output directory is not empty")
-        checkpoint = self._training.checkpoint(tnode)  # refuses failed runs and damaged checkpoints
-        spec = self._spec(tnode)
-        adapter = get_adapter(spec.adapter)
-        meta = adapter.checkpoint_meta(checkpoint)
-        sample_node = self._data.get(tnode.props.get("test") or tnode.props["data"])
-        view = self._data.checkout(sample_node)
-        sample = task_data(self._s, spec, view, meta.get("class_names"), require_labels=False,
-                           positions=np.arange(min(len(view), 16)))
+        spec, adapter, checkpoint, meta, sample = self._check_batch(tnode)
         name = name or self._auto_name(f"{tnode.name}-{fmt}-{quantize}")
         self._s.graph.check_new_name(name)
         outcome = adapter.export(spec, checkpoint, fmt, quantize, sample, device)
@@ -91,6 +86,51 @@ class InferenceVersions:
             props["triton"] = str(self._write_triton(Path(out), name, outcome, spec.task))
         return self._s.graph.record(KIND, name, props, parents=[(tnode.id, "DEPLOY", {"format": fmt, "quantize": quantize}),
                                                            *(extra_parents or [])])
+
+    def export_file(self, training: str | int, out: Path | str, fmt: str = "onnx") -> ExportedModel:
+        """``training``'s model as a plain file at ``out`` (no inference version is recorded).
+
+        Checked as a deployment is: run side by side with the trained model on up to 16 samples of its
+        test (or training) data, and refused when they disagree; written to a temporary name, then renamed."""
+        if fmt != "onnx":
+            raise InvalidInput(f"veml export writes onnx, not {fmt!r} (for other formats: veml deploy T --format …)")
+        tnode = self._training.get(training)
+        out = Path(out)
+        if out.is_dir():
+            raise InvalidInput(f"{out}: is a directory; give the file to write")
+        if not out.parent.is_dir():
+            raise InvalidInput(f"{out.parent}: no such directory")
+        spec, adapter, checkpoint, meta, sample = self._check_batch(tnode)
+        if spec.adapter == "sklearn":
+            raise InvalidInput(f"{tnode.name!r} is a scikit-learn model: it exports as skops (veml deploy T --format skops)")
+        outcome = adapter.export(spec, checkpoint, "onnx", "none", sample)
+        tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+        try:
+            tmp.write_bytes(outcome.artifact)
+            os.replace(tmp, out)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise InvalidInput(f"{out}: cannot write: {exc.strerror}") from None
+        return ExportedModel(str(out.resolve()), tnode.id, "onnx", hashlib.sha256(outcome.artifact).hexdigest(),
+                             outcome.size_bytes, outcome.max_abs_diff, outcome.agreement, len(sample),
+                             tuple(outcome.input_names), tuple(outcome.input_shape), tuple(outcome.output_names),
+                             tuple(meta.get("class_names") or ()))
+
+    def _check_batch(self, tnode: Node) -> tuple[ModelSpec, Any, bytes, dict[str, Any], TaskData]:
+        """(spec, adapter, checkpoint, its meta, up to 16 samples of the run's test or training data): what an
+        export is run on side by side with the trained model."""
+        checkpoint = self._training.checkpoint(tnode)  # refuses failed runs and damaged checkpoints
+        spec = self._spec(tnode)
+        adapter = get_adapter(spec.adapter)
+        meta = adapter.checkpoint_meta(checkpoint)
+        ref = tnode.props.get("test") or tnode.props.get("data")
+        if ref is None:
+            raise InvalidInput(f"{tnode.name!r} was registered without --data: an export is checked against the model "
+                               "on real samples, so register the model again with --data D")
+        view = self._data.checkout(self._data.get(ref))
+        sample = task_data(self._s, spec, view, meta.get("class_names"), require_labels=False,
+                           positions=np.arange(min(len(view), 16)))
+        return spec, adapter, checkpoint, meta, sample
 
     def _write_triton(self, out: Path, name: str, outcome: Any, task: str) -> Path:
         from veml.adapters.torch_export import triton_config

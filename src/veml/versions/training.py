@@ -131,7 +131,8 @@ def check_params(params: Mapping[str, Any]) -> None:
             raise InvalidInput(f"training parameter {key}={params[key]!r} must be {what}")
 
 
-def _libraries() -> dict[str, str]:
+def libraries() -> dict[str, str]:
+    """The versions of the libraries a model was made with (recorded on every training version)."""
     libs = {"python": platform.python_version()}
     for mod in ("numpy", "torch", "torchvision", "sklearn", "onnxruntime"):
         m = sys.modules.get(mod)
@@ -175,6 +176,8 @@ def _before_first_event(node: Node) -> dict[str, Any]:
     The node and its first event are two commits; a process killed between them leaves a run with
     no event, which ``_effective`` then reports as failed once that process is gone.  (A run
     recorded before ``started_by`` existed has nothing to go by: "unknown".)"""
+    if isinstance(node.props.get("registered"), dict):  # a model file registered (no run): finished when recorded
+        return {"status": "finished", "checkpoint": node.props["checkpoint"], "metrics": None}
     who = node.props.get("started_by")
     if not isinstance(who, dict):
         return {"status": "unknown"}
@@ -326,7 +329,7 @@ class TrainingVersions:
         parents += extra_parents or []
         props = {"data": dnode.id, "model": mnode.id, "test": test_node.id if test_node else None,
                  "init_from": init_node.id if init_node else None, "params": params, "seed": params.get("seed"),
-                 "task": spec.task, "class_names": list(class_names), "libraries": _libraries(),
+                 "task": spec.task, "class_names": list(class_names), "libraries": libraries(),
                  "train_samples": len(td), "eval_samples": len(eval_td) if eval_td is not None else 0, "adapt": adapt}
         if distribution is not None:
             props["distributed"] = distribution

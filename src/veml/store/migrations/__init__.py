@@ -19,8 +19,8 @@ import sqlalchemy as sa
 HERE = Path(__file__).resolve().parent
 # Revision id -> the integer ``schema_version`` stored in ``veml_meta`` (what releases before
 # Alembic check, so an old client refuses a database a newer release has upgraded).
-SCHEMA_VERSIONS = {"0001": 1, "0002": 2, "0003": 3}
-HEAD = "0003"
+SCHEMA_VERSIONS = {"0001": 1, "0002": 2, "0003": 3, "0004": 4}
+HEAD = "0004"
 
 
 def _config(conn: sa.Connection):
