@@ -64,9 +64,25 @@ def cmd_drift(ctx: Context, args: argparse.Namespace) -> int:
                                    k=args.k, permutations=args.permutations, embedder=args.embedder, progress=bar,
                                    name=args.name)
     verdict = "DRIFT" if out["drift"] else "no drift"
-    ctx.emit(out, lambda: f"{verdict}: {out['test_name']} vs {out['reference_name']} ({out['method']}) "
-                          f"statistic {out['statistic']:.4g}, p-value {out['p_value']:.4g}, threshold {out['threshold']:.4g} "
-                          f"(report {out['report']})")
+
+    def text() -> str:
+        split = out.get("reference_split", "given")
+        which = "" if split == "given" else f" ({split} split, {out['n_reference']} samples)"
+        lines = [f"{verdict}: {out['test_name']} vs {out['reference_name']}{which} ({out['method']}) "
+                 f"statistic {out['statistic']:.4g}, p-value {out['p_value']:.4g}, threshold {out['threshold']:.4g} "
+                 f"(report {out['report']})"]
+        est = out.get("estimate")
+        if est is not None:
+            lines.append(f"estimated {est['metric']} on the batch: {est['value']:.3f} "
+                         f"({est['level']:.0%} interval {est['low']:.3f}-{est['high']:.3f}; "
+                         f"{est['reference_value']:.3f} on held-out data, {est['method']})")
+        elif "estimate_reason" in out:
+            lines.append(f"no estimate: {out['estimate_reason']}")
+        if out.get("warning"):
+            lines.append(f"warning: {out['warning']}")
+        return "\n".join(lines)
+
+    ctx.emit(out, text)
     return 0
 
 
