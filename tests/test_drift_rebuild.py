@@ -253,6 +253,7 @@ def test_monitor_checks_each_batch_and_rebuilds_once_per_cooldown(world, tmp_pat
     out = ok("monitor", "--inference", "tod-onnx", "--watch", watch, "--reference", "reference", "--method", "mmd",
              "--rebuild", "adapt", "--once", "--repo", root)["batches"]
     assert [b["drift"] for b in out] == [False, True, True]
+    assert [b["decision"] for b in out] == [None, "drift", "drift"]
     assert "rebuild" not in out[0]
     assert out[1]["rebuild"]["status"] == "finished" and out[1]["rebuild"]["method"] == "adapt"
     assert "cooldown" in out[2]["rebuild"]["skipped"]
@@ -328,3 +329,13 @@ def test_drift_estimates_the_deployed_models_accuracy_without_labels(digits):
     text = run_cli("drift", "--inference", "lr-held-skops", "--test", "batch0", "--repo", root)
     assert "estimated accuracy on the batch" in text.out
     assert_failed_cleanly(run_cli("drift", "--inference", "lr-held-skops", "--test", "nope", "--repo", root, "--json"), "nope")
+
+
+def test_monitor_decides_on_drift_or_a_confident_estimated_drop():
+    from veml.lifecycle.monitor import decide
+
+    est = {"metric": "accuracy", "value": 0.80, "low": 0.74, "high": 0.86, "reference_value": 0.95}
+    assert decide(True, None, 0.05) == "drift"
+    assert decide(False, est, 0.05) == "estimated drop"  # 0.95 - 0.86 >= 0.05: harm the test did not see
+    assert decide(False, {**est, "high": 0.93}, 0.05) is None  # within the interval: no evidence of harm
+    assert decide(False, None, 0.05) is None

@@ -108,6 +108,8 @@ def _register_rebuild(sub: argparse._SubParsersAction, common: argparse.Argument
     p.add_argument("--method", choices=["mmd", "bbsd", "ks", "cvm"])
     p.add_argument("--alpha", type=float, default=0.05)
     p.add_argument("--rebuild", choices=["full", "transfer", "adapt"], help="rebuild this way when a batch drifts")
+    p.add_argument("--max-drop", type=float, default=0.05, metavar="FRACTION",
+                   help="also rebuild when the estimated accuracy's upper bound is this far below the held-out accuracy")
     p.add_argument("--cooldown", type=float, default=3600.0, metavar="SECONDS", help="at most one rebuild per this long")
     p.add_argument("--interval", type=float, default=5.0, metavar="SECONDS")
     p.add_argument("--once", action="store_true", help="check the batches present now, then exit")
@@ -138,7 +140,7 @@ def cmd_monitor(ctx: Context, args: argparse.Namespace) -> None:
     log = (lambda s: None) if ctx.as_json else (lambda s: print(s, file=sys.stderr, flush=True))
     results = ctx.repo.monitor.run(args.inference, args.watch, reference=args.reference, method=args.method,
                                    rebuild=args.rebuild, cooldown_s=args.cooldown, interval_s=args.interval, once=args.once,
-                                   max_batches=args.max_batches, alpha=args.alpha, log=log)
+                                   max_batches=args.max_batches, alpha=args.alpha, max_drop=args.max_drop, log=log)
     ctx.emit({"batches": results}, lambda: f"checked {len(results)} batches")
 
 
