@@ -19,7 +19,7 @@ from veml.coreset import twosample as T
 from veml.coreset.kcenter import k_center_greedy
 from veml.entities import Node
 from veml.errors import InvalidInput
-from veml.lifecycle.estimate import Estimates
+from veml.lifecycle.estimate import CLASSIFIERS, Estimates
 from veml.versions.context import Stores, unique_name
 from veml.versions.coresets import CoreSets
 from veml.versions.data import DataVersions
@@ -132,6 +132,10 @@ class Drift:
         all_ids, x = self._coresets.embeddings(node, embedder, progress)
         return x if ids is None else x[np.isin(all_ids, ids)]
 
+    def _classifier(self, inode: Node | None) -> bool:
+        """Whether a deployment's outputs are class scores (bbsd then also tests its predicted-class counts)."""
+        return inode is not None and self._training.get(inode.props["training"]).props.get("task") in CLASSIFIERS
+
     def detector(self, reference: Node, method: str, inode: Node | None = None, embedder: str | None = None,
                  alpha: float = 0.05, k: int = 200, permutations: int = 100, seed: int = 0,
                  progress: Progress | None = None, ids: np.ndarray | None = None, split: str = "given") -> Any:
@@ -143,7 +147,7 @@ class Drift:
                 self._fitted[key] = T.CoreSetMMD(alpha, k, permutations, seed).fit(x)
             else:
                 test = "ks" if method == "bbsd" else method
-                self._fitted[key] = T.Univariate(alpha, test, method).fit(x)
+                self._fitted[key] = T.Univariate(alpha, test, method, classes=method == "bbsd" and self._classifier(inode)).fit(x)
         return self._fitted[key]
 
     def check(self, reference: str | int | None, test: str | int, inference: str | int | None = None,
