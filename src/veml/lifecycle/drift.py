@@ -85,8 +85,9 @@ SPLITS = {"validation": "the training's validation split (samples the model neve
           "test": "the training's test version (samples the model never trained on)",
           "given": "the reference version as given",
           "training": "the model's training data"}
-SEEN_WARNING = ("training {name!r} recorded no held-out split, so the reference is the model's own training data, where it "
-                "is more confident than on any new data: this test flags drift too often (retrain to record a validation split)")
+SEEN_WARNING = ("training {name!r} recorded no held-out split (or {why}), so the reference is the model's own "
+                "training data, where it is more confident than on any new data: this test flags drift too often "
+                "(retrain to record a validation split)")
 
 
 class Drift:
@@ -108,20 +109,24 @@ class Drift:
         tnode = self._training.get(inode.props["training"])
         return self._data.get(tnode.props["data"])
 
-    def reference_samples(self, reference: Node, inode: Node | None,
-                          model_features: bool) -> tuple[Node, np.ndarray | None, str]:
+    def reference_samples(self, reference: Node, inode: Node | None, model_features: bool,
+                          minimum: int = 0) -> tuple[Node, np.ndarray | None, str]:
         """(version, its sample ids or None for all, which split of ``SPLITS``) a detector is fitted on.
 
         Features that come from the deployed model (its outputs, or its own embedder) are fitted on data the
         model never trained on — on its training data it is more confident than on any new data, so a test
         against it flags unshifted batches far above alpha.  A reference other than the training data is
-        taken as given."""
+        taken as given.  A held-out split with fewer than ``minimum`` samples (what the test needs) gives way
+        to the training data too."""
         if inode is None or not model_features:
             return reference, None, "given"
         tnode = self._training.get(inode.props["training"])
         if reference.id != tnode.props["data"]:
             return reference, None, "given"
-        return self._training.held_out(tnode)
+        node, ids, split = self._training.held_out(tnode)
+        if split != "training" and (len(ids) if ids is not None else int(node.props.get("samples", 0))) < minimum:
+            return reference, None, "training"
+        return node, ids, split
 
     def _features(self, node: Node, method: str, inode: Node | None, embedder: str | None,
                   progress: Progress | None, ids: np.ndarray | None = None) -> np.ndarray:
@@ -181,7 +186,8 @@ class Drift:
         if inode is not None and method != "bbsd" and embedder is None:
             embedder = f"training:{inode.props['training']}"  # the deployed model's own features
         own = inode is not None and (method == "bbsd" or embedder == f"training:{inode.props['training']}")
-        fit_node, fit_ids, split = self.reference_samples(rnode, inode, own)
+        need = 2 * T.MIN_SAMPLES["mmd"] if method == "mmd" else T.MIN_SAMPLES[method]
+        fit_node, fit_ids, split = self.reference_samples(rnode, inode, own, need)
         fitted = self.detector(fit_node, method, inode if method == "bbsd" else None, embedder, alpha, k, permutations, seed,
                                progress, fit_ids, split)
         preds = None
@@ -205,7 +211,8 @@ class Drift:
                 props["estimate_reason"] = why
         if split == "training":
             assert inode is not None
-            props["warning"] = SEEN_WARNING.format(name=self._training.get(inode.props["training"]).name)
+            tname = self._training.get(inode.props["training"]).name
+            props["warning"] = SEEN_WARNING.format(name=tname, why=f"held out fewer than the {need} samples {method} needs")
         parents = [(rnode.id, "DRIFT_CHECK", {"role": "reference"}), (tnode.id, "DRIFT_CHECK", {"role": "test"})]
         if inode is not None:
             parents.append((inode.id, "DRIFT_CHECK", {"role": "inference"}))
