@@ -253,6 +253,7 @@ def test_monitor_checks_each_batch_and_rebuilds_once_per_cooldown(world, tmp_pat
     out = ok("monitor", "--inference", "tod-onnx", "--watch", watch, "--reference", "reference", "--method", "mmd",
              "--rebuild", "adapt", "--once", "--repo", root)["batches"]
     assert [b["drift"] for b in out] == [False, True, True]
+    assert [b["decision"] for b in out] == [None, "drift", "drift"]
     assert "rebuild" not in out[0]
     assert out[1]["rebuild"]["status"] == "finished" and out[1]["rebuild"]["method"] == "adapt"
     assert "cooldown" in out[2]["rebuild"]["skipped"]
@@ -261,3 +262,80 @@ def test_monitor_checks_each_batch_and_rebuilds_once_per_cooldown(world, tmp_pat
     assert again["batches"] == []  # a restarted monitor skips what it has seen
     assert_failed_cleanly(run_cli("monitor", "--inference", "tod-onnx", "--watch", tmp_path / "none", "--once", "--repo", root,
                                   "--json"), "not a directory")
+
+
+# --- calibration on real digits (issue 15): the model's outputs are compared with held-out outputs ------
+def _digits_csv(path, rows, images, labels):
+    cols = [f"p{i}" for i in range(images.shape[1])]
+    lines = [",".join(cols + ["digit"])] + [",".join(f"{v:g}" for v in images[r]) + f",{labels[r]}" for r in rows]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory):
+    """Real handwritten digits (scikit-learn's bundled set) as a table; a logistic regression deployed twice:
+    trained with a validation split, and with none (what every training recorded before issue 15)."""
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    order = np.random.default_rng(0).permutation(len(d.target))
+    base = tmp_path_factory.mktemp("digits")
+    root = base / "repo"
+    repo = veml.init(root)
+    repo.data.import_("table", _digits_csv(base / "train.csv", order[:900], d.data, d.target), "digits", label="digit")
+    for b in range(6):  # unshifted batches of 100 the model never saw
+        rows = order[900 + 100 * b: 1000 + 100 * b]
+        repo.data.import_("table", _digits_csv(base / f"b{b}.csv", rows, d.data, d.target), f"batch{b}", label="digit",
+                          role="test")
+    faded = d.data * (np.random.default_rng(1).random(d.data.shape) > 0.5)  # a shift that harms: half the ink lost
+    repo.data.import_("table", _digits_csv(base / "faded.csv", order[1500:1600], faded, d.target), "faded",
+                      label="digit", role="test")
+    repo.models.add("lr", {"adapter": "sklearn", "task": "tabular-classification", "architecture": "logistic_regression"})
+    held = repo.training.train("digits", "lr", name="lr-held")
+    seen = repo.training.train("digits", "lr", sets={"val_fraction": 0.0}, name="lr-seen")
+    repo.inference.deploy(held["id"], "skops", name="lr-held-skops")
+    repo.inference.deploy(seen["id"], "skops", name="lr-seen-skops")
+    repo.close()
+    return {"root": root, "validation": held["validation_samples"]}
+
+
+def test_black_box_reference_is_the_validation_split(digits):
+    root = digits["root"]
+    reports = [ok("drift", "--inference", "lr-held-skops", "--test", f"batch{b}", "--repo", root) for b in range(2)]
+    for r in reports:
+        assert r["method"] == "bbsd" and r["reference_split"] == "validation" and "warning" not in r
+        assert r["n_reference"] == digits["validation"] == 180  # 20 % of 900, not the 720 samples it trained on
+    text = run_cli("drift", "--inference", "lr-held-skops", "--test", "batch0", "--repo", root)
+    assert text.code == 0 and "validation split, 180 samples" in text.out
+
+
+def test_a_training_without_a_held_out_split_falls_back_and_says_so(digits):
+    out = ok("drift", "--inference", "lr-seen-skops", "--test", "batch0", "--repo", digits["root"])
+    assert out["reference_split"] == "training" and out["n_reference"] == 900
+    assert "lr-seen" in out["warning"] and "too often" in out["warning"]
+    assert out["estimate"] is None and "no held-out split" in out["estimate_reason"]
+
+
+def test_drift_estimates_the_deployed_models_accuracy_without_labels(digits):
+    root = digits["root"]
+    same = ok("drift", "--inference", "lr-held-skops", "--test", "batch0", "--repo", root)
+    faded = ok("drift", "--inference", "lr-held-skops", "--test", "faded", "--repo", root)
+    assert {"drift", "p_value", "statistic", "method"} <= set(same)  # the existing keys stay
+    for r in (same, faded):
+        e = r["estimate"]
+        assert e["metric"] == "accuracy" and 0 <= e["low"] <= e["value"] <= e["high"] <= 1
+    assert faded["drift"] and faded["estimate"]["value"] < same["estimate"]["value"]
+    text = run_cli("drift", "--inference", "lr-held-skops", "--test", "batch0", "--repo", root)
+    assert "estimated accuracy on the batch" in text.out
+    assert_failed_cleanly(run_cli("drift", "--inference", "lr-held-skops", "--test", "nope", "--repo", root, "--json"), "nope")
+
+
+def test_monitor_decides_on_drift_or_a_confident_estimated_drop():
+    from veml.lifecycle.monitor import decide
+
+    est = {"metric": "accuracy", "value": 0.80, "low": 0.74, "high": 0.86, "reference_value": 0.95}
+    assert decide(True, None, 0.05) == "drift"
+    assert decide(False, est, 0.05) == "estimated drop"  # 0.95 - 0.86 >= 0.05: harm the test did not see
+    assert decide(False, {**est, "high": 0.93}, 0.05) is None  # within the interval: no evidence of harm
+    assert decide(False, None, 0.05) is None

@@ -292,6 +292,7 @@ def test_similar_drift_and_reports(world):
     assert {"drift", "p_value", "statistic", "method", "report"} <= set(drift) and drift["drift"] is True
     bbsd = post(world, "/drift", {"test": "night", "inference": "clf-onnx"})
     assert bbsd["method"] == "bbsd" and bbsd["reference"] == get(world, "/versions/both")["id"]
+    assert bbsd["reference_split"] == "training" and "fewer than the 5" in bbsd["warning"]  # its 4-sample test version is too few
     error(world, "POST", "/drift", 422, json={"reference": "table-a"})
     error(world, "POST", "/drift", 422, json={"test": "table-b", "method": "vibes"})
     error(world, "POST", "/drift", 400, json={"test": "table-b"})  # no reference and no inference

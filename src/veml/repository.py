@@ -71,7 +71,7 @@ class Repository:
         self.aliases = Aliases(self.stores)
         self.coresets = CoreSets(self.stores, self.data, self.training)
         self.similarity = Similarity(self.stores, self.data, self.coresets, self.lifecycles, self.inference)
-        self.drift = Drift(self.stores, self.data, self.coresets, self.inference)
+        self.drift = Drift(self.stores, self.data, self.coresets, self.inference, self.training)
         self.rebuild = Rebuild(self.stores, self.data, self.training, self.inference, self.coresets)
         self.monitor = Monitor(self.data, self.inference, self.drift, self.rebuild)
         self.transfer = Transfer(self.stores, self.data, self.training, self.inference, self.lifecycles, self.similarity)

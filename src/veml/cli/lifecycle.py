@@ -64,9 +64,25 @@ def cmd_drift(ctx: Context, args: argparse.Namespace) -> int:
                                    k=args.k, permutations=args.permutations, embedder=args.embedder, progress=bar,
                                    name=args.name)
     verdict = "DRIFT" if out["drift"] else "no drift"
-    ctx.emit(out, lambda: f"{verdict}: {out['test_name']} vs {out['reference_name']} ({out['method']}) "
-                          f"statistic {out['statistic']:.4g}, p-value {out['p_value']:.4g}, threshold {out['threshold']:.4g} "
-                          f"(report {out['report']})")
+
+    def text() -> str:
+        split = out.get("reference_split", "given")
+        which = "" if split == "given" else f" ({split} split, {out['n_reference']} samples)"
+        lines = [f"{verdict}: {out['test_name']} vs {out['reference_name']}{which} ({out['method']}) "
+                 f"statistic {out['statistic']:.4g}, p-value {out['p_value']:.4g}, threshold {out['threshold']:.4g} "
+                 f"(report {out['report']})"]
+        est = out.get("estimate")
+        if est is not None:
+            lines.append(f"estimated {est['metric']} on the batch: {est['value']:.3f} "
+                         f"({est['level']:.0%} interval {est['low']:.3f}-{est['high']:.3f}; "
+                         f"{est['reference_value']:.3f} on held-out data, {est['method']})")
+        elif "estimate_reason" in out:
+            lines.append(f"no estimate: {out['estimate_reason']}")
+        if out.get("warning"):
+            lines.append(f"warning: {out['warning']}")
+        return "\n".join(lines)
+
+    ctx.emit(out, text)
     return 0
 
 
@@ -92,6 +108,8 @@ def _register_rebuild(sub: argparse._SubParsersAction, common: argparse.Argument
     p.add_argument("--method", choices=["mmd", "bbsd", "ks", "cvm"])
     p.add_argument("--alpha", type=float, default=0.05)
     p.add_argument("--rebuild", choices=["full", "transfer", "adapt"], help="rebuild this way when a batch drifts")
+    p.add_argument("--max-drop", type=float, default=0.05, metavar="FRACTION",
+                   help="also rebuild when the estimated accuracy's upper bound is this far below the held-out accuracy")
     p.add_argument("--cooldown", type=float, default=3600.0, metavar="SECONDS", help="at most one rebuild per this long")
     p.add_argument("--interval", type=float, default=5.0, metavar="SECONDS")
     p.add_argument("--once", action="store_true", help="check the batches present now, then exit")
@@ -122,7 +140,7 @@ def cmd_monitor(ctx: Context, args: argparse.Namespace) -> None:
     log = (lambda s: None) if ctx.as_json else (lambda s: print(s, file=sys.stderr, flush=True))
     results = ctx.repo.monitor.run(args.inference, args.watch, reference=args.reference, method=args.method,
                                    rebuild=args.rebuild, cooldown_s=args.cooldown, interval_s=args.interval, once=args.once,
-                                   max_batches=args.max_batches, alpha=args.alpha, log=log)
+                                   max_batches=args.max_batches, alpha=args.alpha, max_drop=args.max_drop, log=log)
     ctx.emit({"batches": results}, lambda: f"checked {len(results)} batches")
 
 

@@ -19,10 +19,12 @@ from veml.coreset import twosample as T
 from veml.coreset.kcenter import k_center_greedy
 from veml.entities import Node
 from veml.errors import InvalidInput
+from veml.lifecycle.estimate import CLASSIFIERS, Estimates
 from veml.versions.context import Stores, unique_name
 from veml.versions.coresets import CoreSets
 from veml.versions.data import DataVersions
 from veml.versions.inference import InferenceVersions
+from veml.versions.training import TrainingVersions
 
 KIND = "DriftReport"
 METHODS = ("mmd", "bbsd", "ks", "cvm")
@@ -78,9 +80,22 @@ def output_features(preds: Predictions, n_classes: int) -> np.ndarray:
     raise InvalidInput("the model's outputs cannot be turned into drift features")
 
 
+#: what a report's ``reference_split`` says the detector was fitted on
+SPLITS = {"validation": "the training's validation split (samples the model never trained on)",
+          "test": "the training's test version (samples the model never trained on)",
+          "given": "the reference version as given",
+          "training": "the model's training data"}
+SEEN_WARNING = ("training {name!r} recorded no held-out split (or {why}), so the reference is the model's own "
+                "training data, where it is more confident than on any new data: this test flags drift too often "
+                "(retrain to record a validation split)")
+
+
 class Drift:
-    def __init__(self, stores: Stores, data: DataVersions, coresets: CoreSets, inference: InferenceVersions) -> None:
+    def __init__(self, stores: Stores, data: DataVersions, coresets: CoreSets, inference: InferenceVersions,
+                 training: TrainingVersions) -> None:
         self._s, self._data, self._coresets, self._inference = stores, data, coresets, inference
+        self._training = training
+        self.estimates = Estimates(training, inference)
         self._fitted: dict[tuple[Any, ...], Any] = {}
 
     def default_method(self, node: Node, inference: Node | None) -> str:
@@ -91,29 +106,53 @@ class Drift:
     def reference_of(self, inference: str | int) -> Node:
         """The training data version behind a deployment (what a monitor compares against)."""
         inode = self._inference.get(inference)
-        tnode = self._s.graph.get(inode.props["training"])
+        tnode = self._training.get(inode.props["training"])
         return self._data.get(tnode.props["data"])
 
+    def reference_samples(self, reference: Node, inode: Node | None, model_features: bool,
+                          minimum: int = 0) -> tuple[Node, np.ndarray | None, str]:
+        """(version, its sample ids or None for all, which split of ``SPLITS``) a detector is fitted on.
+
+        Features that come from the deployed model (its outputs, or its own embedder) are fitted on data the
+        model never trained on — on its training data it is more confident than on any new data, so a test
+        against it flags unshifted batches far above alpha.  A reference other than the training data is
+        taken as given.  A held-out split with fewer than ``minimum`` samples (what the test needs) gives way
+        to the training data too."""
+        if inode is None or not model_features:
+            return reference, None, "given"
+        tnode = self._training.get(inode.props["training"])
+        if reference.id != tnode.props["data"]:
+            return reference, None, "given"
+        node, ids, split = self._training.held_out(tnode)
+        if split != "training" and (len(ids) if ids is not None else int(node.props.get("samples", 0))) < minimum:
+            return reference, None, "training"
+        return node, ids, split
+
     def _features(self, node: Node, method: str, inode: Node | None, embedder: str | None,
-                  progress: Progress | None) -> np.ndarray:
+                  progress: Progress | None, ids: np.ndarray | None = None) -> np.ndarray:
         if method == "bbsd":
             assert inode is not None
-            _, _, _, preds = self._inference.run(inode.id, node.id)
+            _, _, _, preds = self._inference.run(inode.id, node.id, data_ids=ids)
             return output_features(preds, len(inode.props.get("class_names", [])))
-        _, x = self._coresets.embeddings(node, embedder, progress)
-        return x
+        all_ids, x = self._coresets.embeddings(node, embedder, progress)
+        return x if ids is None else x[np.isin(all_ids, ids)]
+
+    def _classifier(self, inode: Node | None) -> bool:
+        """Whether a deployment's outputs are class scores (bbsd then also tests its predicted-class counts)."""
+        return inode is not None and self._training.get(inode.props["training"]).props.get("task") in CLASSIFIERS
 
     def detector(self, reference: Node, method: str, inode: Node | None = None, embedder: str | None = None,
                  alpha: float = 0.05, k: int = 200, permutations: int = 100, seed: int = 0,
-                 progress: Progress | None = None) -> Any:
-        key = (reference.id, method, inode.id if inode else None, embedder, alpha, k, permutations, seed)
+                 progress: Progress | None = None, ids: np.ndarray | None = None, split: str = "given") -> Any:
+        """The detector fitted on ``reference`` (only its samples ``ids`` when given; ``split`` names them)."""
+        key = (reference.id, split, method, inode.id if inode else None, embedder, alpha, k, permutations, seed)
         if key not in self._fitted:
-            x = self._features(reference, method, inode, embedder, progress)
+            x = self._features(reference, method, inode, embedder, progress, ids)
             if method == "mmd":
                 self._fitted[key] = T.CoreSetMMD(alpha, k, permutations, seed).fit(x)
             else:
                 test = "ks" if method == "bbsd" else method
-                self._fitted[key] = T.Univariate(alpha, test, method).fit(x)
+                self._fitted[key] = T.Univariate(alpha, test, method, classes=method == "bbsd" and self._classifier(inode)).fit(x)
         return self._fitted[key]
 
     def check(self, reference: str | int | None, test: str | int, inference: str | int | None = None,
@@ -146,14 +185,34 @@ class Drift:
             raise InvalidInput(f"test version {tnode.name!r} has {n_test} samples; the {method} drift test needs at least {minimum}")
         if inode is not None and method != "bbsd" and embedder is None:
             embedder = f"training:{inode.props['training']}"  # the deployed model's own features
-        fitted = self.detector(rnode, method, inode if method == "bbsd" else None, embedder, alpha, k, permutations, seed, progress)
-        features = self._features(tnode, method, inode, embedder, progress)
+        own = inode is not None and (method == "bbsd" or embedder == f"training:{inode.props['training']}")
+        need = 2 * T.MIN_SAMPLES["mmd"] if method == "mmd" else T.MIN_SAMPLES[method]
+        fit_node, fit_ids, split = self.reference_samples(rnode, inode, own, need)
+        fitted = self.detector(fit_node, method, inode if method == "bbsd" else None, embedder, alpha, k, permutations, seed,
+                               progress, fit_ids, split)
+        preds = None
+        if method == "bbsd":  # the model's outputs, kept for the estimate below
+            assert inode is not None
+            _, _, _, preds = self._inference.run(inode.id, tnode.id)
+            features = output_features(preds, len(inode.props.get("class_names", [])))
+        else:
+            features = self._features(tnode, method, inode, embedder, progress)
         result = fitted.test(features)
         out = result.to_json()
         if method == "mmd":  # embeddings: the reference core set and a test core set of the same size, in 2-D
             out["projection"] = projection(fitted.centres, features, len(fitted.centres), seed)
-        props = {**out, "reference": rnode.id, "test": tnode.id, "inference": inode.id if inode else None,
+        rnode = fit_node
+        props = {**out, "reference": rnode.id, "reference_split": split, "test": tnode.id,
+                 "inference": inode.id if inode else None,
                  "embedder": None if method == "bbsd" else self._coresets.embedder(rnode, embedder).key}
+        if inode is not None:  # the deployed model's metric on the batch, estimated without labels
+            props["estimate"], why = self.estimates.estimate(inode.id, tnode.id, preds)
+            if why is not None:
+                props["estimate_reason"] = why
+        if split == "training":
+            assert inode is not None
+            tname = self._training.get(inode.props["training"]).name
+            props["warning"] = SEEN_WARNING.format(name=tname, why=f"held out fewer than the {need} samples {method} needs")
         parents = [(rnode.id, "DRIFT_CHECK", {"role": "reference"}), (tnode.id, "DRIFT_CHECK", {"role": "test"})]
         if inode is not None:
             parents.append((inode.id, "DRIFT_CHECK", {"role": "inference"}))

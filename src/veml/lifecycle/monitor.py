@@ -7,6 +7,12 @@ role ``test`` named after the watched directory and its own (so a restarted moni
 ``DriftReport``, and — when it drifts, a rebuild method is configured and the last rebuild is
 older than the cooldown — triggers that rebuild; later batches are then checked against the new
 deployment.  One shift therefore causes one rebuild, not one per batch.
+
+The decision also weighs harm: each report carries the deployed model's accuracy estimated on the
+unlabeled batch (:mod:`veml.lifecycle.estimate`).  A batch *calls for a rebuild* when it drifts, or
+when the estimate's upper bound lies at least ``max_drop`` below the model's accuracy on its held-out
+data — the model is losing accuracy even though the two-sample test saw no shift.  (A batch whose
+estimate is missing is decided on drift alone.)  ``out["decision"]`` says which rule fired.
 """
 
 from __future__ import annotations
@@ -24,6 +30,16 @@ from veml.versions.data import DataVersions
 from veml.versions.inference import InferenceVersions
 
 BATCH_FILE = "annotations.json"
+
+
+def decide(drift: bool, estimate: dict[str, Any] | None, max_drop: float) -> str | None:
+    """Why a batch calls for a rebuild: ``"drift"``, ``"estimated drop"`` (no drift seen, but the estimated
+    accuracy's upper bound is ``max_drop`` or more below the held-out accuracy), or None."""
+    if drift:
+        return "drift"
+    if estimate is not None and estimate["reference_value"] - estimate["high"] >= max_drop:
+        return "estimated drop"
+    return None
 
 
 @dataclass
@@ -48,7 +64,8 @@ class Monitor:
     def run(self, inference: str | int, watch: str | Path, *, reference: str | int | None = None, method: str | None = None,
             rebuild: str | None = None, rebuild_options: dict[str, Any] | None = None, cooldown_s: float = 3600.0,
             interval_s: float = 5.0, once: bool = False, max_batches: int | None = None, alpha: float = 0.05,
-            log: Callable[[str], None] = print, clock: Callable[[], float] = time.time) -> list[dict[str, Any]]:
+            max_drop: float = 0.05, log: Callable[[str], None] = print,
+            clock: Callable[[], float] = time.time) -> list[dict[str, Any]]:
         watch = Path(watch)
         if not watch.is_dir():
             raise InvalidInput(f"--watch {watch}: not a directory")
@@ -58,6 +75,8 @@ class Monitor:
             raise InvalidInput("a monitor cannot wait for a human to label: use --rebuild full, transfer or adapt")
         if cooldown_s < 0 or interval_s <= 0:
             raise InvalidInput("--cooldown must be zero or positive and --interval positive")
+        if not 0 < max_drop < 1:
+            raise InvalidInput(f"--max-drop must lie in (0, 1), got {max_drop}")
         state = MonitorState(self._inference.get(inference).id)
         results: list[dict[str, Any]] = []
         while True:
@@ -69,7 +88,7 @@ class Monitor:
                     state.seen.add(name)
                     continue
                 results.append(self._one(state, batch, name, reference, method, rebuild, rebuild_options or {},
-                                         cooldown_s, alpha, log, clock))
+                                         cooldown_s, alpha, max_drop, log, clock))
                 state.seen.add(name)
             if once or (max_batches is not None and len(results) >= max_batches):
                 return results
@@ -83,7 +102,7 @@ class Monitor:
             return False
 
     def _one(self, state: MonitorState, batch: Path, name: str, reference: str | int | None, method: str | None,
-             rebuild: str | None, options: dict[str, Any], cooldown_s: float, alpha: float,
+             rebuild: str | None, options: dict[str, Any], cooldown_s: float, alpha: float, max_drop: float,
              log: Callable[[str], None], clock: Callable[[], float]) -> dict[str, Any]:
         out: dict[str, Any] = {"batch": str(batch), "inference": state.inference}
         try:
@@ -97,9 +116,14 @@ class Monitor:
         except VemlError as exc:
             log(f"batch {batch.name}: drift check failed: {exc}")
             return {**out, "error": str(exc)}
-        out.update(drift=report["drift"], p_value=report["p_value"], method=report["method"], report=report["report"])
-        log(f"batch {batch.name}: {'DRIFT' if report['drift'] else 'no drift'} (p={report['p_value']:.3g}, {report['method']})")
-        if not report["drift"] or rebuild is None:
+        out.update(drift=report["drift"], p_value=report["p_value"], method=report["method"], report=report["report"],
+                   estimate=report.get("estimate"))
+        out["decision"] = decide(report["drift"], out["estimate"], max_drop)
+        est = out["estimate"]
+        seen = f", estimated {est['metric']} {est['value']:.3f} [{est['low']:.3f}, {est['high']:.3f}]" if est else ""
+        log(f"batch {batch.name}: {'DRIFT' if report['drift'] else 'no drift'} (p={report['p_value']:.3g}, {report['method']}{seen})"
+            + (f": {out['decision']}" if out["decision"] == "estimated drop" else ""))
+        if out["decision"] is None or rebuild is None:
             return out
         now = clock()
         if state.last_rebuild_at is not None and now - state.last_rebuild_at < cooldown_s:

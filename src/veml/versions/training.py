@@ -32,6 +32,7 @@ from veml.adapters.base import ModelSpec, TrainOutcome, check_type
 from veml.compute import RayExecutor
 from veml.entities import Node
 from veml.errors import InvalidInput, VemlError
+from veml.store.idsets import BitMap, from_array, to_numpy
 from veml.versions import evaluation
 from veml.versions.context import Stores
 from veml.versions.data import DataVersions
@@ -231,6 +232,18 @@ class TrainingVersions:
     def logs(self, ref: str | int, after_id: int = 0) -> list[dict[str, Any]]:
         return self._s.graph.read_logs(self.get(ref).id, after_id)
 
+    def held_out(self, node: Node) -> tuple[Node, np.ndarray | None, str]:
+        """Labelled data the run never trained on, as (data version, its sample ids or None for all, what it is).
+
+        The validation split of the training data when the run held one out (recorded since issue 15), else
+        the run's test version; a run with neither (or one recorded before the split was) has only its
+        training data: ``"training"``, which a caller must report as a reference the model has seen."""
+        if node.props.get("validation_samples"):
+            return self._data.get(node.props["data"]), to_numpy(self._s.graph.idset(node.id, "validation")), "validation"
+        if node.props.get("test") is not None:
+            return self._data.get(node.props["test"]), None, "test"
+        return self._data.get(node.props["data"]), None, "training"
+
     def checkpoint(self, node: Node) -> bytes:
         """The run's checkpoint: the very bytes whose digest was checked (read once, then loaded)."""
         ev = self.status(node)
@@ -331,11 +344,15 @@ class TrainingVersions:
                  "init_from": init_node.id if init_node else None, "params": params, "seed": params.get("seed"),
                  "task": spec.task, "class_names": list(class_names), "libraries": libraries(),
                  "train_samples": len(td), "eval_samples": len(eval_td) if eval_td is not None else 0, "adapt": adapt}
+        held: dict[str, BitMap] = {}
+        if len(eval_pos):  # the samples the run holds out: a reference for the model's outputs (drift, estimates)
+            held["validation"] = from_array(view.data_ids[eval_pos])
+            props["validation_samples"] = len(eval_pos)
         if distribution is not None:
             props["distributed"] = distribution
         # who runs it, committed with the node: a kill before the "running" event below still reads as failed
         props["started_by"] = {"pid": os.getpid(), "host": socket.gethostname()}
-        node = self._s.graph.record(KIND, name, props, parents=parents)
+        node = self._s.graph.record(KIND, name, props, parents=parents, idsets=held)
         self._s.graph.append_event(node.id, "running", {"pid": os.getpid(), "host": socket.gethostname()})
         logger = _Logger(self._s, node.id, echo)
         try:

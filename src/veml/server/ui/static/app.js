@@ -848,11 +848,16 @@
     root.append(h('h2', {}, `Drift (${drift.total})`));
     if (!drift.items.length) root.append(h('p', { class: 'muted' }, 'No drift report yet (veml drift …).'));
     else {
-      root.append(table(['report', 'reference', 'test', 'deployment', 'method', 'decision', 'statistic', 'p-value', 'alpha', 'n ref', 'n test', 'created'],
+      // the deployed model's metric estimated on the unlabeled batch (veml drift --inference), with its interval
+      const estimate = (r) => (r.estimate
+        ? h('td', { 'data-key': 'estimate', 'data-value': String(r.estimate.value), title: `${r.estimate.method}; ${r.estimate.reference_value.toFixed(3)} on held-out data` },
+          `${r.estimate.metric} ${r.estimate.value.toFixed(3)} [${r.estimate.low.toFixed(3)}–${r.estimate.high.toFixed(3)}]`)
+        : h('td', { class: 'muted', title: r.estimate_reason || '' }, '—'));
+      root.append(table(['report', 'reference', 'test', 'deployment', 'method', 'decision', 'estimated metric', 'statistic', 'p-value', 'alpha', 'n ref', 'reference split', 'n test', 'created'],
         drift.items.slice().reverse().map((r) => h('tr', { 'data-id': r.id }, td(r.name), td(vlink(r.reference)), td(vlink(r.test)), td(vlink(r.inference)),
           td(r.method), h('td', {}, h('span', { class: `badge ${r.drift ? 'drift' : 'nodrift'}`, 'data-key': 'decision', 'data-value': String(r.drift) }, r.drift ? 'drift' : 'no drift')),
-          tdNum(r.statistic, 'statistic'), tdNum(r.p_value, 'p_value'), tdNum(r.alpha, 'alpha'), tdNum(r.n_reference, 'n_reference'), tdNum(r.n_test, 'n_test'),
-          td(r.created_at))), { id: 'drift' }));
+          estimate(r), tdNum(r.statistic, 'statistic'), tdNum(r.p_value, 'p_value'), tdNum(r.alpha, 'alpha'), tdNum(r.n_reference, 'n_reference'),
+          td(r.reference_split || 'given'), tdNum(r.n_test, 'n_test'), td(r.created_at))), { id: 'drift' }));
     }
     root.append(h('h2', {}, `Similarity (${sim.total})`));
     if (!sim.items.length) root.append(h('p', { class: 'muted' }, 'No similarity report yet (veml similar …).'));
