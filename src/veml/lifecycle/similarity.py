@@ -25,9 +25,9 @@ from veml.versions.lifecycles import Lifecycles
 
 KIND = "SimilarityReport"
 #: how lifecycles are ranked for a target with class labels when no method is named: the k-NN probe of each
-#: candidate model's features on the target's labelled core set ranked sources by transfer gain best of every
-#: method on real handwriting (benchmarks/lifecycle_eval, BENCHMARKS.md); data without class labels, or
-#: ranking data versions without their lifecycles, falls back to the modality's distance (DEFAULT_METHOD)
+#: candidate model's features on the target's labelled core set (chosen on harness v1, where it ranked sources by
+#: transfer gain best; on v2's three targets it has the lowest top-1 regret and LEEP the higher rho: BENCHMARKS.md);
+#: data without class labels, or ranking data versions alone, falls back to the modality's distance (DEFAULT_METHOD)
 LIFECYCLE_DEFAULT = "knn_probe"
 Progress = Callable[[int], None]
 
