@@ -195,8 +195,16 @@ def test_bad_time_budget_setting(cli, root, monkeypatch, value):
 
 def _filter_process(root: Path, where: str, name: str) -> subprocess.Popen:
     env = {**os.environ, TIMEOUT_ENV: "300"}
+    # Ctrl-C as a user at a terminal sends it: SIGINT at its default disposition in the child, even when the test
+    # run itself was started in the background (a non-interactive shell starts background jobs with SIGINT ignored,
+    # and Python installs no KeyboardInterrupt handler for a signal it inherits ignored)
     return subprocess.Popen([VEML_BIN, "--repo", str(root), "data", "filter", "slow", "--where", where, "--name", name],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, stdin=subprocess.DEVNULL)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, stdin=subprocess.DEVNULL,
+                            preexec_fn=_default_sigint)
+
+
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 @pytest.fixture(scope="module")
