@@ -85,7 +85,7 @@ class Transfer:
             try:
                 distance = self._similarity.distance(tnode, lc["data"], method=method, progress=progress, lifecycle=lc)
             except InvalidInput:
-                distance = None  # incomparable embeddings do not forbid an explicit --from
+                distance, chosen_by = None, None  # incomparable embeddings do not forbid an explicit --from
         src_data = self._data.get(lc["data"])
         link = {"distance": distance, "report": report_id, "source_data": src_data.id}
         name = name or unique_name(self._s, f"transfer-{tnode.name}-from-{src_data.name}")
