@@ -189,3 +189,46 @@ def test_a_lone_last_sample_joins_the_batch_before_it(root):
     run = ok("train", "--data", "digits-tgt", "--model", "digits-mb", "--set", "epochs=1", "--set", "batch_size=5",
              "--set", "val_fraction=0", "--repo", root)
     assert run["status"] == "finished" and run["profile"]["samples"] == 36 and run["profile"]["precise_bn_s"] > 0
+
+
+# --- rebuilds of a classifier (issue 15 part 4): the same fine-tuning recipe, active learning in the model's
+# own feature space, and label-free adaptation of the model's own batch-norm layers ---------------------
+def test_a_transfer_rebuild_fine_tunes_with_transfers_recipe(root):
+    out = ok("rebuild", "--inference", "src-onnx", "--test", "digits-tgt", "--method", "transfer", "--name", "rb-transfer",
+             "--repo", root)
+    params = ok("train", "show", out["training"], "--repo", root)["params"]
+    assert params["keep_better"] is True and params["lr"] == pytest.approx(1e-4) and params["epochs"] == 1
+    full = ok("rebuild", "--inference", "src-onnx", "--test", "digits-tgt", "--method", "full", "--name", "rb-full",
+              "--repo", root)
+    assert ok("train", "show", full["training"], "--repo", root)["params"]["epochs"] == 2  # full keeps the old recipe
+
+
+def test_active_learning_on_a_classifier_asks_for_its_least_certain_samples(root, tmp_path):
+    out = ok("rebuild", "--inference", "src-onnx", "--test", "digits-tgt", "--method", "active", "--budget", "4",
+             "--export", tmp_path / "to-label", "--repo", root)
+    assert out["status"] == "awaiting_labels" and out["samples"] == 4
+    with veml.open(root) as repo:
+        chosen = repo.data.checkout(out["selection"]).data_ids
+        rest = next(n for n in repo.lineage.query(out["selection"], "up", 1).nodes if n.kind == "DataVersion"
+                    and n.id != out["selection"])
+        _, _, td, preds = repo.inference.run("src-onnx", rest.id)
+    top2 = np.sort(np.asarray(preds.scores), axis=1)[:, -2:]
+    margin = dict(zip(td.data_ids.tolist(), top2[:, 1] - top2[:, 0]))
+    ranked = sorted(margin, key=margin.get)
+    assert ranked[0] in chosen  # the least certain sample is always asked for
+    assert set(chosen.tolist()) <= set(ranked[:12])  # the rest come from the 3 x budget least certain
+    assert np.mean([margin[d] for d in chosen]) < np.mean(list(margin.values()))
+
+
+@pytest.mark.parametrize("how", ["adabn", "tent"])
+def test_label_free_adaptation_moves_only_the_batch_norm_layers(root, how):
+    out = ok("rebuild", "--inference", "src-onnx", "--test", "digits-tgt", "--method", "adapt", "--adapt", how,
+             "--name", f"rb-{how}", "--repo", root)
+    assert out["status"] == "finished" and out["labels_used"] == 0
+    src, new = _state(root, "src-train")["state_dict"], _state(root, out["training"])["state_dict"]
+    changed = {k for k in src if not torch.equal(src[k], new[k])}
+    bn = {k for k in src if k.rsplit(".", 1)[-1] in ("running_mean", "running_var", "num_batches_tracked")
+          or ("bn" in k or "downsample.1" in k)}
+    assert changed and changed <= bn  # convolutions and the head are untouched
+    affine = {k for k in changed if k.endswith((".weight", ".bias"))}
+    assert bool(affine) == (how == "tent")  # only tent trains the BN scale and shift

@@ -284,27 +284,63 @@ class TorchAdapter:
         return masked_mae_loss(pred, y, meta["missing_value"])
 
     # --- unsupervised adaptation ----------------------------------------------------------------
-    ADAPT_METHODS = ("adabn",)
+    ADAPT_METHODS = ("adabn", "tent")
 
-    @torch.no_grad()
     def adapt(self, spec: ModelSpec, checkpoint: bytes, data: TaskData, method: str, params: Mapping[str, Any],
               log: LogFn) -> TrainOutcome:
-        """AdaBN (Li et al. 2016): batch-norm statistics re-estimated on the target data, no labels, no gradients.
+        """Label-free adaptation of the model's own batch-norm layers to the target data.
 
-        The weights stay as trained; only each BN layer's running mean and variance move to the
-        target domain's, which undoes a shift in low-level statistics (night, fog, another camera).
+        ``adabn`` (Li et al. 2016): each BN layer's running mean and variance re-estimated on the target
+        data, no labels, no gradients; the weights stay as trained, which undoes a shift in low-level
+        statistics (night, fog, another camera).  ``tent`` (Wang et al. 2021, classifiers only): after
+        AdaBN, the BN layers' scale and shift are trained to minimise the entropy of the model's own
+        predictions on the target data (``adapt_epochs`` passes, Adam at ``adapt_lr``), then the
+        statistics are re-estimated once more for the adapted weights.
         """
         self._check_data(spec, data, training=False)
         model, meta = self._load(spec, checkpoint)
         norms = self._norms(spec, model, method)
         t0 = time.perf_counter()
-        seen, step = self._reestimate_bn(spec, model, norms, data, int(params.get("batch_size", 32)), log)
+        batch = int(params.get("batch_size", 32))
+        seen, step = self._reestimate_bn(spec, model, norms, data, batch, log)
+        if method == "tent":
+            step += self._entropy_minimise(spec, model, norms, data, batch, params, log, step)
+            seen, _ = self._reestimate_bn(spec, model, norms, data, batch)
         model.eval()
         buf = io.BytesIO()
         torch.save({"state_dict": model.state_dict(), "meta": meta}, buf)
         profile = {"train_s": time.perf_counter() - t0, "samples": seen, "steps": step, "bn_layers": len(norms),
                    "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
         return TrainOutcome(buf.getvalue(), {"adapted_samples": seen}, profile)
+
+    def _entropy_minimise(self, spec: ModelSpec, model: nn.Module, norms: list[nn.Module], data: TaskData, batch: int,
+                          params: Mapping[str, Any], log: LogFn, step0: int) -> int:
+        """TENT's update: only the BN affine parameters learn, from the mean prediction entropy (batch statistics)."""
+        affine = [p for m in norms for p in (m.weight, m.bias) if p is not None]
+        for p in model.parameters():
+            p.requires_grad_(False)
+        for p in affine:
+            p.requires_grad_(True)
+        opt = torch.optim.Adam(affine, lr=float(params.get("adapt_lr", 1e-3)))
+        gen = torch.Generator().manual_seed(int(params.get("seed", 0)))
+        model.eval()
+        for m in norms:
+            m.train()  # normalise with each batch's own statistics, as TENT does
+        step = 0
+        for _ in range(int(params.get("adapt_epochs", 1))):
+            order = torch.randperm(len(data), generator=gen).numpy()
+            for i, end in spans(len(data), batch):
+                logits = model(self._images(data.images[np.sort(order[i:end])], True))
+                p = torch.softmax(logits, dim=1)
+                loss = -(p * torch.log_softmax(logits, dim=1)).sum(1).mean()
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                step += 1
+                log(step0 + step, 0, {"entropy": float(loss.detach())})
+        for p in model.parameters():
+            p.requires_grad_(True)
+        return step
 
     @torch.no_grad()
     def _reestimate_bn(self, spec: ModelSpec, model: nn.Module, norms: list[nn.Module], data: TaskData, batch_size: int,
@@ -340,6 +376,9 @@ class TorchAdapter:
         if method not in self.ADAPT_METHODS:
             raise InvalidInput(f"unknown adaptation {method!r}: use one of {', '.join(self.ADAPT_METHODS)}")
         norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        if method == "tent" and spec.task != "classification":
+            raise InvalidInput(f"tent minimises the entropy of class predictions: this is a {spec.task} model "
+                               "(use --adapt adabn)")
         if not norms or spec.task not in ("classification", "detection"):
             raise InvalidInput(f"this {spec.task}/{spec.architecture} model has no batch-norm layers AdaBN can re-estimate "
                                "(use --method transfer or full, with labels)")

@@ -96,7 +96,7 @@ def _register_rebuild(sub: argparse._SubParsersAction, common: argparse.Argument
     p.add_argument("--budget", type=int, help="active: how many samples to send for labelling (default 10%%)")
     p.add_argument("--export", metavar="DIR", help="active, step 1: write the chosen samples here as COCO")
     p.add_argument("--labels", metavar="FILE", help="active, step 2: the labelled COCO file for the chosen samples")
-    p.add_argument("--adapt", default="adabn", choices=["adabn"], help="adapt: the adaptation method")
+    p.add_argument("--adapt", default="adabn", choices=["adabn", "tent"], help="adapt: the label-free method (adabn: batch-norm statistics; tent: adabn, then entropy minimisation of the BN scale and shift; classifiers)")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE", help="override the previous recipe")
     p.add_argument("--name")
     p.set_defaults(handler=cmd_rebuild)

@@ -1,11 +1,15 @@
 """Rebuild after drift: the next lifecycle from the one a deployment belongs to, by one of four methods.
 
 - ``full``: the new (labelled) data merged with the previous training data, retrained with the previous recipe;
-- ``transfer``: the previous checkpoint fine-tuned on the new labelled data only;
-- ``active``: k-center core-set selection (Sener & Savarese 2018) of the most informative new samples given
-  what the model was trained on, exported for labelling, the labels accepted back as a data version of
-  their own, then fine-tuning on it — two calls, one to export and one with ``labels``;
-- ``adapt``: no new labels, AdaBN (batch-norm statistics re-estimated on the new data).
+- ``transfer``: the previous checkpoint fine-tuned on the new labelled data only, with transfer's fine-tuning
+  recipe (a third of the epochs, a tenth of the learning rate, warm-up, keep the better of fine-tuned and
+  previous on a validation split of the new data);
+- ``active``: the most informative new samples chosen for labelling (a classifier: uncertainty plus
+  diversity in its own feature space; otherwise k-center core-set selection, Sener & Savarese 2018), exported,
+  the labels accepted back as a data version of their own, then fine-tuning on it as ``transfer`` does — two
+  calls, one to export and one with ``labels``;
+- ``adapt``: no new labels: ``adabn`` (batch-norm statistics re-estimated on the new data) or ``tent``
+  (AdaBN, then entropy minimisation of the batch-norm scale and shift; classifiers).
 
 The new data is split once (seeded) into a held-back labelled slice and the rest; every method
 evaluates the old and the new inference on that same slice and records both predictions, so the
@@ -25,6 +29,7 @@ import numpy as np
 from veml.coreset.kcenter import k_center_greedy
 from veml.entities import Node
 from veml.errors import InvalidInput
+from veml.lifecycle.transfer import finetune_params
 from veml.versions.context import Stores, unique_name
 from veml.versions.coresets import CoreSets
 from veml.versions.data import DataVersions
@@ -34,6 +39,7 @@ from veml.versions.training import TrainingVersions, parse_sets
 
 METHODS = ("full", "transfer", "active", "adapt")
 ACTIVE_REASON = "active learning: k-center selection for inference {inference}"
+UNCERTAIN_POOL = 3  # active learning on a classifier: k-center among the 3 x budget least certain samples
 
 
 class Rebuild:
@@ -115,6 +121,8 @@ class Rebuild:
             raise InvalidInput(f"{export}: export directory is not empty")
         recipe = dict(tnode.props["params"])
         params = {**recipe, **(parse_sets(sets, recipe) if sets else {})}
+        if method in ("transfer", "active"):  # from the checkpoint: transfer's fine-tuning recipe, keep-better included
+            params = finetune_params(self._training.defaults(model.id), recipe, sets)
         returning_labels = method == "active" and labels is not None
         held, rest = self.split(new, holdout, seed, labelled, create=not returning_labels)
         pick = self._existing_pick(inode, rest) if method == "active" and rest is not None else None
@@ -180,20 +188,44 @@ class Rebuild:
         return None
 
     def _active_selection(self, inode: Node, old_data: Node, rest: Node, budget: int | None) -> Node:
-        """The budget's worth of new samples farthest from everything already labelled (and from each other)."""
+        """The budget's worth of new samples to label.
+
+        Classifiers: uncertainty plus diversity in the deployed model's own feature space (cluster-margin
+        style, Citovsky et al. 2021): the ``UNCERTAIN_POOL`` x budget samples with the smallest margin
+        between the model's two most likely classes, then k-center greedy over the model's penultimate
+        features of those, so the batch is both uncertain and spread out.  Other tasks: k-center greedy
+        in the embedding space, farthest from everything already labelled (Sener & Savarese 2018)."""
         n = int(rest.props.get("samples", 0))
         budget = budget if budget is not None else max(1, math.ceil(0.1 * n))
         if not 1 <= budget <= n:
             raise InvalidInput(f"--budget must lie in 1..{n} (the samples of {rest.name!r}), got {budget}")
-        _, pool = self._coresets.embeddings(rest)
-        _, known = self._coresets.embeddings(old_data)
-        if pool.shape[1] != known.shape[1]:
-            raise InvalidInput("the new data embeds to another dimension than the training data: cannot select by distance")
-        x = np.concatenate([known, pool])
-        pick = k_center_greedy(x, budget, already=np.arange(len(known))).indices - len(known)
-        ids = self._data.checkout(rest).data_ids[np.sort(pick)]
-        return self._data.select(rest, ids, unique_name(self._s, f"{rest.name}-to-label"),
+        ids = self._data.checkout(rest).data_ids
+        if self._training.describe(self._training.get(inode.props["training"])).get("task") == "classification":
+            pick = self._uncertain_and_diverse(inode, rest, ids, budget)
+        else:
+            _, pool = self._coresets.embeddings(rest)
+            _, known = self._coresets.embeddings(old_data)
+            if pool.shape[1] != known.shape[1]:
+                raise InvalidInput("the new data embeds to another dimension than the training data: cannot select by distance")
+            x = np.concatenate([known, pool])
+            pick = k_center_greedy(x, budget, already=np.arange(len(known))).indices - len(known)
+        return self._data.select(rest, np.sort(ids[pick]), unique_name(self._s, f"{rest.name}-to-label"),
                                  ACTIVE_REASON.format(inference=inode.id), keep_annotations=False)
+
+    def _uncertain_and_diverse(self, inode: Node, rest: Node, ids: np.ndarray, budget: int) -> np.ndarray:
+        """Positions in ``ids``: the smallest-margin candidates, spread by k-center on the model's own features."""
+        _, _, td, preds = self._inference.run(inode.id, rest.id, data_ids=ids)
+        pos = {int(d): i for i, d in enumerate(td.data_ids)}
+        probs = np.asarray(preds.scores, np.float64)[[pos[int(d)] for d in ids]]
+        top2 = np.sort(probs, axis=1)[:, -2:]
+        margin = top2[:, 1] - top2[:, 0]
+        pool = np.argsort(margin, kind="stable")[: min(len(ids), UNCERTAIN_POOL * budget)]
+        fid, feats = self._coresets.embed_samples(rest, f"training:{inode.props['training']}", ids[pool])
+        fpos = {int(d): i for i, d in enumerate(fid)}
+        f = feats[[fpos[int(d)] for d in ids[pool]]].reshape(len(pool), -1).astype(np.float64)
+        f /= np.maximum(np.linalg.norm(f, axis=1, keepdims=True), 1e-12)
+        spread = k_center_greedy(f, budget - 1, already=np.array([0])).indices if budget > 1 else np.array([], np.int64)
+        return pool[np.concatenate([[0], spread]).astype(np.int64)]  # the least certain first, then the farthest
 
     @staticmethod
     def _strip_annotations(path: Path) -> None:

@@ -125,14 +125,7 @@ class Transfer:
     def _params(self, recipe: Mapping[str, Any], model: int, sets: Mapping[str, Any] | list[str] | None,
                 new_head_rows: bool = False) -> dict[str, Any]:
         """The source's recipe, transfer's fine-tuning settings over it, the caller's ``--set`` over both."""
-        defaults = {**self._training.defaults(model), **recipe}
-        parsed = parse_sets(sets, defaults) if sets else {}
-        given = list(sets) if isinstance(sets, Mapping) else [item.split("=", 1)[0].strip() for item in sets or []]
-        params = {**defaults, **finetune_recipe(recipe, defaults, new_head_rows), **{key: parsed[key] for key in given}}
-        check_params(params)
-        if params.get("keep_better") and float(params.get("val_fraction", 0)) <= 0:
-            raise InvalidInput("keep_better compares on a validation split of the training data: set val_fraction above 0")
-        return params
+        return finetune_params({**self._training.defaults(model), **recipe}, recipe, sets, new_head_rows)
 
     def _head(self, src_train: Mapping[str, Any], model: int, target: Any) -> dict[str, Any] | None:
         """How a classifier's head meets the target's classes: reused by name, new, or left behind."""
@@ -143,6 +136,20 @@ class Transfer:
         common = [c for c in target_names if c in source]
         return {"reused": len(common), "new": [c for c in target_names if c not in source],
                 "dropped": [c for c in source if c not in target_names]}
+
+
+def finetune_params(defaults: Mapping[str, Any], recipe: Mapping[str, Any], sets: Mapping[str, Any] | list[str] | None,
+                    new_head_rows: bool = False) -> dict[str, Any]:
+    """A fine-tuning's parameters (transfer, and the rebuilds that start from a checkpoint): the source's
+    recipe over the adapter's ``defaults``, the fine-tuning settings over both, the caller's ``sets`` last."""
+    defaults = {**defaults, **recipe}
+    parsed = parse_sets(sets, defaults) if sets else {}
+    given = list(sets) if isinstance(sets, Mapping) else [item.split("=", 1)[0].strip() for item in sets or []]
+    params = {**defaults, **finetune_recipe(recipe, defaults, new_head_rows), **{key: parsed[key] for key in given}}
+    check_params(params)
+    if params.get("keep_better") and float(params.get("val_fraction", 0)) <= 0:
+        raise InvalidInput("keep_better compares on a validation split of the training data: set val_fraction above 0")
+    return params
 
 
 def finetune_recipe(recipe: Mapping[str, Any], accepted: Mapping[str, Any], new_head_rows: bool = False) -> dict[str, Any]:

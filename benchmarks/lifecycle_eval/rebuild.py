@@ -1,0 +1,194 @@
+#!/usr/bin/env python
+"""Issue 15 part 4: do rebuilds recover? On real handwriting, through ``repo.rebuild.rebuild`` (= ``veml rebuild``).
+
+Data: scikit-learn's bundled digits (real 8x8 handwriting, no download), upscaled to 32x32 RGB as in
+``benchmarks.lifecycle_eval.run``.  Per seed the digits are split per class into an old pool and a new pool.
+
+* The deployed lifecycle: a classifier trained from scratch on ``--per-class`` clean digits per class,
+  deployed to ONNX.
+* Per shift (rotation, noise, low contrast): ``--new-per-class`` labelled new digits per class arrive
+  under that shift.  ``veml rebuild`` splits them once into a held-back 30 % (where everything is scored)
+  and the rest, and every method runs on the same split:
+  - ``full``: old + new data, retrained with the old recipe;
+  - ``transfer``: the old checkpoint fine-tuned on the new data (transfer's recipe);
+  - ``active``: ``--budget`` samples chosen by VeML (uncertainty + diversity in the model's own features),
+    "labelled" from the ground truth the benchmark knows, then fine-tuned on;
+  - ``random``: the baseline for ``active``: the same budget drawn uniformly from the same rest, fine-tuned
+    with exactly the parameters the active run used (``repo.training.train(..., init_from=old)``);
+  - ``adapt`` (``adabn`` and ``tent``): no labels.
+* oracle: full retraining with all labels (old + the rest of the new), from scratch, another seed.
+  recovery = (metric after - before) / (oracle - before), before = the deployed model on the held-back slice.
+
+    python -m benchmarks.lifecycle_eval.rebuild              # 3 seeds x 3 shifts
+    python -m benchmarks.lifecycle_eval.rebuild --quick      # smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+BENCH = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(BENCH))
+
+import numpy as np  # noqa: E402
+
+import veml  # noqa: E402
+from _common import machine_info, md_table, publish, verdict  # noqa: E402
+from lifecycle_eval.run import DOMAINS, SIZE, ci, fmt, log, split, write_folder  # noqa: E402
+
+SHIFTS = ["rot30", "noise35", "lowcontrast"]
+METHODS = ["full", "transfer", "active", "random", "adabn", "tent"]
+
+
+def label_file(export: Path, out: Path) -> Path:
+    """What an annotator sends back: the exported COCO file with each image's true class (from its folder)."""
+    doc = json.loads((export / "annotations.json").read_text())
+    cats = {f"digit{c}": c + 1 for c in range(10)}
+    anns = []
+    for im in doc["images"]:
+        m = re.search(r"(digit\d)", im["file_name"])
+        if m is None:
+            raise SystemExit(f"cannot tell the class of exported sample {im['file_name']!r}")
+        anns.append({"id": len(anns) + 1, "image_id": im["id"], "category_id": cats[m.group(1)]})
+    doc["annotations"], doc["categories"] = anns, [{"id": i, "name": n} for n, i in cats.items()]
+    out.write_text(json.dumps(doc))
+    return out
+
+
+def metric(res: dict[str, Any]) -> float:
+    return float(res["metric"]["value"])
+
+
+def run_shift(repo: veml.Repository, a: argparse.Namespace, seed: int, shift: str, dep: str, gen: Path) -> dict[str, Any]:
+    new = f"new-{shift}"
+    common = {"holdout": 0.3, "seed": seed}
+    out: dict[str, Any] = {}
+    full = repo.rebuild.rebuild(dep, new, "full", name=f"full-{shift}", **common)
+    before, held = float(full["previous"]["metric"]["value"]), full["evaluated_on"]
+    merged = repo.training.describe(repo.training.get(full["training"]))["data"]
+    recipe = {"epochs": a.epochs, "batch_size": 16, "seed": seed + 100}
+    oracle = repo.training.train(merged, "classifier", sets=recipe, test=held, name=f"oracle-{shift}")
+    out["oracle"] = {"metric": float(oracle["metrics"]["accuracy"]), "train_s": oracle["profile"]["train_s"]}
+    out["full"] = {"metric": metric(full), "train_s": full["train_s"], "labels": full["labels_used"]}
+    tr = repo.rebuild.rebuild(dep, new, "transfer", name=f"transfer-{shift}", **common)
+    out["transfer"] = {"metric": metric(tr), "train_s": tr["train_s"], "labels": tr["labels_used"]}
+    step1 = repo.rebuild.rebuild(dep, new, "active", budget=a.budget, export=gen / f"to-label-{shift}", **common)
+    labels = label_file(gen / f"to-label-{shift}", gen / f"labels-{shift}.json")
+    act = repo.rebuild.rebuild(dep, new, "active", labels=labels, name=f"active-{shift}", **common)
+    out["active"] = {"metric": metric(act), "train_s": act["train_s"], "labels": act["labels_used"]}
+    # random: the same budget from the same rest, fine-tuned exactly as the active run was
+    rest = repo.data.get(step1["selection"])
+    rest_id = next(p for p in repo.lineage.query(rest.id, "up", 1).nodes if p.kind == "DataVersion" and p.id != rest.id).id
+    ids = repo.data.checkout(rest_id).data_ids
+    pick = np.sort(np.random.default_rng(seed + 7).choice(ids, a.budget, replace=False))
+    rnd_data = repo.data.select(rest_id, pick, f"random-pick-{shift}", f"benchmark: random {a.budget} for shift {shift}")
+    act_run = repo.training.describe(repo.training.get(act["training"]))
+    prev_training = act["previous"]["training"]
+    rnd = repo.training.train(rnd_data.id, "classifier", sets=act_run["params"], init_from=prev_training, test=held,
+                              name=f"random-{shift}")
+    out["random"] = {"metric": float(rnd["metrics"]["accuracy"]), "train_s": rnd["profile"]["train_s"], "labels": a.budget}
+    for how in ("adabn", "tent"):
+        ad = repo.rebuild.rebuild(dep, new, "adapt", adapt=how, name=f"{how}-{shift}", **common)
+        out[how] = {"metric": metric(ad), "train_s": ad["train_s"], "labels": 0}
+    gap = out["oracle"]["metric"] - before
+    for m in METHODS:
+        out[m]["recovery"] = (out[m]["metric"] - before) / gap if gap > 0 else float("nan")
+    out["before"], out["gap"] = before, gap
+    log(f"seed {seed} {shift}: before {before:.3f} oracle {out['oracle']['metric']:.3f}; " +
+        ", ".join(f"{m} {out[m]['metric']:.3f}" for m in METHODS))
+    return out
+
+
+def run_seed(seed: int, a: argparse.Namespace, work: Path) -> dict[str, Any]:
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    images, labels = digits.images, digits.target
+    rng = np.random.default_rng(seed)
+    new_pool, old_pool = split(labels, rng, a.new_per_class)
+    repo = veml.init(work / f"repo-seed{seed}")
+    gen = work / f"gen-seed{seed}"
+    idx = np.concatenate([rng.choice(old_pool[c], min(a.per_class, len(old_pool[c])), replace=False) for c in range(10)])
+    repo.data.import_("images", write_folder(gen / "deployed", images, labels, idx, [], rng), "deployed")
+    for s in a.shifts:
+        nidx = np.concatenate([new_pool[c] for c in range(10)])
+        repo.data.import_("images", write_folder(gen / f"new-{s}", images, labels, nidx, DOMAINS[s], rng), f"new-{s}")
+    repo.models.add("classifier", {"adapter": "torch", "task": "classification", "architecture": a.arch,
+                                   "parameters": {"image_size": SIZE, "pretrained": False, "freeze_backbone": False}})
+    run = repo.training.train("deployed", "classifier", sets={"epochs": a.epochs, "batch_size": 16, "seed": seed}, name="old")
+    dep = repo.inference.deploy(run["id"], "onnx", "none", name="old-onnx")
+    log(f"seed {seed}: deployed model trained ({run['profile']['train_s']:.1f} s)")
+    return {s: run_shift(repo, a, seed, s, dep.name, gen) for s in a.shifts}
+
+
+def report(runs: list[dict[str, Any]], a: argparse.Namespace, seconds: float) -> tuple[str, dict[str, Any]]:
+    cells = [(r, s) for r in runs for s in a.shifts]
+    rec = {m: ci([r[s][m]["recovery"] for r, s in cells]) for m in METHODS}
+    L = [f"### Rebuild recovery: digits (real handwriting), {len(runs)} seed(s) x {len(a.shifts)} shifts, {a.arch} at {SIZE}x{SIZE}", "",
+         f"Deployed: {a.per_class}/class clean digits, {a.epochs} epochs from scratch. New data: {a.new_per_class}/class per shift "
+         f"({', '.join(a.shifts)}), 30 % held back for scoring. Active/random budget {a.budget}. "
+         "recovery = (after - before) / (oracle - before); mean [95 % t-interval] over (seed, shift).", ""]
+    head = ["shift", "before", "oracle"] + METHODS
+    rows = [[s, f"{np.mean([r[s]['before'] for r in runs]):.3f}", f"{np.mean([r[s]['oracle']['metric'] for r in runs]):.3f}"]
+            + [f"{np.mean([r[s][m]['metric'] for r in runs]):.3f}" for m in METHODS] for s in a.shifts]
+    L += ["Accuracy on the held-back slice (mean over seeds):", "", md_table(head, rows), ""]
+    rows = [[m, fmt(rec[m]), f"{np.mean([r[s][m]['labels'] for r, s in cells]):.0f}",
+             f"{np.mean([r[s][m]['train_s'] / r[s]['full']['train_s'] for r, s in cells]):.2f}"] for m in METHODS]
+    L += [md_table(["method", "recovery", "labels used", "training time / full's"], rows), ""]
+    diff = ci([r[s]["active"]["metric"] * 100 - r[s]["random"]["metric"] * 100 for r, s in cells])
+    t_ratio = float(np.mean([r[s]["transfer"]["train_s"] / r[s]["full"]["train_s"] for r, s in cells]))
+    best_adapt = max(("adabn", "tent"), key=lambda m: rec[m][0])
+    targets = [
+        ["full: recovery >= 0.9", fmt(rec["full"]), verdict(rec["full"][0] >= 0.9)],
+        ["transfer: recovery >= 0.8", fmt(rec["transfer"]), verdict(rec["transfer"][0] >= 0.8)],
+        ["transfer: <= 1/3 of full's training time", f"{t_ratio:.2f}", verdict(t_ratio <= 1 / 3)],
+        [f"active beats random at the same budget ({a.budget}), interval excluding 0 (accuracy points)", fmt(diff, 1),
+         verdict(diff[1] > 0)],
+        [f"adapt recovers > 0 without labels (best: {best_adapt}), interval excluding 0", fmt(rec[best_adapt]),
+         verdict(rec[best_adapt][1] > 0)],
+    ]
+    L += ["#### Issue 15 part 4 targets", "", md_table(["target", "measured", "verdict"], targets), ""]
+    L += [f"Seconds: {seconds:.0f}. Command: `{' '.join(sys.argv)}`", ""]
+    return "\n".join(L), {"recovery": rec, "active_minus_random": diff, "runs": runs}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--quick", action="store_true", help="smoke run: 1 seed, 1 shift, 1 epoch, tiny sets")
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--epochs", type=int, default=6)
+    p.add_argument("--per-class", type=int, default=40, help="labelled clean digits per class the deployed model learned")
+    p.add_argument("--new-per-class", type=int, default=30, help="labelled new digits per class per shift")
+    p.add_argument("--budget", type=int, default=30, help="labels active learning (and random) may ask for")
+    p.add_argument("--shifts", default=",".join(SHIFTS))
+    p.add_argument("--arch", default="resnet18")
+    p.add_argument("--out", type=Path, default=Path("bench-out"))
+    a = p.parse_args(argv)
+    a.shifts = a.shifts.split(",")
+    if a.quick:
+        a.seeds, a.epochs, a.per_class, a.new_per_class, a.budget, a.shifts = 1, 1, 5, 6, 8, a.shifts[:1]
+    for s in a.shifts:
+        if s not in DOMAINS:
+            p.error(f"unknown shift {s!r}: use {', '.join(DOMAINS)}")
+    work = Path(tempfile.mkdtemp(prefix="veml-rebuild-eval-"))
+    t0 = time.perf_counter()
+    try:
+        runs = [run_seed(seed, a, work) for seed in range(a.seeds)]
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    md, res = report(runs, a, time.perf_counter() - t0)
+    res["machine"] = machine_info()
+    publish(a.out, "rebuild_eval_quick" if a.quick else "rebuild_eval", res, md)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
