@@ -66,17 +66,22 @@ def test_mmd_is_zero_on_identical_sets_and_grows_with_the_shift():
     assert 0 < near < far
 
 
-def test_gromov_wasserstein_ignores_rotation_and_dimension_but_sees_shape():
+def test_gromov_wasserstein_sees_shape_level_and_scale_across_network_sizes():
+    """Series core sets: one row per sample, one column per sensor reading; networks may differ in size."""
     rng = np.random.default_rng(2)
-    a = rng.standard_normal((40, 3)) * np.array([5.0, 1.0, 0.2])
-    q, _ = np.linalg.qr(rng.standard_normal((3, 3)))
-    rotated = a @ q.T + 7.0  # an isometry: same shape
-    padded = np.concatenate([rotated, np.zeros((40, 4))], axis=1)  # the same cloud in a 7-d space
-    other = rng.standard_normal((40, 3))  # round, not elongated
-    same = D.gromov_wasserstein(a, rotated)
+    a = rng.standard_normal((40, 6)) * np.array([5.0, 4.0, 1.0, 1.0, 0.2, 0.2]) + 50.0
+    reordered = a[:, rng.permutation(6)]  # the same network, sensors listed in another order
+    doubled = np.concatenate([a, a], axis=1)  # a network twice the size reading the same values
+    same = max(D.gromov_wasserstein(a, reordered), D.gromov_wasserstein(a, doubled))
     assert same < 1e-3
-    assert D.gromov_wasserstein(a, padded) < 1e-3
-    assert D.gromov_wasserstein(a, other) > 10 * max(same, 1e-4)
+    slower = a - 3 * a.mean(1).std()  # every sample's level three spreads lower: the shape alone is unchanged
+    louder = (a - 50.0) * 3 + 50.0  # the same level, three times the spread
+    other = rng.standard_normal((40, 6)) + 50.0  # round, not elongated
+    for shifted in (slower, louder, other):
+        assert D.gromov_wasserstein(a, shifted) > 10 * max(same, 1e-4)
+    assert D.gromov_wasserstein(a, slower, alpha=1.0) < 1e-3  # the structure term alone is blind to level
+    with pytest.raises(InvalidInput):
+        D.gromov_wasserstein(a, a, alpha=2.0)
 
 
 def test_label_ot_sees_labels_that_no_longer_follow_the_features():

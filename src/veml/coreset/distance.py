@@ -101,19 +101,37 @@ def _ot():
     return ot
 
 
-def gromov_wasserstein(a: np.ndarray, b: np.ndarray, wa: np.ndarray | None = None, wb: np.ndarray | None = None) -> float:
-    """Gromov–Wasserstein discrepancy between the two clouds' own distance matrices.
+GW_ALPHA = 0.5  # gromov_wasserstein: weight of the structure term against the level-and-scale term
 
-    Each matrix is scaled by its mean so the distance compares shapes, not units; the two sides
-    may have different dimensions (sensor networks of different sizes).
+
+def _level_scale(x: np.ndarray) -> np.ndarray:
+    """Per sample, the mean and spread of its values: comparable across dimensions (networks of any size)."""
+    return np.stack([x.mean(1), x.std(1)], axis=1)
+
+
+def gromov_wasserstein(a: np.ndarray, b: np.ndarray, wa: np.ndarray | None = None, wb: np.ndarray | None = None,
+                       alpha: float = GW_ALPHA) -> float:
+    """Fused Gromov–Wasserstein discrepancy (Vayer et al. 2019): structure plus level and scale.
+
+    The structure term compares the two clouds' own distance matrices, each scaled by its mean, so it
+    sees shape whatever the units and dimensions (sensor networks of different sizes).  Shape alone
+    would call a network at 20 km/h the same as one at 60 km/h, so each sample also carries its level
+    and scale (the mean and spread of its values), compared across the two sets in units of their
+    pooled within-set spread; ``alpha`` weighs the structure term against that one.
     """
     a, b = _check(a, b, same_dim=False)
+    if not 0.0 <= alpha <= 1.0:
+        raise InvalidInput(f"alpha must lie in [0, 1], got {alpha}")
     ot = _ot()
     ca, cb = np.sqrt(pairwise_sq(a, a)), np.sqrt(pairwise_sq(b, b))
     ca /= ca.mean() if ca.mean() > 0 else 1.0
     cb /= cb.mean() if cb.mean() > 0 else 1.0
+    fa, fb = _level_scale(a), _level_scale(b)
+    unit = np.sqrt(np.maximum((fa.var(0) + fb.var(0)) / 2, 1e-12))
+    m = pairwise_sq(fa / unit, fb / unit)
     p, q = _weights(wa, len(a), "first"), _weights(wb, len(b), "second")
-    return float(max(ot.gromov.gromov_wasserstein2(ca, cb, p, q, loss_fun="square_loss"), 0.0))
+    value = ot.gromov.fused_gromov_wasserstein2(m, ca, cb, p, q, loss_fun="square_loss", alpha=alpha)
+    return float(max(value, 0.0))
 
 
 def label_ot(a: np.ndarray, labels_a: Sequence[object], b: np.ndarray, labels_b: Sequence[object],
