@@ -152,14 +152,14 @@ def test_similar_scores_each_lifecycle_model_on_the_targets_labels(root, method)
     assert text.code == 0 and "score " in text.out, text.err
 
 
-def test_lifecycles_are_ranked_by_the_knn_probe_by_default_on_labelled_images(root):
+def test_lifecycles_are_ranked_by_logme_by_default_on_labelled_images(root):
     """The default that won the harness (BENCHMARKS.md, issue 14) is used where it applies, and only there."""
     out = ok("similar", "digits-tgt", "--with-lifecycle", "--repo", root)
-    assert out["method"] == "knn_probe" and all("score" in r and "lifecycle" in r for r in out["ranking"])
+    assert out["method"] == "logme" and all("score" in r and "lifecycle" in r for r in out["ranking"])
     assert ok("similar", "digits-tgt", "--repo", root)["method"] == "mean_pairwise"  # data versions: the data distance
     assert ok("similar", "scenes-boxes", "--with-lifecycle", "--repo", root)["method"] == "mean_pairwise"  # no class labels
     auto = ok("transfer", "digits-tgt", "--name", "tr-auto", "--set", "epochs=1", "--repo", root)
-    assert auto["method"] == "knn_probe" and auto["report"] is not None and auto["distance"] < 0
+    assert auto["method"] == "logme" and auto["report"] is not None and auto["distance"] < 0
     explicit = ok("transfer", "digits-tgt", "--from", "digits-src", "--method", "mmd", "--name", "tr-mmd", "--set", "epochs=1",
                   "--repo", root)
     assert explicit["method"] == "mmd" and explicit["distance"] >= 0

@@ -63,6 +63,9 @@ DOMAINS: dict[str, list[tuple[str, float]]] = {
     # targets
     "rot30": [("rotate", 30)], "blur2": [("blur", 2.0)], "invert-noise10": [("invert", 1), ("noise", 0.10)],
     "noise35": [("noise", 0.35)], "rot30-blur1": [("rotate", 30), ("blur", 1.0)],
+    # the confirmation suite (issue 14): targets no method choice was made on
+    "rot20-contrast": [("rotate", 20), ("contrast", 0.5)], "blur15-noise15": [("blur", 1.5), ("noise", 0.15)],
+    "invert-rot15": [("invert", 1), ("rotate", 15)],
 }
 SOURCES = ["rot15", "rot45", "blur1", "noise20", "invert"]
 TARGETS = ["rot30", "blur2", "invert-noise10"]
@@ -329,6 +332,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="smoke run: 2 sources, 1 target, 1 seed, 1 epoch, tiny sets")
     p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--first-seed", type=int, default=0, help="seeds first-seed .. first-seed + seeds - 1 (a fresh suite)")
     p.add_argument("--epochs", type=int, default=6)
     p.add_argument("--per-class", type=int, default=60, help="labelled images per class in each source")
     p.add_argument("--few", type=int, default=10, help="labelled images per class in each target")
@@ -351,7 +355,7 @@ def main(argv: list[str] | None = None) -> int:
     work = a.work or Path(tempfile.mkdtemp(prefix="veml-lifecycle-eval-"))
     t0 = time.perf_counter()
     try:
-        runs = [run_seed(seed, a, work) for seed in range(a.seeds)]
+        runs = [run_seed(seed, a, work) for seed in range(a.first_seed, a.first_seed + a.seeds)]
     finally:
         if a.work is None:
             shutil.rmtree(work, ignore_errors=True)
