@@ -361,3 +361,25 @@ def test_bad_input_is_refused_cleanly(case, repo_root, pictures, tmp_path):
     src = SOURCES[fmt](tmp_path / "src", pictures)
     spoil(tmp_path / "src")
     _refused(repo_root, [fmt, *src], *needles)
+
+
+def test_yolo_splits_become_a_column_and_come_back(repo_root, pictures, tmp_path):
+    """data.yaml's train/val folders: a split column, exported back to the same folders."""
+    src = write_yolo(tmp_path / "src", pictures)
+    for split, names in (("train", list(pictures)[:4]), ("val", list(pictures)[4:])):
+        for sub in ("images", "labels"):
+            (src / sub / split).mkdir()
+        for n in names:
+            (src / "images" / n).rename(src / "images" / split / n)
+            label = (src / "labels" / n).with_suffix(".txt")
+            label.rename(src / "labels" / split / label.name)
+    (src / "data.yaml").write_text("train: images/train\nval: images/val\nnames: [car, person, sign]\n")
+    v = _import(repo_root, "yolo", src, "yolo-splits")
+    assert v["columns"] == {"split": "VARCHAR"} and v["annotations"] == 7
+    ok("--repo", repo_root, "data", "export", "yolo-splits", "--format", "yolo", "--out", tmp_path / "out")
+    assert sorted(p.name for p in (tmp_path / "out" / "images").iterdir()) == ["train", "val"]
+    again = _import(repo_root, "yolo", tmp_path / "out", "yolo-splits-again")
+    assert again["new_samples"] == 0
+    val = ok("--repo", repo_root, "data", "filter", "yolo-splits-again", "--where", "split = 'val'", "--name", "yolo-val")
+    assert val["samples"] == 2
+    assert _boxes_of(repo_root, "yolo-splits-again") == _boxes_of(repo_root, "yolo-splits")
