@@ -57,7 +57,7 @@ from crash_worker import write_csv
 from pg_cluster import PostgresUnavailable, pg_cluster
 from veml.datasets import Domain, generate_driving_coco
 from veml.errors import InvalidInput
-from veml.schemas import SCHEMAS
+from veml.schemas import ID_SPACE, SCHEMAS
 from veml.store.idsets import BitMap
 
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit:FutureWarning")
@@ -207,7 +207,7 @@ def _snapshot(repo) -> tuple[dict[int, object], BitMap, BitMap]:
     s = repo.stores.samples
     ann = BitMap()
     for table in SCHEMAS:
-        if table != "samples":
+        if ID_SPACE[table] == "ann":
             ann |= s.keys(table)
     return {n.id: n for n in repo.stores.graph.list()}, s.keys("samples"), ann
 

@@ -14,7 +14,8 @@ SAMPLES = pa.schema(
         pa.field("data_id", pa.int64(), nullable=False),
         pa.field("modality", pa.string()),  # image | table | series
         pa.field("format", pa.string()),  # png, jpeg, ... for images; "f32" for arrays; "" for table rows
-        pa.field("payload", pa.large_binary()),  # encoded image bytes as imported, or raw little-endian array bytes
+        pa.field("payload", pa.large_binary()),  # encoded image bytes as imported, or raw little-endian array bytes;
+        # null when another sample row holds the same bytes (see DIGESTS), and for table rows
         pa.field("width", pa.int32()),
         pa.field("height", pa.int32()),
         pa.field("channels", pa.int32()),
@@ -75,6 +76,20 @@ PREDICTIONS = pa.schema(
     ]
 )
 
-SCHEMAS: dict[str, pa.Schema] = {"samples": SAMPLES, "labels": LABELS, "boxes": BOXES, "series": SERIES, "predictions": PREDICTIONS}
+# Content addressing: the sample row that first brought a payload keeps it; a later sample with the same
+# sha256 (same or another data set) stores a null payload and is read through this index.  Keyed by the
+# holder's data_id, so gc reclaims an entry with its row; only rows a recorded version references are
+# ever made holders, and versions are never deleted, so a holder outlives every sample reading through it.
+DIGESTS = pa.schema(
+    [
+        pa.field("data_id", pa.int64(), nullable=False),  # the sample row holding the payload
+        pa.field("content_hash", pa.string()),
+    ]
+)
+
+SCHEMAS: dict[str, pa.Schema] = {"samples": SAMPLES, "labels": LABELS, "boxes": BOXES, "series": SERIES,
+                                 "predictions": PREDICTIONS, "digests": DIGESTS}
 ANNOTATION_TABLES = ("labels", "boxes", "series")  # what data versions hold; predictions belong to prediction versions
-KEY = {"samples": "data_id", "labels": "ann_id", "boxes": "ann_id", "series": "ann_id", "predictions": "ann_id"}
+KEY = {"samples": "data_id", "labels": "ann_id", "boxes": "ann_id", "series": "ann_id", "predictions": "ann_id",
+       "digests": "data_id"}
+ID_SPACE = {table: "data" if key == "data_id" else "ann" for table, key in KEY.items()}  # which id range a table's keys come from

@@ -7,14 +7,14 @@ from typing import Any
 
 from veml.cli.common import Context, version_line
 from veml.errors import InvalidInput
-from veml.versions.data import IMPORT_FORMATS
+from veml.versions.data import EXPORT_FORMATS, IMPORT_FORMATS
 from veml.versions.preparation import parse_step_args
 from veml.versions.stats import compute_stats
 from veml.viz import plot_distributions, thumbnail_grid
 
 
 def _source_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--images", metavar="DIR", help="image directory (coco)")
+    p.add_argument("--images", metavar="DIR", help="image directory (coco, bdd)")
     p.add_argument("--label", metavar="COL", help="label column (table)")
     p.add_argument("--adjacency", metavar="FILE", help="sensor adjacency matrix .npy/.npz/.csv (timeseries)")
     p.add_argument("--window", type=int, metavar="STEPS", help="steps per sample window (timeseries, default 288)")
@@ -29,6 +29,13 @@ def _source_options(p: argparse.ArgumentParser) -> None:
                    help="skip decoding every image at import (faster; `veml verify --deep` checks later)")
 
 
+_IMPORT_EXAMPLES = """examples:
+  veml data import coco ann.json --images imgs/ --name day    # also CVAT and Label Studio COCO exports
+  veml data import yolo yolo_dir/ --name day                  # images/, labels/*.txt, data.yaml or classes.txt
+  veml data import voc VOC2012/ --name voc                    # Annotations/*.xml, JPEGImages/
+  veml data import hf saved_dataset/ --name hf                # a datasets.save_to_disk directory (extra [hf])
+  veml data import bdd det_train.json --images images/100k/train --name bdd"""
+
 _OPTION_KEYS = ("images", "label", "adjacency", "window", "missing_value", "max_file_mb", "max_pixels", "follow_symlinks", "decode_check")
 
 
@@ -40,7 +47,8 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     data = sub.add_parser("data", parents=[common], help="data versions")
     dsub = data.add_subparsers(dest="data_command", metavar="SUBCOMMAND", required=True)
 
-    p = dsub.add_parser("import", parents=[common], help="import a data set as a new version")
+    p = dsub.add_parser("import", parents=[common], help="import a data set as a new version",
+                        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=_IMPORT_EXAMPLES)
     p.add_argument("format", choices=IMPORT_FORMATS)
     p.add_argument("source", nargs="+")
     p.add_argument("--name", required=True)
@@ -90,9 +98,11 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.add_argument("--plot", metavar="FILE.png", help="write the distributions as a chart")
     p.set_defaults(handler=cmd_show)
 
-    p = dsub.add_parser("export", parents=[common], help="write a version out as COCO or an image folder")
+    p = dsub.add_parser("export", parents=[common], help="write a version out as COCO, YOLO, VOC, BDD100K, "
+                        "a Hugging Face dataset or an image folder", formatter_class=argparse.RawDescriptionHelpFormatter,
+                        epilog="example:\n  veml data export day --format yolo --out exported/day-yolo")
     p.add_argument("version")
-    p.add_argument("--format", choices=["coco", "images"], required=True)
+    p.add_argument("--format", choices=EXPORT_FORMATS, required=True)
     p.add_argument("--out", required=True, metavar="DIR")
     p.set_defaults(handler=cmd_export)
 
@@ -116,16 +126,24 @@ def _emit_version(ctx: Context, node, verb: str) -> None:
     ctx.emit(v, f"{verb} {v['kind']} version {v['id']} {v['name']!r}: {v.get('samples', 0)} samples, {v.get('annotations', 0)} annotations")
 
 
+def _emit_imported(ctx: Context, node) -> None:
+    """An import's version, with ``new_samples``: how many of its samples brought bytes not stored before."""
+    v = node.to_json()
+    v["new_samples"] = node.props.get("source", {}).get("new_samples")
+    ctx.emit(v, f"created {v['kind']} version {v['id']} {v['name']!r}: {v.get('samples', 0)} samples "
+                f"({v['new_samples']} new), {v.get('annotations', 0)} annotations")
+
+
 def cmd_import(ctx: Context, args: argparse.Namespace) -> None:
     with ctx.progress(f"importing {args.format}", unit="img") as bar:
         node = ctx.repo.data.import_(args.format, args.source, args.name, role=args.role, progress=bar, **_options(args))
-    _emit_version(ctx, node, "created")
+    _emit_imported(ctx, node)
 
 
 def cmd_add(ctx: Context, args: argparse.Namespace) -> None:
     with ctx.progress(f"importing {args.format}", unit="img") as bar:
         node = ctx.repo.data.add(args.base, args.format, args.source, args.name, progress=bar, **_options(args))
-    _emit_version(ctx, node, "created")
+    _emit_imported(ctx, node)
 
 
 def cmd_filter(ctx: Context, args: argparse.Namespace) -> None:

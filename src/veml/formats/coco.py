@@ -11,13 +11,13 @@ import json
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, Mapping
+from urllib.parse import unquote
 
 import pyarrow as pa
 
 from veml.errors import InvalidInput
-from veml.formats.batch import (
-    SAMPLE_SCHEMA, ImportBatch, annotation_schema, check_column_names, sha256, sql_type, to_json_meta,
-)
+from veml.formats.batch import ImportBatch, annotation_schema, check_column_names, sql_type
+from veml.formats.detection import image_samples, safe_relative
 from veml.formats.images import ImageFile, read_image
 from veml.formats.paths import ReadPolicy, read_regular, resolve_under
 
@@ -143,6 +143,10 @@ def parse_coco(ann_path: Path, images_dir: Path, progress: Progress | None = Non
     extra_keys = sorted({k for im in images.values() for k in im} - _STANDARD_IMAGE_KEYS)
     check_column_names(extra_keys, f"{ann_path}: images[] keys")
 
+    flavour = coco_flavour(doc)
+    if flavour == "label-studio":
+        for im in images.values():
+            im["file_name"] = _label_studio_name(im["file_name"])
     order = list(images)  # file order: one import is one contiguous id range in this order
     paths = {  # every name checked before any image is read
         iid: resolve_under(images_dir, images[iid]["file_name"], f"{ann_path}: images[{n}].file_name", policy)
@@ -170,21 +174,8 @@ def parse_coco(ann_path: Path, images_dir: Path, progress: Progress | None = Non
     _check_box_bounds(ann_path, anns, {iid: (f.width, f.height) for iid, f in zip(order, files)})
 
     columns = {k: sql_type(im.get(k) for im in images.values()) for k in extra_keys}
-    samples = pa.table(
-        {
-            "modality": pa.array(["image"] * len(order), pa.string()),
-            "format": [f.format for f in files],
-            "payload": pa.array([f.payload for f in files], pa.large_binary()),
-            "width": pa.array([f.width for f in files], pa.int32()),
-            "height": pa.array([f.height for f in files], pa.int32()),
-            "channels": pa.array([f.channels for f in files], pa.int32()),
-            "shape": pa.array([[f.height, f.width, f.channels] for f in files], pa.list_(pa.int32())),
-            "file_name": [images[i]["file_name"] for i in order],
-            "content_hash": [sha256(f.payload) for f in files],
-            "meta": [to_json_meta({k: images[i].get(k) for k in extra_keys}) for i in order],
-        },
-        schema=SAMPLE_SCHEMA,
-    )
+    samples = image_samples(files, [images[i]["file_name"] for i in order],
+                            [{k: images[i].get(k) for k in extra_keys} for i in order])
     index = {iid: n for n, iid in enumerate(order)}
     boxed = [a for a in anns if a.get("bbox") is not None]
     labelled = [a for a in anns if a.get("bbox") is None]
@@ -219,8 +210,36 @@ def parse_coco(ann_path: Path, images_dir: Path, progress: Progress | None = Non
         annotations=annotations,
         columns=columns,
         category_ids={name: cid for cid, name in cats.items()},
-        source={"format": "coco", "path": str(ann_path.resolve()), "images": str(images_dir.resolve())},
+        source={"format": "coco", "flavour": flavour, "path": str(ann_path.resolve()), "images": str(images_dir.resolve())},
     )
+
+
+def coco_flavour(doc: Mapping[str, Any]) -> str:
+    """Which tool wrote the file: "label-studio", "cvat" or plain "coco" (all three parse the same way).
+
+    Label Studio's export names its tool in ``info.contributor`` and 0-based ids; CVAT's puts
+    ``attributes`` (``occluded``, ``rotation``) on annotations and empty ``licenses``/``info`` strings.
+    """
+    info = doc.get("info") if isinstance(doc.get("info"), dict) else {}
+    if str(info.get("contributor", "")).strip().lower() == "label studio":
+        return "label-studio"
+    anns = doc.get("annotations") or []
+    if any(isinstance(a, dict) and isinstance(a.get("attributes"), dict) and "occluded" in a["attributes"] for a in anns):
+        return "cvat"
+    return "coco"
+
+
+# Where Label Studio's export points at images it serves itself: the file is DIR/<basename>.
+_LABEL_STUDIO_PREFIXES = ("/data/upload/", "/data/local-files/", "http://", "https://", "s3://", "gs://")
+
+
+def _label_studio_name(name: str) -> str:
+    """``/data/upload/3/ab12-cat.jpg`` -> ``ab12-cat.jpg`` (only the base name is used, never the path);
+    ``images/ab12-cat.jpg`` (an export with images) stays as it is, checked like any name."""
+    if not name.startswith(_LABEL_STUDIO_PREFIXES):
+        return name
+    base = unquote(name.split("?d=")[-1]).replace("\\", "/").rstrip("/").rsplit("/", 1)[-1]
+    return base or name
 
 
 def parse_coco_annotations(ann_path: Path, policy: ReadPolicy | None = None) -> tuple[dict[int, dict[str, Any]], list[dict], dict[int, str]]:
@@ -253,7 +272,7 @@ def write_coco(
         cat_ids.setdefault(name, max(cat_ids.values(), default=0) + 1)
     images, seen_names = [], set()
     for row in samples.select(["data_id", "file_name", "width", "height", "meta", "payload"]).to_pylist():
-        name = _safe_relative(row["file_name"], row["data_id"])
+        name = safe_relative(row["file_name"], row["data_id"])
         if name in seen_names:  # two versions merged may hold the same file name
             name = f"{row['data_id']}_{Path(name).name}"
         seen_names.add(name)
@@ -286,11 +305,3 @@ def write_coco(
     path = out_dir / "annotations.json"
     path.write_text(json.dumps(doc))
     return path
-
-
-def _safe_relative(name: str, data_id: int) -> str:
-    """A stored file name as a path under the export directory (never absolute, never ``..``)."""
-    parts = [p for p in Path(name).parts if p not in ("", ".", "..", "/") and not p.startswith("/")]
-    if not parts:
-        return f"{data_id}.img"
-    return str(Path(*parts))

@@ -9,7 +9,8 @@ from typing import Callable
 import pyarrow as pa
 
 from veml.errors import InvalidInput
-from veml.formats.batch import SAMPLE_SCHEMA, ImportBatch, annotation_schema, sha256, to_json_meta
+from veml.formats.batch import ImportBatch, annotation_schema
+from veml.formats.detection import image_samples
 from veml.formats.images import IMAGE_SUFFIXES, read_image
 from veml.formats.paths import ReadPolicy, check_inside, walk_files
 
@@ -39,21 +40,7 @@ def parse_image_folder(root: Path, progress: Callable[[int], None] | None = None
     if progress:
         progress(len(files))
     rel = [str(p.relative_to(root)) for _, p in entries]
-    samples = pa.table(
-        {
-            "modality": ["image"] * len(files),
-            "format": [f.format for f in files],
-            "payload": pa.array([f.payload for f in files], pa.large_binary()),
-            "width": pa.array([f.width for f in files], pa.int32()),
-            "height": pa.array([f.height for f in files], pa.int32()),
-            "channels": pa.array([f.channels for f in files], pa.int32()),
-            "shape": pa.array([[f.height, f.width, f.channels] for f in files], pa.list_(pa.int32())),
-            "file_name": rel,
-            "content_hash": [sha256(f.payload) for f in files],
-            "meta": [to_json_meta({}) for _ in files],
-        },
-        schema=SAMPLE_SCHEMA,
-    )
+    samples = image_samples(files, rel, [{} for _ in files])
     labels = pa.table(
         {
             "sample_index": list(range(len(entries))),

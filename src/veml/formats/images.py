@@ -60,7 +60,11 @@ def read_image(path: Path, label: str | None = None, policy: ReadPolicy | None =
     """Read and check one image; any problem is one :class:`InvalidInput` naming the file."""
     where = label or str(path)
     policy = policy or ReadPolicy.from_options()
-    payload = read_regular(path, where, policy)
+    return check_image(read_regular(path, where, policy), where, policy)
+
+
+def check_image(payload: bytes, where: str, policy: ReadPolicy) -> ImageFile:
+    """Check encoded image bytes already in memory (an embedded image, e.g. a Hugging Face dataset's)."""
     if not payload:
         raise InvalidInput(f"{where}: image file is empty")
     try:

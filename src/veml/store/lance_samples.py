@@ -19,6 +19,7 @@ from typing import Any, Callable, Mapping, Sequence, TypeVar
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from veml.errors import StorageError
 from veml.store.idsets import BitMap, runs, to_numpy
@@ -27,6 +28,7 @@ from veml.schemas import KEY, SCHEMAS
 
 T = TypeVar("T")
 _STALE_RETRIES = 3  # reopen-and-retry rounds when gc removed files under an open version
+_RESOLVE_COLUMNS = ("modality", "content_hash")  # what resolving a digest-stored payload reads besides it
 _MAX_RANGE_FILTER = 16  # beyond this many runs, scanning the keys and taking by position beats a long OR filter
 
 
@@ -82,6 +84,38 @@ class LanceSampleStore:
                                    storage_options=self._opts)
 
     def read(self, table: str, ids: BitMap, columns: Sequence[str] | None = None) -> pa.Table:
+        if table != "samples" or (columns is not None and "payload" not in columns):
+            return self._read(table, ids, columns)
+        extra = [c for c in _RESOLVE_COLUMNS if columns is not None and c not in columns]
+        out = self._read(table, ids, None if columns is None else [*columns, *extra])
+        return self._resolve_payloads(out).drop_columns(extra)
+
+    def _resolve_payloads(self, rows: pa.Table) -> pa.Table:
+        """Fill the payloads stored by content digest (null here) from the rows holding those bytes."""
+        wanted = pc.fill_null(pc.and_(pc.is_null(rows["payload"]), pc.not_equal(rows["modality"], "table")), False)
+        if not pc.any(wanted).as_py():
+            return rows
+        keys = pc.if_else(wanted, rows["content_hash"], pa.scalar(None, pa.string()))
+        holders = self.holders(pc.unique(keys.drop_null()))
+        found = self._read("samples", BitMap(holders["data_id"].to_numpy().astype(np.uint32)), ["content_hash", "payload"])
+        found = found.filter(pc.is_valid(found["payload"]))
+        at = pc.index_in(keys, value_set=found["content_hash"])  # any holder will do: same bytes
+        filled = pc.coalesce(rows["payload"], found["payload"].take(at))
+        return rows.set_column(rows.schema.get_field_index("payload"), "payload", filled)
+
+    def holders(self, hashes: pa.Array | Sequence[str]) -> pa.Table:
+        """Rows of the content index (``data_id``, ``content_hash``) for these digests."""
+        if len(hashes) == 0 or not self._exists("digests"):
+            return SCHEMAS["digests"].empty_table()
+        value_set = pa.array(hashes, pa.string())
+
+        def scan(ds) -> pa.Table:
+            index = ds.to_table(columns=["data_id", "content_hash"])
+            return index.filter(pc.is_in(index["content_hash"], value_set=value_set))
+
+        return self._on_latest("digests", scan)
+
+    def _read(self, table: str, ids: BitMap, columns: Sequence[str] | None = None) -> pa.Table:
         key = KEY[table]
         cols = list(columns) if columns is not None else None
         if cols is not None and key not in cols:

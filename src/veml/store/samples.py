@@ -21,7 +21,11 @@ class SampleStore(Protocol):
     def append(self, table: str, rows: pa.Table) -> None: ...
 
     def read(self, table: str, ids: BitMap, columns: Sequence[str] | None = None) -> pa.Table:
-        """Rows whose key is in ``ids``, in key order."""
+        """Rows whose key is in ``ids``, in key order; a sample's payload stored by content digest
+        (null in its row) comes back filled from the row holding those bytes."""
+
+    def holders(self, hashes: pa.Array | Sequence[str]) -> pa.Table:
+        """The content index's rows (``data_id``, ``content_hash``) for these sha256 digests."""
 
     def keys(self, table: str) -> BitMap:
         """Every key present in ``table``."""

@@ -17,15 +17,20 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from veml.entities import MODALITIES, ROLES, Node
 from veml.errors import InvalidInput, NotFound
 from veml.formats.batch import ImportBatch, concat_batches, merge_columns
+from veml.formats.bdd import parse_bdd, write_bdd
 from veml.formats.coco import check_boxes_within, parse_coco, parse_coco_annotations, write_coco
+from veml.formats.hf import parse_hf, write_hf
 from veml.formats.imagefolder import parse_image_folder, write_image_folder
 from veml.formats.paths import ReadPolicy
 from veml.formats.table import parse_table
 from veml.formats.timeseries import parse_timeseries
+from veml.formats.voc import parse_voc, write_voc
+from veml.formats.yolo import parse_yolo, write_yolo
 from veml.store.idsets import BitMap, from_array, to_numpy
 from veml.schemas import ANNOTATION_TABLES, SCHEMAS
 from veml.versions import preparation, query
@@ -33,10 +38,12 @@ from veml.versions.checkout import DataView
 from veml.versions.context import Stores
 
 KIND = "DataVersion"
-IMPORT_FORMATS = ("coco", "images", "table", "timeseries")
+IMPORT_FORMATS = ("coco", "images", "table", "timeseries", "yolo", "voc", "hf", "bdd")
+EXPORT_FORMATS = ("coco", "images", "yolo", "voc", "hf", "bdd")
 _META_COLUMNS = ["data_id", "modality", "format", "width", "height", "channels", "file_name", "meta"]
 
 Progress = Callable[[int], None]
+_FOLDER_PARSERS = {"yolo": parse_yolo, "voc": parse_voc, "hf": parse_hf}  # one directory, no options
 
 
 @dataclass(frozen=True)
@@ -313,12 +320,21 @@ class DataVersions:
         anns = self.annotations(node)
         empty_boxes = SCHEMAS["boxes"].empty_table()
         empty_labels = SCHEMAS["labels"].empty_table()
+        boxes, labels = anns.get("boxes", empty_boxes), anns.get("labels", empty_labels)
+        cats, columns = node.props.get("category_ids", {}), node.props.get("columns", {})
         if fmt == "coco":
-            return write_coco(out, samples, anns.get("boxes", empty_boxes), anns.get("labels", empty_labels),
-                              node.props.get("category_ids", {}), node.props.get("columns", {})).parent
+            return write_coco(out, samples, boxes, labels, cats, columns).parent
         if fmt == "images":
-            return write_image_folder(out, samples, anns.get("labels", empty_labels))
-        raise InvalidInput(f"unknown export format {fmt!r}: use coco or images")
+            return write_image_folder(out, samples, labels)
+        if fmt == "yolo":
+            return write_yolo(out, samples, boxes, labels, cats)
+        if fmt == "voc":
+            return write_voc(out, samples, boxes, labels)
+        if fmt == "hf":
+            return write_hf(out, samples, boxes, labels, cats, columns)
+        if fmt == "bdd":
+            return write_bdd(out, samples, boxes, labels, columns)
+        raise InvalidInput(f"unknown export format {fmt!r}: use one of {', '.join(EXPORT_FORMATS)}")
 
     # --- internals ----------------------------------------------------------------------------
     def _check_new(self, name: str, role: str) -> None:
@@ -377,7 +393,10 @@ class DataVersions:
             alloc, start = self._s.graph.allocate("data", n)
             held.append(alloc)
             data_ids = np.arange(start, start + n, dtype=np.int64)
-            self._s.samples.append("samples", batch.samples.add_column(0, "data_id", pa.array(data_ids)))
+            rows, index = self._by_content(batch.samples.add_column(0, "data_id", pa.array(data_ids)))
+            self._s.samples.append("digests", index)
+            self._s.samples.append("samples", rows)
+            props["source"] = {**props.get("source", {}), "new_samples": index.num_rows}
             tables = {}
             for table, rows in batch.annotations.items():
                 did = data_ids[rows["sample_index"].to_numpy()]
@@ -392,6 +411,34 @@ class DataVersions:
                 KIND, name, props, parents=parents, idsets={"samples": samples, "annotations": annotations},
                 allocations=held,
             )
+
+    def _by_content(self, rows: pa.Table) -> tuple[pa.Table, pa.Table]:
+        """Store each distinct payload once: a sample whose bytes a recorded version already holds, or
+        an earlier row of this batch, gets a null payload (reads fill it by digest, DIGESTS in schemas).
+
+        Returns the rows to append and the content index entries of the rows that keep their bytes.
+        Only rows of recorded versions are reused: versions are never deleted, so gc never reclaims
+        them, whereas rows of an import still running or killed may be reclaimed at any time.
+        """
+        modality, hashes = rows["modality"].to_pylist(), rows["content_hash"].to_pylist()
+        has_bytes = pc.is_valid(rows["payload"]).to_pylist()
+        candidates = [h for h, m, b in zip(hashes, modality, has_bytes) if b and h and m != "table"]
+        found = self._s.samples.holders(sorted(set(candidates)))
+        recorded = BitMap()
+        for _, bm, _ in self._s.graph.iter_idsets("samples") if found.num_rows else ():
+            recorded |= bm
+        held = {h for did, h in zip(found["data_id"].to_pylist(), found["content_hash"].to_pylist()) if did in recorded}
+        keep, owners = [], []
+        for i, (h, m, b) in enumerate(zip(hashes, modality, has_bytes)):
+            content = b and h and m != "table"
+            keep.append(not content or h not in held)
+            if content and h not in held:
+                held.add(h)
+                owners.append(i)
+        payload = pc.if_else(pa.array(keep), rows["payload"], pa.nulls(rows.num_rows, pa.large_binary()))
+        rows = rows.set_column(rows.schema.get_field_index("payload"), "payload", payload)
+        index = rows.select(["data_id", "content_hash"]).take(pa.array(owners, pa.int64()))
+        return rows, index
 
 
 def parse_sources(fmt: str, sources: Path | str | Sequence[Path | str], progress: Progress | None = None, **options: Any) -> ImportBatch:
@@ -416,6 +463,13 @@ def parse_source(fmt: str, source: Path, progress: Progress | None = None, **opt
         return parse_coco(source, Path(images), progress=progress, policy=policy)
     if fmt == "images":
         return parse_image_folder(source, progress=progress, policy=policy)
+    if fmt == "bdd":
+        images = options.get("images")
+        if images is None:
+            raise InvalidInput("bdd import needs --images DIR")
+        return parse_bdd(source, Path(images), progress=progress, policy=policy)
+    if fmt in _FOLDER_PARSERS:
+        return _FOLDER_PARSERS[fmt](source, progress=progress, policy=policy)
     if fmt == "table":
         return parse_table(source, label=options.get("label"), policy=policy)
     if fmt == "timeseries":
@@ -440,4 +494,4 @@ def _union_props(props_list: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     return out
 
 
-__all__ = ["DataVersions", "Diff", "parse_source", "parse_sources", "IMPORT_FORMATS", "ANNOTATION_TABLES"]
+__all__ = ["DataVersions", "Diff", "parse_source", "parse_sources", "IMPORT_FORMATS", "EXPORT_FORMATS", "ANNOTATION_TABLES"]

@@ -22,7 +22,7 @@ from veml.errors import InvalidInput
 from veml.formats.images import check_decodes
 from veml.store.graph import pid_namespace, process_state
 from veml.store.idsets import BitMap, digest
-from veml.schemas import SCHEMAS
+from veml.schemas import ID_SPACE, SCHEMAS
 from veml.versions.context import Stores
 
 DEFAULT_GRACE_S = 3600.0
@@ -184,7 +184,7 @@ def gc(stores: Stores, grace_s: float = DEFAULT_GRACE_S) -> GcReport:
     # in one claimed before the versions are read (referenced), or in one dropped here or before
     # (its version can never commit: garbage).  Read in another order, an import that commits
     # between two of these steps would lose rows it had appended.
-    tables = [t for t in SCHEMAS if t != "samples"]
+    tables = [t for t in SCHEMAS if t != "samples"]  # "samples" first: a digests entry goes with its row
     present = {t: stores.samples.keys(t) for t in ["samples", *tables]}
     now = time.time()
     protected = {"data": BitMap(), "ann": BitMap()}
@@ -203,8 +203,10 @@ def gc(stores: Stores, grace_s: float = DEFAULT_GRACE_S) -> GcReport:
     dead = present["samples"] - referenced["data"] - protected["data"]
     report.samples = stores.samples.reclaim("samples", dead)
     for table in tables:
-        dead_ann = present[table] - referenced["ann"] - protected["ann"]
-        report.annotations += stores.samples.reclaim(table, dead_ann)
+        space = ID_SPACE[table]
+        reclaimed = stores.samples.reclaim(table, present[table] - referenced[space] - protected[space])
+        if space == "ann":
+            report.annotations += reclaimed
     # a live writer touches its temp file on every write, so one untouched for a minute is a killed writer's, even at --grace 0
     report.temp_files = stores.artifacts.remove_stale_temps(max(grace_s, TEMP_FILE_MIN_AGE_S))
     report.bytes_after = stores.samples.size_bytes()
