@@ -15,6 +15,7 @@ import hashlib
 import os
 import pickle
 import shutil
+import sqlite3
 import subprocess
 import sys
 from contextlib import contextmanager
@@ -138,7 +139,9 @@ def imported(base, sqlite_source):
     """A repository after one import of the SQLite store (and the JSON that import printed)."""
     uri, _ = sqlite_source
     root = fresh_repo(base, "repo")
-    return root, ok("import", "mlflow", uri, "--repo", root)
+    res = run_cli("import", "mlflow", uri, "--json", "--repo", root)
+    assert res.code == 0 and res.err == "", res.err  # mlflow's log lines and progress bars kept off stderr
+    return root, res.json
 
 
 # ------------------------------------------------------------------------------------------ import
@@ -284,7 +287,9 @@ def test_export_writes_runs_mlflow_reads_back(imported, empty_db):
 def test_bad_tracking_uris_fail_cleanly_and_change_nothing(imported, base, cli):
     root, _ = imported
     before = snapshot(root)
-    meta = root / ".veml" / "meta.db"
+    meta = base / "someone-elses.db"  # an SQLite database that is not MLflow's (like VeML's own meta.db)
+    with sqlite3.connect(meta) as conn:
+        conn.execute("CREATE TABLE nodes (id INTEGER PRIMARY KEY, name TEXT)")
     meta_sha = hashlib.sha256(meta.read_bytes()).hexdigest()
     cases = [
         (("import", "mlflow", "ftp://example.org/x"), "unsupported MLflow tracking URI"),

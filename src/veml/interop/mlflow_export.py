@@ -78,7 +78,11 @@ class MlflowExport:
                     if r.data.tags.get("veml.repository") == self._identity and r.data.tags.get("veml.id")}
             for t in self._training.list():
                 origin = t.get("origin") or {}
-                if str(t["id"]) in done or (origin.get("system") == "mlflow" and origin.get("tracking_uri") == store.label):
+                if str(t["id"]) in done:
+                    skipped += 1
+                    continue
+                if origin.get("system") == "mlflow" and origin.get("tracking_uri") == store.label:
+                    done[str(t["id"])] = origin.get("run_id")  # it came from this store: its deployments nest under it
                     skipped += 1
                     continue
                 if t["status"] not in STATUS:

@@ -111,13 +111,19 @@ class MlflowImport:
         mlflow_store.check(store, write=False)
         tally = _Tally()
         runs, models = self._known(store.label)
+        ended = self._s.graph.latest_events([n.id for n in runs.values()])
+        unfinished = {n.id for n in runs.values() if n.id not in ended}
         with mlflow_store.session(store) as client, tempfile.TemporaryDirectory(prefix="veml-mlflow-") as tmp:
             selected: set[str] = set()
             for exp in self._experiments(client, store, experiment):
                 for run in pages(lambda t, e=exp.experiment_id: client.search_runs(
                         [e], max_results=PAGE, order_by=["attributes.start_time ASC"], page_token=t)):
                     selected.add(run.info.run_id)
-                    if run.info.run_id in runs or run.data.tags.get("veml.repository") == self._identity:
+                    known = runs.get(run.info.run_id)
+                    if known is not None and known.id in unfinished:
+                        self._finish(client, known, run, tally)  # an import killed between the node and its event
+                        continue
+                    if known is not None or run.data.tags.get("veml.repository") == self._identity:
                         tally.skipped += 1
                         continue
                     node = self._run(client, store, exp, run, Path(tmp), tally)
@@ -176,11 +182,6 @@ class MlflowImport:
         if status is None:
             tally.warnings.append(f"{label} is {info.status}: not imported yet; import again once it has ended")
             return None
-        rows = []
-        for key in sorted(data.metrics):
-            for m in client.get_metric_history(info.run_id, key):
-                if m.value is not None and math.isfinite(float(m.value)):
-                    rows.append((int(m.step or 0), 0, key, float(m.value), (m.timestamp or 0) / 1000))
         artifacts = self._run_artifacts(client, info.run_id, tmp / info.run_id, label, tally)
         parents, links = self._links(run)
         datasets = [{"name": d.dataset.name, "digest": d.dataset.digest, "context": _context(d)}
@@ -189,22 +190,36 @@ class MlflowImport:
                   "experiment": exp.name, "run_id": info.run_id, "run_name": info.run_name, "status": info.status,
                   "user": info.user_id, "start_time": _iso_ms(info.start_time), "end_time": _iso_ms(info.end_time),
                   "tags": {k: v for k, v in sorted(data.tags.items())}, "datasets": datasets}
-        props = {**links, "test": links.get("test"), "init_from": None, "params": dict(sorted(data.params.items())),
-                 "artifacts": artifacts, "origin": origin}
+        props = {**links, "init_from": None, "params": dict(sorted(data.params.items())), "artifacts": artifacts,
+                 "origin": origin}
         name = unique_name(self._s, _name(f"mlflow-{exp.name}-{info.run_name or info.run_id[:12]}"))
         node = self._s.graph.record(TRAINING, name, props, parents=parents)
-        self._s.graph.append_logs(node.id, rows)
+        tally.artifacts += len(artifacts)
+        tally.brought.append(Brought("run", node.id, node.name, label))
+        self._finish(client, node, run, tally)
+        return node
+
+    def _finish(self, client: Any, node: Node, run: Any, tally: _Tally) -> None:
+        """The run's metric history, then its end (the event that says the import of this run is complete).
+
+        A re-import finds a node with no event only when an import was killed in between: it finishes it,
+        writing the history only if none of it was written."""
+        info, data = run.info, run.data
+        rows = []
+        for key in sorted(data.metrics):
+            for m in client.get_metric_history(info.run_id, key):
+                if m.value is not None and math.isfinite(float(m.value)):
+                    rows.append((int(m.step or 0), 0, key, float(m.value), (m.timestamp or 0) / 1000))
+        if not self._s.graph.read_logs(node.id, limit=1):
+            self._s.graph.append_logs(node.id, rows)
+            tally.metrics += len(rows)
         metrics = {k: float(v) for k, v in sorted(data.metrics.items()) if v is not None and math.isfinite(float(v))}
         event: dict[str, Any] = {"metrics": metrics, "finished_at": (info.end_time or info.start_time or 0) / 1000}
         if info.start_time and info.end_time:
             event["profile"] = {"duration_s": (info.end_time - info.start_time) / 1000}
-        if status == "failed":
+        if FINISHED[info.status] == "failed":
             event["error"] = f"the MLflow run ended {info.status}"
-        self._s.graph.append_event(node.id, status, event)
-        tally.metrics += len(rows)
-        tally.artifacts += len(artifacts)
-        tally.brought.append(Brought("run", node.id, node.name, label))
-        return node
+        self._s.graph.append_event(node.id, FINISHED[info.status], event)
 
     def _run_artifacts(self, client: Any, run_id: str, dest: Path, label: str, tally: _Tally) -> dict[str, str]:
         """The run's artifact files, copied into the artifact store: {path inside the run: sha256}."""

@@ -179,22 +179,25 @@ def session(store: TrackingStore) -> Iterator[Any]:
     if store.kind == "http":  # one try, a bounded wait: a face must answer, not back off for minutes
         env |= {k: v for k, v in {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "30"}.items()
                 if k not in os.environ}
-    with _environment(env), _quiet():
-        try:
-            from mlflow import MlflowClient
-            from mlflow.exceptions import MlflowException
-        except ImportError as exc:
-            raise MissingExtra("mlflow", "mlflow") from exc
+    with _environment(env):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                from mlflow import MlflowClient
+                from mlflow.exceptions import MlflowException
+            except ImportError as exc:
+                raise MissingExtra("mlflow", "mlflow") from exc
         import sqlalchemy.exc
         from requests.exceptions import RequestException
 
-        try:
-            yield MlflowClient(tracking_uri=store.uri, registry_uri=store.uri)
-        except (MlflowException, sqlalchemy.exc.SQLAlchemyError, RequestException) as exc:
-            message = getattr(exc, "message", None) or str(exc)
-            raise InvalidInput(f"MLflow at {store.label}: {_first_line(message)}") from None
-        except OSError as exc:
-            raise StorageError(f"MLflow at {store.label}: {exc}") from None
+        with _quiet():  # after the import: importing mlflow configures its loggers
+            try:
+                yield MlflowClient(tracking_uri=store.uri, registry_uri=store.uri)
+            except (MlflowException, sqlalchemy.exc.SQLAlchemyError, RequestException) as exc:
+                message = getattr(exc, "message", None) or str(exc)
+                raise InvalidInput(f"MLflow at {store.label}: {_first_line(message)}") from None
+            except OSError as exc:
+                raise StorageError(f"MLflow at {store.label}: {exc}") from None
 
 
 def pages(fetch: Callable[[str | None], Any]) -> Iterator[Any]:
