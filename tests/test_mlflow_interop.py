@@ -35,18 +35,21 @@ EXPORT_KEYS = {"tracking_uri", "experiment", "experiment_id", "training", "infer
 
 @contextmanager
 def mlflow_client(uri: str):
-    """mlflow's own client, with its file store allowed (mlflow 3 refuses new ones unless asked)."""
+    """mlflow's own client, with its file store allowed (mlflow 3 refuses new ones unless asked) and its
+    default store pointed at ``uri`` (else a file store's model versions create ./mlflow.db)."""
     from mlflow import MlflowClient
 
-    before = os.environ.get("MLFLOW_ALLOW_FILE_STORE")
-    os.environ["MLFLOW_ALLOW_FILE_STORE"] = "true"
+    env = {"MLFLOW_ALLOW_FILE_STORE": "true", "MLFLOW_TRACKING_URI": uri, "MLFLOW_REGISTRY_URI": uri}
+    before = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
     try:
         yield MlflowClient(tracking_uri=uri, registry_uri=uri)
     finally:
-        if before is None:
-            os.environ.pop("MLFLOW_ALLOW_FILE_STORE", None)
-        else:
-            os.environ["MLFLOW_ALLOW_FILE_STORE"] = before
+        for k, v in before.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def build_history(uri: str, work: Path, table: Path) -> dict:
@@ -217,16 +220,18 @@ def test_an_imported_run_has_no_model_to_deploy(imported, sqlite_source, cli):
 
 
 @pytest.mark.embedded_only("the MLflow store's back-end is the test's own choice: one run is enough")
-def test_import_from_a_file_store_one_experiment(base):
+def test_import_from_a_file_store_one_experiment(base, tmp_path, monkeypatch):
     store = base / "mlruns"
     build_history(store.as_uri(), base / "work-file", write_table(base / "t.csv", rows=40))
     root = fresh_repo(base, "repo-file")
+    monkeypatch.chdir(tmp_path)  # mlflow 3's default store is ./mlflow.db: the import must not create it
     got = ok("import", "mlflow", str(store), "--experiment", "baseline", "--repo", root)  # a plain path is a file store
     assert (got["experiments"], got["runs"], got["models"], got["aliases"]) == (1, 1, 0, 0), got
     assert got["versions"][0]["name"] == "mlflow-baseline-majority"
     got = ok("import", "mlflow", store.as_uri(), "--repo", root)  # the rest, the same store however it is spelled
     assert (got["runs"], got["models"], got["aliases"], got["skipped"]) == (2, 2, 1, 1), got
     assert ok("import", "mlflow", store.as_uri(), "--repo", root)["skipped"] == 6
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.embedded_only("the MLflow store's back-end is the test's own choice: one run is enough")

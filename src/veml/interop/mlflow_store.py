@@ -173,7 +173,10 @@ def _check_tables(store: TrackingStore, tables: set[str] | None, write: bool) ->
 @contextmanager
 def session(store: TrackingStore) -> Iterator[Any]:
     """An ``MlflowClient`` on ``store`` (tracking and registry); mlflow's errors become one :class:`InvalidInput`."""
-    env = {"MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}  # stderr is the CLI's one error line
+    # mlflow resolves some URIs (runs:/ of a file store's model versions) through its *default* store, which
+    # in mlflow 3 is sqlite:///mlflow.db in the working directory: point the default at this store instead
+    env = {"MLFLOW_TRACKING_URI": store.uri, "MLFLOW_REGISTRY_URI": store.uri,
+           "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}  # stderr is the CLI's one error line
     if store.kind == "file":
         env["MLFLOW_ALLOW_FILE_STORE"] = "true"  # mlflow 3 keeps file stores readable on request
     if store.kind == "http":  # one try, a bounded wait: a face must answer, not back off for minutes
