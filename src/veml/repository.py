@@ -27,6 +27,7 @@ from veml.lifecycle.monitor import Monitor
 from veml.lifecycle.rebuild import Rebuild
 from veml.lifecycle.similarity import Similarity
 from veml.lifecycle.transfer import Transfer
+from veml.interop.mlflow_bridge import MlflowBridge, repository_identity
 from veml.versions.aliases import Aliases
 from veml.versions.coresets import CoreSets
 from veml.versions.data import DataVersions
@@ -75,6 +76,8 @@ class Repository:
         self.rebuild = Rebuild(self.stores, self.data, self.training, self.inference, self.coresets)
         self.monitor = Monitor(self.data, self.inference, self.drift, self.rebuild)
         self.transfer = Transfer(self.stores, self.data, self.training, self.inference, self.lifecycles, self.similarity)
+        self.mlflow = MlflowBridge(self.stores, self.data, self.models, self.training, self.registry,
+                                   repository_identity(str(self.root), str(self.config["metadata_url"])))
 
     def get(self, ref: str | int):
         """Any version of any kind, by id, name, tag or alias."""

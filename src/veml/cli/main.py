@@ -18,6 +18,7 @@ import veml
 from veml.adapters.sklearn_adapter import trusting_pickle
 from veml.cli import aliases as alias_cmds
 from veml.cli import data as data_cmds
+from veml.cli import interop as interop_cmds
 from veml.cli import lifecycle as lifecycle_cmds
 from veml.cli import ml as ml_cmds
 from veml.cli import repo as repo_cmds
@@ -60,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     ml_cmds.register(sub, common)
     lifecycle_cmds.register(sub, common)
     alias_cmds.register(sub, common)
+    interop_cmds.register(sub, common)  # after ml's: it adds `export mlflow` to `export`
     return parser
 
 

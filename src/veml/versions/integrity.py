@@ -100,11 +100,13 @@ def verify(stores: Stores, deep: bool = False) -> VerifyReport:
 
 
 def _verify_model_artifacts(stores: Stores, report: VerifyReport) -> None:
-    """Checkpoints (from finished runs' events), deployed artifacts and core-set matrices, by their sha256."""
+    """Checkpoints (from finished runs' events), runs' artifact files (``"artifacts"``), deployed artifacts and
+    core-set matrices, by their sha256."""
     g = stores.graph
     runs = g.list(kinds=["TrainingVersion"])
     events = g.latest_events([n.id for n in runs])
     found = [(n, "checkpoint", events[n.id]["checkpoint"]) for n in runs if events.get(n.id, {}).get("checkpoint")]
+    found += [(n, f"artifact {path!r}", sha) for n in runs for path, sha in (n.props.get("artifacts") or {}).items()]
     found += [(n, "deployed artifact", n.props["artifact"]) for n in g.list(kinds=["InferenceVersion"]) if n.props.get("artifact")]
     found += [(n, "core-set matrix", n.props["matrix"]) for n in g.list(kinds=["CoreSet"]) if n.props.get("matrix")]
     for node, what, sha in found:

@@ -37,8 +37,12 @@ class Registry:
         self._s, self._data, self._models, self._training = stores, data, models, training
 
     def register(self, path: str | Path, name: str, data: str | int | None = None, training: str | int | None = None,
-                 framework: str | None = None, model: str | int | None = None) -> dict[str, Any]:
-        """A training version named ``name`` holding the model in ``path``; its description (version object)."""
+                 framework: str | None = None, model: str | int | None = None,
+                 origin: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """A training version named ``name`` holding the model in ``path``; its description (version object).
+
+        ``origin``: where the file came from when another tool's registry holds it (``veml import mlflow``),
+        recorded as the version's ``"origin"``."""
         where = str(path)
         policy = ReadPolicy.from_options()
         raw = read_regular(Path(path), where, policy)
@@ -71,6 +75,8 @@ class Registry:
                  "adapt": None, "checkpoint": digest,
                  "registered": {"framework": framework, "file": Path(path).name,
                                 "sha256": hashlib.sha256(raw).hexdigest(), "bytes": len(raw)}}
+        if origin is not None:
+            props["origin"] = dict(origin)
         node = self._s.graph.record(TRAINING, name, props, parents=parents)
         return self._training.describe(node)
 
@@ -79,7 +85,7 @@ class Registry:
         """The file read as ``mnode``'s architecture; else as T's model's, if it fits; else as whatever it is."""
         if mnode is not None:
             return imports.load(raw, framework, spec_of(mnode), cap), mnode
-        if tnode is not None:
+        if tnode is not None and tnode.props.get("model") is not None:  # a run imported from MLflow may have none
             base = self._models.get(tnode.props["model"])
             try:
                 imported = imports.load(raw, framework, spec_of(base), cap)

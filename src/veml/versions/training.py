@@ -249,7 +249,10 @@ class TrainingVersions:
         ev = self.status(node)
         if ev.get("status") != "finished":
             raise InvalidInput(f"training {node.name!r} is {ev.get('status')}: only a finished training has a checkpoint")
-        digest = ev["checkpoint"]
+        digest = ev.get("checkpoint")
+        if not digest:  # a run recorded from another tool (veml import mlflow) keeps what it logged, not a model
+            raise InvalidInput(f"training {node.name!r} holds no model checkpoint (imported from "
+                               f"{node.props.get('origin', {}).get('system', 'elsewhere')}): only its record is kept")
         return self._s.artifacts.get_verified(digest, f"checkpoint {digest[:12]} of training {node.name!r}")
 
     def defaults(self, model: str | int) -> dict[str, Any]:
