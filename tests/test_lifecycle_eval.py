@@ -14,16 +14,32 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_quick_run_prints_tables(tmp_path: Path) -> None:
+def _quick(module: str, out_dir: Path, *args: str) -> str:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    out = subprocess.run([sys.executable, "-m", "benchmarks.lifecycle_eval", "--quick", "--out", str(tmp_path)],
+    out = subprocess.run([sys.executable, "-m", module, *args, "--out", str(out_dir)],
                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
-    md = out.stdout
-    assert "| method | kind | mean per-target rho | top-1 regret (pts) | top-1 hit rate |" in md
+    return out.stdout
+
+
+def test_quick_run_prints_tables(tmp_path: Path) -> None:
+    md = _quick("benchmarks.lifecycle_eval", tmp_path, "--quick")
+    assert "| method | kind | mean per-target rho | top-1 regret (pts) | top-1 hit rate | default's rho minus this" in md
     for method in ("default", "mean_pairwise", "mmd", "label_ot", "leep", "logme", "hscore", "knn_probe", "mean_embedding"):
         assert f"| `{method}` |" in md
     assert "### Per-target rho" in md and "### Gains" in md and "### Issue 14 targets" in md and "### Transfer" in md
     assert "| target | scratch | source as-is | transfer |" in md and "transfer saves >= 3x labels" in md
     assert "| target | measured | verdict |" in md
     assert (tmp_path / "lifecycle_eval_quick.json").exists() and (tmp_path / "lifecycle_eval_quick.md").exists()
+    pooled = _quick("benchmarks.lifecycle_eval", tmp_path, "--pool", str(tmp_path / "lifecycle_eval_quick.json"))
+    assert "| method | rho | top-1 regret (pts) | `logme`'s rho minus this (paired) |" in pooled
+
+
+def test_quick_rebuild_run_prints_tables(tmp_path: Path) -> None:
+    md = _quick("benchmarks.lifecycle_eval.rebuild", tmp_path, "--quick")
+    assert "| shift | before | oracle | full | transfer | active | random | adabn | tent |" in md
+    assert "| method | recovery | labels used | training time / full's |" in md
+    for target in ("full: recovery >= 0.9", "transfer: <= 1/3 of full's training time", "active beats random",
+                   "adapt recovers > 0 without labels"):
+        assert target in md
+    assert (tmp_path / "rebuild_eval_quick.json").exists()

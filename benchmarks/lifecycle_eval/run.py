@@ -207,6 +207,26 @@ def per_seed_stats(R: dict[str, Any], methods: list[str]) -> dict[str, dict[str,
     return out
 
 
+def paired(S: list[dict[str, Any]], a: str, b: str) -> tuple[float, float, float]:
+    """Mean [95 % t-interval] of rho(a) - rho(b) over every (seed, target) cell both methods scored."""
+    return ci([s[a]["rho"][t] - s[b]["rho"][t] for s in S for t in s[a]["rho"] if t in s[b]["rho"]])
+
+
+def pooled(paths: list[Path], reference: str) -> str:
+    """One table over every (seed, target) cell of several result files (suites): each method's mean per-cell
+    rho and regret, and ``reference``'s rho minus each method's, paired by cell."""
+    runs = [r for p in paths for r in __import__("json").loads(p.read_text())["runs"]]
+    methods = [m for m in list(VEML_METHODS) + list(BASELINES) if all(m in r["scores"] for r in runs)]
+    S = [per_seed_stats(r, methods) for r in runs]
+    cells = lambda m, key: [v for s in S for v in (s[m]["rho"].values() if key == "rho" else [s[m][key]])]  # noqa: E731
+    rows = [[f"`{m}`", fmt(ci(cells(m, "rho"))), fmt(ci(cells(m, "regret")), 1),
+             "" if m == reference else fmt(paired(S, reference, m))] for m in methods]
+    n = sum(len(s[reference]["rho"]) for s in S)
+    return "\n".join([f"Pooled over {len(paths)} suite(s), {len(runs)} (suite, seed) runs, {n} (seed, target) cells; "
+                      "rho per cell, regret per run (mean over its targets).", "",
+                      md_table(["method", "rho", "top-1 regret (pts)", f"`{reference}`'s rho minus this (paired)"], rows), ""])
+
+
 def ci(xs: list[float]) -> tuple[float, float, float]:
     x = np.asarray([v for v in xs if v == v], float)
     if len(x) == 0:
@@ -243,8 +263,10 @@ def report(runs: list[dict[str, Any]], a: argparse.Namespace, seconds: float) ->
         kind = ("veml distance" if m in VEML_METHODS else "model score, `--method`" if m in MODEL_METHODS
                 else f"`veml similar --with-lifecycle` with no `--method` (ranked by {', '.join(resolved)})"
                 if m == DEFAULT else "baseline")
-        rows.append([f"`{m}`", kind, fmt(summary[m]["rho"]), fmt(summary[m]["regret"], 1), fmt(summary[m]["hit"])])
-    L += [md_table(["method", "kind", "mean per-target rho", "top-1 regret (pts)", "top-1 hit rate"], rows), ""]
+        rows.append([f"`{m}`", kind, fmt(summary[m]["rho"]), fmt(summary[m]["regret"], 1), fmt(summary[m]["hit"]),
+                     "" if m == DEFAULT else fmt(paired(S, DEFAULT, m))])
+    L += [md_table(["method", "kind", "mean per-target rho", "top-1 regret (pts)", "top-1 hit rate",
+                    "default's rho minus this (paired over seed x target)"], rows), ""]
     L += ["### Per-target rho (mean over seeds)", ""]
     rows = [[f"`{m}`"] + [fmt(ci([s[m]["rho"].get(t, float('nan')) for s in S])) for t in a.targets] for m in methods]
     L += [md_table(["method"] + list(a.targets), rows), ""]
@@ -343,7 +365,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--arch", default="resnet18")
     p.add_argument("--out", type=Path, default=Path("bench-out"))
     p.add_argument("--work", type=Path, default=None, help="scratch folder (default: a temporary one, removed)")
+    p.add_argument("--pool", type=Path, nargs="+", help="no run: one table over these result files (lifecycle_eval.json)")
+    p.add_argument("--reference", default="logme", help="with --pool: the method the others are compared with, paired")
     a = p.parse_args(argv)
+    if a.pool:
+        print(pooled(a.pool, a.reference))
+        return 0
     a.sources, a.targets = a.sources.split(","), a.targets.split(",")
     a.fewer = [int(k) for k in a.fewer.split(",") if k]
     if a.quick:
