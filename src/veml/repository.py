@@ -11,31 +11,34 @@ import os
 import re
 import secrets
 import shutil
+import threading
 import tomllib
+from functools import cached_property
 from pathlib import Path
-from typing import Any
-
-import tomli_w
+from typing import TYPE_CHECKING, Any
 
 from veml.errors import InvalidInput, RepositoryExists, RepositoryNotFound, StorageError
-from veml.store import open_artifact_store, open_embedding_store, open_graph_store, open_sample_store
-from veml.compute import RepoLocation, open_executor
-from veml.versions import integrity
-from veml.versions.context import Stores
-from veml.lifecycle.drift import Drift
-from veml.lifecycle.monitor import Monitor
-from veml.lifecycle.rebuild import Rebuild
-from veml.lifecycle.similarity import Similarity
-from veml.lifecycle.transfer import Transfer
-from veml.versions.aliases import Aliases
-from veml.versions.coresets import CoreSets
-from veml.versions.data import DataVersions
-from veml.versions.inference import InferenceVersions
-from veml.versions.lifecycles import Lifecycles
-from veml.versions.lineage import LineageAPI
-from veml.versions.model import ModelVersions
-from veml.versions.registry import Registry
-from veml.versions.training import TrainingVersions
+from veml.store import check_store_urls, open_artifact_store, open_embedding_store, open_graph_store, open_sample_store
+
+if TYPE_CHECKING:
+    from veml.lifecycle.drift import Drift
+    from veml.lifecycle.monitor import Monitor
+    from veml.lifecycle.rebuild import Rebuild
+    from veml.lifecycle.similarity import Similarity
+    from veml.lifecycle.transfer import Transfer
+    from veml.entities import Node
+    from veml.store import GraphStore
+    from veml.versions.aliases import Aliases
+    from veml.versions.context import Stores
+    from veml.versions.coresets import CoreSets
+    from veml.versions.data import DataVersions
+    from veml.versions.inference import InferenceVersions
+    from veml.versions.integrity import GcReport, VerifyReport
+    from veml.versions.lifecycles import Lifecycles
+    from veml.versions.lineage import LineageAPI
+    from veml.versions.model import ModelVersions
+    from veml.versions.registry import Registry
+    from veml.versions.training import TrainingVersions
 
 DIRNAME = ".veml"
 CONFIG = "config.toml"
@@ -43,8 +46,24 @@ DEFAULTS = {"metadata_url": "sqlite:///meta.db", "storage_url": "data", "artifac
             "embeddings_url": "embeddings"}
 
 
+class _on_first_use(cached_property):
+    """A :func:`functools.cached_property` built under the repository's lock: server threads that
+    touch ``repo.data`` at once share one instance."""
+
+    def __get__(self, instance: Any, owner: type | None = None) -> Any:
+        if instance is None:
+            return self
+        with instance._lock:
+            return super().__get__(instance, owner)
+
+
 class Repository:
+    """The metadata database opens with the repository (a missing or outdated one fails here); the
+    other stores and each version API open on first use, so a command pays only for what it touches
+    (``veml data list`` never imports the sample store's Arrow/Lance stack)."""
+
     def __init__(self, root: Path) -> None:
+        self._lock = threading.RLock()
         self.root = Path(root).resolve()
         self.dir = self.root / DIRNAME
         cfg_path = self.dir / CONFIG
@@ -54,45 +73,135 @@ class Repository:
             raise RepositoryNotFound(f"no VeML repository at {self.root} (run 'veml init')") from None
         except tomllib.TOMLDecodeError as exc:
             raise StorageError(f"{cfg_path}: malformed config: {exc}") from None
-        self.stores = Stores(
-            graph=open_graph_store(self.config["metadata_url"], self.dir),
-            samples=open_sample_store(self.config["storage_url"], self.dir, s3=self.config.get("s3")),
-            artifacts=open_artifact_store(self.config["artifacts_url"], self.dir, s3=self.config.get("s3")),
-            embeddings=open_embedding_store(self.config["embeddings_url"], self.dir, s3=self.config.get("s3")),
+        check_store_urls(self.config, self.dir)
+        self._graph: GraphStore = open_graph_store(self.config["metadata_url"], self.dir)
+
+    @_on_first_use
+    def stores(self) -> Stores:
+        from veml.compute import RepoLocation, open_executor
+        from veml.versions.context import Stores
+
+        s3 = self.config.get("s3")
+        return Stores(
+            graph=self._graph,
+            samples=open_sample_store(self.config["storage_url"], self.dir, s3=s3),
+            artifacts=open_artifact_store(self.config["artifacts_url"], self.dir, s3=s3),
+            embeddings=open_embedding_store(self.config["embeddings_url"], self.dir, s3=s3),
             location=RepoLocation.of(self.config, self.dir), compute=open_executor(self.config),
         )
-        self.data = DataVersions(self.stores)
-        self.models = ModelVersions(self.stores)
-        self.training = TrainingVersions(self.stores, self.data, self.models)
-        self.registry = Registry(self.stores, self.data, self.models, self.training)
-        self.inference = InferenceVersions(self.stores, self.data, self.models, self.training)
-        self.lifecycles = Lifecycles(self.stores, self.training)
-        self.lineage = LineageAPI(self.stores)
-        self.aliases = Aliases(self.stores)
-        self.coresets = CoreSets(self.stores, self.data, self.training)
-        self.similarity = Similarity(self.stores, self.data, self.coresets, self.lifecycles, self.inference)
-        self.drift = Drift(self.stores, self.data, self.coresets, self.inference, self.training)
-        self.rebuild = Rebuild(self.stores, self.data, self.training, self.inference, self.coresets)
-        self.monitor = Monitor(self.data, self.inference, self.drift, self.rebuild)
-        self.transfer = Transfer(self.stores, self.data, self.training, self.inference, self.lifecycles, self.similarity)
+
+    @_on_first_use
+    def data(self) -> DataVersions:
+        from veml.versions.data import DataVersions
+
+        return DataVersions(self.stores)
+
+    @_on_first_use
+    def models(self) -> ModelVersions:
+        from veml.versions.model import ModelVersions
+
+        return ModelVersions(self.stores)
+
+    @_on_first_use
+    def training(self) -> TrainingVersions:
+        from veml.versions.training import TrainingVersions
+
+        return TrainingVersions(self.stores, self.data, self.models)
+
+    @_on_first_use
+    def registry(self) -> Registry:
+        from veml.versions.registry import Registry
+
+        return Registry(self.stores, self.data, self.models, self.training)
+
+    @_on_first_use
+    def inference(self) -> InferenceVersions:
+        from veml.versions.inference import InferenceVersions
+
+        return InferenceVersions(self.stores, self.data, self.models, self.training)
+
+    @_on_first_use
+    def lifecycles(self) -> Lifecycles:
+        from veml.versions.lifecycles import Lifecycles
+
+        return Lifecycles(self.stores, self.training)
+
+    @_on_first_use
+    def lineage(self) -> LineageAPI:
+        from veml.versions.lineage import LineageAPI
+
+        return LineageAPI(self.stores)
+
+    @_on_first_use
+    def aliases(self) -> Aliases:
+        from veml.versions.aliases import Aliases
+
+        return Aliases(self.stores)
+
+    @_on_first_use
+    def coresets(self) -> CoreSets:
+        from veml.versions.coresets import CoreSets
+
+        return CoreSets(self.stores, self.data, self.training)
+
+    @_on_first_use
+    def similarity(self) -> Similarity:
+        from veml.lifecycle.similarity import Similarity
+
+        return Similarity(self.stores, self.data, self.coresets, self.lifecycles, self.inference)
+
+    @_on_first_use
+    def drift(self) -> Drift:
+        from veml.lifecycle.drift import Drift
+
+        return Drift(self.stores, self.data, self.coresets, self.inference, self.training)
+
+    @_on_first_use
+    def rebuild(self) -> Rebuild:
+        from veml.lifecycle.rebuild import Rebuild
+
+        return Rebuild(self.stores, self.data, self.training, self.inference, self.coresets)
+
+    @_on_first_use
+    def monitor(self) -> Monitor:
+        from veml.lifecycle.monitor import Monitor
+
+        return Monitor(self.data, self.inference, self.drift, self.rebuild)
+
+    @_on_first_use
+    def transfer(self) -> Transfer:
+        from veml.lifecycle.transfer import Transfer
+
+        return Transfer(self.stores, self.data, self.training, self.inference, self.lifecycles, self.similarity)
 
     def get(self, ref: str | int):
         """Any version of any kind, by id, name, tag or alias."""
-        return self.stores.graph.resolve(ref)
+        return self._graph.resolve(ref)
 
     def versions(self, kinds: list[str] | None = None, limit: int | None = None, offset: int = 0):
         """One page of versions of these kinds (oldest first) and how many there are in all."""
-        g = self.stores.graph
+        g = self._graph
         return g.list(kinds=kinds, limit=limit, offset=offset), g.count(kinds)
 
-    def verify(self, deep: bool = False) -> integrity.VerifyReport:
+    def data_versions(self, role: str | None = None) -> list[Node]:
+        """As ``repo.data.list(role)``, from the metadata database alone (no sample store is opened)."""
+        from veml.versions.data_listing import list_data_versions
+
+        return list_data_versions(self._graph, role)
+
+    def verify(self, deep: bool = False) -> VerifyReport:
+        from veml.versions import integrity
+
         return integrity.verify(self.stores, deep=deep)
 
-    def gc(self, grace_s: float = integrity.DEFAULT_GRACE_S) -> integrity.GcReport:
-        return integrity.gc(self.stores, grace_s)
+    def gc(self, grace_s: float | None = None) -> GcReport:
+        """``grace_s`` defaults to :data:`veml.versions.integrity.DEFAULT_GRACE_S`."""
+        from veml.versions import integrity
+
+        return integrity.gc(self.stores, integrity.DEFAULT_GRACE_S if grace_s is None else grace_s)
 
     def close(self) -> None:
-        self.stores.graph.close()
+        self._graph.close()
 
     def __enter__(self) -> "Repository":
         return self
@@ -146,6 +255,8 @@ def init(path: str | Path = ".", metadata_url: str | None = None, storage_url: s
         if created_dir:  # nothing half-made is left behind (an unreachable server, a missing bucket)
             shutil.rmtree(vdir, ignore_errors=True)
         raise
+    import tomli_w
+
     tmp = vdir / (CONFIG + ".tmp")
     tmp.write_text(tomli_w.dumps(config))
     os.replace(tmp, vdir / CONFIG)

@@ -20,6 +20,7 @@ import pyarrow as pa
 
 from veml.entities import MODALITIES, ROLES, Node
 from veml.errors import InvalidInput, NotFound
+from veml.formats import IMPORT_FORMATS
 from veml.formats.batch import ImportBatch, concat_batches, merge_columns
 from veml.formats.coco import check_boxes_within, parse_coco, parse_coco_annotations, write_coco
 from veml.formats.imagefolder import parse_image_folder, write_image_folder
@@ -31,9 +32,8 @@ from veml.schemas import ANNOTATION_TABLES, SCHEMAS
 from veml.versions import preparation, query
 from veml.versions.checkout import DataView
 from veml.versions.context import Stores
+from veml.versions.data_listing import KIND, list_data_versions
 
-KIND = "DataVersion"
-IMPORT_FORMATS = ("coco", "images", "table", "timeseries")
 _META_COLUMNS = ["data_id", "modality", "format", "width", "height", "channels", "file_name", "meta"]
 
 Progress = Callable[[int], None]
@@ -60,8 +60,7 @@ class DataVersions:
         return self._s.graph.resolve(ref, kinds=[KIND])
 
     def list(self, role: str | None = None, limit: int | None = None, offset: int = 0) -> list[Node]:
-        nodes = self._s.graph.list(kinds=[KIND], limit=limit, offset=offset)
-        return [n for n in nodes if role is None or n.props.get("role") == role]
+        return list_data_versions(self._s.graph, role, limit, offset)
 
     def ids(self, ref: str | int | Node) -> BitMap:
         node = ref if isinstance(ref, Node) else self.get(ref)
