@@ -7,6 +7,7 @@ where the data lives.
 
 from __future__ import annotations
 
+import importlib
 import os
 import re
 import secrets
@@ -57,6 +58,18 @@ class _on_first_use(cached_property):
             return super().__get__(instance, owner)
 
 
+def _api(target: str, *needs: str) -> _on_first_use:
+    """A version API ``module:Class`` built on first use as ``Class(*(repo.<need> for need in needs))``."""
+    module, _, cls = target.partition(":")
+
+    def build(repo: "Repository") -> Any:
+        return getattr(importlib.import_module(module), cls)(*(getattr(repo, n) for n in needs))
+
+    prop = _on_first_use(build)
+    prop.__doc__ = f"The :class:`{target.replace(':', '.')}` API (built on first use)."
+    return prop
+
+
 class Repository:
     """The metadata database opens with the repository (a missing or outdated one fails here); the
     other stores and each version API open on first use, so a command pays only for what it touches
@@ -90,89 +103,22 @@ class Repository:
             location=RepoLocation.of(self.config, self.dir), compute=open_executor(self.config),
         )
 
-    @_on_first_use
-    def data(self) -> DataVersions:
-        from veml.versions.data import DataVersions
-
-        return DataVersions(self.stores)
-
-    @_on_first_use
-    def models(self) -> ModelVersions:
-        from veml.versions.model import ModelVersions
-
-        return ModelVersions(self.stores)
-
-    @_on_first_use
-    def training(self) -> TrainingVersions:
-        from veml.versions.training import TrainingVersions
-
-        return TrainingVersions(self.stores, self.data, self.models)
-
-    @_on_first_use
-    def registry(self) -> Registry:
-        from veml.versions.registry import Registry
-
-        return Registry(self.stores, self.data, self.models, self.training)
-
-    @_on_first_use
-    def inference(self) -> InferenceVersions:
-        from veml.versions.inference import InferenceVersions
-
-        return InferenceVersions(self.stores, self.data, self.models, self.training)
-
-    @_on_first_use
-    def lifecycles(self) -> Lifecycles:
-        from veml.versions.lifecycles import Lifecycles
-
-        return Lifecycles(self.stores, self.training)
-
-    @_on_first_use
-    def lineage(self) -> LineageAPI:
-        from veml.versions.lineage import LineageAPI
-
-        return LineageAPI(self.stores)
-
-    @_on_first_use
-    def aliases(self) -> Aliases:
-        from veml.versions.aliases import Aliases
-
-        return Aliases(self.stores)
-
-    @_on_first_use
-    def coresets(self) -> CoreSets:
-        from veml.versions.coresets import CoreSets
-
-        return CoreSets(self.stores, self.data, self.training)
-
-    @_on_first_use
-    def similarity(self) -> Similarity:
-        from veml.lifecycle.similarity import Similarity
-
-        return Similarity(self.stores, self.data, self.coresets, self.lifecycles, self.inference)
-
-    @_on_first_use
-    def drift(self) -> Drift:
-        from veml.lifecycle.drift import Drift
-
-        return Drift(self.stores, self.data, self.coresets, self.inference, self.training)
-
-    @_on_first_use
-    def rebuild(self) -> Rebuild:
-        from veml.lifecycle.rebuild import Rebuild
-
-        return Rebuild(self.stores, self.data, self.training, self.inference, self.coresets)
-
-    @_on_first_use
-    def monitor(self) -> Monitor:
-        from veml.lifecycle.monitor import Monitor
-
-        return Monitor(self.data, self.inference, self.drift, self.rebuild)
-
-    @_on_first_use
-    def transfer(self) -> Transfer:
-        from veml.lifecycle.transfer import Transfer
-
-        return Transfer(self.stores, self.data, self.training, self.inference, self.lifecycles, self.similarity)
+    # Each version API is built on first use from its module and the attributes it needs.
+    data: DataVersions = _api("veml.versions.data:DataVersions", "stores")
+    models: ModelVersions = _api("veml.versions.model:ModelVersions", "stores")
+    training: TrainingVersions = _api("veml.versions.training:TrainingVersions", "stores", "data", "models")
+    registry: Registry = _api("veml.versions.registry:Registry", "stores", "data", "models", "training")
+    inference: InferenceVersions = _api("veml.versions.inference:InferenceVersions", "stores", "data", "models", "training")
+    lifecycles: Lifecycles = _api("veml.versions.lifecycles:Lifecycles", "stores", "training")
+    lineage: LineageAPI = _api("veml.versions.lineage:LineageAPI", "stores")
+    aliases: Aliases = _api("veml.versions.aliases:Aliases", "stores")
+    coresets: CoreSets = _api("veml.versions.coresets:CoreSets", "stores", "data", "training")
+    similarity: Similarity = _api("veml.lifecycle.similarity:Similarity", "stores", "data", "coresets", "lifecycles", "inference")
+    drift: Drift = _api("veml.lifecycle.drift:Drift", "stores", "data", "coresets", "inference", "training")
+    rebuild: Rebuild = _api("veml.lifecycle.rebuild:Rebuild", "stores", "data", "training", "inference", "coresets")
+    monitor: Monitor = _api("veml.lifecycle.monitor:Monitor", "data", "inference", "drift", "rebuild")
+    transfer: Transfer = _api("veml.lifecycle.transfer:Transfer", "stores", "data", "training", "inference", "lifecycles",
+                              "similarity")
 
     def get(self, ref: str | int):
         """Any version of any kind, by id, name, tag or alias."""

@@ -18,6 +18,8 @@ from typing import Any, Callable, Sequence
 import veml
 from veml.cli import aliases as alias_cmds
 from veml.cli import data as data_cmds
+from veml.cli import doctor as doctor_cmds
+from veml.cli import examples
 from veml.cli import lifecycle as lifecycle_cmds
 from veml.cli import ml as ml_cmds
 from veml.cli import repo as repo_cmds
@@ -60,6 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     ml_cmds.register(sub, common)
     lifecycle_cmds.register(sub, common)
     alias_cmds.register(sub, common)
+    doctor_cmds.register(sub, common)
+    examples.attach(parser)  # last: every command registered above gets its --help example
     return parser
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
-from veml.errors import InvalidInput, MissingExtra
+from veml.errors import InvalidInput, MissingExtra, VemlError
 from veml.store.artifacts import ArtifactStore, LocalArtifactStore, ObjectArtifactStore
 
 if TYPE_CHECKING:  # imported on first use (below): they pull in Arrow, which a graph-only command never needs
@@ -55,11 +55,29 @@ def _local_or_s3(url: str, base: Path, what: str, s3: Mapping[str, Any] | None) 
     return path if path.is_absolute() else base / path
 
 
+_STORE_URLS = (("storage_url", "storage"), ("artifacts_url", "artifact"), ("embeddings_url", "embeddings"))
+
+
 def check_store_urls(config: Mapping[str, Any], base: Path) -> None:
     """Refuse a malformed storage, artifact or embeddings URL (or ``[s3]`` table) without opening the
     stores: a repository whose stores open on first use still fails on a bad setting when it opens."""
-    for key, what in (("storage_url", "storage"), ("artifacts_url", "artifact"), ("embeddings_url", "embeddings")):
+    for key, what in _STORE_URLS:
         _local_or_s3(config[key], base, what, config.get("s3"))
+
+
+def probe_store_urls(config: Mapping[str, Any], base: Path) -> dict[str, str | None]:
+    """Per URL key of ``config.toml``: ``None`` when that location answers (an ``s3://`` bucket is
+    listed; a local directory is made on demand), else the one-line reason (``veml doctor``)."""
+    from veml.store.object_store import location
+
+    out: dict[str, str | None] = {}
+    for key, what in _STORE_URLS:
+        try:
+            location(_local_or_s3(config[key], base, what, config.get("s3")), config.get("s3")).check()
+            out[key] = None
+        except VemlError as exc:
+            out[key] = str(exc)
+    return out
 
 
 def open_sample_store(url: str, base: Path, s3: Mapping[str, Any] | None = None) -> SampleStore:
@@ -99,5 +117,5 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'veml.store' has no attribute {name!r}")
 
 
-__all__ = ["GraphStore", "SampleStore", "ArtifactStore", "EmbeddingStore", "check_store_urls", "open_graph_store",
-           "open_sample_store", "open_artifact_store", "open_embedding_store"]
+__all__ = ["GraphStore", "SampleStore", "ArtifactStore", "EmbeddingStore", "check_store_urls", "probe_store_urls",
+           "open_graph_store", "open_sample_store", "open_artifact_store", "open_embedding_store"]

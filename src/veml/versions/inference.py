@@ -26,7 +26,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pyarrow as pa
 
-from veml.adapters import get_adapter
+from veml.adapters import get_adapter, onnx_run
 from veml.adapters.base import ModelSpec, Predictions, TaskData
 from veml.compute import RepoLocation, partition
 from veml.entities import ExportedModel, Node
@@ -81,6 +81,8 @@ class InferenceVersions:
             "tolerance": outcome.tolerance, "agreement": outcome.agreement, "input_shape": list(outcome.input_shape),
             "input_names": list(outcome.input_names), "output_names": list(outcome.output_names),
             "class_names": meta.get("class_names", []), "check_samples": len(sample),
+            # what running it needs of the checkpoint, so that predict/drift on it never load the checkpoint (torch)
+            "runtime_meta": {k: meta[k] for k in onnx_run.RUNTIME_META if k in meta},
         }
         if target == "triton":
             props["triton"] = str(self._write_triton(Path(out), name, outcome, spec.task))
@@ -155,15 +157,22 @@ class InferenceVersions:
         inode, dnode = self.get(inference), self._data.get(data)
         tnode = self._training.get(inode.props["training"])
         spec = self._spec(tnode)
-        adapter = get_adapter(spec.adapter)
-        meta = adapter.checkpoint_meta(self._training.checkpoint(tnode))
+        meta = self._runtime_meta(inode, tnode, spec)
         if self._s.distributed and data_ids is None:
             td, preds = self._run_partitioned(inode, dnode, spec, meta)
             return inode, dnode, td, preds
         view = self._data.checkout(dnode) if data_ids is None else self._data.checkout_samples(dnode, data_ids)
         td = task_data(self._s, spec, view, meta.get("class_names"), require_labels=False)
-        preds = adapter.predict_exported(spec, self.artifact(inode), inode.props["format"], meta, td, inode.props.get("device", "cpu"))
+        preds = predict_exported(spec, self.artifact(inode), inode.props["format"], meta, td, inode.props.get("device", "cpu"))
         return inode, dnode, td, preds
+
+    def _runtime_meta(self, inode: Node, tnode: Node, spec: ModelSpec) -> dict[str, Any]:
+        """What running the deployment needs of its checkpoint's meta: recorded with an ONNX deployment
+        (running one then loads neither the checkpoint nor torch), else read from the checkpoint."""
+        recorded = inode.props.get("runtime_meta")
+        if recorded is not None and inode.props["format"] == "onnx":
+            return dict(recorded)
+        return get_adapter(spec.adapter).checkpoint_meta(self._training.checkpoint(tnode))
 
     def _run_partitioned(self, inode: Node, dnode: Node, spec: ModelSpec,
                          meta: Mapping[str, Any]) -> tuple[TaskData, Predictions]:
@@ -242,11 +251,19 @@ def predict_partition(task: PredictTask) -> tuple[TaskData, Predictions]:
         view = DataVersions(stores).checkout_samples(task.data, task.ids)
         td = task_data(stores, task.spec, view, task.class_names, require_labels=False)
         artifact = stores.artifacts.get_verified(task.artifact, f"deployed artifact {task.artifact[:12]}")
-        adapter = get_adapter(task.spec.adapter)
-        preds = adapter.predict_exported(task.spec, artifact, task.format, task.meta, td, task.device)
+        preds = predict_exported(task.spec, artifact, task.format, task.meta, td, task.device)
         return replace(td, images=None), preds
     finally:
         stores.graph.close()
+
+
+def predict_exported(spec: ModelSpec, artifact: bytes, fmt: str, meta: Mapping[str, Any], td: TaskData,
+                     device: str) -> Predictions:
+    """A deployed artifact's predictions: ONNX through onnxruntime and numpy alone (no adapter, so no torch),
+    other formats through their adapter."""
+    if fmt == "onnx":
+        return onnx_run.predict(spec, artifact, meta, td, device)
+    return get_adapter(spec.adapter).predict_exported(spec, artifact, fmt, meta, td, device)
 
 
 def _concat(parts: Sequence[Any]) -> Any:
