@@ -118,7 +118,7 @@ class DataVersions:
         **options: Any,
     ) -> Node:
         self._check_new(name, role)
-        batch = parse_sources(fmt, source, progress=progress, **options)
+        batch = parse_sources(fmt, source, progress=progress, unlabeled=role == "unlabeled", **options)
         props = self._batch_props(batch, role)
         return self._commit_batch(batch, name, props, parents=[], base_samples=BitMap(), base_ann=BitMap())
 
@@ -133,7 +133,7 @@ class DataVersions:
     ) -> Node:
         parent = self.get(base)
         self._check_new(name, parent.props.get("role", "train"))
-        batch = parse_sources(fmt, source, progress=progress, **options)
+        batch = parse_sources(fmt, source, progress=progress, unlabeled=parent.props.get("role") == "unlabeled", **options)
         if batch.modality != parent.props.get("modality"):
             raise InvalidInput(f"cannot add {batch.modality} samples to {parent.props.get('modality')} version {parent.name!r}")
         props = self._batch_props(batch, parent.props.get("role", "train"))
@@ -393,15 +393,18 @@ class DataVersions:
             )
 
 
-def parse_sources(fmt: str, sources: Path | str | Sequence[Path | str], progress: Progress | None = None, **options: Any) -> ImportBatch:
+def parse_sources(fmt: str, sources: Path | str | Sequence[Path | str], progress: Progress | None = None,
+                  unlabeled: bool = False, **options: Any) -> ImportBatch:
+    """``unlabeled``: the version's role is unlabeled, so an image folder may be flat (no class sub-folders)."""
     paths = [Path(sources)] if isinstance(sources, (str, Path)) else [Path(p) for p in sources]
     if not paths:
         raise InvalidInput("no source given")
-    batches = [parse_source(fmt, p, progress=progress, **options) for p in paths]
+    batches = [parse_source(fmt, p, progress=progress, unlabeled=unlabeled, **options) for p in paths]
     return concat_batches(batches)
 
 
-def parse_source(fmt: str, source: Path, progress: Progress | None = None, **options: Any) -> ImportBatch:
+def parse_source(fmt: str, source: Path, progress: Progress | None = None, unlabeled: bool = False,
+                 **options: Any) -> ImportBatch:
     """One entry point for every import format (``veml data import FORMAT …``).
 
     Read limits come from ``options`` (``max_file_mb``, ``max_pixels``, ``follow_symlinks``,
@@ -414,7 +417,7 @@ def parse_source(fmt: str, source: Path, progress: Progress | None = None, **opt
             raise InvalidInput("coco import needs --images DIR")
         return parse_coco(source, Path(images), progress=progress, policy=policy)
     if fmt == "images":
-        return parse_image_folder(source, progress=progress, policy=policy)
+        return parse_image_folder(source, progress=progress, policy=policy, unlabeled=unlabeled)
     if fmt == "table":
         return parse_table(source, label=options.get("label"), policy=policy)
     if fmt == "timeseries":

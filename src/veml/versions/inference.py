@@ -32,7 +32,7 @@ from veml.compute import RepoLocation, partition
 from veml.entities import ExportedModel, Node
 from veml.errors import InvalidInput
 from veml.store.idsets import BitMap
-from veml.versions import evaluation
+from veml.versions import evaluation, prediction_file
 from veml.versions.context import Stores, stores_at
 from veml.versions.data import DataVersions
 from veml.versions.model import ModelVersions, spec_of
@@ -189,8 +189,13 @@ class InferenceVersions:
         parts = self._s.compute.map(predict_partition, tasks)
         return _merge_task_data([td for td, _ in parts]), _merge_predictions(parts)
 
-    def predict(self, inference: str | int, data: str | int, name: str | None = None) -> Node:
+    def predict(self, inference: str | int, data: str | int, name: str | None = None, out: Path | str | None = None,
+                force: bool = False) -> Node:
+        """A prediction version of ``inference`` over ``data``; with ``out`` (.jsonl or .parquet) the per-sample
+        predictions are also written there (see :mod:`veml.versions.prediction_file`; an existing file only
+        with ``force``).  Every check on ``out`` is made before any work."""
         inode = self.get(inference)
+        target = prediction_file.check_target(out, force) if out is not None else None
         name = name or self._auto_name(f"{inode.name}-on-{self._data.get(data).name}")
         self._s.graph.check_new_name(name)
         inode, dnode, td, preds = self.run(inference, data)
@@ -213,9 +218,15 @@ class InferenceVersions:
         props = {"inference": inode.id, "data": dnode.id, "task": inode.props["task"], "metrics": report, "worst": worst,
                  "predictions": rows.num_rows, "samples": len(td), "annotation_tables": ["predictions"],
                  "key_metric": {"name": metric_name, "value": metric}}
-        return self._s.graph.record(PREDICTION, name, props,
+        node = self._s.graph.record(PREDICTION, name, props,
                                     parents=[(inode.id, "PREDICT_ON", {}), (dnode.id, "PREDICT_ON", {"role": "data"})],
                                     idsets={"annotations": ids}, allocations=[alloc] if alloc is not None else [])
+        if target is not None:
+            meta = self._data.checkout(dnode).metadata()
+            names = dict(zip(meta["data_id"].to_pylist(), meta["file_name"].to_pylist()))
+            records = prediction_file.sample_rows(rows, [int(d) for d in td.data_ids], names, inode.props["task"])
+            prediction_file.write(target, records)
+        return node
 
     def predictions(self, ref: str | int) -> pa.Table:
         node = self.get_prediction(ref)
