@@ -156,16 +156,19 @@ def runner(spec: ModelSpec, artifact: bytes, device: str = "cpu") -> Runner:
 
 
 # --- predictions ----------------------------------------------------------------------------------
-def predict_with(run: Runner, spec: ModelSpec, meta: Mapping[str, Any], data: TaskData, batch_size: int = 64) -> Predictions:
+def predict_with(run: Runner, spec: ModelSpec, meta: Mapping[str, Any], data: TaskData, batch_size: int = 64,
+                 progress: Callable[[int], None] | None = None) -> Predictions:
     """Predictions of a deployed model over ``data``; ``run`` maps a numpy batch to the model's raw outputs
-    (detection: a one-image list per call)."""
+    (detection: a one-image list per call).  ``progress(n)`` after each n samples (forecasting: windows)."""
     check_data(spec, data, training=False)
+    done = progress or (lambda n: None)
     if spec.task == "classification":
         out = []
         for i in range(0, len(data.images), batch_size):
             logits = np.asarray(run(images_nchw(data.images[i:i + batch_size], True))[0], np.float32)
             e = np.exp(logits - logits.max(-1, keepdims=True))
             out.append(e / e.sum(-1, keepdims=True))
+            done(len(logits))
         return Predictions("classification", scores=np.concatenate(out) if out else np.zeros((0, len(meta["class_names"]))))
     if spec.task == "detection":
         off = first_label_offset(spec.architecture)
@@ -173,18 +176,22 @@ def predict_with(run: Runner, spec: ModelSpec, meta: Mapping[str, Any], data: Ta
         for img in images_nchw(data.images, False):
             boxes, scores, labels = run([img])
             dets.append((np.asarray(boxes, np.float32), np.asarray(scores, np.float32), np.asarray(labels, np.int64) - off))
+            done(1)
         return Predictions("detection", detections=dets)
     if data.series.shape[2] != meta["sensors"]:
         raise InvalidInput(f"this forecaster was trained on {meta['sensors']} sensors; the data has {data.series.shape[2]}")
     x, y, owner = forecast_windows(spec, data, meta, int(spec.parameters["horizon"]))
-    out = [np.asarray(run(x[i:i + batch_size])[0]) * meta["std"] + meta["mean"] for i in range(0, len(x), batch_size)]
+    out = []
+    for i in range(0, len(x), batch_size):
+        out.append(np.asarray(run(x[i:i + batch_size])[0]) * meta["std"] + meta["mean"])
+        done(len(out[-1]))
     return Predictions("forecasting", forecasts=np.concatenate(out)[..., 0], forecast_targets=y[..., 0], forecast_sample=owner)
 
 
 def predict(spec: ModelSpec, artifact: bytes, meta: Mapping[str, Any], data: TaskData, device: str = "cpu",
-            batch_size: int = 64) -> Predictions:
+            batch_size: int = 64, progress: Callable[[int], None] | None = None) -> Predictions:
     """An ONNX deployment's predictions over ``data`` (no torch)."""
-    return predict_with(runner(spec, artifact, device), spec, meta, data, batch_size)
+    return predict_with(runner(spec, artifact, device), spec, meta, data, batch_size, progress)
 
 
 __all__ = ["predict", "predict_with", "runner", "session", "cached_session", "check_data", "images_nchw", "make_windows",

@@ -209,7 +209,9 @@ def cmd_export(ctx: Context, args: argparse.Namespace) -> None:
 
 
 def cmd_predict(ctx: Context, args: argparse.Namespace) -> None:
-    node = ctx.repo.inference.predict(args.inference, args.data, name=args.name, out=args.out, force=args.force)
+    with ctx.progress("predicting", "sample") as bar:
+        node = ctx.repo.inference.predict(args.inference, args.data, name=args.name, out=args.out, force=args.force,
+                                          progress=bar)
     v = node.to_json()
     if args.out:
         v["out"] = str(Path(args.out).resolve())

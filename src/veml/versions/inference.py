@@ -21,7 +21,7 @@ import os
 
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -148,8 +148,8 @@ class InferenceVersions:
         digest = inode.props["artifact"]
         return self._s.artifacts.get_verified(digest, f"deployed artifact {digest[:12]} of {inode.name!r}")
 
-    def run(self, inference: str | int, data: str | int,
-            data_ids: np.ndarray | None = None) -> tuple[Node, Node, TaskData, Predictions]:
+    def run(self, inference: str | int, data: str | int, data_ids: np.ndarray | None = None,
+            progress: Callable[[int], None] | None = None) -> tuple[Node, Node, TaskData, Predictions]:
         """Run a deployment over a data version without recording anything (drift, monitoring, the server).
 
         ``data_ids`` limits the run to those samples of the version (read alone, on this process).
@@ -163,7 +163,8 @@ class InferenceVersions:
             return inode, dnode, td, preds
         view = self._data.checkout(dnode) if data_ids is None else self._data.checkout_samples(dnode, data_ids)
         td = task_data(self._s, spec, view, meta.get("class_names"), require_labels=False)
-        preds = predict_exported(spec, self.artifact(inode), inode.props["format"], meta, td, inode.props.get("device", "cpu"))
+        preds = predict_exported(spec, self.artifact(inode), inode.props["format"], meta, td, inode.props.get("device", "cpu"),
+                                 progress)
         return inode, dnode, td, preds
 
     def _runtime_meta(self, inode: Node, tnode: Node, spec: ModelSpec) -> dict[str, Any]:
@@ -190,7 +191,7 @@ class InferenceVersions:
         return _merge_task_data([td for td, _ in parts]), _merge_predictions(parts)
 
     def predict(self, inference: str | int, data: str | int, name: str | None = None, out: Path | str | None = None,
-                force: bool = False) -> Node:
+                force: bool = False, progress: Callable[[int], None] | None = None) -> Node:
         """A prediction version of ``inference`` over ``data``; with ``out`` (.jsonl or .parquet) the per-sample
         predictions are also written there (see :mod:`veml.versions.prediction_file`; an existing file only
         with ``force``).  Every check on ``out`` is made before any work."""
@@ -198,7 +199,7 @@ class InferenceVersions:
         target = prediction_file.check_target(out, force) if out is not None else None
         name = name or self._auto_name(f"{inode.name}-on-{self._data.get(data).name}")
         self._s.graph.check_new_name(name)
-        inode, dnode, td, preds = self.run(inference, data)
+        inode, dnode, td, preds = self.run(inference, data, progress=progress)
         report, worst = evaluation.evaluate(td, preds)
         spec = self._spec(self._training.get(inode.props["training"]))
         rows = _prediction_rows(td, preds, self._data.checkout(dnode), int(spec.parameters.get("image_size", 1)))
@@ -269,12 +270,15 @@ def predict_partition(task: PredictTask) -> tuple[TaskData, Predictions]:
 
 
 def predict_exported(spec: ModelSpec, artifact: bytes, fmt: str, meta: Mapping[str, Any], td: TaskData,
-                     device: str) -> Predictions:
+                     device: str, progress: Callable[[int], None] | None = None) -> Predictions:
     """A deployed artifact's predictions: ONNX through onnxruntime and numpy alone (no adapter, so no torch),
-    other formats through their adapter."""
+    other formats through their adapter (progress then reported once, at the end)."""
     if fmt == "onnx":
-        return onnx_run.predict(spec, artifact, meta, td, device)
-    return get_adapter(spec.adapter).predict_exported(spec, artifact, fmt, meta, td, device)
+        return onnx_run.predict(spec, artifact, meta, td, device, progress=progress)
+    preds = get_adapter(spec.adapter).predict_exported(spec, artifact, fmt, meta, td, device)
+    if progress:
+        progress(len(td))
+    return preds
 
 
 def _concat(parts: Sequence[Any]) -> Any:
