@@ -57,6 +57,7 @@ EXAMPLES: dict[str, str] = {
     "alias history": "veml alias history champion",
     "alias delete": "veml alias delete champion",
     "doctor": "veml doctor --json",
+    "import": "veml import mlflow sqlite:///mlflow.db --experiment perception",
 }
 
 
