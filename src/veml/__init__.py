@@ -2,11 +2,12 @@
 
 ``veml.init(path)`` creates a repository, ``veml.open(path)`` finds one (upward from ``path``, or
 ``$VEML_REPO``); the returned :class:`~veml.repository.Repository` exposes ``.data``,
-``.lineage`` and the integrity checks.
+``.lineage`` and the integrity checks; ``veml.start_run(...)`` (or ``repo.start_run``) logs training that
+runs outside VeML.
 """
 
-from veml.repository import Repository, init
+from veml.repository import Repository, init, start_run
 from veml.repository import open as open  # noqa: A004
 
 __version__ = "0.1.0"
-__all__ = ["Repository", "init", "open", "__version__"]
+__all__ = ["Repository", "init", "open", "start_run", "__version__"]

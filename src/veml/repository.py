@@ -17,6 +17,7 @@ from typing import Any
 
 import tomli_w
 
+from veml.entities import DataVersion, InferenceVersion, ModelVersion, Node, Run, TrainingVersion
 from veml.errors import InvalidInput, RepositoryExists, RepositoryNotFound, StorageError
 from veml.store import open_artifact_store, open_embedding_store, open_graph_store, open_sample_store
 from veml.compute import RepoLocation, open_executor
@@ -35,6 +36,7 @@ from veml.versions.lifecycles import Lifecycles
 from veml.versions.lineage import LineageAPI
 from veml.versions.model import ModelVersions
 from veml.versions.registry import Registry
+from veml.versions.runs import ActiveRun, Runs
 from veml.versions.training import TrainingVersions
 
 DIRNAME = ".veml"
@@ -65,6 +67,7 @@ class Repository:
         self.models = ModelVersions(self.stores)
         self.training = TrainingVersions(self.stores, self.data, self.models)
         self.registry = Registry(self.stores, self.data, self.models, self.training)
+        self.runs = Runs(self.stores, self.data, self.models, self.training, self.registry)
         self.inference = InferenceVersions(self.stores, self.data, self.models, self.training)
         self.lifecycles = Lifecycles(self.stores, self.training)
         self.lineage = LineageAPI(self.stores)
@@ -79,6 +82,26 @@ class Repository:
     def get(self, ref: str | int):
         """Any version of any kind, by id, name, tag or alias."""
         return self.stores.graph.resolve(ref)
+
+    def version(self, ref: str | int) -> DataVersion | ModelVersion | TrainingVersion | InferenceVersion | Node:
+        """Any version by id, name, tag or alias, as the typed entity of its kind (a Node for the other kinds)."""
+        node = self.get(ref)
+        if node.kind == "TrainingVersion":
+            return TrainingVersion.from_description(self.training.describe(self.training.get(node.id)))
+        typed = {"DataVersion": DataVersion, "ModelVersion": ModelVersion, "InferenceVersion": InferenceVersion}.get(node.kind)
+        return typed.from_node(node) if typed is not None else node
+
+    def start_run(self, name: str | None = None, data: str | int | None = None, model: str | int | None = None,
+                  params: dict[str, Any] | None = None, tags: dict[str, Any] | None = None,
+                  resume: str | int | None = None, system_metrics_s: float | None = None) -> ActiveRun:
+        """Log training that runs outside VeML (README: "Python SDK"): a training version linked to ``data``
+        and ``model`` when given; ``resume`` continues the run of that name from this process."""
+        return self.runs.start(name=name, data=data, model=model, params=params, tags=tags, resume=resume,
+                               system_metrics_s=system_metrics_s)
+
+    def get_run(self, ref: str | int) -> Run:
+        """A run logged with the SDK, as recorded now."""
+        return self.runs.get(ref)
 
     def versions(self, kinds: list[str] | None = None, limit: int | None = None, offset: int = 0):
         """One page of versions of these kinds (oldest first) and how many there are in all."""
@@ -184,3 +207,18 @@ def find_root(start: str | Path | None = None) -> Path:
 
 def open(path: str | Path | None = None) -> Repository:  # noqa: A001 - mirrors veml.open in DESIGN.md
     return Repository(find_root(path))
+
+
+def start_run(name: str | None = None, data: str | int | None = None, model: str | int | None = None,
+              params: dict[str, Any] | None = None, tags: dict[str, Any] | None = None, resume: str | int | None = None,
+              system_metrics_s: float | None = None, repo: str | Path | None = None) -> ActiveRun:
+    """``veml.start_run(...)``: :meth:`Repository.start_run` on the repository found as the CLI finds it
+    (``repo``, else the nearest ``.veml/`` upward from the working directory, else ``$VEML_REPO``); the
+    repository is closed when the run ends."""
+    opened = open(repo)
+    try:
+        return opened.runs.start(name=name, data=data, model=model, params=params, tags=tags, resume=resume,
+                                 system_metrics_s=system_metrics_s, on_end=opened.close)
+    except BaseException:
+        opened.close()
+        raise

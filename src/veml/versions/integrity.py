@@ -128,7 +128,7 @@ class GcReport:
                 "allocations_released": self.allocations, "temp_files_removed": self.temp_files, "bytes_before": self.bytes_before, "bytes_after": self.bytes_after}
 
 
-def _owner_alive(owner: str | None) -> bool | None:
+def owner_alive(owner: str | None) -> bool | None:
     """Whether the writer that holds a reservation is alive: True or False only when it ran on this
     host in this PID namespace (``host:pid:ns[:start]``) and the kernel can tell; None otherwise
     (another host or container, or an owner from before schema 2).  A zombie, or a pid now held by
@@ -163,7 +163,7 @@ def _reservation_is_live(owner: str | None, lease_left: float | None, age_s: flo
     writer gc cannot see (another host, a container) is alive while its lease runs (it renews it
     as it works, :mod:`veml.store.leases`); once the lease ran out its rows are kept only for the
     grace period.  A reservation from before schema 3 has no lease and waits out the grace."""
-    alive = _owner_alive(owner)
+    alive = owner_alive(owner)
     if alive is not None:
         return alive
     if lease_left is not None and lease_left > 0:
