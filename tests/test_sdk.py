@@ -26,6 +26,8 @@ from conftest import ok
 from test_registry import NET, digits_folder, snapshot
 
 WORKER = str(Path(__file__).with_name("sdk_worker.py"))
+# a failed write in the metric writer thread (or the system sampler) must fail the test, not just print
+pytestmark = pytest.mark.filterwarnings("error::pytest.PytestUnhandledThreadExceptionWarning")
 
 
 @pytest.fixture(scope="module")

@@ -191,22 +191,20 @@ class _Logger:
             return
         if self._queue is None:
             self._queue = queue.Queue()
-            threading.Thread(target=self._write_handed, name="veml-metric-writer", daemon=True).start()
+            threading.Thread(target=self._write_handed, args=(self._queue,), name="veml-metric-writer", daemon=True).start()
         self._queue.put(rows)
 
-    def _write_handed(self) -> None:
-        assert self._queue is not None
+    def _write_handed(self, handed: "queue.Queue[list[tuple[int, int, str, float, float]] | None]") -> None:
         while True:
-            rows = self._queue.get()
-            if rows is None:  # closed
-                self._queue.task_done()
-                return
+            rows = handed.get()
             try:
+                if rows is None:  # closed
+                    return
                 self._s.graph.append_logs(self._id, rows)
             except BaseException as exc:  # noqa: BLE001 - raised in the logging thread by the next call
                 self._error = exc
             finally:
-                self._queue.task_done()
+                handed.task_done()
 
     def flush(self) -> None:
         if self._queue is not None:
