@@ -253,3 +253,75 @@ def test_bad_input_is_refused_with_one_clear_error(repo, root, tmp_path):
             late()
     with pytest.raises(InvalidInput, match="its data is not 'digits'"):
         repo.start_run(resume=repo.start_run(name="r-ok", system_metrics_s=0).end().name, data="digits")
+
+
+# ------------------------------------------------------------------ framework callbacks (extras)
+
+
+def test_lightning_callback_logs_a_real_fit(repo):
+    pytest.importorskip("lightning", reason="the [lightning] extra is not installed")
+    import lightning.pytorch as pl
+    import torch
+
+    from veml.integrations.lightning import VemlCallback
+
+    class Tiny(pl.LightningModule):
+        def __init__(self, lr: float = 0.05, hidden: int = 4) -> None:
+            super().__init__()
+            self.save_hyperparameters()
+            self.net = torch.nn.Sequential(torch.nn.Linear(4, hidden), torch.nn.ReLU(), torch.nn.Linear(hidden, 2))
+
+        def training_step(self, batch, _):
+            x, y = batch
+            loss = torch.nn.functional.cross_entropy(self.net(x), y)
+            self.log("train_loss", loss)
+            return loss
+
+        def validation_step(self, batch, _):
+            x, y = batch
+            self.log("val_acc", (self.net(x).argmax(1) == y).float().mean())
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=self.hparams.lr)
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(32, 4, generator=g)
+    data = torch.utils.data.TensorDataset(x, (x[:, 0] > 0).long())
+    loader = torch.utils.data.DataLoader(data, batch_size=8)
+    with repo.start_run(name="r-lightning", system_metrics_s=0) as run:
+        trainer = pl.Trainer(max_epochs=2, callbacks=[VemlCallback(run, log_model=True)], log_every_n_steps=1,
+                             logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                             enable_model_summary=False, accelerator="cpu", devices=1)
+        trainer.fit(Tiny(), loader, loader)
+    info = repo.get_run("r-lightning")
+    assert info.status == "finished" and dict(info.params) == {"lr": 0.05, "hidden": 4}
+    rows = repo.training.logs("r-lightning")
+    assert [r["step"] for r in rows if r["key"] == "train_loss"][:4] == [1, 2, 3, 4]  # global steps, every batch
+    assert {r["epoch"] for r in rows if r["key"] == "val_acc"} == {0, 1}
+    assert set(info.metrics) == {"train_loss", "val_acc"}
+    assert info.logged_model.framework == "torch" and not info.logged_model.runnable  # its own architecture: a file
+
+
+def test_hf_trainer_callback_logs_a_real_training(repo, tmp_path):
+    pytest.importorskip("transformers", reason="the [hf] extra is not installed")
+    pytest.importorskip("accelerate", reason="the [hf] extra is not installed")
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification, Trainer, TrainingArguments
+
+    from veml.integrations.hf import VemlCallback
+
+    torch.manual_seed(0)
+    model = BertForSequenceClassification(BertConfig(vocab_size=32, hidden_size=8, num_hidden_layers=1,
+                                                     num_attention_heads=2, intermediate_size=16, num_labels=2))
+    ids = torch.randint(0, 32, (16, 6))
+    data = [{"input_ids": ids[i], "labels": int(ids[i, 0] % 2)} for i in range(16)]
+    args = TrainingArguments(output_dir=str(tmp_path / "hf"), max_steps=4, logging_steps=1, learning_rate=1e-3,
+                             per_device_train_batch_size=4, report_to=[], save_strategy="no", use_cpu=True,
+                             disable_tqdm=True, seed=0)
+    with repo.start_run(name="r-hf", system_metrics_s=0) as run:
+        Trainer(model=model, args=args, train_dataset=data, callbacks=[VemlCallback(run)]).train()
+    info = repo.get_run("r-hf")
+    assert info.status == "finished"
+    assert info.params["learning_rate"] == 1e-3 and info.params["max_steps"] == 4 and info.params["model.hidden_size"] == 8
+    loss = [r["step"] for r in repo.training.logs("r-hf") if r["key"] == "loss"]
+    assert loss == [1, 2, 3, 4] and "train_runtime" in info.metrics
