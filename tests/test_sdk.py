@@ -22,7 +22,7 @@ import pytest
 import veml
 from veml.entities import DataVersion, LoggedModel, ModelVersion, Run, TrainingVersion
 from veml.errors import Conflict, InvalidInput, NotFound, RepositoryNotFound
-from conftest import ok
+from conftest import ok, overwrite_artifact
 from test_registry import NET, digits_folder, snapshot
 
 WORKER = str(Path(__file__).with_name("sdk_worker.py"))
@@ -101,6 +101,13 @@ def test_a_run_is_a_training_version_like_any_other(repo, root, tmp_path):
     assert isinstance(repo.version("net"), ModelVersion) and repo.version("net").architecture == "resnet18"
     tv = repo.version("r1")
     assert isinstance(tv, TrainingVersion) and tv.logged and tv.status == "finished" and tv.checkpoint is None
+    # veml verify checks the files a run logged: bit rot in one is named
+    assert repo.verify().problems == []
+    overwrite_artifact(root, art.sha256, b"\x89PNG rotten bits")
+    try:
+        assert [p for p in repo.verify().problems if "artifact 'confusion.png'" in p and "r1" in p]
+    finally:
+        overwrite_artifact(root, art.sha256, b"\x89PNG not really")
 
 
 def test_a_failing_block_fails_the_run_with_the_exception(repo):

@@ -353,8 +353,10 @@ class LoggedModel:
 class Run:
     """A training run logged from outside VeML with the SDK (``repo.start_run``): the training version ``id``
     /``name``, its ``status`` (running, finished, failed), the data and model versions it is linked to (ids or
-    None), its parameters, tags and the last value of each metric, the files and model it logged, and what was
-    recorded about where it ran (``git``, ``python``, ``packages``, ``host``, ``pid``, ``argv``)."""
+    None), its parameters, tags and the last value of each metric (recorded when the run ends; ``ActiveRun.info``
+    has them while it runs), the files and model it logged, and what was recorded about where it ran (``git``,
+    ``python``, ``packages``, ``host``, ``pid``, ``argv``); ``started_at``/``ended_at`` are epoch seconds and
+    ``error`` says why a failed run failed."""
 
     id: int
     name: str

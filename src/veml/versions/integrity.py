@@ -100,11 +100,18 @@ def verify(stores: Stores, deep: bool = False) -> VerifyReport:
 
 
 def _verify_model_artifacts(stores: Stores, report: VerifyReport) -> None:
-    """Checkpoints (from finished runs' events), deployed artifacts and core-set matrices, by their sha256."""
+    """Checkpoints (from finished runs' events), files logged with runs, deployed artifacts and core-set matrices,
+    by their sha256."""
     g = stores.graph
     runs = g.list(kinds=["TrainingVersion"])
     events = g.latest_events([n.id for n in runs])
     found = [(n, "checkpoint", events[n.id]["checkpoint"]) for n in runs if events.get(n.id, {}).get("checkpoint")]
+    for n in runs:  # the files a run logged with the SDK kept (a model VeML cannot run is kept as its file)
+        logged = events.get(n.id, {}).get("run") or {}
+        found += [(n, f"artifact {a['name']!r}", a["sha256"]) for a in logged.get("artifacts") or ()]
+        model = logged.get("logged_model")
+        if model and not model.get("runnable"):
+            found.append((n, f"model file {model['name']!r}", model["sha256"]))
     found += [(n, "deployed artifact", n.props["artifact"]) for n in g.list(kinds=["InferenceVersion"]) if n.props.get("artifact")]
     found += [(n, "core-set matrix", n.props["matrix"]) for n in g.list(kinds=["CoreSet"]) if n.props.get("matrix")]
     for node, what, sha in found:

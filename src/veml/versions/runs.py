@@ -97,7 +97,7 @@ class Runs:
         """The run (a training version logged with the SDK) as a typed entity."""
         node = self._training.get(ref)
         if not isinstance(node.props.get("run"), dict):
-            raise InvalidInput(f"training {node.name!r} was not logged with the SDK: read it with repo.training")
+            raise InvalidInput(f"training {node.name!r} was not logged with the SDK: read it with repo.version({node.name!r})")
         return _run_entity(self._training.describe(node))
 
     def reap(self) -> list[int]:
@@ -226,7 +226,8 @@ class _State:
 
 class ActiveRun:
     """A run in progress: log to it, then ``end()`` it, or use it as a context manager (``with``), which ends
-    it as finished, or as failed with the exception's summary when the block raises."""
+    it as finished, or as failed with the exception's summary when the block raises.  Log to one run from one
+    thread (as a training loop does); the system metrics and the metric writer have threads of their own."""
 
     def __init__(self, runs: Runs, node: Node, state: _State, dnode: Node | None, mnode: Node | None,
                  system_interval_s: float, on_end: Callable[[], None] | None, system_step: int = 0) -> None:
@@ -276,9 +277,9 @@ class ActiveRun:
         """Several metrics at one step (default: one past each metric's own last step)."""
         self._check_open()
         st = self._state
-        if step is not None:
+        if step is not None or epoch != 0:
             try:
-                step = operator.index(step)
+                step = None if step is None else operator.index(step)
                 epoch = operator.index(epoch)
             except TypeError:
                 raise InvalidInput(f"step and epoch are integers, not {step!r} / {epoch!r}") from None
@@ -421,8 +422,9 @@ class ActiveRun:
         if exc is None or (isinstance(exc, SystemExit) and exc.code in (0, None)):
             self.end("finished")
         else:
-            reason = str(exc) if isinstance(exc, VemlError) else f"{type(exc).__name__}: {exc}"
-            self.end("failed", reason.strip() or type(exc).__name__)
+            text = str(exc).strip()
+            reason = text if isinstance(exc, VemlError) else f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+            self.end("failed", reason)
 
 
 def _check_artifact_name(name: Any) -> None:
