@@ -8,7 +8,7 @@ rows in the same log, buffered by the same logger (:class:`veml.versions.trainin
 What changes while it runs (parameters, tags, artifacts, the model) is written as it is logged: each
 change appends a ``running`` event holding the whole state, so the latest event is always a
 complete, consistent record, and a process killed at any moment leaves a run that every reader
-reports as failed (its process is gone: ``TrainingVersions._effective``), with everything logged
+reports as failed (its process is gone: ``TrainingVersions.effective``), with everything logged
 up to the kill.  The next run started on the same host writes that ``failed`` event for good
 (:meth:`Runs.reap`); runs of other hosts are never judged.  ``end()`` (or leaving the ``with``
 block) appends ``finished``, or ``failed`` with the exception's summary.
@@ -108,7 +108,7 @@ class Runs:
         marked = []
         for node in nodes:
             ev = latest.get(node.id)
-            if not ev or ev.get("status") != "running" or self._training._effective(ev).get("status") != "failed":
+            if not ev or ev.get("status") != "running" or self._training.effective(ev).get("status") != "failed":
                 continue
             again = self._s.graph.latest_events([node.id]).get(node.id) or {}
             if again.get("at") != ev.get("at"):  # resumed meanwhile

@@ -230,7 +230,7 @@ def _before_first_event(node: Node) -> dict[str, Any]:
     """The status of a run node with no event: running, by the process its props name.
 
     The node and its first event are two commits; a process killed between them leaves a run with
-    no event, which ``_effective`` then reports as failed once that process is gone.  (A run
+    no event, which ``effective`` then reports as failed once that process is gone.  (A run
     recorded before ``started_by`` existed has nothing to go by: "unknown".)"""
     if isinstance(node.props.get("registered"), dict):  # a model file registered (no run): finished when recorded
         return {"status": "finished", "checkpoint": node.props["checkpoint"], "metrics": None}
@@ -247,9 +247,9 @@ def running_here() -> dict[str, Any]:
 
 
 def _alive(pid: int, host: str, owner: str | None = None) -> bool:
-    judged = owner_alive(owner) if owner else None
-    if judged is not None:
-        return judged
+    if owner:  # judged by pid, pid namespace and start time; another host's or container's run is trusted
+        judged = owner_alive(owner)
+        return True if judged is None else judged
     if host != socket.gethostname():
         return True  # another machine's run: trust its events
     try:
@@ -277,16 +277,18 @@ class TrainingVersions:
 
     def status(self, node: Node) -> dict[str, Any]:
         ev = self._s.graph.latest_events([node.id]).get(node.id) or _before_first_event(node)
-        return self._effective(ev)
+        return self.effective(ev)
 
     @staticmethod
-    def _effective(ev: dict[str, Any]) -> dict[str, Any]:
+    def effective(ev: dict[str, Any]) -> dict[str, Any]:
+        """A run's latest event as readers report it: a ``running`` run whose process this host can see is
+        gone reads as failed."""
         if ev.get("status") == "running" and not _alive(int(ev.get("pid", -1)), str(ev.get("host", "")), ev.get("owner")):
             return {**ev, "status": "failed", "error": "the training process died without finishing"}
         return ev
 
     def describe(self, node: Node, event: dict[str, Any] | None = None) -> dict[str, Any]:
-        ev = self._effective(event) if event is not None else self.status(node)
+        ev = self.effective(event) if event is not None else self.status(node)
         out = node.to_json()
         out["status"] = ev.get("status")
         for key in ("metrics", "checkpoint", "profile", "worst", "error", "finished_at", "selection", "params"):
