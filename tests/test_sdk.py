@@ -262,6 +262,18 @@ def test_bad_input_is_refused_with_one_clear_error(repo, root, tmp_path):
         repo.start_run(resume=repo.start_run(name="r-ok", system_metrics_s=0).end().name, data="digits")
 
 
+def test_start_run_finds_the_repository_as_the_cli_does(root, tmp_path, monkeypatch):
+    (root / "scripts").mkdir(exist_ok=True)
+    monkeypatch.chdir(root / "scripts")  # the nearest .veml/ upward
+    veml.start_run(name="r-found-up", system_metrics_s=0).end()
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("VEML_REPO", str(root))  # else $VEML_REPO
+    with veml.start_run(name="r-found-env", system_metrics_s=0) as run:
+        run.log_metric("loss", 1.0)
+    with veml.open(root) as repo:
+        assert repo.get_run("r-found-up").status == repo.get_run("r-found-env").status == "finished"
+
+
 # ------------------------------------------------------------------ framework callbacks (extras)
 
 
