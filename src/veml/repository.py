@@ -18,6 +18,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from veml.entities import DataVersion, InferenceVersion, ModelVersion, Node, Run, TrainingVersion
 from veml.errors import InvalidInput, RepositoryExists, RepositoryNotFound, StorageError
 from veml.store import check_store_urls, open_artifact_store, open_embedding_store, open_graph_store, open_sample_store
 
@@ -28,7 +29,6 @@ if TYPE_CHECKING:
     from veml.lifecycle.rebuild import Rebuild
     from veml.lifecycle.similarity import Similarity
     from veml.lifecycle.transfer import Transfer
-    from veml.entities import Node
     from veml.store import GraphStore
     from veml.versions.aliases import Aliases
     from veml.versions.context import Stores
@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from veml.versions.lineage import LineageAPI
     from veml.versions.model import ModelVersions
     from veml.versions.registry import Registry
+    from veml.versions.runs import ActiveRun, Runs
     from veml.versions.training import TrainingVersions
 
 DIRNAME = ".veml"
@@ -109,6 +110,7 @@ class Repository:
     models: ModelVersions = _api("veml.versions.model:ModelVersions", "stores")
     training: TrainingVersions = _api("veml.versions.training:TrainingVersions", "stores", "data", "models")
     registry: Registry = _api("veml.versions.registry:Registry", "stores", "data", "models", "training")
+    runs: Runs = _api("veml.versions.runs:Runs", "stores", "data", "models", "training", "registry")
     inference: InferenceVersions = _api("veml.versions.inference:InferenceVersions", "stores", "data", "models", "training")
     lifecycles: Lifecycles = _api("veml.versions.lifecycles:Lifecycles", "stores", "training")
     lineage: LineageAPI = _api("veml.versions.lineage:LineageAPI", "stores")
@@ -132,6 +134,26 @@ class Repository:
     def get(self, ref: str | int):
         """Any version of any kind, by id, name, tag or alias."""
         return self._graph.resolve(ref)
+
+    def version(self, ref: str | int) -> DataVersion | ModelVersion | TrainingVersion | InferenceVersion | Node:
+        """Any version by id, name, tag or alias, as the typed entity of its kind (a Node for the other kinds)."""
+        node = self.get(ref)
+        if node.kind == "TrainingVersion":
+            return TrainingVersion.from_description(self.training.describe(self.training.get(node.id)))
+        typed = {"DataVersion": DataVersion, "ModelVersion": ModelVersion, "InferenceVersion": InferenceVersion}.get(node.kind)
+        return typed.from_node(node) if typed is not None else node
+
+    def start_run(self, name: str | None = None, data: str | int | None = None, model: str | int | None = None,
+                  params: dict[str, Any] | None = None, tags: dict[str, Any] | None = None,
+                  resume: str | int | None = None, system_metrics_s: float | None = None) -> ActiveRun:
+        """Log training that runs outside VeML (README: "Python SDK"): a training version linked to ``data``
+        and ``model`` when given; ``resume`` continues the run of that name from this process."""
+        return self.runs.start(name=name, data=data, model=model, params=params, tags=tags, resume=resume,
+                               system_metrics_s=system_metrics_s)
+
+    def get_run(self, ref: str | int) -> Run:
+        """A run logged with the SDK, as recorded now."""
+        return self.runs.get(ref)
 
     def versions(self, kinds: list[str] | None = None, limit: int | None = None, offset: int = 0):
         """One page of versions of these kinds (oldest first) and how many there are in all."""
@@ -250,3 +272,18 @@ def find_root(start: str | Path | None = None) -> Path:
 
 def open(path: str | Path | None = None) -> Repository:  # noqa: A001 - mirrors veml.open in DESIGN.md
     return Repository(find_root(path))
+
+
+def start_run(name: str | None = None, data: str | int | None = None, model: str | int | None = None,
+              params: dict[str, Any] | None = None, tags: dict[str, Any] | None = None, resume: str | int | None = None,
+              system_metrics_s: float | None = None, repo: str | Path | None = None) -> ActiveRun:
+    """``veml.start_run(...)``: :meth:`Repository.start_run` on the repository found as the CLI finds it
+    (``repo``, else the nearest ``.veml/`` upward from the working directory, else ``$VEML_REPO``); the
+    repository is closed when the run ends."""
+    opened = open(repo)
+    try:
+        return opened.runs.start(name=name, data=data, model=model, params=params, tags=tags, resume=resume,
+                                 system_metrics_s=system_metrics_s, on_end=opened.close)
+    except BaseException:
+        opened.close()
+        raise

@@ -134,7 +134,8 @@ def _echo(ctx: Context):
 
 def _training_text(t: dict[str, Any]) -> str:
     metrics = t.get("metrics") or {}
-    keys = [k for k in ("accuracy", "macro_f1", "map50", "map", "mae", "rmse", "final_loss") if metrics.get(k) is not None]
+    keys = [k for k in ("accuracy", "macro_f1", "map50", "map", "mae", "rmse", "final_loss") if metrics.get(k) is not None] \
+        or [k for k, v in sorted(metrics.items()) if isinstance(v, (int, float))][:4]  # a run logged with the SDK
     shown = ", ".join(f"{k}={metrics[k]:.4f}" for k in keys)
     prof = t.get("profile") or {}
     extra = f" ({prof.get('samples_per_s', 0):.1f} samples/s)" if prof else ""
