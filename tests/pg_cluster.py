@@ -36,23 +36,14 @@ class PostgresUnavailable(RuntimeError):
 
 
 def find_pg_bin() -> Path:
-    candidates: list[Path] = []
-    if os.environ.get("VEML_PG_BIN"):
-        candidates.append(Path(os.environ["VEML_PG_BIN"]))
-    root = Path("/usr/lib/postgresql")
-    if root.is_dir():
-        versions = sorted((p for p in root.iterdir() if p.name.split(".")[0].isdigit()),
-                          key=lambda p: int(p.name.split(".")[0]), reverse=True)
-        candidates.extend(v / "bin" for v in versions)
-    on_path = shutil.which("initdb")
-    if on_path:
-        candidates.append(Path(on_path).parent)
-    for c in candidates:
-        if all((c / exe).is_file() and os.access(c / exe, os.X_OK) for exe in ("initdb", "pg_ctl", "postgres")):
-            return c
+    from veml.doctor import postgres_bin_dir  # the one search (veml doctor reports the same directory)
+
+    found = postgres_bin_dir()
+    if found is not None:
+        return found
     raise PostgresUnavailable(
-        "PostgreSQL server binaries (initdb, pg_ctl, postgres) not found: looked in "
-        f"{', '.join(map(str, candidates)) or '$VEML_PG_BIN, /usr/lib/postgresql/*/bin and $PATH'}. "
+        "PostgreSQL server binaries (initdb, pg_ctl, postgres) not found: looked in $VEML_PG_BIN, "
+        "/usr/lib/postgresql/*/bin and $PATH. "
         "Install PostgreSQL 15 (e.g. apt-get install postgresql-15) or set VEML_PG_BIN to its bin directory."
     )
 

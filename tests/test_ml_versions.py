@@ -472,7 +472,7 @@ def test_init_from_a_finished_training_with_a_new_class_set(cli, img_repo, cls_t
 def detection(img_repo, driving_small) -> dict:
     """FCOS on EfficientNet-Lite0 at image_size 32 (the data is 64×64, so predictions must be scaled
     back to the data's own pixels), trained on 12 images, deployed as ONNX, run over 4 images."""
-    import veml.adapters.torch_export as tx
+    import veml.adapters.onnx_run as tx  # ONNX deployments run here (no torch)
 
     cfg = write_config(img_repo.parent / "det.yaml",
                        "task: detection\narchitecture: fcos\nbackbone: efficientnet_lite0\n"
@@ -485,7 +485,7 @@ def detection(img_repo, driving_small) -> dict:
     i = ok("deploy", "det-run", "--format", "onnx", "--name", "det-onnx", "--repo", img_repo)
     sessions, raw = [], []
     with pytest.MonkeyPatch.context() as mp:
-        real_session, real_runner = tx._session, tx.runner
+        real_session, real_runner = tx.session, tx.runner
 
         def runner(*a, **k):  # keep what the deployed model itself returned, in its own pixels
             run = real_runner(*a, **k)
@@ -497,7 +497,7 @@ def detection(img_repo, driving_small) -> dict:
 
             return recorded
 
-        mp.setattr(tx, "_session", lambda *a, **k: sessions.append(1) or real_session(*a, **k))
+        mp.setattr(tx, "session", lambda *a, **k: sessions.append(1) or real_session(*a, **k))
         mp.setattr(tx, "runner", runner)
         p = ok("predict", "det-onnx", "--data", "det-tiny", "--name", "det-pred", "--repo", img_repo)
     with veml.open(img_repo) as r:

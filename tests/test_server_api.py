@@ -261,11 +261,11 @@ def test_predict_an_uploaded_image_like_repo_inference_run(world):
     raw = api.post("/inference/clf-onnx/predict", content=png, headers={"content-type": "image/png"}).json()
     np.testing.assert_allclose(raw["scores"], out["scores"], atol=1e-6)
     assert world["srv"].app.state.runners.loads == 1  # loaded once, by artifact digest
-    from veml.adapters import torch_export
+    from veml.adapters import onnx_run
 
-    sessions = dict(torch_export._SESSIONS)
+    sessions = dict(onnx_run._SESSIONS)
     api.post("/inference/clf-onnx/predict", content=png, headers={"content-type": "image/png"})
-    assert dict(torch_export._SESSIONS) == sessions  # the onnxruntime session too: the same object, not rebuilt
+    assert dict(onnx_run._SESSIONS) == sessions  # the onnxruntime session too: the same object, not rebuilt
     assert any(key[0] == get(world, "/versions/clf-onnx")["artifact"] for key in sessions)
     error(world, "POST", "/inference/clf-onnx/predict", 400, files={"image": ("x.png", b"not an image at all", "image/png")})
     error(world, "POST", "/inference/clf-onnx/predict", 400, files={"image": ("x.png", png[:40], "image/png")})

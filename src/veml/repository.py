@@ -7,36 +7,41 @@ where the data lives.
 
 from __future__ import annotations
 
+import importlib
 import os
 import re
 import secrets
 import shutil
+import threading
 import tomllib
+from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import tomli_w
-
+from veml.entities import DataVersion, InferenceVersion, ModelVersion, Node, Run, TrainingVersion
 from veml.errors import InvalidInput, RepositoryExists, RepositoryNotFound, StorageError
-from veml.store import open_artifact_store, open_embedding_store, open_graph_store, open_sample_store
-from veml.compute import RepoLocation, open_executor
-from veml.versions import integrity
-from veml.versions.context import Stores
-from veml.lifecycle.drift import Drift
-from veml.lifecycle.monitor import Monitor
-from veml.lifecycle.rebuild import Rebuild
-from veml.lifecycle.similarity import Similarity
-from veml.lifecycle.transfer import Transfer
-from veml.interop.mlflow_bridge import MlflowBridge, repository_identity
-from veml.versions.aliases import Aliases
-from veml.versions.coresets import CoreSets
-from veml.versions.data import DataVersions
-from veml.versions.inference import InferenceVersions
-from veml.versions.lifecycles import Lifecycles
-from veml.versions.lineage import LineageAPI
-from veml.versions.model import ModelVersions
-from veml.versions.registry import Registry
-from veml.versions.training import TrainingVersions
+from veml.store import check_store_urls, open_artifact_store, open_embedding_store, open_graph_store, open_sample_store
+
+if TYPE_CHECKING:
+    from veml.interop.mlflow_bridge import MlflowBridge
+    from veml.lifecycle.drift import Drift
+    from veml.lifecycle.monitor import Monitor
+    from veml.lifecycle.rebuild import Rebuild
+    from veml.lifecycle.similarity import Similarity
+    from veml.lifecycle.transfer import Transfer
+    from veml.store import GraphStore
+    from veml.versions.aliases import Aliases
+    from veml.versions.context import Stores
+    from veml.versions.coresets import CoreSets
+    from veml.versions.data import DataVersions
+    from veml.versions.inference import InferenceVersions
+    from veml.versions.integrity import GcReport, VerifyReport
+    from veml.versions.lifecycles import Lifecycles
+    from veml.versions.lineage import LineageAPI
+    from veml.versions.model import ModelVersions
+    from veml.versions.registry import Registry
+    from veml.versions.runs import ActiveRun, Runs
+    from veml.versions.training import TrainingVersions
 
 DIRNAME = ".veml"
 CONFIG = "config.toml"
@@ -44,8 +49,36 @@ DEFAULTS = {"metadata_url": "sqlite:///meta.db", "storage_url": "data", "artifac
             "embeddings_url": "embeddings"}
 
 
+class _on_first_use(cached_property):
+    """A :func:`functools.cached_property` built under the repository's lock: server threads that
+    touch ``repo.data`` at once share one instance."""
+
+    def __get__(self, instance: Any, owner: type | None = None) -> Any:
+        if instance is None:
+            return self
+        with instance._lock:
+            return super().__get__(instance, owner)
+
+
+def _api(target: str, *needs: str) -> _on_first_use:
+    """A version API ``module:Class`` built on first use as ``Class(*(repo.<need> for need in needs))``."""
+    module, _, cls = target.partition(":")
+
+    def build(repo: "Repository") -> Any:
+        return getattr(importlib.import_module(module), cls)(*(getattr(repo, n) for n in needs))
+
+    prop = _on_first_use(build)
+    prop.__doc__ = f"The :class:`{target.replace(':', '.')}` API (built on first use)."
+    return prop
+
+
 class Repository:
+    """The metadata database opens with the repository (a missing or outdated one fails here); the
+    other stores and each version API open on first use, so a command pays only for what it touches
+    (``veml data list`` never imports the sample store's Arrow/Lance stack)."""
+
     def __init__(self, root: Path) -> None:
+        self._lock = threading.RLock()
         self.root = Path(root).resolve()
         self.dir = self.root / DIRNAME
         cfg_path = self.dir / CONFIG
@@ -55,47 +88,97 @@ class Repository:
             raise RepositoryNotFound(f"no VeML repository at {self.root} (run 'veml init')") from None
         except tomllib.TOMLDecodeError as exc:
             raise StorageError(f"{cfg_path}: malformed config: {exc}") from None
-        self.stores = Stores(
-            graph=open_graph_store(self.config["metadata_url"], self.dir),
-            samples=open_sample_store(self.config["storage_url"], self.dir, s3=self.config.get("s3")),
-            artifacts=open_artifact_store(self.config["artifacts_url"], self.dir, s3=self.config.get("s3")),
-            embeddings=open_embedding_store(self.config["embeddings_url"], self.dir, s3=self.config.get("s3")),
+        check_store_urls(self.config, self.dir)
+        self._graph: GraphStore = open_graph_store(self.config["metadata_url"], self.dir)
+
+    @_on_first_use
+    def stores(self) -> Stores:
+        from veml.compute import RepoLocation, open_executor
+        from veml.versions.context import Stores
+
+        s3 = self.config.get("s3")
+        return Stores(
+            graph=self._graph,
+            samples=open_sample_store(self.config["storage_url"], self.dir, s3=s3),
+            artifacts=open_artifact_store(self.config["artifacts_url"], self.dir, s3=s3),
+            embeddings=open_embedding_store(self.config["embeddings_url"], self.dir, s3=s3),
             location=RepoLocation.of(self.config, self.dir), compute=open_executor(self.config),
         )
-        self.data = DataVersions(self.stores)
-        self.models = ModelVersions(self.stores)
-        self.training = TrainingVersions(self.stores, self.data, self.models)
-        self.registry = Registry(self.stores, self.data, self.models, self.training)
-        self.inference = InferenceVersions(self.stores, self.data, self.models, self.training)
-        self.lifecycles = Lifecycles(self.stores, self.training)
-        self.lineage = LineageAPI(self.stores)
-        self.aliases = Aliases(self.stores)
-        self.coresets = CoreSets(self.stores, self.data, self.training)
-        self.similarity = Similarity(self.stores, self.data, self.coresets, self.lifecycles, self.inference)
-        self.drift = Drift(self.stores, self.data, self.coresets, self.inference, self.training)
-        self.rebuild = Rebuild(self.stores, self.data, self.training, self.inference, self.coresets)
-        self.monitor = Monitor(self.data, self.inference, self.drift, self.rebuild)
-        self.transfer = Transfer(self.stores, self.data, self.training, self.inference, self.lifecycles, self.similarity)
-        self.mlflow = MlflowBridge(self.stores, self.data, self.models, self.training, self.registry,
-                                   repository_identity(str(self.root), str(self.config["metadata_url"])))
+
+    # Each version API is built on first use from its module and the attributes it needs.
+    data: DataVersions = _api("veml.versions.data:DataVersions", "stores")
+    models: ModelVersions = _api("veml.versions.model:ModelVersions", "stores")
+    training: TrainingVersions = _api("veml.versions.training:TrainingVersions", "stores", "data", "models")
+    registry: Registry = _api("veml.versions.registry:Registry", "stores", "data", "models", "training")
+    runs: Runs = _api("veml.versions.runs:Runs", "stores", "data", "models", "training", "registry")
+    inference: InferenceVersions = _api("veml.versions.inference:InferenceVersions", "stores", "data", "models", "training")
+    lifecycles: Lifecycles = _api("veml.versions.lifecycles:Lifecycles", "stores", "training")
+    lineage: LineageAPI = _api("veml.versions.lineage:LineageAPI", "stores")
+    aliases: Aliases = _api("veml.versions.aliases:Aliases", "stores")
+    coresets: CoreSets = _api("veml.versions.coresets:CoreSets", "stores", "data", "training")
+    similarity: Similarity = _api("veml.lifecycle.similarity:Similarity", "stores", "data", "coresets", "lifecycles", "inference")
+    drift: Drift = _api("veml.lifecycle.drift:Drift", "stores", "data", "coresets", "inference", "training")
+    rebuild: Rebuild = _api("veml.lifecycle.rebuild:Rebuild", "stores", "data", "training", "inference", "coresets")
+    monitor: Monitor = _api("veml.lifecycle.monitor:Monitor", "data", "inference", "drift", "rebuild")
+    transfer: Transfer = _api("veml.lifecycle.transfer:Transfer", "stores", "data", "training", "inference", "lifecycles",
+                              "similarity")
+
+    @_on_first_use
+    def mlflow(self) -> "MlflowBridge":
+        """MLflow interop (``veml import mlflow`` / ``veml export mlflow``); mlflow itself loads only when they run."""
+        from veml.interop.mlflow_bridge import MlflowBridge, repository_identity
+
+        return MlflowBridge(self.stores, self.data, self.models, self.training, self.registry,
+                            repository_identity(str(self.root), str(self.config["metadata_url"])))
 
     def get(self, ref: str | int):
         """Any version of any kind, by id, name, tag or alias."""
-        return self.stores.graph.resolve(ref)
+        return self._graph.resolve(ref)
+
+    def version(self, ref: str | int) -> DataVersion | ModelVersion | TrainingVersion | InferenceVersion | Node:
+        """Any version by id, name, tag or alias, as the typed entity of its kind (a Node for the other kinds)."""
+        node = self.get(ref)
+        if node.kind == "TrainingVersion":
+            return TrainingVersion.from_description(self.training.describe(self.training.get(node.id)))
+        typed = {"DataVersion": DataVersion, "ModelVersion": ModelVersion, "InferenceVersion": InferenceVersion}.get(node.kind)
+        return typed.from_node(node) if typed is not None else node
+
+    def start_run(self, name: str | None = None, data: str | int | None = None, model: str | int | None = None,
+                  params: dict[str, Any] | None = None, tags: dict[str, Any] | None = None,
+                  resume: str | int | None = None, system_metrics_s: float | None = None) -> ActiveRun:
+        """Log training that runs outside VeML (README: "Python SDK"): a training version linked to ``data``
+        and ``model`` when given; ``resume`` continues the run of that name from this process."""
+        return self.runs.start(name=name, data=data, model=model, params=params, tags=tags, resume=resume,
+                               system_metrics_s=system_metrics_s)
+
+    def get_run(self, ref: str | int) -> Run:
+        """A run logged with the SDK, as recorded now."""
+        return self.runs.get(ref)
 
     def versions(self, kinds: list[str] | None = None, limit: int | None = None, offset: int = 0):
         """One page of versions of these kinds (oldest first) and how many there are in all."""
-        g = self.stores.graph
+        g = self._graph
         return g.list(kinds=kinds, limit=limit, offset=offset), g.count(kinds)
 
-    def verify(self, deep: bool = False) -> integrity.VerifyReport:
+    def data_versions(self, role: str | None = None) -> list[Node]:
+        """As ``repo.data.list(role)``, from the metadata database alone (no sample store is opened)."""
+        from veml.versions.data_listing import list_data_versions
+
+        return list_data_versions(self._graph, role)
+
+    def verify(self, deep: bool = False) -> VerifyReport:
+        from veml.versions import integrity
+
         return integrity.verify(self.stores, deep=deep)
 
-    def gc(self, grace_s: float = integrity.DEFAULT_GRACE_S) -> integrity.GcReport:
-        return integrity.gc(self.stores, grace_s)
+    def gc(self, grace_s: float | None = None) -> GcReport:
+        """``grace_s`` defaults to :data:`veml.versions.integrity.DEFAULT_GRACE_S`."""
+        from veml.versions import integrity
+
+        return integrity.gc(self.stores, integrity.DEFAULT_GRACE_S if grace_s is None else grace_s)
 
     def close(self) -> None:
-        self.stores.graph.close()
+        self._graph.close()
 
     def __enter__(self) -> "Repository":
         return self
@@ -149,6 +232,8 @@ def init(path: str | Path = ".", metadata_url: str | None = None, storage_url: s
         if created_dir:  # nothing half-made is left behind (an unreachable server, a missing bucket)
             shutil.rmtree(vdir, ignore_errors=True)
         raise
+    import tomli_w
+
     tmp = vdir / (CONFIG + ".tmp")
     tmp.write_text(tomli_w.dumps(config))
     os.replace(tmp, vdir / CONFIG)
@@ -187,3 +272,18 @@ def find_root(start: str | Path | None = None) -> Path:
 
 def open(path: str | Path | None = None) -> Repository:  # noqa: A001 - mirrors veml.open in DESIGN.md
     return Repository(find_root(path))
+
+
+def start_run(name: str | None = None, data: str | int | None = None, model: str | int | None = None,
+              params: dict[str, Any] | None = None, tags: dict[str, Any] | None = None, resume: str | int | None = None,
+              system_metrics_s: float | None = None, repo: str | Path | None = None) -> ActiveRun:
+    """``veml.start_run(...)``: :meth:`Repository.start_run` on the repository found as the CLI finds it
+    (``repo``, else the nearest ``.veml/`` upward from the working directory, else ``$VEML_REPO``); the
+    repository is closed when the run ends."""
+    opened = open(repo)
+    try:
+        return opened.runs.start(name=name, data=data, model=model, params=params, tags=tags, resume=resume,
+                                 system_metrics_s=system_metrics_s, on_end=opened.close)
+    except BaseException:
+        opened.close()
+        raise

@@ -17,6 +17,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from veml.adapters.onnx_run import make_windows
+
 __all__ = ["diffusion_supports", "DiffusionGRUCell", "DCRNN", "make_windows", "masked_mae_loss"]
 
 
@@ -161,25 +163,6 @@ class DCRNN(nn.Module):
             inp = self.projection(inp)
             outputs.append(inp)
         return torch.stack(outputs, dim=1)
-
-
-def make_windows(series: np.ndarray, history: int, horizon: int, stride: int = 1) -> tuple[np.ndarray, np.ndarray]:
-    """Cut a (T, sensors) series into aligned input/target windows.
-
-    Window ``i`` starts at ``s = i * stride``: ``X[i] = series[s : s + history]`` and
-    ``Y[i] = series[s + history : s + history + horizon]``, so targets begin right after inputs end.
-    Returns float32 ``X`` (n, history, sensors, 1) and ``Y`` (n, horizon, sensors, 1); n may be 0.
-    """
-    data = np.asarray(series, dtype=np.float32)
-    if data.ndim != 2:
-        raise ValueError(f"series must be (T, sensors), got shape {data.shape}")
-    if min(history, horizon, stride) < 1:
-        raise ValueError("history, horizon and stride must be >= 1")
-    span = history + horizon
-    starts = np.arange(0, max(data.shape[0] - span + 1, 0), stride)
-    idx = starts[:, None] + np.arange(span)[None, :]
-    windows = data[idx][..., None]  # (n, span, sensors, 1)
-    return np.ascontiguousarray(windows[:, :history]), np.ascontiguousarray(windows[:, history:])
 
 
 def masked_mae_loss(pred: torch.Tensor, target: torch.Tensor, missing_value: float | None = 0.0) -> torch.Tensor:

@@ -12,12 +12,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from veml.adapters.onnx_run import IMAGENET_MEAN, IMAGENET_STD
 from veml.errors import MissingExtra
 
 # (expand ratio, kernel, stride, output channels, repeats) per stage
 _STAGES = ((1, 3, 1, 16, 1), (6, 3, 2, 24, 2), (6, 5, 2, 40, 2), (6, 3, 2, 80, 3), (6, 5, 1, 112, 3), (6, 5, 2, 192, 4), (6, 3, 1, 320, 1))
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 FEATURE_DIM = 1280
 #: channels of the stage outputs ``features_at`` returns (strides 8, 16, 32)
 PYRAMID_CHANNELS = (40, 112, 320)

@@ -11,15 +11,18 @@ import io
 import math
 import resource
 import time
+from dataclasses import replace
 from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
 import torch
 from torch import nn
 
+from veml.adapters import onnx_run
 from veml.adapters import torch_models as tm
 from veml.adapters.base import ExportOutcome, LogFn, ModelSpec, Predictions, TaskData, TrainOutcome, check_spec
 from veml.adapters.finetune import Schedule
+from veml.adapters.threads import choose_threads
 from veml.errors import InvalidInput, StorageError
 
 _ARCHS = {"classification": tm.CLASSIFIERS, "detection": tm.DETECTORS, "forecasting": tm.FORECASTERS}
@@ -87,43 +90,30 @@ class TorchAdapter:
 
     # --- batches ------------------------------------------------------------------------------
     def _check_data(self, spec: ModelSpec, data: TaskData, training: bool) -> None:
-        if spec.task == "classification" and (data.images is None or (training and data.labels is None)):
-            raise InvalidInput("classification needs an image data version with class labels")
-        if spec.task == "detection" and (data.images is None or (training and data.boxes is None)):
-            raise InvalidInput("detection needs an image data version with boxes")
-        if spec.task in ("classification", "detection") and data.images is not None:
-            size = int(spec.parameters["image_size"])
-            if data.images.ndim != 4 or data.images.shape[1:] != (size, size, 3):
-                raise InvalidInput(f"images must be {size}x{size}x3 for this model, got {tuple(data.images.shape[1:])}")
-        if spec.task == "forecasting":
-            if data.series is None or data.series.ndim != 3:
-                raise InvalidInput("forecasting needs a series data version (windows x steps x sensors)")
+        onnx_run.check_data(spec, data, training)
 
     def _images(self, images: np.ndarray, normalise: bool) -> torch.Tensor:
-        x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float() / 255.0
-        if normalise:
-            mean = torch.tensor(tm.effl.IMAGENET_MEAN).view(1, 3, 1, 1)
-            std = torch.tensor(tm.effl.IMAGENET_STD).view(1, 3, 1, 1)
-            x = (x - mean) / std
-        return x
+        return torch.from_numpy(onnx_run.images_nchw(images, normalise))
 
     def _forecast_windows(self, spec: ModelSpec, data: TaskData, meta: Mapping[str, Any], stride: int):
-        from veml.adapters.dcrnn import make_windows
-
-        hist, hor = int(spec.parameters["history"]), int(spec.parameters["horizon"])
-        xs, ys, owner = [], [], []
-        for i, window in enumerate(data.series):
-            x, y = make_windows(window, hist, hor, stride)
-            xs.append(x)
-            ys.append(y)
-            owner.extend([i] * len(x))
-        if not owner:
-            raise InvalidInput(f"series windows are shorter than history + horizon ({hist + hor} steps)")
-        x, y = np.concatenate(xs), np.concatenate(ys)
-        return (x - meta["mean"]) / meta["std"], y, np.asarray(owner)
+        return onnx_run.forecast_windows(spec, data, meta, stride)
 
     # --- training -----------------------------------------------------------------------------
     def train(self, spec: ModelSpec, data: TaskData, params: Mapping[str, Any], init: bytes | None, log: LogFn) -> TrainOutcome:
+        """One local run, with torch's intra-op threads set for this machine (veml.adapters.threads) and
+        restored after; the profile records them (``threads``, ``threads_source``)."""
+        choice = choose_threads()
+        before = torch.get_num_threads()
+        if choice.threads is not None:
+            torch.set_num_threads(choice.threads)
+        try:
+            outcome = self._train(spec, data, params, init, log)
+            return replace(outcome, profile={**outcome.profile, "threads": torch.get_num_threads(),
+                                             "threads_source": choice.source})
+        finally:
+            torch.set_num_threads(before)
+
+    def _train(self, spec: ModelSpec, data: TaskData, params: Mapping[str, Any], init: bytes | None, log: LogFn) -> TrainOutcome:
         self._check_data(spec, data, training=True)
         torch.manual_seed(int(params["seed"]))
         np.random.seed(int(params["seed"]))
@@ -421,30 +411,16 @@ class TorchAdapter:
 
     def predict_exported(self, spec: ModelSpec, artifact: bytes, fmt: str, checkpoint_meta: Mapping[str, Any], data: TaskData,
                          device: str = "cpu", batch_size: int = 64) -> Predictions:
+        if fmt == "onnx":
+            return onnx_run.predict(spec, artifact, checkpoint_meta, data, device, batch_size)
         from veml.adapters import torch_export
 
-        self._check_data(spec, data, training=False)
-        meta = checkpoint_meta
-        run = torch_export.runner(spec, artifact, fmt, device)
-        if spec.task == "classification":
-            out = []
-            for i in range(0, len(data.images), batch_size):
-                logits = run(self._images(data.images[i:i + batch_size], True))[0]
-                out.append(torch.softmax(torch.as_tensor(np.asarray(logits, np.float32)), -1).numpy())
-            return Predictions("classification", scores=np.concatenate(out) if out else np.zeros((0, len(meta["class_names"]))))
-        if spec.task == "detection":
-            off = tm.first_label_offset(spec.architecture)
-            dets = []
-            for img in self._images(data.images, False):
-                boxes, scores, labels = run([img])
-                dets.append((np.asarray(boxes, np.float32), np.asarray(scores, np.float32), np.asarray(labels, np.int64) - off))
-            return Predictions("detection", detections=dets)
-        if data.series.shape[2] != meta["sensors"]:
-            raise InvalidInput(f"this forecaster was trained on {meta['sensors']} sensors; the data has {data.series.shape[2]}")
-        x, y, owner = self._forecast_windows(spec, data, meta, int(spec.parameters["horizon"]))
-        out = [np.asarray(run(torch.from_numpy(x[i:i + batch_size]))[0]) * meta["std"] + meta["mean"]
-               for i in range(0, len(x), batch_size)]
-        return Predictions("forecasting", forecasts=np.concatenate(out)[..., 0], forecast_targets=y[..., 0], forecast_sample=owner)
+        scripted = torch_export.runner(spec, artifact, fmt, device)
+
+        def run(x: Any) -> list[np.ndarray]:  # numpy in, as onnx_run hands it; the scripted module takes tensors
+            return scripted([torch.from_numpy(i) for i in x] if spec.task == "detection" else torch.from_numpy(x))
+
+        return onnx_run.predict_with(run, spec, checkpoint_meta, data, batch_size)
 
     def checkpoint_meta(self, checkpoint: bytes) -> dict[str, Any]:
         try:

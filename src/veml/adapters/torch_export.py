@@ -7,73 +7,27 @@ was held to and the share of agreeing predictions are recorded on the inference 
 
 from __future__ import annotations
 
-import hashlib
 import io
 import logging
 import os
 import statistics
 import tempfile
-import threading
 import time
 import warnings
-from collections import OrderedDict
 from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
 
 from veml.adapters.base import ExportOutcome, ModelSpec, Predictions, TaskData
-from veml.errors import InvalidInput, MissingExtra
+from veml.adapters.onnx_run import NAMES as _NAMES
+from veml.adapters.onnx_run import feed as _feed
+from veml.adapters.onnx_run import flat as _flat_onnx
+from veml.adapters.onnx_run import session as _session
+from veml.errors import InvalidInput
 
 FORMATS = ("onnx", "torchscript")
 QUANTIZE = ("none", "fp16", "int8")
-_NAMES = {
-    "classification": (("images",), ("logits",)),
-    "detection": (("image",), ("boxes", "labels", "scores")),  # default; the real order is read off the model
-    "forecasting": (("history",), ("forecast",)),
-}
-
-
-def _ort():
-    try:
-        import onnxruntime as ort
-    except ImportError as exc:
-        raise MissingExtra("onnxruntime", "torch") from exc
-    return ort
-
-
-def _session(artifact: bytes, device: str = "cpu"):
-    ort = _ort()
-    providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if device == "cuda" else ["CPUExecutionProvider"]
-    if device == "cuda" and "CUDAExecutionProvider" not in ort.get_available_providers():
-        raise InvalidInput("--device cuda needs onnxruntime-gpu and a GPU; this machine has neither")
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    return ort.InferenceSession(artifact, sess_options=opts, providers=providers)
-
-
-_SESSIONS: "OrderedDict[tuple[str, str], Any]" = OrderedDict()
-_SESSIONS_LOCK = threading.Lock()
-_SESSIONS_MAX = 8
-
-
-def _cached_session(artifact: bytes, device: str = "cpu"):
-    """Sessions by artifact digest: building one parses and optimises the graph (~0.1-0.2 s for a small
-    model), which online prediction would otherwise pay on every request.  onnxruntime sessions are
-    safe to run from several threads; the eight most recently used are kept."""
-    key = (hashlib.sha256(artifact).hexdigest(), device)
-    with _SESSIONS_LOCK:
-        if key in _SESSIONS:
-            _SESSIONS.move_to_end(key)
-            return _SESSIONS[key]
-    sess = _session(artifact, device)
-    with _SESSIONS_LOCK:
-        _SESSIONS[key] = sess
-        while len(_SESSIONS) > _SESSIONS_MAX:
-            _SESSIONS.popitem(last=False)
-    return sess
-
-
 def _output_names(model: torch.nn.Module, example: Any, task: str) -> tuple[str, ...]:
     """Detectors return a dict whose key order differs by architecture (Faster R-CNN: boxes, labels,
     scores; FCOS: boxes, scores, labels); the ONNX outputs are named after it so readers go by name."""
@@ -224,11 +178,6 @@ def _checked(spec: ModelSpec, example: Any, reference: list[np.ndarray], outputs
                          float(original_ms), len(artifact), _NAMES[task][0], shape, tuple(output_names))
 
 
-def _feed(task: str, example: Any) -> dict[str, np.ndarray]:
-    name = _NAMES[task][0][0]
-    return {name: (example[0] if task == "detection" else example).numpy()}
-
-
 def _script_out(out: Any, task: str) -> Any:
     if task == "detection" and isinstance(out, tuple):  # scripted detectors return (losses, detections)
         return out[1]
@@ -242,10 +191,8 @@ def _flat(out: Any, task: str, names: Sequence[str] = ()) -> list[np.ndarray]:
         if isinstance(out, list) and out and isinstance(out[0], dict):
             d = out[0]
             return [d["boxes"].numpy(), d["scores"].numpy(), d["labels"].numpy()]
-        named = dict(zip(names, out))
-        return [np.asarray(named["boxes"]), np.asarray(named["scores"]), np.asarray(named["labels"])]
-    arr = out.numpy() if isinstance(out, torch.Tensor) else np.asarray(out[0])
-    return [arr]
+        return _flat_onnx(out, task, names)
+    return [out.numpy()] if isinstance(out, torch.Tensor) else _flat_onnx(out, task, names)
 
 
 def _compare(ref: list[np.ndarray], got: list[np.ndarray], task: str) -> tuple[float, float]:
@@ -290,9 +237,9 @@ def _compare_detection(ref: list[np.ndarray], got: list[np.ndarray], threshold: 
 def runner(spec: ModelSpec, artifact: bytes, fmt: str, device: str = "cpu") -> Callable[[Any], list[np.ndarray]]:
     """Load a deployed artifact once; the returned function maps one model input batch to raw outputs."""
     if fmt == "onnx":
-        sess = _cached_session(artifact, device)
-        names = [o.name for o in sess.get_outputs()]
-        return lambda example: _flat(sess.run(None, _feed(spec.task, example)), spec.task, names)
+        from veml.adapters import onnx_run
+
+        return onnx_run.runner(spec, artifact, device)
     loaded = torch.jit.load(io.BytesIO(artifact))
 
     def run(example: Any) -> list[np.ndarray]:

@@ -18,6 +18,7 @@ from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
 from torchvision.ops.feature_pyramid_network import FeaturePyramidNetwork, LastLevelMaxPool, LastLevelP6P7
 
 from veml.adapters import efficientnet_lite as effl
+from veml.adapters.onnx_run import first_label_offset
 from veml.errors import InvalidInput
 
 CLASSIFIERS = ("resnet18", "mobilenet_v3_small", "efficientnet_lite0")
@@ -171,9 +172,6 @@ def build_forecaster(params: Mapping[str, Any], adjacency: np.ndarray | None, n_
                  diffusion_steps=int(params["diffusion_steps"]), horizon=int(params["horizon"]), out_dim=1)
 
 
-def first_label_offset(architecture: str) -> int:
-    """Faster R-CNN reserves class 0 for background; FCOS and RetinaNet do not."""
-    return 1 if architecture == "fasterrcnn" else 0
 
 
 __all__ = ["build_classifier", "build_detector", "build_forecaster", "MODEL_PARAMETERS", "TRAIN_PARAMETERS",

@@ -6,10 +6,12 @@ import json
 import sys
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import veml
-from veml.repository import Repository
+
+if TYPE_CHECKING:
+    from veml.repository import Repository
 
 
 @dataclass

@@ -7,10 +7,7 @@ from typing import Any
 
 from veml.cli.common import Context, version_line
 from veml.errors import InvalidInput
-from veml.versions.data import EXPORT_FORMATS, IMPORT_FORMATS
-from veml.versions.preparation import parse_step_args
-from veml.versions.stats import compute_stats
-from veml.viz import plot_distributions, thumbnail_grid
+from veml.formats import EXPORT_FORMATS, IMPORT_FORMATS
 
 
 def _source_options(p: argparse.ArgumentParser) -> None:
@@ -164,11 +161,14 @@ def cmd_diff(ctx: Context, args: argparse.Namespace) -> None:
 
 
 def cmd_list(ctx: Context, args: argparse.Namespace) -> None:
-    versions = [n.to_json() for n in ctx.repo.data.list(role=args.role)]
+    versions = [n.to_json() for n in ctx.repo.data_versions(role=args.role)]
     ctx.emit(versions, "\n".join(version_line(v) for v in versions) or "no data versions yet")
 
 
 def cmd_show(ctx: Context, args: argparse.Namespace) -> None:
+    from veml.versions.stats import compute_stats
+    from veml.viz import plot_distributions, thumbnail_grid
+
     repo = ctx.repo
     node = repo.data.get(args.version)
     view = repo.data.checkout(node)
@@ -231,6 +231,8 @@ def cmd_export(ctx: Context, args: argparse.Namespace) -> None:
 
 
 def cmd_prepare(ctx: Context, args: argparse.Namespace) -> None:
+    from veml.versions.preparation import parse_step_args
+
     steps = parse_step_args(args.resize, args.normalize, args.impute)
     _emit_version(ctx, ctx.repo.data.prepare(args.base, args.name, steps), "created")
 

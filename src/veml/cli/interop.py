@@ -6,7 +6,7 @@ import argparse
 
 from veml.cli.common import Context
 
-IMPORT_EXAMPLE = """example:
+IMPORT_EXAMPLE = """examples:
   veml import mlflow sqlite:///mlflow.db --experiment churn
   veml import mlflow ./mlruns --json      # a file store; again: nothing new, all "skipped"
 """

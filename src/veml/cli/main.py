@@ -8,6 +8,7 @@ stdout holds exactly one JSON document.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import signal
 import sys
@@ -15,10 +16,11 @@ import threading
 from typing import Any, Callable, Sequence
 
 import veml
-from veml.adapters.sklearn_adapter import trusting_pickle
 from veml.cli import aliases as alias_cmds
 from veml.cli import data as data_cmds
 from veml.cli import interop as interop_cmds
+from veml.cli import doctor as doctor_cmds
+from veml.cli import examples
 from veml.cli import lifecycle as lifecycle_cmds
 from veml.cli import ml as ml_cmds
 from veml.cli import repo as repo_cmds
@@ -62,6 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     lifecycle_cmds.register(sub, common)
     alias_cmds.register(sub, common)
     interop_cmds.register(sub, common)  # after ml's: it adds `export mlflow` to `export`
+    doctor_cmds.register(sub, common)
+    examples.attach(parser)  # last: every command registered above gets its --help example
     return parser
 
 
@@ -73,6 +77,14 @@ def _on_sigterm(signum: int, frame: Any) -> None:
     raise Terminated()
 
 
+def _pickle_trust(on: bool) -> contextlib.AbstractContextManager[None]:
+    if not on:  # the scikit-learn adapter (numpy) is imported only when it matters
+        return contextlib.nullcontext()
+    from veml.adapters.sklearn_adapter import trusting_pickle
+
+    return trusting_pickle(True)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -81,7 +93,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     in_main = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _on_sigterm) if in_main else None
     try:
-        with trusting_pickle(bool(args.trust_pickle)):
+        with _pickle_trust(bool(args.trust_pickle)):
             result = handler(ctx, args)
     except VemlError as exc:
         if ctx.debug:

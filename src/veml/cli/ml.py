@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from veml.cli.common import Context
@@ -75,6 +76,8 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.add_argument("inference")
     p.add_argument("--data", required=True, metavar="D")
     p.add_argument("--name")
+    p.add_argument("--out", metavar="FILE", help="also write one row per sample to FILE: .jsonl (JSON Lines) or .parquet")
+    p.add_argument("--force", action="store_true", help="with --out: replace FILE if it exists (default: refused)")
     p.set_defaults(handler=cmd_predict)
 
     p = sub.add_parser("lifecycle", parents=[common], help="complete lifecycles")
@@ -131,7 +134,8 @@ def _echo(ctx: Context):
 
 def _training_text(t: dict[str, Any]) -> str:
     metrics = t.get("metrics") or {}
-    keys = [k for k in ("accuracy", "macro_f1", "map50", "map", "mae", "rmse", "final_loss") if metrics.get(k) is not None]
+    keys = [k for k in ("accuracy", "macro_f1", "map50", "map", "mae", "rmse", "final_loss") if metrics.get(k) is not None] \
+        or [k for k, v in sorted(metrics.items()) if isinstance(v, (int, float))][:4]  # a run logged with the SDK
     shown = ", ".join(f"{k}={metrics[k]:.4f}" for k in keys)
     prof = t.get("profile") or {}
     extra = f" ({prof.get('samples_per_s', 0):.1f} samples/s)" if prof else ""
@@ -206,11 +210,16 @@ def cmd_export(ctx: Context, args: argparse.Namespace) -> None:
 
 
 def cmd_predict(ctx: Context, args: argparse.Namespace) -> None:
-    node = ctx.repo.inference.predict(args.inference, args.data, name=args.name)
+    with ctx.progress("predicting", "sample") as bar:
+        node = ctx.repo.inference.predict(args.inference, args.data, name=args.name, out=args.out, force=args.force,
+                                          progress=bar)
     v = node.to_json()
+    if args.out:
+        v["out"] = str(Path(args.out).resolve())
     km = v.get("key_metric") or {}
     metric = f"{km.get('name')}={km['value']:.4f}" if km.get("value") is not None else "no labels, no metrics"
-    ctx.emit(v, f"created prediction version {v['id']} {v['name']!r}: {v['predictions']} predictions, {metric}")
+    ctx.emit(v, f"created prediction version {v['id']} {v['name']!r}: {v['predictions']} predictions, {metric}"
+                + (f"; per-sample predictions in {v['out']}" if args.out else ""))
 
 
 def cmd_lifecycle_list(ctx: Context, args: argparse.Namespace) -> None:

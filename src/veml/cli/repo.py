@@ -6,8 +6,6 @@ import argparse
 
 import veml
 from veml.cli.common import Context, version_line
-from veml.demo import run_demo
-from veml.versions.lineage import to_cypher, to_dot
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -78,6 +76,8 @@ def cmd_init(ctx: Context, args: argparse.Namespace) -> None:
 def cmd_lineage(ctx: Context, args: argparse.Namespace) -> None:
     lin = ctx.repo.lineage.query(args.version, args.direction, args.hops)
     if args.format in ("dot", "cypher"):
+        from veml.versions.lineage import to_cypher, to_dot
+
         text = to_dot(lin) if args.format == "dot" else to_cypher(lin)
         ctx.emit({"format": args.format, "text": text}, text)
     elif args.format == "json":
@@ -110,6 +110,8 @@ def cmd_serve(ctx: Context, args: argparse.Namespace) -> None:
 
 def cmd_demo(ctx: Context, args: argparse.Namespace) -> None:
     import sys
+
+    from veml.demo import run_demo
 
     log = (lambda m: None) if ctx.as_json else (lambda m: print(m, file=sys.stderr))
     summary = run_demo(args.path, images=args.images, log=log, train=not args.no_train)

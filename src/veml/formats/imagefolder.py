@@ -1,4 +1,5 @@
-"""Image folders with one sub-folder per class (torchvision's ImageFolder layout)."""
+"""Image folders with one sub-folder per class (torchvision's ImageFolder layout), or, for unlabeled data,
+images directly in the folder."""
 
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ from veml.formats.paths import ReadPolicy, check_inside, walk_files
 
 
 def parse_image_folder(root: Path, progress: Callable[[int], None] | None = None,
-                       policy: ReadPolicy | None = None) -> ImportBatch:
+                       policy: ReadPolicy | None = None, unlabeled: bool = False) -> ImportBatch:
+    """``unlabeled``: a folder without class sub-folders is read as it is (every image in it, no labels)."""
     root = Path(root)
     policy = policy or ReadPolicy.from_options()
     if not root.is_dir():
@@ -25,34 +27,39 @@ def parse_image_folder(root: Path, progress: Callable[[int], None] | None = None
         if not p.name.startswith("."):
             check_inside(root, p, f"{root}: {p.name}", policy)
     classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    if not classes:
-        raise InvalidInput(f"{root}: no class sub-folders (expected DIR/<class>/<image>)")
-    entries: list[tuple[str, Path]] = []
-    for cls in classes:
-        for f in walk_files(root / cls, root, policy):
+    flat = not classes and unlabeled
+    if not classes and not flat:
+        raise InvalidInput(f"{root}: no class sub-folders (expected DIR/<class>/<image>; "
+                           "a flat folder of images imports with --role unlabeled)")
+    entries: list[tuple[str | None, Path]] = []
+    for cls in [None] if flat else classes:
+        for f in walk_files(root if cls is None else root / cls, root, policy):
             if f.suffix.lower() not in IMAGE_SUFFIXES:
                 raise InvalidInput(f"{f}: not an image file (suffix {f.suffix or 'missing'})")
             entries.append((cls, f))
     if not entries:
-        raise InvalidInput(f"{root}: no images in the class sub-folders")
+        raise InvalidInput(f"{root}: no images in {'the folder' if flat else 'the class sub-folders'}")
+    files = []
     with ThreadPoolExecutor(max_workers=4) as pool:
-        files = list(pool.map(lambda e: read_image(e[1], None, policy), entries))
-    if progress:
-        progress(len(files))
+        for f in pool.map(lambda e: read_image(e[1], None, policy), entries):
+            files.append(f)
+            if progress:
+                progress(1)
     rel = [str(p.relative_to(root)) for _, p in entries]
     samples = image_samples(files, rel, [{} for _ in files])
+    labelled = [(i, cls) for i, (cls, _) in enumerate(entries) if cls is not None]
     labels = pa.table(
         {
-            "sample_index": list(range(len(entries))),
-            "category": [cls for cls, _ in entries],
-            "value": [float("nan")] * len(entries),
+            "sample_index": [i for i, _ in labelled],
+            "category": [cls for _, cls in labelled],
+            "value": [float("nan")] * len(labelled),
         },
         schema=annotation_schema("labels"),
     )
     return ImportBatch(
         modality="image",
         samples=samples,
-        annotations={"labels": labels},
+        annotations={"labels": labels} if labelled else {},
         category_ids={c: i + 1 for i, c in enumerate(classes)},
         source={"format": "images", "path": str(root.resolve())},
     )

@@ -5,7 +5,7 @@ the stored artifact, the checkpoint's class order and scaling), so an uploaded c
 image gets the scores ``veml predict`` gives that sample.  What is cached, per artifact digest, is
 everything loaded from the repository: the digest-checked artifact bytes, the model spec and the
 checkpoint's metadata (reading a checkpoint is the slow part); the onnxruntime session itself is
-cached by the adapter (``torch_export._cached_session``), so a request neither re-reads nor re-parses.
+cached by the adapter (``onnx_run.cached_session``), so a request neither re-reads nor re-parses.
 """
 
 from __future__ import annotations

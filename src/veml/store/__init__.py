@@ -8,13 +8,15 @@ touching any caller.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
-from veml.errors import InvalidInput, MissingExtra
+from veml.errors import InvalidInput, MissingExtra, VemlError
 from veml.store.artifacts import ArtifactStore, LocalArtifactStore, ObjectArtifactStore
-from veml.store.embeddings import EmbeddingStore, LanceEmbeddingStore
-from veml.store.graph import GraphStore
-from veml.store.samples import SampleStore
+
+if TYPE_CHECKING:  # imported on first use (below): they pull in Arrow, which a graph-only command never needs
+    from veml.store.embeddings import EmbeddingStore
+    from veml.store.graph import GraphStore
+    from veml.store.samples import SampleStore
 
 
 def open_graph_store(url: str, base: Path, check_schema: bool = True) -> GraphStore:
@@ -53,6 +55,31 @@ def _local_or_s3(url: str, base: Path, what: str, s3: Mapping[str, Any] | None) 
     return path if path.is_absolute() else base / path
 
 
+_STORE_URLS = (("storage_url", "storage"), ("artifacts_url", "artifact"), ("embeddings_url", "embeddings"))
+
+
+def check_store_urls(config: Mapping[str, Any], base: Path) -> None:
+    """Refuse a malformed storage, artifact or embeddings URL (or ``[s3]`` table) without opening the
+    stores: a repository whose stores open on first use still fails on a bad setting when it opens."""
+    for key, what in _STORE_URLS:
+        _local_or_s3(config[key], base, what, config.get("s3"))
+
+
+def probe_store_urls(config: Mapping[str, Any], base: Path) -> dict[str, str | None]:
+    """Per URL key of ``config.toml``: ``None`` when that location answers (an ``s3://`` bucket is
+    listed; a local directory is made on demand), else the one-line reason (``veml doctor``)."""
+    from veml.store.object_store import location
+
+    out: dict[str, str | None] = {}
+    for key, what in _STORE_URLS:
+        try:
+            location(_local_or_s3(config[key], base, what, config.get("s3")), config.get("s3")).check()
+            out[key] = None
+        except VemlError as exc:
+            out[key] = str(exc)
+    return out
+
+
 def open_sample_store(url: str, base: Path, s3: Mapping[str, Any] | None = None) -> SampleStore:
     """A local directory (relative to ``.veml/``) or, with the ``[s3]`` extra, ``s3://bucket/prefix``.
 
@@ -74,8 +101,21 @@ def open_artifact_store(url: str, base: Path, s3: Mapping[str, Any] | None = Non
 
 def open_embedding_store(url: str, base: Path, s3: Mapping[str, Any] | None = None) -> EmbeddingStore:
     """The embedding cache: a local directory (relative to ``.veml/``) or ``s3://bucket/prefix``."""
+    from veml.store.embeddings import LanceEmbeddingStore
+
     return LanceEmbeddingStore(_local_or_s3(url, base, "embeddings", s3), s3=s3)
 
 
-__all__ = ["GraphStore", "SampleStore", "ArtifactStore", "EmbeddingStore", "open_graph_store", "open_sample_store",
-           "open_artifact_store", "open_embedding_store"]
+_LAZY = {"GraphStore": "veml.store.graph", "SampleStore": "veml.store.samples", "EmbeddingStore": "veml.store.embeddings"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'veml.store' has no attribute {name!r}")
+
+
+__all__ = ["GraphStore", "SampleStore", "ArtifactStore", "EmbeddingStore", "check_store_urls", "probe_store_urls",
+           "open_graph_store", "open_sample_store", "open_artifact_store", "open_embedding_store"]

@@ -8,10 +8,15 @@ Ids are 32-bit, which bounds one repository at four billion samples.
 from __future__ import annotations
 
 import hashlib
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable
 
-import numpy as np
 from pyroaring import BitMap
+
+if TYPE_CHECKING:
+    import numpy as np
+
+# numpy is imported inside the functions: the metadata store needs this module, and a command that only
+# reads the graph (`veml data list`) should not pay for numpy.
 
 __all__ = ["BitMap", "serialize", "deserialize", "digest", "from_array", "to_numpy", "runs"]
 
@@ -27,6 +32,8 @@ def deserialize(blob: bytes) -> BitMap:
 
 def digest(ids: BitMap) -> str:
     """Content digest of the set itself (not of its encoding, which may change with run_optimize)."""
+    import numpy as np
+
     h = hashlib.sha256()
     for start, stop in runs(ids):
         h.update(np.array([start, stop], dtype="<u8").tobytes())
@@ -34,17 +41,23 @@ def digest(ids: BitMap) -> str:
 
 
 def from_array(values: Iterable[int] | np.ndarray) -> BitMap:
+    import numpy as np
+
     arr = np.asarray(values, dtype=np.uint32) if not isinstance(values, np.ndarray) else values.astype(np.uint32, copy=False)
     return BitMap(arr)
 
 
 def to_numpy(ids: BitMap) -> np.ndarray:
     """Sorted ids as int64 (the dtype of the tables' key columns)."""
+    import numpy as np
+
     return np.frombuffer(ids.to_array(), dtype=np.uint32).astype(np.int64)
 
 
 def runs(ids: BitMap) -> list[tuple[int, int]]:
     """Half-open ``[start, stop)`` runs of consecutive ids; one import is one run."""
+    import numpy as np
+
     arr = to_numpy(ids)
     if len(arr) == 0:
         return []

@@ -27,7 +27,6 @@ from typing import Any, Iterator, Mapping, Sequence
 
 import sqlalchemy as sa
 from sqlalchemy import event
-from sqlalchemy.dialects import postgresql as pg
 
 from veml.entities import RESERVED_PREFIXES, SHARED_KINDS, SHORT_KIND, Alias, Edge, IdSetRef, Lineage, Node, name_key
 from veml.errors import AmbiguousName, Conflict, InvalidInput, NotFound, SchemaOutdated, StorageError
@@ -603,6 +602,8 @@ class SqlGraphStore:
         lease = lease_seconds()
         with self._write() as conn:
             if not self.is_sqlite:  # make sure the counter row exists, then lock it: allocations queue on it
+                from sqlalchemy.dialects import postgresql as pg
+
                 conn.execute(pg.insert(counters_t).values(space=space, next_id=0).on_conflict_do_nothing())
             row = conn.execute(
                 sa.select(counters_t.c.next_id).where(counters_t.c.space == space).with_for_update()

@@ -21,6 +21,7 @@ import pyarrow.compute as pc
 
 from veml.entities import MODALITIES, ROLES, Node
 from veml.errors import InvalidInput, NotFound
+from veml.formats import EXPORT_FORMATS, IMPORT_FORMATS
 from veml.formats.batch import ImportBatch, concat_batches, merge_columns
 from veml.formats.bdd import parse_bdd, write_bdd
 from veml.formats.coco import check_boxes_within, parse_coco, parse_coco_annotations, write_coco
@@ -36,10 +37,8 @@ from veml.schemas import ANNOTATION_TABLES, SCHEMAS
 from veml.versions import preparation, query
 from veml.versions.checkout import DataView
 from veml.versions.context import Stores
+from veml.versions.data_listing import KIND, list_data_versions
 
-KIND = "DataVersion"
-IMPORT_FORMATS = ("coco", "images", "table", "timeseries", "yolo", "voc", "hf", "bdd")
-EXPORT_FORMATS = ("coco", "images", "yolo", "voc", "hf", "bdd")
 _META_COLUMNS = ["data_id", "modality", "format", "width", "height", "channels", "file_name", "meta"]
 
 Progress = Callable[[int], None]
@@ -67,8 +66,7 @@ class DataVersions:
         return self._s.graph.resolve(ref, kinds=[KIND])
 
     def list(self, role: str | None = None, limit: int | None = None, offset: int = 0) -> list[Node]:
-        nodes = self._s.graph.list(kinds=[KIND], limit=limit, offset=offset)
-        return [n for n in nodes if role is None or n.props.get("role") == role]
+        return list_data_versions(self._s.graph, role, limit, offset)
 
     def ids(self, ref: str | int | Node) -> BitMap:
         node = ref if isinstance(ref, Node) else self.get(ref)
@@ -126,7 +124,7 @@ class DataVersions:
         **options: Any,
     ) -> Node:
         self._check_new(name, role)
-        batch = parse_sources(fmt, source, progress=progress, **options)
+        batch = parse_sources(fmt, source, progress=progress, unlabeled=role == "unlabeled", **options)
         props = self._batch_props(batch, role)
         return self._commit_batch(batch, name, props, parents=[], base_samples=BitMap(), base_ann=BitMap())
 
@@ -141,7 +139,7 @@ class DataVersions:
     ) -> Node:
         parent = self.get(base)
         self._check_new(name, parent.props.get("role", "train"))
-        batch = parse_sources(fmt, source, progress=progress, **options)
+        batch = parse_sources(fmt, source, progress=progress, unlabeled=parent.props.get("role") == "unlabeled", **options)
         if batch.modality != parent.props.get("modality"):
             raise InvalidInput(f"cannot add {batch.modality} samples to {parent.props.get('modality')} version {parent.name!r}")
         props = self._batch_props(batch, parent.props.get("role", "train"))
@@ -441,15 +439,18 @@ class DataVersions:
         return rows, index
 
 
-def parse_sources(fmt: str, sources: Path | str | Sequence[Path | str], progress: Progress | None = None, **options: Any) -> ImportBatch:
+def parse_sources(fmt: str, sources: Path | str | Sequence[Path | str], progress: Progress | None = None,
+                  unlabeled: bool = False, **options: Any) -> ImportBatch:
+    """``unlabeled``: the version's role is unlabeled, so an image folder may be flat (no class sub-folders)."""
     paths = [Path(sources)] if isinstance(sources, (str, Path)) else [Path(p) for p in sources]
     if not paths:
         raise InvalidInput("no source given")
-    batches = [parse_source(fmt, p, progress=progress, **options) for p in paths]
+    batches = [parse_source(fmt, p, progress=progress, unlabeled=unlabeled, **options) for p in paths]
     return concat_batches(batches)
 
 
-def parse_source(fmt: str, source: Path, progress: Progress | None = None, **options: Any) -> ImportBatch:
+def parse_source(fmt: str, source: Path, progress: Progress | None = None, unlabeled: bool = False,
+                 **options: Any) -> ImportBatch:
     """One entry point for every import format (``veml data import FORMAT …``).
 
     Read limits come from ``options`` (``max_file_mb``, ``max_pixels``, ``follow_symlinks``,
@@ -462,7 +463,7 @@ def parse_source(fmt: str, source: Path, progress: Progress | None = None, **opt
             raise InvalidInput("coco import needs --images DIR")
         return parse_coco(source, Path(images), progress=progress, policy=policy)
     if fmt == "images":
-        return parse_image_folder(source, progress=progress, policy=policy)
+        return parse_image_folder(source, progress=progress, policy=policy, unlabeled=unlabeled)
     if fmt == "bdd":
         images = options.get("images")
         if images is None:

@@ -21,18 +21,18 @@ import os
 
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import pyarrow as pa
 
-from veml.adapters import get_adapter
+from veml.adapters import get_adapter, onnx_run
 from veml.adapters.base import ModelSpec, Predictions, TaskData
 from veml.compute import RepoLocation, partition
 from veml.entities import ExportedModel, Node
 from veml.errors import InvalidInput
 from veml.store.idsets import BitMap
-from veml.versions import evaluation
+from veml.versions import evaluation, prediction_file
 from veml.versions.context import Stores, stores_at
 from veml.versions.data import DataVersions
 from veml.versions.model import ModelVersions, spec_of
@@ -81,6 +81,8 @@ class InferenceVersions:
             "tolerance": outcome.tolerance, "agreement": outcome.agreement, "input_shape": list(outcome.input_shape),
             "input_names": list(outcome.input_names), "output_names": list(outcome.output_names),
             "class_names": meta.get("class_names", []), "check_samples": len(sample),
+            # what running it needs of the checkpoint, so that predict/drift on it never load the checkpoint (torch)
+            "runtime_meta": {k: meta[k] for k in onnx_run.RUNTIME_META if k in meta},
         }
         if target == "triton":
             props["triton"] = str(self._write_triton(Path(out), name, outcome, spec.task))
@@ -146,8 +148,8 @@ class InferenceVersions:
         digest = inode.props["artifact"]
         return self._s.artifacts.get_verified(digest, f"deployed artifact {digest[:12]} of {inode.name!r}")
 
-    def run(self, inference: str | int, data: str | int,
-            data_ids: np.ndarray | None = None) -> tuple[Node, Node, TaskData, Predictions]:
+    def run(self, inference: str | int, data: str | int, data_ids: np.ndarray | None = None,
+            progress: Callable[[int], None] | None = None) -> tuple[Node, Node, TaskData, Predictions]:
         """Run a deployment over a data version without recording anything (drift, monitoring, the server).
 
         ``data_ids`` limits the run to those samples of the version (read alone, on this process).
@@ -155,15 +157,23 @@ class InferenceVersions:
         inode, dnode = self.get(inference), self._data.get(data)
         tnode = self._training.get(inode.props["training"])
         spec = self._spec(tnode)
-        adapter = get_adapter(spec.adapter)
-        meta = adapter.checkpoint_meta(self._training.checkpoint(tnode))
+        meta = self._runtime_meta(inode, tnode, spec)
         if self._s.distributed and data_ids is None:
             td, preds = self._run_partitioned(inode, dnode, spec, meta)
             return inode, dnode, td, preds
         view = self._data.checkout(dnode) if data_ids is None else self._data.checkout_samples(dnode, data_ids)
         td = task_data(self._s, spec, view, meta.get("class_names"), require_labels=False)
-        preds = adapter.predict_exported(spec, self.artifact(inode), inode.props["format"], meta, td, inode.props.get("device", "cpu"))
+        preds = predict_exported(spec, self.artifact(inode), inode.props["format"], meta, td, inode.props.get("device", "cpu"),
+                                 progress)
         return inode, dnode, td, preds
+
+    def _runtime_meta(self, inode: Node, tnode: Node, spec: ModelSpec) -> dict[str, Any]:
+        """What running the deployment needs of its checkpoint's meta: recorded with an ONNX deployment
+        (running one then loads neither the checkpoint nor torch), else read from the checkpoint."""
+        recorded = inode.props.get("runtime_meta")
+        if recorded is not None and inode.props["format"] == "onnx":
+            return dict(recorded)
+        return get_adapter(spec.adapter).checkpoint_meta(self._training.checkpoint(tnode))
 
     def _run_partitioned(self, inode: Node, dnode: Node, spec: ModelSpec,
                          meta: Mapping[str, Any]) -> tuple[TaskData, Predictions]:
@@ -180,11 +190,16 @@ class InferenceVersions:
         parts = self._s.compute.map(predict_partition, tasks)
         return _merge_task_data([td for td, _ in parts]), _merge_predictions(parts)
 
-    def predict(self, inference: str | int, data: str | int, name: str | None = None) -> Node:
+    def predict(self, inference: str | int, data: str | int, name: str | None = None, out: Path | str | None = None,
+                force: bool = False, progress: Callable[[int], None] | None = None) -> Node:
+        """A prediction version of ``inference`` over ``data``; with ``out`` (.jsonl or .parquet) the per-sample
+        predictions are also written there (see :mod:`veml.versions.prediction_file`; an existing file only
+        with ``force``).  Every check on ``out`` is made before any work."""
         inode = self.get(inference)
+        target = prediction_file.check_target(out, force) if out is not None else None
         name = name or self._auto_name(f"{inode.name}-on-{self._data.get(data).name}")
         self._s.graph.check_new_name(name)
-        inode, dnode, td, preds = self.run(inference, data)
+        inode, dnode, td, preds = self.run(inference, data, progress=progress)
         report, worst = evaluation.evaluate(td, preds)
         spec = self._spec(self._training.get(inode.props["training"]))
         rows = _prediction_rows(td, preds, self._data.checkout(dnode), int(spec.parameters.get("image_size", 1)))
@@ -204,9 +219,15 @@ class InferenceVersions:
         props = {"inference": inode.id, "data": dnode.id, "task": inode.props["task"], "metrics": report, "worst": worst,
                  "predictions": rows.num_rows, "samples": len(td), "annotation_tables": ["predictions"],
                  "key_metric": {"name": metric_name, "value": metric}}
-        return self._s.graph.record(PREDICTION, name, props,
+        node = self._s.graph.record(PREDICTION, name, props,
                                     parents=[(inode.id, "PREDICT_ON", {}), (dnode.id, "PREDICT_ON", {"role": "data"})],
                                     idsets={"annotations": ids}, allocations=[alloc] if alloc is not None else [])
+        if target is not None:
+            meta = self._data.checkout(dnode).metadata()
+            names = dict(zip(meta["data_id"].to_pylist(), meta["file_name"].to_pylist()))
+            records = prediction_file.sample_rows(rows, [int(d) for d in td.data_ids], names, inode.props["task"])
+            prediction_file.write(target, records)
+        return node
 
     def predictions(self, ref: str | int) -> pa.Table:
         node = self.get_prediction(ref)
@@ -242,11 +263,22 @@ def predict_partition(task: PredictTask) -> tuple[TaskData, Predictions]:
         view = DataVersions(stores).checkout_samples(task.data, task.ids)
         td = task_data(stores, task.spec, view, task.class_names, require_labels=False)
         artifact = stores.artifacts.get_verified(task.artifact, f"deployed artifact {task.artifact[:12]}")
-        adapter = get_adapter(task.spec.adapter)
-        preds = adapter.predict_exported(task.spec, artifact, task.format, task.meta, td, task.device)
+        preds = predict_exported(task.spec, artifact, task.format, task.meta, td, task.device)
         return replace(td, images=None), preds
     finally:
         stores.graph.close()
+
+
+def predict_exported(spec: ModelSpec, artifact: bytes, fmt: str, meta: Mapping[str, Any], td: TaskData,
+                     device: str, progress: Callable[[int], None] | None = None) -> Predictions:
+    """A deployed artifact's predictions: ONNX through onnxruntime and numpy alone (no adapter, so no torch),
+    other formats through their adapter (progress then reported once, at the end)."""
+    if fmt == "onnx":
+        return onnx_run.predict(spec, artifact, meta, td, device, progress=progress)
+    preds = get_adapter(spec.adapter).predict_exported(spec, artifact, fmt, meta, td, device)
+    if progress:
+        progress(len(td))
+    return preds
 
 
 def _concat(parts: Sequence[Any]) -> Any:

@@ -100,13 +100,19 @@ def verify(stores: Stores, deep: bool = False) -> VerifyReport:
 
 
 def _verify_model_artifacts(stores: Stores, report: VerifyReport) -> None:
-    """Checkpoints (from finished runs' events), runs' artifact files (``"artifacts"``), deployed artifacts and
-    core-set matrices, by their sha256."""
+    """Checkpoints (from finished runs' events), imported runs' artifact files (``"artifacts"``), files logged with
+    SDK runs, deployed artifacts and core-set matrices, by their sha256."""
     g = stores.graph
     runs = g.list(kinds=["TrainingVersion"])
     events = g.latest_events([n.id for n in runs])
     found = [(n, "checkpoint", events[n.id]["checkpoint"]) for n in runs if events.get(n.id, {}).get("checkpoint")]
     found += [(n, f"artifact {path!r}", sha) for n in runs for path, sha in (n.props.get("artifacts") or {}).items()]
+    for n in runs:  # the files a run logged with the SDK kept (a model VeML cannot run is kept as its file)
+        logged = events.get(n.id, {}).get("run") or {}
+        found += [(n, f"artifact {a['name']!r}", a["sha256"]) for a in logged.get("artifacts") or ()]
+        model = logged.get("logged_model")
+        if model and not model.get("runnable"):
+            found.append((n, f"model file {model['name']!r}", model["sha256"]))
     found += [(n, "deployed artifact", n.props["artifact"]) for n in g.list(kinds=["InferenceVersion"]) if n.props.get("artifact")]
     found += [(n, "core-set matrix", n.props["matrix"]) for n in g.list(kinds=["CoreSet"]) if n.props.get("matrix")]
     for node, what, sha in found:
@@ -130,7 +136,7 @@ class GcReport:
                 "allocations_released": self.allocations, "temp_files_removed": self.temp_files, "bytes_before": self.bytes_before, "bytes_after": self.bytes_after}
 
 
-def _owner_alive(owner: str | None) -> bool | None:
+def owner_alive(owner: str | None) -> bool | None:
     """Whether the writer that holds a reservation is alive: True or False only when it ran on this
     host in this PID namespace (``host:pid:ns[:start]``) and the kernel can tell; None otherwise
     (another host or container, or an owner from before schema 2).  A zombie, or a pid now held by
@@ -165,7 +171,7 @@ def _reservation_is_live(owner: str | None, lease_left: float | None, age_s: flo
     writer gc cannot see (another host, a container) is alive while its lease runs (it renews it
     as it works, :mod:`veml.store.leases`); once the lease ran out its rows are kept only for the
     grace period.  A reservation from before schema 3 has no lease and waits out the grace."""
-    alive = _owner_alive(owner)
+    alive = owner_alive(owner)
     if alive is not None:
         return alive
     if lease_left is not None and lease_left > 0:

@@ -17,10 +17,12 @@ every reader (``VEML_MAX_FILE_MB``), and what was checked is what is stored.
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from veml.adapters import get_adapter, imports
+from veml.adapters.base import ModelSpec
 from veml.adapters.imports import Imported
 from veml.entities import Node
 from veml.errors import InvalidInput
@@ -30,6 +32,18 @@ from veml.versions.data import DataVersions
 from veml.versions.model import ModelVersions, spec_of
 from veml.versions.taskdata import class_names_for
 from veml.versions.training import KIND as TRAINING, TrainingVersions, libraries
+
+
+@dataclass(frozen=True)
+class ReadModel:
+    """A model file understood: its framework, what it is (``spec``; ``model``, the model version it was read
+    as, or None when it needs a new one), its output class names and the checkpoint to store."""
+
+    framework: str
+    spec: ModelSpec
+    model: Node | None
+    class_names: tuple[str, ...]
+    checkpoint: bytes
 
 
 class Registry:
@@ -44,24 +58,18 @@ class Registry:
         ``origin``: where the file came from when another tool's registry holds it (``veml import mlflow``),
         recorded as the version's ``"origin"``."""
         where = str(path)
-        policy = ReadPolicy.from_options()
-        raw = read_regular(Path(path), where, policy)
+        raw = read_regular(Path(path), where, ReadPolicy.from_options())
         self._s.graph.check_new_name(name)
         dnode = self._data.get(data) if data is not None else None
         tnode = self._training.get(training) if training is not None else None
         mnode = self._models.get(model) if model is not None else None
-        try:
-            framework = framework or imports.sniff(raw, policy.max_file_bytes)
-            imported, mnode = self._load(raw, framework, mnode, tnode, policy.max_file_bytes)
-            class_names = self._class_names(imported, dnode, tnode)
-        except InvalidInput as exc:
-            raise InvalidInput(f"{where}: {exc}") from None
-        checkpoint, _ = imports.checkpoint(imported, class_names)
+        read = self.read(raw, where, dnode, tnode, mnode, framework)
+        framework, mnode, class_names = read.framework, read.model, read.class_names
         model_name = unique_name(self._s, f"{name}-model") if mnode is None else None
         # all checked: the checkpoint first (content-addressed: unreferenced bytes are gc's), then the nodes
-        digest = self._s.artifacts.put_bytes(checkpoint)
+        digest = self._s.artifacts.put_bytes(read.checkpoint)
         if mnode is None:
-            mnode = self._models.add(model_name, imported.spec.to_json(), description=f"registered from {Path(path).name}")
+            mnode = self._models.add(model_name, read.spec.to_json(), description=f"registered from {Path(path).name}")
         parents: list[tuple[int, str, Mapping[str, Any]]] = [(mnode.id, "MODEL_TRAINING", {})]
         if dnode is not None:
             parents.append((dnode.id, "DATA_TRAINING", {"role": "train"}))
@@ -70,7 +78,7 @@ class Registry:
         props = {"data": dnode.id if dnode else None, "model": mnode.id, "test": None,
                  "init_from": tnode.id if tnode else None, "seed": None,
                  # the recipe is unknown: the adapter's defaults are what a rebuild or transfer starts from
-                 "params": get_adapter(imported.spec.adapter).train_defaults(imported.spec), "task": imported.spec.task,
+                 "params": get_adapter(read.spec.adapter).train_defaults(read.spec), "task": read.spec.task,
                  "class_names": list(class_names), "libraries": libraries(), "train_samples": 0, "eval_samples": 0,
                  "adapt": None, "checkpoint": digest,
                  "registered": {"framework": framework, "file": Path(path).name,
@@ -79,6 +87,20 @@ class Registry:
             props["origin"] = dict(origin)
         node = self._s.graph.record(TRAINING, name, props, parents=parents)
         return self._training.describe(node)
+
+    def read(self, raw: bytes, where: str, dnode: Node | None, tnode: Node | None, mnode: Node | None,
+             framework: str | None = None) -> ReadModel:
+        """A model file's bytes read as a VeML model (as ``mnode``'s architecture when given), with its class
+        names (``dnode``'s or ``tnode``'s when known) and the checkpoint VeML's adapter runs; nothing written."""
+        cap = ReadPolicy.from_options().max_file_bytes
+        try:
+            framework = framework or imports.sniff(raw, cap)
+            imported, mnode = self._load(raw, framework, mnode, tnode, cap)
+            class_names = self._class_names(imported, dnode, tnode)
+        except InvalidInput as exc:
+            raise InvalidInput(f"{where}: {exc}") from None
+        checkpoint, _ = imports.checkpoint(imported, class_names)
+        return ReadModel(framework, imported.spec, mnode, tuple(class_names), checkpoint)
 
     def _load(self, raw: bytes, framework: str, mnode: Node | None, tnode: Node | None,
               cap: int) -> tuple[Imported, Node | None]:
@@ -120,4 +142,4 @@ class Registry:
         return known
 
 
-__all__ = ["Registry"]
+__all__ = ["Registry", "ReadModel"]

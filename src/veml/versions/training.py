@@ -20,8 +20,10 @@ import dataclasses
 import math
 import os
 import platform
+import queue
 import socket
 import sys
+import threading
 import time
 from typing import Any, Callable, Mapping
 
@@ -32,8 +34,10 @@ from veml.adapters.base import ModelSpec, TrainOutcome, check_type
 from veml.compute import RayExecutor
 from veml.entities import Node
 from veml.errors import InvalidInput, VemlError
+from veml.store.graph import process_owner
 from veml.store.idsets import BitMap, from_array, to_numpy
 from veml.versions import evaluation
+from veml.versions.integrity import owner_alive
 from veml.versions.context import Stores
 from veml.versions.data import DataVersions
 from veml.versions.model import ModelVersions, spec_of
@@ -149,12 +153,21 @@ def libraries() -> dict[str, str]:
 
 
 class _Logger:
-    """Buffers metric rows and writes them in small transactions, so logging costs little per step."""
+    """Buffers metric rows and writes them in small transactions, so logging costs little per step.
 
-    def __init__(self, stores: Stores, node_id: int, echo: Callable[[int, int, Mapping[str, float]], None] | None) -> None:
+    Every half second (or 500 rows) the buffer is written: by the caller, or with ``background`` by a writer
+    thread the buffer is handed to (the caller's step then never waits on the database; batches are written
+    in the order they were handed over).  ``flush()`` writes everything logged so far before it returns; a
+    write that failed in the background is raised by the next call."""
+
+    def __init__(self, stores: Stores, node_id: int, echo: Callable[[int, int, Mapping[str, float]], None] | None,
+                 background: bool = False) -> None:
         self._s, self._id, self._echo = stores, node_id, echo
         self._rows: list[tuple[int, int, str, float, float]] = []
         self._last = time.monotonic()
+        self._background = background
+        self._queue: queue.Queue[list[tuple[int, int, str, float, float]] | None] | None = None
+        self._error: BaseException | None = None
 
     def __call__(self, step: int, epoch: int, values: Mapping[str, float]) -> None:
         now = time.time()
@@ -163,29 +176,80 @@ class _Logger:
         if self._echo:
             self._echo(step, epoch, values)
         if len(self._rows) >= _FLUSH_ROWS or time.monotonic() - self._last > _FLUSH_S:
-            self.flush()
+            if self._background:
+                self._hand_over()
+            else:
+                self.flush()
+
+    def _hand_over(self) -> None:
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+        rows, self._rows = self._rows, []
+        self._last = time.monotonic()
+        if not rows:
+            return
+        if self._queue is None:
+            self._queue = queue.Queue()
+            threading.Thread(target=self._write_handed, args=(self._queue,), name="veml-metric-writer", daemon=True).start()
+        self._queue.put(rows)
+
+    def _write_handed(self, handed: "queue.Queue[list[tuple[int, int, str, float, float]] | None]") -> None:
+        while True:
+            rows = handed.get()
+            try:
+                if rows is None:  # closed
+                    return
+                self._s.graph.append_logs(self._id, rows)
+            except BaseException as exc:  # noqa: BLE001 - raised in the logging thread by the next call
+                self._error = exc
+            finally:
+                handed.task_done()
 
     def flush(self) -> None:
+        if self._queue is not None:
+            self._hand_over()
+            self._queue.join()
+            if self._error is not None:
+                error, self._error = self._error, None
+                raise error
+            return
         rows, self._rows = self._rows, []
         self._s.graph.append_logs(self._id, rows)
         self._last = time.monotonic()
+
+    def close(self) -> None:
+        """Flush, and end the writer thread (if there is one)."""
+        self.flush()
+        if self._queue is not None:
+            self._queue.put(None)  # type: ignore[arg-type]
+            self._queue = None
 
 
 def _before_first_event(node: Node) -> dict[str, Any]:
     """The status of a run node with no event: running, by the process its props name.
 
     The node and its first event are two commits; a process killed between them leaves a run with
-    no event, which ``_effective`` then reports as failed once that process is gone.  (A run
+    no event, which ``effective`` then reports as failed once that process is gone.  (A run
     recorded before ``started_by`` existed has nothing to go by: "unknown".)"""
     if isinstance(node.props.get("registered"), dict):  # a model file registered (no run): finished when recorded
         return {"status": "finished", "checkpoint": node.props["checkpoint"], "metrics": None}
     who = node.props.get("started_by")
     if not isinstance(who, dict):
         return {"status": "unknown"}
-    return {"status": "running", "pid": who.get("pid", -1), "host": who.get("host", "")}
+    return {"status": "running", "pid": who.get("pid", -1), "host": who.get("host", ""), "owner": who.get("owner")}
 
 
-def _alive(pid: int, host: str) -> bool:
+def running_here() -> dict[str, Any]:
+    """Who runs a training: pid and host (read by older VeMLs) and ``owner`` (host:pid:pid-namespace:start,
+    which also tells a dead run from a later process that reuses its pid, or one in another container)."""
+    return {"pid": os.getpid(), "host": socket.gethostname(), "owner": process_owner()}
+
+
+def _alive(pid: int, host: str, owner: str | None = None) -> bool:
+    if owner:  # judged by pid, pid namespace and start time; another host's or container's run is trusted
+        judged = owner_alive(owner)
+        return True if judged is None else judged
     if host != socket.gethostname():
         return True  # another machine's run: trust its events
     try:
@@ -202,25 +266,37 @@ class TrainingVersions:
         self._s, self._data, self._models = stores, data, models
 
     def get(self, ref: str | int) -> Node:
-        return self._s.graph.resolve(ref, kinds=[KIND])
+        """The training version; a run logged with the SDK (``run`` in its properties) comes with what it
+        recorded when it ended (the model version ``log_model`` made, its task and classes: ``props`` of its
+        last event), so every reader of ``props["model"]`` sees the model it holds."""
+        node = self._s.graph.resolve(ref, kinds=[KIND])
+        if "run" not in node.props:
+            return node
+        later = (self._s.graph.latest_events([node.id]).get(node.id) or {}).get("props")
+        return dataclasses.replace(node, props={**node.props, **later}) if later else node
 
     def status(self, node: Node) -> dict[str, Any]:
         ev = self._s.graph.latest_events([node.id]).get(node.id) or _before_first_event(node)
-        return self._effective(ev)
+        return self.effective(ev)
 
     @staticmethod
-    def _effective(ev: dict[str, Any]) -> dict[str, Any]:
-        if ev.get("status") == "running" and not _alive(int(ev.get("pid", -1)), str(ev.get("host", ""))):
+    def effective(ev: dict[str, Any]) -> dict[str, Any]:
+        """A run's latest event as readers report it: a ``running`` run whose process this host can see is
+        gone reads as failed."""
+        if ev.get("status") == "running" and not _alive(int(ev.get("pid", -1)), str(ev.get("host", "")), ev.get("owner")):
             return {**ev, "status": "failed", "error": "the training process died without finishing"}
         return ev
 
     def describe(self, node: Node, event: dict[str, Any] | None = None) -> dict[str, Any]:
-        ev = self._effective(event) if event is not None else self.status(node)
+        ev = self.effective(event) if event is not None else self.status(node)
         out = node.to_json()
         out["status"] = ev.get("status")
-        for key in ("metrics", "checkpoint", "profile", "worst", "error", "finished_at", "selection"):
+        for key in ("metrics", "checkpoint", "profile", "worst", "error", "finished_at", "selection", "params"):
             if key in ev:
                 out[key] = ev[key]
+        if isinstance(node.props.get("run"), dict):  # logged with the SDK: what it recorded as it ran
+            out.update(ev.get("props") or {})
+            out["run"] = {**node.props["run"], **(ev.get("run") or {})}
         out.setdefault("metrics", None)
         return out
 
@@ -354,9 +430,9 @@ class TrainingVersions:
         if distribution is not None:
             props["distributed"] = distribution
         # who runs it, committed with the node: a kill before the "running" event below still reads as failed
-        props["started_by"] = {"pid": os.getpid(), "host": socket.gethostname()}
+        props["started_by"] = running_here()
         node = self._s.graph.record(KIND, name, props, parents=parents, idsets=held)
-        self._s.graph.append_event(node.id, "running", {"pid": os.getpid(), "host": socket.gethostname()})
+        self._s.graph.append_event(node.id, "running", running_here())
         logger = _Logger(self._s, node.id, echo)
         try:
             if adapt is not None:
