@@ -141,7 +141,9 @@ def test_transfer_full_and_adapt_rebuilds_share_one_held_back_slice(world):
         assert any(e["kind"] == "REBUILD" and e["src"] == out["previous"]["training"] for e in t_up)
     assert outs["adapt"]["labels_used"] == 0 and outs["transfer"]["labels_used"] == 28
     full_training = ok("train", "show", outs["full"]["training"], "--repo", root)
-    assert full_training["train_samples"] > 28 and full_training["init_from"] is None  # old + new data, from scratch
+    # old + new data, from the previous weights
+    assert full_training["train_samples"] > 28 and full_training["init_from"] == outs["full"]["previous"]["training"]
+    assert outs["full"]["warm_start"] is True and outs["adapt"]["warm_start"] is False
     assert ok("train", "show", outs["adapt"]["training"], "--repo", root)["adapt"] == "adabn"
 
 

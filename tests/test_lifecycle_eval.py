@@ -37,7 +37,7 @@ def test_quick_run_prints_tables(tmp_path: Path) -> None:
 
 def test_quick_rebuild_run_prints_tables(tmp_path: Path) -> None:
     md = _quick("benchmarks.lifecycle_eval.rebuild", tmp_path, "--quick")
-    assert "| shift | before | oracle | full | transfer | active | random | adabn | tent |" in md
+    assert "| shift | before | oracle (scratch / warm) | full | transfer | active | random | adabn | tent |" in md
     assert "| method | recovery | labels used | training time / full's |" in md
     for target in ("full: recovery >= 0.9", "transfer: <= 1/3 of full's training time", "active beats random",
                    "adapt recovers > 0 without labels"):

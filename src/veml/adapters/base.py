@@ -158,6 +158,10 @@ class ExportOutcome:
 
 class Adapter(Protocol):
     name: str
+    #: whether ``train`` can start from another training's weights (``init``); refitting back-ends cannot
+    warm_start: bool
+    #: the label-free adaptations ``adapt`` offers (``veml rebuild --method adapt --adapt NAME``); empty: none
+    ADAPT_METHODS: tuple[str, ...]
 
     def validate(self, spec: ModelSpec) -> ModelSpec:
         """Check architecture and parameters (naming any key it does not accept); return the spec with defaults filled."""

@@ -198,6 +198,8 @@ _CACHE_SIZE = 4  # loaded models by the sha256 of their bytes: a skops load take
 
 class SklearnAdapter:
     name = "sklearn"
+    warm_start = False
+    ADAPT_METHODS: tuple[str, ...] = ()
 
     def validate(self, spec: ModelSpec) -> ModelSpec:
         params = check_spec(spec, "sklearn", _ARCHS, _PARAMS.get(spec.architecture, {}))

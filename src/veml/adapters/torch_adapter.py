@@ -39,6 +39,7 @@ def spans(n: int, batch_size: int) -> list[tuple[int, int]]:
 
 class TorchAdapter:
     name = "torch"
+    warm_start = True
 
     # --- specification ------------------------------------------------------------------------
     def validate(self, spec: ModelSpec) -> ModelSpec:

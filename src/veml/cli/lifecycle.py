@@ -97,6 +97,8 @@ def _register_rebuild(sub: argparse._SubParsersAction, common: argparse.Argument
     p.add_argument("--export", metavar="DIR", help="active, step 1: write the chosen samples here as COCO")
     p.add_argument("--labels", metavar="FILE", help="active, step 2: the labelled COCO file for the chosen samples")
     p.add_argument("--adapt", default="adabn", choices=["adabn", "tent"], help="adapt: the label-free method (adabn: batch-norm statistics; tent: adabn, then entropy minimisation of the BN scale and shift; classifiers)")
+    p.add_argument("--scratch", action="store_true",
+                   help="full: retrain from a fresh initialisation (default: from the previous weights, where the adapter can)")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE", help="override the previous recipe")
     p.add_argument("--name")
     p.set_defaults(handler=cmd_rebuild)
@@ -118,7 +120,7 @@ def _register_rebuild(sub: argparse._SubParsersAction, common: argparse.Argument
 
 
 def cmd_rebuild(ctx: Context, args: argparse.Namespace) -> None:
-    out = ctx.repo.rebuild.rebuild(args.inference, args.test, args.method, holdout=args.holdout, seed=args.seed,
+    out = ctx.repo.rebuild.rebuild(args.inference, args.test, args.method, holdout=args.holdout, seed=args.seed, scratch=args.scratch,
                                    budget=args.budget, export=args.export, labels=args.labels, sets=args.sets or None,
                                    adapt=args.adapt, name=args.name)
 

@@ -1,6 +1,8 @@
 """Rebuild after drift: the next lifecycle from the one a deployment belongs to, by one of four methods.
 
-- ``full``: the new (labelled) data merged with the previous training data, retrained with the previous recipe;
+- ``full``: the new (labelled) data merged with the previous training data, retrained with the previous recipe,
+  starting from the previous weights where the adapter can (``scratch=True``, or a refitting back-end such as
+  scikit-learn: from a fresh initialisation, as the first training did);
 - ``transfer``: the previous checkpoint fine-tuned on the new labelled data only, with transfer's fine-tuning
   recipe (a third of the epochs, a tenth of the learning rate, warm-up, keep the better of fine-tuned and
   previous on a validation split of the new data);
@@ -26,6 +28,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from veml.adapters import get_adapter
 from veml.coreset.kcenter import k_center_greedy
 from veml.entities import Node
 from veml.errors import InvalidInput
@@ -39,7 +42,7 @@ from veml.versions.training import TrainingVersions, parse_sets
 
 METHODS = ("full", "transfer", "active", "adapt")
 ACTIVE_REASON = "active learning: k-center selection for inference {inference}"
-UNCERTAIN_POOL = 3  # active learning on a classifier: k-center among the 3 x budget least certain samples
+UNCERTAIN_SHARE = 0.5  # active learning on a classifier: k-center among the least certain half of the new samples
 
 
 class Rebuild:
@@ -87,9 +90,13 @@ class Rebuild:
     # --- rebuild ------------------------------------------------------------------------------
     def rebuild(self, inference: str | int, test: str | int, method: str, *, holdout: float = 0.3, seed: int = 0,
                 budget: int | None = None, export: str | Path | None = None, labels: str | Path | None = None,
-                sets: Mapping[str, Any] | list[str] | None = None, adapt: str = "adabn", name: str | None = None) -> dict[str, Any]:
+                sets: Mapping[str, Any] | list[str] | None = None, adapt: str = "adabn", name: str | None = None,
+                scratch: bool = False) -> dict[str, Any]:
         if method not in METHODS:
             raise InvalidInput(f"unknown rebuild method {method!r}: use one of {', '.join(METHODS)}")
+        if scratch and method != "full":
+            raise InvalidInput(f"--scratch applies to --method full only (--method {method} starts from the previous weights"
+                               f"{' or uses none' if method == 'adapt' else ''})")
         inode = self._inference.get(inference)
         tnode = self._training.get(inode.props["training"])
         if self._training.status(tnode).get("status") != "finished":
@@ -111,10 +118,8 @@ class Rebuild:
             raise InvalidInput("--method active needs labels for the samples it chooses: run it with --export DIR, "
                                "label the exported COCO file, then rerun with --labels FILE")
         if method == "adapt":  # refuse a model AdaBN cannot adapt before any version is written
-            from veml.adapters import get_adapter
-
             adapter = get_adapter(spec.adapter)
-            if not hasattr(adapter, "check_adapt"):
+            if not adapter.ADAPT_METHODS:
                 raise InvalidInput(f"the {spec.adapter} adapter cannot adapt models without labels")
             adapter.check_adapt(spec, self._training.checkpoint(tnode), adapt)
         if method == "active" and export is not None and labels is None and Path(export).exists() and any(Path(export).iterdir()):
@@ -131,11 +136,12 @@ class Rebuild:
         base = name or unique_name(self._s, f"rebuild-{method}-{inode.name}")
         link = [(tnode.id, "REBUILD", {"method": method, "test": new.id})]
         labels_used, created = 0, [n.id for n in (held, rest) if n is not None and n.id != new.id]
+        warm = method != "full" or (not scratch and get_adapter(spec.adapter).warm_start)
         if method == "full":
             train_on = self._data.merge([old_data.id, rest.id], unique_name(self._s, f"{old_data.name}+{rest.name}"))
             created.append(train_on.id)
             run = self._training.train(train_on.id, model.id, sets=params, test=held.id if held else None, name=base,
-                                       extra_parents=link)
+                                       extra_parents=link, init_from=tnode.id if warm else None)
             labels_used = int(rest.props["samples"])
         elif method == "transfer":
             run = self._training.train(rest.id, model.id, sets=params, init_from=tnode.id, test=held.id if held else None,
@@ -169,6 +175,7 @@ class Rebuild:
         result: dict[str, Any] = {"method": method, "status": "finished", "training": run["id"], "inference": dep.id,
                                   "previous": {"inference": inode.id, "training": tnode.id}, "evaluated_on": None,
                                   "labels_used": labels_used, "train_s": (run.get("profile") or {}).get("train_s"),
+                                  "warm_start": warm and method != "adapt",
                                   "versions": created}
         if held is not None:
             old_pred = self._inference.predict(inode.id, held.id, name=unique_name(self._s, f"{inode.name}-on-{held.name}"))
@@ -191,7 +198,7 @@ class Rebuild:
         """The budget's worth of new samples to label.
 
         Classifiers: uncertainty plus diversity in the deployed model's own feature space (cluster-margin
-        style, Citovsky et al. 2021): the ``UNCERTAIN_POOL`` x budget samples with the smallest margin
+        style, Citovsky et al. 2021): the ``UNCERTAIN_SHARE`` of samples (at least the budget) with the smallest margin
         between the model's two most likely classes, then k-center greedy over the model's penultimate
         features of those, so the batch is both uncertain and spread out.  Other tasks: k-center greedy
         in the embedding space, farthest from everything already labelled (Sener & Savarese 2018)."""
@@ -219,7 +226,7 @@ class Rebuild:
         probs = np.asarray(preds.scores, np.float64)[[pos[int(d)] for d in ids]]
         top2 = np.sort(probs, axis=1)[:, -2:]
         margin = top2[:, 1] - top2[:, 0]
-        pool = np.argsort(margin, kind="stable")[: min(len(ids), UNCERTAIN_POOL * budget)]
+        pool = np.argsort(margin, kind="stable")[: max(budget, int(math.ceil(len(ids) * UNCERTAIN_SHARE)))]
         fid, feats = self._coresets.embed_samples(rest, f"training:{inode.props['training']}", ids[pool])
         fpos = {int(d): i for i, d in enumerate(fid)}
         f = feats[[fpos[int(d)] for d in ids[pool]]].reshape(len(pool), -1).astype(np.float64)

@@ -378,7 +378,7 @@ class TrainingVersions:
         init_bytes, init_node = None, None
         if adapt is not None and init_from is None:
             raise InvalidInput("adaptation starts from a trained model: give init_from")
-        if adapt is not None and not hasattr(adapter, "adapt"):
+        if adapt is not None and not adapter.ADAPT_METHODS:
             raise InvalidInput(f"the {spec.adapter} adapter cannot adapt models without labels")
         if init_from is not None:
             init_node = self.get(init_from)
