@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from veml.entities import DataVersion, InferenceVersion, ModelVersion, Node, Run, TrainingVersion
 from veml.errors import InvalidInput, RepositoryExists, RepositoryNotFound, StorageError
+from veml.compute.target import compute_target
 from veml.store import check_store_urls, open_artifact_store, open_embedding_store, open_graph_store, open_sample_store
 
 if TYPE_CHECKING:
@@ -89,6 +90,7 @@ class Repository:
         except tomllib.TOMLDecodeError as exc:
             raise StorageError(f"{cfg_path}: malformed config: {exc}") from None
         check_store_urls(self.config, self.dir)
+        compute_target(self.config)  # a bad compute_url / $VEML_COMPUTE fails here, before any command runs
         self._graph: GraphStore = open_graph_store(self.config["metadata_url"], self.dir)
 
     @_on_first_use

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol, Sequence, Ty
 
 import numpy as np
 
+from veml.compute.target import DEFAULT_PARTITION_SIZE, ENV_VAR, PARTITION_KEY, URL_KEY, compute_target
 from veml.errors import InvalidInput, MissingExtra, VemlError
 
 if TYPE_CHECKING:
@@ -34,11 +35,7 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 #: the repository config keys of the compute back-end (``.veml/config.toml``)
-URL_KEY = "compute_url"
-PARTITION_KEY = "compute_partition_size"
 #: overrides ``compute_url`` for one shell or job, like ``MLFLOW_TRACKING_URI`` does for MLflow
-ENV_VAR = "VEML_COMPUTE"
-DEFAULT_PARTITION_SIZE = 2048
 OnDone = Callable[[int, Any], None]
 
 
@@ -260,21 +257,5 @@ def open_executor(config: Mapping[str, Any]) -> Executor:
     ``local`` (default) · ``ray`` (``$RAY_ADDRESS``, else a running local cluster, else a new one)
     · ``ray:auto`` / ``ray:HOST:6379`` (``ray.init(address=...)``) · ``ray://HOST:10001`` (Ray Client).
     """
-    url = str(os.environ.get(ENV_VAR) or config.get(URL_KEY) or "local").strip()
-    raw_size = config.get(PARTITION_KEY, DEFAULT_PARTITION_SIZE)
-    try:
-        size = int(raw_size)
-    except (TypeError, ValueError):
-        size = 0
-    if size < 1 or isinstance(raw_size, bool):
-        raise InvalidInput(f"{PARTITION_KEY} must be a positive integer, got {raw_size!r}")
-    if url == "local":
-        return LocalExecutor(size)
-    if url == "ray":
-        return RayExecutor(None, size)
-    if url.startswith("ray://"):
-        return RayExecutor(url, size)
-    if url.startswith("ray:") and len(url) > 4:
-        return RayExecutor(url[4:], size)
-    source = f"${ENV_VAR}" if os.environ.get(ENV_VAR) else URL_KEY
-    raise InvalidInput(f"unsupported {source} {url!r}: use local, ray, ray:ADDRESS or ray://HOST:PORT")
+    kind, address, size = compute_target(config)
+    return LocalExecutor(size) if kind == "local" else RayExecutor(address, size)
