@@ -1,5 +1,5 @@
 """The everyday things (issue 16): help examples, lean start-up, torch-free ONNX runs, predict --out,
-flat unlabeled folders, training threads and ``veml doctor``.
+flat unlabeled folders, training threads, progress bars with an ETA and ``veml doctor``.
 
 What needs a real process (which modules a command imports) runs the CLI in a subprocess with
 ``-X importtime``; the rest goes through the in-process runner.  One tiny model is trained per module.
@@ -7,10 +7,17 @@ What needs a real process (which modules a command imports) runs the CLI in a su
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
+import pty
+import re
 import shlex
+import struct
 import subprocess
 import sys
+import termios
+from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -34,6 +41,29 @@ def imported(*args: str, cwd: Path) -> tuple[subprocess.CompletedProcess, set[st
                          capture_output=True, text=True, timeout=300)
     mods = {line.rsplit("|", 1)[1].strip().split(".")[0] for line in res.stderr.splitlines() if line.startswith("import time:")}
     return res, mods
+
+
+def on_a_terminal(*args: str, cwd: Path) -> tuple[int, str, str]:
+    """Run ``veml ARGS`` with stderr on a pseudo-terminal: exit code, stdout, what the terminal showed.
+    ``TQDM_MININTERVAL=0`` makes tqdm draw every update, so a short run still shows its bar."""
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 120, 0, 0))  # 24x120: tqdm draws nothing in 0 columns
+    env = {**os.environ, "TQDM_MININTERVAL": "0"}
+    proc = subprocess.Popen([sys.executable, "-m", "veml.cli.main", *args], cwd=cwd, stdout=subprocess.PIPE,
+                            stderr=slave, env=env)
+    os.close(slave)
+    shown = []
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not chunk:
+            break
+        shown.append(chunk)
+    out, _ = proc.communicate(timeout=300)
+    os.close(master)
+    return proc.returncode, out.decode(), b"".join(shown).decode(errors="replace")
 
 
 def versions_in(root: Path) -> int:
@@ -137,6 +167,51 @@ def test_onnx_drift_does_not_import_torch(deployed, tmp_path):
     assert res.returncode == 0, res.stderr[-2000:]
     assert "torch" not in mods and "torchvision" not in mods
     assert json.loads(res.stdout)["method"] == "bbsd"
+
+
+# -------------------------------------------------------------------------------- progress bars
+
+
+def eta_bar(shown: str, desc: str, total: int) -> bool:
+    """tqdm drew ``desc`` with ``n/total [elapsed<remaining``: a total and an ETA."""
+    return desc in shown and re.search(rf"\b{total}/{total} \[\d\d:\d\d<\d\d:\d\d", shown) is not None
+
+
+def test_progress_bars_show_a_total_and_eta_on_a_terminal_only(tmp_path, driving_small):
+    root = tmp_path / "r"
+    ok("init", root)
+    args = ("data", "import", "coco", str(driving_small), "--images", str(images_dir(driving_small)), "--repo", str(root))
+    code, out, shown = on_a_terminal(*args, "--name", "day", cwd=tmp_path)
+    assert code == 0 and "day" in out, shown[-2000:]
+    assert eta_bar(shown, "importing coco", 40), shown[-2000:]
+    code, out, shown = on_a_terminal(*args, "--name", "quiet", "--json", cwd=tmp_path)  # --json: no bar
+    assert code == 0 and json.loads(out)["samples"] == 40 and "importing" not in shown and "/40" not in shown, shown
+    piped = subprocess.run([sys.executable, "-m", "veml.cli.main", *args, "--name", "piped"], cwd=tmp_path,
+                           capture_output=True, text=True, timeout=300)  # stderr not a terminal: no bar
+    assert piped.returncode == 0 and piped.stderr == "", piped.stderr
+
+
+def test_predict_and_embeddings_report_their_total(deployed, tmp_path):
+    root, _ = deployed
+    code, _, shown = on_a_terminal("predict", "t-onnx", "--data", "night", "--repo", str(root), cwd=tmp_path)
+    assert code == 0 and eta_bar(shown, "predicting", 24), shown[-2000:]
+
+    @dataclass
+    class Seen:  # a veml.progress.Progress of the test's own
+        total: int = 0
+        done: int = 0
+
+        def add_total(self, n: int) -> None:
+            self.total += n
+
+        def advance(self, n: int) -> None:
+            self.done += n
+
+    seen, calls = Seen(), []
+    with veml.open(root) as r:
+        r.coresets.embeddings("night", progress=seen)
+        r.coresets.embeddings("night", progress=calls.append)  # a plain callable still works (cached now)
+    assert seen.total == seen.done == 24 and calls == [24]
 
 
 # ------------------------------------------------------------------- flat folders and doctor

@@ -17,6 +17,7 @@ import numpy as np
 
 from veml.adapters.base import ModelSpec, Predictions, TaskData
 from veml.errors import InvalidInput, MissingExtra
+from veml.progress import ProgressLike, as_progress
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -157,11 +158,14 @@ def runner(spec: ModelSpec, artifact: bytes, device: str = "cpu") -> Runner:
 
 # --- predictions ----------------------------------------------------------------------------------
 def predict_with(run: Runner, spec: ModelSpec, meta: Mapping[str, Any], data: TaskData, batch_size: int = 64,
-                 progress: Callable[[int], None] | None = None) -> Predictions:
+                 progress: ProgressLike | None = None) -> Predictions:
     """Predictions of a deployed model over ``data``; ``run`` maps a numpy batch to the model's raw outputs
-    (detection: a one-image list per call).  ``progress(n)`` after each n samples (forecasting: windows)."""
+    (detection: a one-image list per call).  ``progress`` advances after each n samples (forecasting: windows)."""
     check_data(spec, data, training=False)
-    done = progress or (lambda n: None)
+    bar = as_progress(progress)
+    done = bar.advance
+    if spec.task != "forecasting":
+        bar.add_total(len(data.images))
     if spec.task == "classification":
         out = []
         for i in range(0, len(data.images), batch_size):
@@ -181,6 +185,7 @@ def predict_with(run: Runner, spec: ModelSpec, meta: Mapping[str, Any], data: Ta
     if data.series.shape[2] != meta["sensors"]:
         raise InvalidInput(f"this forecaster was trained on {meta['sensors']} sensors; the data has {data.series.shape[2]}")
     x, y, owner = forecast_windows(spec, data, meta, int(spec.parameters["horizon"]))
+    bar.add_total(len(x))
     out = []
     for i in range(0, len(x), batch_size):
         out.append(np.asarray(run(x[i:i + batch_size])[0]) * meta["std"] + meta["mean"])
@@ -189,7 +194,7 @@ def predict_with(run: Runner, spec: ModelSpec, meta: Mapping[str, Any], data: Ta
 
 
 def predict(spec: ModelSpec, artifact: bytes, meta: Mapping[str, Any], data: TaskData, device: str = "cpu",
-            batch_size: int = 64, progress: Callable[[int], None] | None = None) -> Predictions:
+            batch_size: int = 64, progress: ProgressLike | None = None) -> Predictions:
     """An ONNX deployment's predictions over ``data`` (no torch)."""
     return predict_with(runner(spec, artifact, device), spec, meta, data, batch_size, progress)
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import veml
+from veml.progress import Progress
 
 if TYPE_CHECKING:
     from veml.repository import Repository
@@ -40,8 +41,9 @@ class Context:
         sys.stdout.write((out if out is not None else json.dumps(obj, indent=2, default=str)).rstrip("\n") + "\n")
 
     @contextmanager
-    def progress(self, desc: str, unit: str = "it") -> Iterator[Callable[[int], None] | None]:
-        """A tqdm bar on a terminal's stderr; nothing with --json or when stderr is not a TTY."""
+    def progress(self, desc: str, unit: str = "it") -> Iterator[Progress | None]:
+        """A tqdm bar on a terminal's stderr, with a total and an ETA once the work tells how much there is;
+        nothing with --json or when stderr is not a TTY."""
         if self.as_json or not sys.stderr.isatty():
             yield None
             return
@@ -49,9 +51,23 @@ class Context:
 
         bar = tqdm(desc=desc, unit=unit, file=sys.stderr, leave=False)
         try:
-            yield bar.update
+            yield _Bar(bar)
         finally:
             bar.close()
+
+
+@dataclass(frozen=True)
+class _Bar:
+    """A tqdm bar as a :class:`veml.progress.Progress`."""
+
+    bar: Any
+
+    def add_total(self, n: int) -> None:
+        self.bar.total = (self.bar.total or 0) + n
+        self.bar.refresh()
+
+    def advance(self, n: int) -> None:
+        self.bar.update(n)
 
 
 def version_line(v: dict[str, Any]) -> str:

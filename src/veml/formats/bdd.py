@@ -17,13 +17,14 @@ import pyarrow as pa
 
 from veml.errors import InvalidInput
 from veml.formats.batch import ImportBatch
-from veml.formats.detection import Box, ImageEntry, Progress, build_image_batch, export_rows, number, write_payloads
+from veml.formats.detection import Box, ImageEntry, build_image_batch, export_rows, number, write_payloads
 from veml.formats.paths import ReadPolicy, read_regular, resolve_under
+from veml.progress import ProgressLike
 
 _SCALAR = (str, int, float, bool, type(None))
 
 
-def parse_bdd(labels_path: Path, images_dir: Path, progress: Progress | None = None,
+def parse_bdd(labels_path: Path, images_dir: Path, progress: ProgressLike | None = None,
               policy: ReadPolicy | None = None) -> ImportBatch:
     labels_path, images_dir = Path(labels_path), Path(images_dir)
     policy = policy or ReadPolicy.from_options()

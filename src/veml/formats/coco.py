@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 from urllib.parse import unquote
 
 import pyarrow as pa
@@ -20,11 +20,10 @@ from veml.formats.batch import ImportBatch, annotation_schema, check_column_name
 from veml.formats.detection import image_samples, safe_relative
 from veml.formats.images import ImageFile, read_image
 from veml.formats.paths import ReadPolicy, read_regular, resolve_under
+from veml.progress import ProgressLike, as_progress
 
 _STANDARD_IMAGE_KEYS = {"id", "file_name", "width", "height"}
 _BOX_TOLERANCE = 1.0  # pixels a box may overhang its image (rounding in real exports)
-
-Progress = Callable[[int], None]
 
 
 def load_coco_json(path: Path, policy: ReadPolicy | None = None) -> dict[str, Any]:
@@ -130,7 +129,7 @@ def _check_box_bounds(path: Path, anns: list[dict], sizes: Mapping[int, tuple[in
             )
 
 
-def parse_coco(ann_path: Path, images_dir: Path, progress: Progress | None = None,
+def parse_coco(ann_path: Path, images_dir: Path, progress: ProgressLike | None = None,
                policy: ReadPolicy | None = None) -> ImportBatch:
     ann_path, images_dir = Path(ann_path), Path(images_dir)
     policy = policy or ReadPolicy.from_options()
@@ -163,14 +162,15 @@ def parse_coco(ann_path: Path, images_dir: Path, progress: Progress | None = Non
                 )
         return f
 
+    bar = as_progress(progress)
+    bar.add_total(len(order))
     files: list[ImageFile] = []
     with ThreadPoolExecutor(max_workers=4) as pool:
         for n, f in enumerate(pool.map(load, order), 1):
             files.append(f)
-            if progress and n % 256 == 0:
-                progress(256)
-    if progress:
-        progress(len(order) % 256)
+            if n % 256 == 0:
+                bar.advance(256)
+    bar.advance(len(order) % 256)
     _check_box_bounds(ann_path, anns, {iid: (f.width, f.height) for iid, f in zip(order, files)})
 
     columns = {k: sql_type(im.get(k) for im in images.values()) for k in extra_keys}

@@ -14,7 +14,7 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import pyarrow as pa
 
@@ -22,11 +22,9 @@ from veml.errors import InvalidInput
 from veml.formats.batch import SAMPLE_SCHEMA, ImportBatch, annotation_schema, check_column_names, sha256, sql_type, to_json_meta
 from veml.formats.images import ImageFile, check_image, read_image
 from veml.formats.paths import ReadPolicy
+from veml.progress import ProgressLike, as_progress
 
 BOX_TOLERANCE = 1.0  # pixels a box may overhang its image (rounding in real exports), as for COCO
-
-Progress = Callable[[int], None]
-
 
 @dataclass(frozen=True)
 class ImageEntry:
@@ -73,7 +71,7 @@ def build_image_batch(
     categories: Sequence[str],
     source: Mapping[str, Any],
     policy: ReadPolicy,
-    progress: Progress | None = None,
+    progress: ProgressLike | None = None,
 ) -> ImportBatch:
     if not entries:
         raise InvalidInput(f"{source.get('path')}: no images")
@@ -86,10 +84,13 @@ def build_image_batch(
             raise InvalidInput(f"{e.where}: declares size {e.size[0]}x{e.size[1]} but the image is {f.width}x{f.height}")
         return f
 
+    bar = as_progress(progress)
+    bar.add_total(len(entries))
+    files: list[ImageFile] = []
     with ThreadPoolExecutor(max_workers=4) as pool:
-        files = list(pool.map(load, entries))
-    if progress:
-        progress(len(files))
+        for f in pool.map(load, entries):
+            files.append(f)
+            bar.advance(1)
     rows = [_pixel_box(b, files[b.sample]) for b in boxes]
     samples = image_samples(files, [e.name for e in entries], [{k: e.meta.get(k) for k in meta_keys} for e in entries])
     annotations: dict[str, pa.Table] = {}

@@ -21,8 +21,9 @@ import pyarrow as pa
 
 from veml.errors import InvalidInput, MissingExtra
 from veml.formats.batch import BUILTIN_COLUMNS, ImportBatch
-from veml.formats.detection import Box, ImageEntry, Progress, build_image_batch, category_order, export_rows, number
+from veml.formats.detection import Box, ImageEntry, build_image_batch, category_order, export_rows, number
 from veml.formats.paths import ReadPolicy, read_regular, resolve_under
+from veml.progress import ProgressLike
 
 _SCALARS = {"bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64", "float16", "float32",
             "float64", "string", "large_string"}
@@ -38,7 +39,7 @@ def _datasets():
     return datasets
 
 
-def parse_hf(root: Path, progress: Progress | None = None, policy: ReadPolicy | None = None) -> ImportBatch:
+def parse_hf(root: Path, progress: ProgressLike | None = None, policy: ReadPolicy | None = None) -> ImportBatch:
     root = Path(root)
     policy = policy or ReadPolicy.from_options()
     if not root.is_dir():

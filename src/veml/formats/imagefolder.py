@@ -5,8 +5,6 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable
-
 import pyarrow as pa
 
 from veml.errors import InvalidInput
@@ -14,9 +12,10 @@ from veml.formats.batch import ImportBatch, annotation_schema
 from veml.formats.detection import image_samples
 from veml.formats.images import IMAGE_SUFFIXES, read_image
 from veml.formats.paths import ReadPolicy, check_inside, walk_files
+from veml.progress import ProgressLike, as_progress
 
 
-def parse_image_folder(root: Path, progress: Callable[[int], None] | None = None,
+def parse_image_folder(root: Path, progress: ProgressLike | None = None,
                        policy: ReadPolicy | None = None, unlabeled: bool = False) -> ImportBatch:
     """``unlabeled``: a folder without class sub-folders is read as it is (every image in it, no labels)."""
     root = Path(root)
@@ -39,12 +38,13 @@ def parse_image_folder(root: Path, progress: Callable[[int], None] | None = None
             entries.append((cls, f))
     if not entries:
         raise InvalidInput(f"{root}: no images in {'the folder' if flat else 'the class sub-folders'}")
+    bar = as_progress(progress)
+    bar.add_total(len(entries))
     files = []
     with ThreadPoolExecutor(max_workers=4) as pool:
         for f in pool.map(lambda e: read_image(e[1], None, policy), entries):
             files.append(f)
-            if progress:
-                progress(1)
+            bar.advance(1)
     rel = [str(p.relative_to(root)) for _, p in entries]
     samples = image_samples(files, rel, [{} for _ in files])
     labelled = [(i, cls) for i, (cls, _) in enumerate(entries) if cls is not None]

@@ -18,11 +18,12 @@ from defusedxml import DefusedXmlException
 
 from veml.errors import InvalidInput
 from veml.formats.batch import ImportBatch
-from veml.formats.detection import Box, ImageEntry, Progress, build_image_batch, export_rows, number, write_payloads
+from veml.formats.detection import Box, ImageEntry, build_image_batch, export_rows, number, write_payloads
 from veml.formats.paths import ReadPolicy, read_regular, resolve_under, walk_files
+from veml.progress import ProgressLike
 
 
-def parse_voc(root: Path, progress: Progress | None = None, policy: ReadPolicy | None = None) -> ImportBatch:
+def parse_voc(root: Path, progress: ProgressLike | None = None, policy: ReadPolicy | None = None) -> ImportBatch:
     root = Path(root)
     policy = policy or ReadPolicy.from_options()
     ann_dir, img_dir = root / "Annotations", root / "JPEGImages"

@@ -19,14 +19,15 @@ import yaml
 
 from veml.errors import InvalidInput
 from veml.formats.batch import ImportBatch
-from veml.formats.detection import Box, ExportRow, ImageEntry, Progress, build_image_batch, category_order, export_rows, number, write_payloads
+from veml.formats.detection import Box, ExportRow, ImageEntry, build_image_batch, category_order, export_rows, number, write_payloads
 from veml.formats.images import IMAGE_SUFFIXES
 from veml.formats.paths import ReadPolicy, read_regular, resolve_under, walk_files
+from veml.progress import ProgressLike
 
 SPLITS = ("train", "val", "test")
 
 
-def parse_yolo(root: Path, progress: Progress | None = None, policy: ReadPolicy | None = None) -> ImportBatch:
+def parse_yolo(root: Path, progress: ProgressLike | None = None, policy: ReadPolicy | None = None) -> ImportBatch:
     root = Path(root)
     policy = policy or ReadPolicy.from_options()
     if not root.is_dir():

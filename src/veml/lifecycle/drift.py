@@ -10,7 +10,7 @@ Each check is recorded as a ``DriftReport`` with ``DRIFT_CHECK`` edges from what
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -20,6 +20,7 @@ from veml.coreset.kcenter import k_center_greedy
 from veml.entities import Node
 from veml.errors import InvalidInput
 from veml.lifecycle.estimate import CLASSIFIERS, Estimates
+from veml.progress import ProgressLike
 from veml.versions.context import Stores, unique_name
 from veml.versions.coresets import CoreSets
 from veml.versions.data import DataVersions
@@ -28,7 +29,6 @@ from veml.versions.training import TrainingVersions
 
 KIND = "DriftReport"
 METHODS = ("mmd", "bbsd", "ks", "cvm")
-Progress = Callable[[int], None]
 
 
 def projection(reference: np.ndarray, test: np.ndarray, k: int, seed: int = 0, digits: int = 4) -> dict[str, Any]:
@@ -129,10 +129,10 @@ class Drift:
         return node, ids, split
 
     def _features(self, node: Node, method: str, inode: Node | None, embedder: str | None,
-                  progress: Progress | None, ids: np.ndarray | None = None) -> np.ndarray:
+                  progress: ProgressLike | None, ids: np.ndarray | None = None) -> np.ndarray:
         if method == "bbsd":
             assert inode is not None
-            _, _, _, preds = self._inference.run(inode.id, node.id, data_ids=ids)
+            _, _, _, preds = self._inference.run(inode.id, node.id, data_ids=ids, progress=progress)
             return output_features(preds, len(inode.props.get("class_names", [])))
         all_ids, x = self._coresets.embeddings(node, embedder, progress)
         return x if ids is None else x[np.isin(all_ids, ids)]
@@ -143,7 +143,7 @@ class Drift:
 
     def detector(self, reference: Node, method: str, inode: Node | None = None, embedder: str | None = None,
                  alpha: float = 0.05, k: int = 200, permutations: int = 100, seed: int = 0,
-                 progress: Progress | None = None, ids: np.ndarray | None = None, split: str = "given") -> Any:
+                 progress: ProgressLike | None = None, ids: np.ndarray | None = None, split: str = "given") -> Any:
         """The detector fitted on ``reference`` (only its samples ``ids`` when given; ``split`` names them)."""
         key = (reference.id, split, method, inode.id if inode else None, embedder, alpha, k, permutations, seed)
         if key not in self._fitted:
@@ -157,7 +157,7 @@ class Drift:
 
     def check(self, reference: str | int | None, test: str | int, inference: str | int | None = None,
               method: str | None = None, alpha: float = 0.05, k: int = 200, permutations: int = 100, seed: int = 0,
-              embedder: str | None = None, progress: Progress | None = None, name: str | None = None) -> dict[str, Any]:
+              embedder: str | None = None, progress: ProgressLike | None = None, name: str | None = None) -> dict[str, Any]:
         """Test ``test`` against ``reference`` (default: the inference's training data) and record a report."""
         inode = self._inference.get(inference) if inference is not None else None
         if reference is None:

@@ -17,6 +17,7 @@ from veml.entities import Node
 from veml.errors import InvalidInput
 from veml.lifecycle.model_scores import METHODS as MODEL_METHODS
 from veml.lifecycle.model_scores import ModelScores
+from veml.progress import ProgressLike
 from veml.versions.context import Stores, unique_name
 from veml.versions.coresets import CoreSets
 from veml.versions.data import DataVersions
@@ -30,7 +31,6 @@ KIND = "SimilarityReport"
 #: regret is <= 1 point) and then checked on a third suite of targets and seeds it had not seen (BENCHMARKS.md,
 #: issue 14); data without class labels, or ranking data versions alone, use the modality's distance (DEFAULT_METHOD)
 LIFECYCLE_DEFAULT = "logme"
-Progress = Callable[[int], None]
 
 
 class Similarity:
@@ -54,7 +54,7 @@ class Similarity:
         """Whether ``method`` scores a candidate's model (needs its lifecycle) rather than its data."""
         return method in MODEL_METHODS
 
-    def _core(self, node: Node, k: int | None, embedder: str | None, progress: Progress | None,
+    def _core(self, node: Node, k: int | None, embedder: str | None, progress: ProgressLike | None,
               strict: bool = False) -> tuple[Node, np.ndarray]:
         """A candidate smaller than ``k`` contributes all its samples; the target must hold ``k`` (``strict``)."""
         n = int(node.props.get("samples", 0))
@@ -62,7 +62,7 @@ class Similarity:
         return core, self._coresets.matrix(core)
 
     def distance(self, a: str | int | Node, b: str | int | Node, method: str | None = None, k: int | None = None,
-                 embedder: str | None = None, progress: Progress | None = None,
+                 embedder: str | None = None, progress: ProgressLike | None = None,
                  lifecycle: dict[str, Any] | None = None) -> float:
         """Distance between two data versions on their core sets (both must be of one modality).
 
@@ -100,7 +100,7 @@ class Similarity:
                           wa=ca.props.get("weights"), wb=cb.props.get("weights"))
 
     def rank(self, target: str | int, top: int | None = None, method: str | None = None, with_lifecycle: bool = False,
-             k: int | None = None, embedder: str | None = None, progress: Progress | None = None,
+             k: int | None = None, embedder: str | None = None, progress: ProgressLike | None = None,
              include_related: bool = False,
              lifecycle_filter: Callable[[dict[str, Any]], str | None] | None = None) -> dict[str, Any]:
         """Every other stored data version of the target's modality, nearest first; recorded as a report.

@@ -22,10 +22,11 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 from veml.errors import InvalidInput, NotFound
 from veml.lifecycle.similarity import Similarity
+from veml.progress import ProgressLike
 from veml.versions import evaluation
 from veml.versions.context import Stores, unique_name
 from veml.versions.data import DataVersions
@@ -33,7 +34,6 @@ from veml.versions.inference import InferenceVersions
 from veml.versions.lifecycles import Lifecycles
 from veml.versions.training import TrainingVersions, check_params, parse_sets
 
-Progress = Callable[[int], None]
 # lower learning rate, warm-up, head first, and keep the better of fine-tuned and source (see the module doc)
 FINETUNE: dict[str, Any] = {"lr_factor": 0.1, "warmup_steps": 10, "head_epochs": 1, "keep_better": True}
 
@@ -55,7 +55,7 @@ class Transfer:
 
     def transfer(self, target: str | int, source: str | int | None = None, sets: Mapping[str, Any] | list[str] | None = None,
                  test: str | int | None = None, name: str | None = None, method: str | None = None,
-                 progress: Progress | None = None) -> dict[str, Any]:
+                 progress: ProgressLike | None = None) -> dict[str, Any]:
         tnode = self._data.get(target)
         if int(tnode.props.get("samples", 0)) == 0:
             raise InvalidInput(f"data version {tnode.name!r} is empty: there is nothing to train on")

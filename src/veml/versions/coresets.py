@@ -22,7 +22,7 @@ import hashlib
 import io
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -32,6 +32,7 @@ from veml.coreset import embed as E
 from veml.coreset.kcenter import coverage, k_center_greedy
 from veml.entities import Node
 from veml.errors import InvalidInput
+from veml.progress import Progress, ProgressLike, as_progress
 from veml.store.idsets import from_array
 from veml.versions.context import Stores, stores_at, unique_name
 from veml.versions.data import DataVersions
@@ -40,7 +41,6 @@ from veml.versions.training import TrainingVersions
 
 KIND = "CoreSet"
 DEFAULT_K = 200
-Progress = Callable[[int], None]
 NO_OBJECTS = "(no objects)"
 EMBEDDERS = {"image": ("lite0",), "series": ("summary",), "table": ("columns",)}
 
@@ -100,7 +100,7 @@ class CoreSets:
 
     # --- embeddings ---------------------------------------------------------------------------
     def embeddings(self, ref: str | int | Node, embedder: str | None = None,
-                   progress: Progress | None = None) -> tuple[np.ndarray, np.ndarray]:
+                   progress: ProgressLike | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(data ids, (N, d) float32) of every sample of the version; only uncached samples are embedded."""
         node = ref if isinstance(ref, Node) else self._data.get(ref)
         view = self._data.checkout(node)
@@ -110,10 +110,11 @@ class CoreSets:
         ids = view.data_ids.astype(np.int64)
         found, vectors = self._s.embeddings.get(emb.key, ids)
         missing = np.setdiff1d(ids, found, assume_unique=True)
-        if progress:
-            progress(len(found))
+        bar = as_progress(progress)
+        bar.add_total(len(ids))
+        bar.advance(len(found))
         if len(missing) and self._s.distributed:
-            self._embed_distributed(node, embedder, emb, missing, progress)
+            self._embed_distributed(node, embedder, emb, missing, bar)
             found, vectors = self._s.embeddings.get(emb.key, ids)
         elif len(missing):
             pos = np.searchsorted(ids, missing)
@@ -124,8 +125,7 @@ class CoreSets:
                 chunk = pos[start:start + step]
                 pending.append(emb.embed(self._raw(view, node, chunk)))
                 pending_ids.append(ids[chunk])
-                if progress:
-                    progress(len(chunk))
+                bar.advance(len(chunk))
                 if (start + step) % flush_every == 0:
                     self._s.embeddings.put(emb.key, np.concatenate(pending_ids), np.concatenate(pending))
                     pending_ids, pending = [], []
@@ -139,12 +139,11 @@ class CoreSets:
         return found, np.stack(vectors)
 
     def _embed_distributed(self, node: Node, embedder: str | None, emb: E.Embedder, missing: np.ndarray,
-                           progress: Progress | None) -> None:
+                           progress: Progress) -> None:
         """One task per partition of ``missing``; the vectors come back here and are cached in one append."""
         parts = partition(missing, self._s.compute.partition_size)
         tasks = [EmbedTask(self._s.location, node, embedder, p) for p in parts]
-        done = (lambda i, _: progress(len(parts[i]))) if progress else None
-        results = self._s.compute.map(embed_partition, tasks, on_done=done)
+        results = self._s.compute.map(embed_partition, tasks, on_done=lambda i, _: progress.advance(len(parts[i])))
         if len({v.shape[1] for _, v in results}) != 1:
             raise InvalidInput(f"samples of {node.name!r} embed to vectors of different lengths "
                                "(series of different sensor counts in one version?)")
@@ -181,7 +180,7 @@ class CoreSets:
         return None
 
     def coreset(self, ref: str | int | Node, k: int | None = None, embedder: str | None = None, seed: int = 0,
-                progress: Progress | None = None) -> Node:
+                progress: ProgressLike | None = None) -> Node:
         """The version's core set, computed and recorded on first use, reused after."""
         node = ref if isinstance(ref, Node) else self._data.get(ref)
         n = int(node.props.get("samples", 0))

@@ -13,7 +13,7 @@ import contextlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -32,6 +32,7 @@ from veml.formats.table import parse_table
 from veml.formats.timeseries import parse_timeseries
 from veml.formats.voc import parse_voc, write_voc
 from veml.formats.yolo import parse_yolo, write_yolo
+from veml.progress import ProgressLike
 from veml.store.idsets import BitMap, from_array, to_numpy
 from veml.schemas import ANNOTATION_TABLES, SCHEMAS
 from veml.versions import preparation, query
@@ -41,7 +42,6 @@ from veml.versions.data_listing import KIND, list_data_versions
 
 _META_COLUMNS = ["data_id", "modality", "format", "width", "height", "channels", "file_name", "meta"]
 
-Progress = Callable[[int], None]
 _FOLDER_PARSERS = {"yolo": parse_yolo, "voc": parse_voc, "hf": parse_hf}  # one directory, no options
 
 
@@ -120,7 +120,7 @@ class DataVersions:
         source: Path | str | Sequence[Path | str],
         name: str,
         role: str = "train",
-        progress: Progress | None = None,
+        progress: ProgressLike | None = None,
         **options: Any,
     ) -> Node:
         self._check_new(name, role)
@@ -134,7 +134,7 @@ class DataVersions:
         fmt: str,
         source: Path | str | Sequence[Path | str],
         name: str,
-        progress: Progress | None = None,
+        progress: ProgressLike | None = None,
         **options: Any,
     ) -> Node:
         parent = self.get(base)
@@ -439,7 +439,7 @@ class DataVersions:
         return rows, index
 
 
-def parse_sources(fmt: str, sources: Path | str | Sequence[Path | str], progress: Progress | None = None,
+def parse_sources(fmt: str, sources: Path | str | Sequence[Path | str], progress: ProgressLike | None = None,
                   unlabeled: bool = False, **options: Any) -> ImportBatch:
     """``unlabeled``: the version's role is unlabeled, so an image folder may be flat (no class sub-folders)."""
     paths = [Path(sources)] if isinstance(sources, (str, Path)) else [Path(p) for p in sources]
@@ -449,7 +449,7 @@ def parse_sources(fmt: str, sources: Path | str | Sequence[Path | str], progress
     return concat_batches(batches)
 
 
-def parse_source(fmt: str, source: Path, progress: Progress | None = None, unlabeled: bool = False,
+def parse_source(fmt: str, source: Path, progress: ProgressLike | None = None, unlabeled: bool = False,
                  **options: Any) -> ImportBatch:
     """One entry point for every import format (``veml data import FORMAT …``).
 

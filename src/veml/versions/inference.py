@@ -21,7 +21,7 @@ import os
 
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -31,6 +31,7 @@ from veml.adapters.base import ModelSpec, Predictions, TaskData
 from veml.compute import RepoLocation, partition
 from veml.entities import ExportedModel, Node
 from veml.errors import InvalidInput
+from veml.progress import ProgressLike, as_progress
 from veml.store.idsets import BitMap
 from veml.versions import evaluation, prediction_file
 from veml.versions.context import Stores, stores_at
@@ -149,7 +150,7 @@ class InferenceVersions:
         return self._s.artifacts.get_verified(digest, f"deployed artifact {digest[:12]} of {inode.name!r}")
 
     def run(self, inference: str | int, data: str | int, data_ids: np.ndarray | None = None,
-            progress: Callable[[int], None] | None = None) -> tuple[Node, Node, TaskData, Predictions]:
+            progress: ProgressLike | None = None) -> tuple[Node, Node, TaskData, Predictions]:
         """Run a deployment over a data version without recording anything (drift, monitoring, the server).
 
         ``data_ids`` limits the run to those samples of the version (read alone, on this process).
@@ -191,7 +192,7 @@ class InferenceVersions:
         return _merge_task_data([td for td, _ in parts]), _merge_predictions(parts)
 
     def predict(self, inference: str | int, data: str | int, name: str | None = None, out: Path | str | None = None,
-                force: bool = False, progress: Callable[[int], None] | None = None) -> Node:
+                force: bool = False, progress: ProgressLike | None = None) -> Node:
         """A prediction version of ``inference`` over ``data``; with ``out`` (.jsonl or .parquet) the per-sample
         predictions are also written there (see :mod:`veml.versions.prediction_file`; an existing file only
         with ``force``).  Every check on ``out`` is made before any work."""
@@ -270,14 +271,15 @@ def predict_partition(task: PredictTask) -> tuple[TaskData, Predictions]:
 
 
 def predict_exported(spec: ModelSpec, artifact: bytes, fmt: str, meta: Mapping[str, Any], td: TaskData,
-                     device: str, progress: Callable[[int], None] | None = None) -> Predictions:
+                     device: str, progress: ProgressLike | None = None) -> Predictions:
     """A deployed artifact's predictions: ONNX through onnxruntime and numpy alone (no adapter, so no torch),
     other formats through their adapter (progress then reported once, at the end)."""
     if fmt == "onnx":
         return onnx_run.predict(spec, artifact, meta, td, device, progress=progress)
+    bar = as_progress(progress)
+    bar.add_total(len(td))
     preds = get_adapter(spec.adapter).predict_exported(spec, artifact, fmt, meta, td, device)
-    if progress:
-        progress(len(td))
+    bar.advance(len(td))
     return preds
 
 
