@@ -172,7 +172,7 @@ def pytest_unconfigure(config):
 # not skipped): pure computation that never opens a repository, and the modules that already run
 # themselves against SQLite, PostgreSQL and S3 explicitly.
 NOT_STORE_DEPENDENT = {
-    "test_datasets.py", "test_dcrnn.py", "test_distance.py", "test_export_compare.py", "test_kcenter.py",
+    "test_datasets.py", "test_dcrnn.py", "test_distance.py", "test_export_compare.py", "test_kcenter.py", "test_typical.py",
     "test_metrics.py", "test_twosample.py", "test_sample_store.py",  # no repository (or a local store on purpose)
     "test_graph_store.py", "test_graph_store_pg.py", "test_concurrency.py", "test_crash_safety.py",
     "test_s3_store.py", "test_team_defaults.py", "test_migrations.py",  # choose their back-ends themselves

@@ -200,6 +200,7 @@ def test_active_picks_samples_far_from_the_training_data(world):
 
 @pytest.mark.parametrize("args, needle", [
     (("--inference", "fc-onnx", "--test", "traffic", "--method", "adapt"), "batch-norm"),
+    (("--inference", "det-onnx", "--test", "shifted", "--method", "adapt", "--adapt", "tent"), "use --adapt adabn"),
     (("--inference", "tod-onnx", "--test", "traffic", "--method", "full"), "image data"),
     (("--inference", "tod-onnx", "--test", "shifted", "--method", "active", "--export", "x"), "column 'time_of_day'"),
     (("--inference", "tod-onnx", "--test", "shifted", "--method", "transfer", "--holdout", "1.5"), "--holdout"),

@@ -51,3 +51,19 @@ def test_readme_starts_with_the_two_commands():
     assert commands[0].endswith("veml demo")
     ci = (README.parent / ".ci" / "run").read_text()
     assert commands[1].replace(" -q", "") in ci.replace(" -q", "")
+
+
+def test_rebuild_evidence_quotes_benchmarks_md():
+    """What `veml rebuild` tells users about each method is what BENCHMARKS.md measured, in its rebuild section."""
+    from veml.lifecycle.evidence import REBUILD_SECTION, rebuild_evidence
+
+    text = (README.parent / "BENCHMARKS.md").read_text()
+    section = text[text.index(f"## {REBUILD_SECTION}"):]
+    section = section[:section.index("\n## ")]
+    for method in ("full", "transfer", "active", "adapt"):
+        e = rebuild_evidence("classification", method)
+        assert e.status in ("met", "not met")
+        for figure in re.findall(r"-?\d+\.\d+ \[-?\d+\.\d+, -?\d+\.\d+\]", e.measured + e.target):
+            assert figure in section, (method, figure)
+        assert f"**{e.status}**" in section
+    assert rebuild_evidence("forecasting", "full").status == "not measured"

@@ -126,14 +126,22 @@ def cmd_rebuild(ctx: Context, args: argparse.Namespace) -> None:
 
     def text() -> str:
         if out["status"] == "awaiting_labels":
-            return f"chose {out['samples']} samples for labelling ({out['selection_name']}), exported to {out['export']}\n{out['next']}"
+            return (f"chose {out['samples']} samples for labelling ({out['selection_name']}), exported to {out['export']}\n"
+                    f"{out['next']}\n{evidence_line(out['evidence'])}")
         line = f"rebuilt ({out['method']}): training {out['training']}, inference {out['inference']}, labels used {out['labels_used']}"
         if out.get("metric"):
             m, old = out["metric"], out["previous"]["metric"]
             line += f"\n  {m['name']} on the held-back slice: {_num(old['value'])} (previous) -> {_num(m['value'])} (new)"
-        return line
+        return f"{line}\n{evidence_line(out['evidence'])}"
 
     ctx.emit(out, text)
+
+
+def evidence_line(e: dict[str, Any]) -> str:
+    """The benchmark verdict for the method on this task, as one line."""
+    if e["status"] == "not measured":
+        return f"evidence: {e['method']} rebuilds of {e['task']} models are not measured ({e['source']})"
+    return f"evidence: {e['method']} on {e['task']}: {e['target']}: {e['measured']} ({e['status']}; BENCHMARKS.md, {e['source']})"
 
 
 def cmd_monitor(ctx: Context, args: argparse.Namespace) -> None:

@@ -6,8 +6,8 @@
 - ``transfer``: the previous checkpoint fine-tuned on the new labelled data only, with transfer's fine-tuning
   recipe (a third of the epochs, a tenth of the learning rate, warm-up, keep the better of fine-tuned and
   previous on a validation split of the new data);
-- ``active``: the most informative new samples chosen for labelling (a classifier: uncertainty plus
-  diversity in its own feature space; otherwise k-center core-set selection, Sener & Savarese 2018), exported,
+- ``active``: the most informative new samples chosen for labelling (a classifier: typical samples of its
+  own feature space's clusters at a few labels per class, uncertainty plus diversity above that; otherwise k-center core-set selection, Sener & Savarese 2018), exported,
   the labels accepted back as a data version of their own, then fine-tuning on it as ``transfer`` does — two
   calls, one to export and one with ``labels``;
 - ``adapt``: no new labels: ``adabn`` (batch-norm statistics re-estimated on the new data) or ``tent``
@@ -30,8 +30,10 @@ import numpy as np
 
 from veml.adapters import get_adapter
 from veml.coreset.kcenter import k_center_greedy
+from veml.coreset.typical import typical_clusters
 from veml.entities import Node
 from veml.errors import InvalidInput
+from veml.lifecycle.evidence import rebuild_evidence
 from veml.lifecycle.transfer import finetune_params
 from veml.versions.context import Stores, unique_name
 from veml.versions.coresets import CoreSets
@@ -43,6 +45,7 @@ from veml.versions.training import TrainingVersions, parse_sets
 METHODS = ("full", "transfer", "active", "adapt")
 ACTIVE_REASON = "active learning: k-center selection for inference {inference}"
 UNCERTAIN_SHARE = 0.5  # active learning on a classifier: k-center among the least certain half of the new samples
+LOW_BUDGET_PER_CLASS = 10  # below this many labels per class, typical samples teach more than uncertain ones
 
 
 class Rebuild:
@@ -157,6 +160,7 @@ class Rebuild:
             self._strip_annotations(path / "annotations.json" if path.is_dir() else path)
             return {"method": method, "status": "awaiting_labels", "selection": chosen.id, "selection_name": chosen.name,
                     "samples": chosen.props["samples"], "export": str(out), "versions": created + [chosen.id],
+                    "evidence": rebuild_evidence(spec.task, method).as_dict(),
                     "next": f"label {out}, then: veml rebuild --inference {inode.name} --test {new.name} "
                             f"--method active --labels FILE"}
         else:
@@ -176,7 +180,7 @@ class Rebuild:
                                   "previous": {"inference": inode.id, "training": tnode.id}, "evaluated_on": None,
                                   "labels_used": labels_used, "train_s": (run.get("profile") or {}).get("train_s"),
                                   "warm_start": warm and method != "adapt",
-                                  "versions": created}
+                                  "evidence": rebuild_evidence(spec.task, method).as_dict(), "versions": created}
         if held is not None:
             old_pred = self._inference.predict(inode.id, held.id, name=unique_name(self._s, f"{inode.name}-on-{held.name}"))
             new_pred = self._inference.predict(dep.id, held.id, name=unique_name(self._s, f"{dep.name}-on-{held.name}"))
@@ -197,10 +201,12 @@ class Rebuild:
     def _active_selection(self, inode: Node, old_data: Node, rest: Node, budget: int | None) -> Node:
         """The budget's worth of new samples to label.
 
-        Classifiers: uncertainty plus diversity in the deployed model's own feature space (cluster-margin
-        style, Citovsky et al. 2021): the ``UNCERTAIN_SHARE`` of samples (at least the budget) with the smallest margin
-        between the model's two most likely classes, then k-center greedy over the model's penultimate
-        features of those, so the batch is both uncertain and spread out.  Other tasks: k-center greedy
+        Classifiers, in the deployed model's own (penultimate) feature space: at budgets below
+        ``LOW_BUDGET_PER_CLASS`` labels per class, typical-cluster selection (TypiClust, Hacohen et al. 2022:
+        the most typical sample of each of ``budget`` k-means clusters, so the few labels cover the data's
+        modes); above it, uncertainty plus diversity (cluster-margin style, Citovsky et al. 2021): the
+        ``UNCERTAIN_SHARE`` of samples (at least the budget) with the smallest margin between the model's two
+        most likely classes, then k-center greedy over those, so the batch is both uncertain and spread out.  Other tasks: k-center greedy
         in the embedding space, farthest from everything already labelled (Sener & Savarese 2018)."""
         n = int(rest.props.get("samples", 0))
         budget = budget if budget is not None else max(1, math.ceil(0.1 * n))
@@ -208,7 +214,7 @@ class Rebuild:
             raise InvalidInput(f"--budget must lie in 1..{n} (the samples of {rest.name!r}), got {budget}")
         ids = self._data.checkout(rest).data_ids
         if self._training.describe(self._training.get(inode.props["training"])).get("task") == "classification":
-            pick = self._uncertain_and_diverse(inode, rest, ids, budget)
+            pick = self._classifier_pick(inode, rest, ids, budget)
         else:
             _, pool = self._coresets.embeddings(rest)
             _, known = self._coresets.embeddings(old_data)
@@ -219,20 +225,30 @@ class Rebuild:
         return self._data.select(rest, np.sort(ids[pick]), unique_name(self._s, f"{rest.name}-to-label"),
                                  ACTIVE_REASON.format(inference=inode.id), keep_annotations=False)
 
-    def _uncertain_and_diverse(self, inode: Node, rest: Node, ids: np.ndarray, budget: int) -> np.ndarray:
-        """Positions in ``ids``: the smallest-margin candidates, spread by k-center on the model's own features."""
+    def _classifier_pick(self, inode: Node, rest: Node, ids: np.ndarray, budget: int) -> np.ndarray:
+        """Positions in ``ids`` to label, in the deployed model's own feature space.
+
+        Below ``LOW_BUDGET_PER_CLASS`` labels per class (the cold-start regime of Hacohen et al. 2022, where
+        uncertainty sampling loses to random): the most typical sample of each of ``budget`` clusters.  Above
+        it: the smallest-margin candidates, spread by k-center."""
         _, _, td, preds = self._inference.run(inode.id, rest.id, data_ids=ids)
         pos = {int(d): i for i, d in enumerate(td.data_ids)}
         probs = np.asarray(preds.scores, np.float64)[[pos[int(d)] for d in ids]]
+        if budget < LOW_BUDGET_PER_CLASS * probs.shape[1]:
+            return typical_clusters(self._model_features(inode, rest, ids), budget)
         top2 = np.sort(probs, axis=1)[:, -2:]
         margin = top2[:, 1] - top2[:, 0]
         pool = np.argsort(margin, kind="stable")[: max(budget, int(math.ceil(len(ids) * UNCERTAIN_SHARE)))]
-        fid, feats = self._coresets.embed_samples(rest, f"training:{inode.props['training']}", ids[pool])
-        fpos = {int(d): i for i, d in enumerate(fid)}
-        f = feats[[fpos[int(d)] for d in ids[pool]]].reshape(len(pool), -1).astype(np.float64)
-        f /= np.maximum(np.linalg.norm(f, axis=1, keepdims=True), 1e-12)
+        f = self._model_features(inode, rest, ids[pool])
         spread = k_center_greedy(f, budget - 1, already=np.array([0])).indices if budget > 1 else np.array([], np.int64)
         return pool[np.concatenate([[0], spread]).astype(np.int64)]  # the least certain first, then the farthest
+
+    def _model_features(self, inode: Node, rest: Node, ids: np.ndarray) -> np.ndarray:
+        """The deployed model's penultimate features of ``ids`` (in that order), L2-normalised, float64."""
+        fid, feats = self._coresets.embed_samples(rest, f"training:{inode.props['training']}", ids)
+        fpos = {int(d): i for i, d in enumerate(fid)}
+        f = feats[[fpos[int(d)] for d in ids]].reshape(len(ids), -1).astype(np.float64)
+        return f / np.maximum(np.linalg.norm(f, axis=1, keepdims=True), 1e-12)
 
     @staticmethod
     def _strip_annotations(path: Path) -> None:
