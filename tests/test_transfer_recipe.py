@@ -263,3 +263,14 @@ def test_label_free_adaptation_moves_only_the_batch_norm_layers(root, how):
     assert changed and changed <= bn  # convolutions and the head are untouched
     affine = {k for k in changed if k.endswith((".weight", ".bias"))}
     assert bool(affine) == (how == "tent")  # only tent trains the BN scale and shift
+
+
+def test_fine_tuning_on_a_labelling_budget_runs_enough_steps_to_learn():
+    from veml.lifecycle.transfer import MIN_FINETUNE_STEPS, few_label_epochs
+
+    params = {"epochs": 2, "batch_size": 16, "val_fraction": 0.2, "lr": 1e-4}
+    raised = few_label_epochs(params, 30, None)  # 24 to train on: 2 steps per epoch
+    assert raised["epochs"] * 2 >= MIN_FINETUNE_STEPS > (raised["epochs"] - 1) * 2 and raised["lr"] == params["lr"]
+    assert few_label_epochs(params, 30, ["epochs=3"])["epochs"] == 2  # the caller's epochs are the caller's
+    assert few_label_epochs(params, 5000, None)["epochs"] == 2  # enough data: the recipe's epochs
+    assert few_label_epochs({"C": 1.0}, 30, None) == {"C": 1.0}  # no batches, no steps to count

@@ -108,7 +108,9 @@ def active_vs_random(repo: veml.Repository, a: argparse.Namespace, seed: int, sh
     step1 = repo.rebuild.rebuild(dep, new, "active", budget=a.budget, export=gen / f"to-label-{shift}", **common)
     labels = label_file(gen / f"to-label-{shift}", gen / f"labels-{shift}.json")
     act = repo.rebuild.rebuild(dep, new, "active", labels=labels, name=f"active-{shift}", **common)
-    out["active"] = {"metric": metric(act), "train_s": act["train_s"], "labels": act["labels_used"]}
+    picked = json.loads(labels.read_text())["annotations"]
+    out["active"] = {"metric": metric(act), "train_s": act["train_s"], "labels": act["labels_used"],
+                     "classes": len({a["category_id"] for a in picked})}
     # random: the same budget from the same rest, fine-tuned exactly as the active run was
     rest = repo.data.get(step1["selection"])
     rest_id = next(p for p in repo.lineage.query(rest.id, "up", 1).nodes if p.kind == "DataVersion" and p.id != rest.id).id
@@ -120,10 +122,12 @@ def active_vs_random(repo: veml.Repository, a: argparse.Namespace, seed: int, sh
     rnd = repo.training.train(rnd_data.id, "classifier", sets=act_run["params"], init_from=prev_training,
                               test=act["evaluated_on"],
                               name=f"random-{shift}")
-    out["random"] = {"metric": float(rnd["metrics"]["accuracy"]), "train_s": rnd["profile"]["train_s"], "labels": a.budget}
+    names = repo.data.sample_metadata(rnd_data.id)["file_name"].to_pylist()
+    out["random"] = {"metric": float(rnd["metrics"]["accuracy"]), "train_s": rnd["profile"]["train_s"], "labels": a.budget,
+                     "classes": len({re.search(r"digit\d", n).group(0) for n in names})}
     out["before"] = float(act["previous"]["metric"]["value"])
-    log(f"seed {seed} {shift}: before {out['before']:.3f}; active {out['active']['metric']:.3f}, "
-        f"random {out['random']['metric']:.3f}")
+    log(f"seed {seed} {shift}: before {out['before']:.3f}; active {out['active']['metric']:.3f} "
+        f"({out['active']['classes']} classes), random {out['random']['metric']:.3f} ({out['random']['classes']} classes)")
     return out
 
 

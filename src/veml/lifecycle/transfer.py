@@ -36,6 +36,7 @@ from veml.versions.training import TrainingVersions, check_params, parse_sets
 
 # lower learning rate, warm-up, head first, and keep the better of fine-tuned and source (see the module doc)
 FINETUNE: dict[str, Any] = {"lr_factor": 0.1, "warmup_steps": 10, "head_epochs": 1, "keep_better": True}
+MIN_FINETUNE_STEPS = 40  # a few labels still get four warm-ups' worth of steps (see few_label_epochs)
 
 
 class Transfer:
@@ -150,6 +151,19 @@ def finetune_params(defaults: Mapping[str, Any], recipe: Mapping[str, Any], sets
     if params.get("keep_better") and float(params.get("val_fraction", 0)) <= 0:
         raise InvalidInput("keep_better compares on a validation split of the training data: set val_fraction above 0")
     return params
+
+
+def few_label_epochs(params: Mapping[str, Any], samples: int, sets: Mapping[str, Any] | list[str] | None) -> dict[str, Any]:
+    """Fine-tuning on a labelling budget (active learning) runs at least ``MIN_FINETUNE_STEPS`` optimiser steps.
+
+    A third of the source's epochs over a few dozen labels is two or three steps at a tenth of the learning rate:
+    the labels would barely reach the weights, whichever samples were chosen.  Epochs the caller set are kept."""
+    given = set(sets) if isinstance(sets, Mapping) else {item.split("=", 1)[0].strip() for item in sets or []}
+    if "epochs" in given or "batch_size" not in params:
+        return dict(params)
+    train = max(1, math.floor(samples * (1 - float(params.get("val_fraction", 0)))))
+    per_epoch = math.ceil(train / max(1, int(params["batch_size"])))
+    return {**params, "epochs": max(int(params["epochs"]), math.ceil(MIN_FINETUNE_STEPS / per_epoch))}
 
 
 def finetune_recipe(recipe: Mapping[str, Any], accepted: Mapping[str, Any], new_head_rows: bool = False) -> dict[str, Any]:
