@@ -568,9 +568,9 @@ class SqlGraphStore:
 
         with self._adjacency_lock:
             with self._read() as conn:
-                count = int(conn.execute(sa.select(sa.func.count()).select_from(edges_t)).scalar_one())
-                if self._adjacency_cache is not None and self._adjacency_cache.edges == count:
-                    return self._adjacency_cache
+                held = self._adjacency_cache
+                if held is not None and held.edges == conn.execute(sa.select(sa.func.count()).select_from(edges_t)).scalar_one():
+                    return held
                 agg = "group_concat(src || ',' || dst)" if self.is_sqlite else "string_agg(src || ',' || dst, ',')"
                 count, text = conn.execute(sa.text(f"SELECT count(*), {agg} FROM edges")).one()  # one snapshot
             src, dst = parse_pairs(text)
