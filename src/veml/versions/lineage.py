@@ -58,10 +58,9 @@ class LineageAPI:
         here = set(chunk)
         into = self._s.graph.edges_into(chunk)
         srcs = np.array([e.src for e in into], np.int64)
-        at = np.minimum(np.searchsorted(found, srcs), max(len(found) - 1, 0))
-        in_answer = (found[at] == srcs).tolist() if len(found) else []
+        in_answer = found[np.searchsorted(found, srcs).clip(max=len(found) - 1)] == srcs  # found holds the root at least
         edges = tuple(e for e in into if e.src in here)
-        boundary = tuple(e for e, keep in zip(into, in_answer) if keep and e.src not in here)
+        boundary = tuple(e for e, known in zip(into, in_answer.tolist()) if known and e.src not in here)
         more = start + limit < len(found)
         return LineagePage(node.id, direction, tuple(self._s.graph.nodes_of(chunk)), edges, boundary,
                            len(found), limit, str(chunk[-1]) if more else None)
