@@ -9,7 +9,9 @@ the same process only the breadth-first search (about 0.1 s for 500,000 ancestor
 Edges are insert-only (nothing in VeML deletes one), so the number of edges identifies the edge set
 a process has read: :class:`SqlGraphStore <veml.store.sql_graph.SqlGraphStore>` keeps one
 :class:`Adjacency` and reads the table again when ``count(*)`` differs.  Memory: about 32 bytes per
-edge plus 16 per node id, for each direction walked.
+edge plus 16 per node id, for each direction walked.  The table is read as one text value, which
+both databases cap at about 1 GB: some 70 million edges, far beyond the 1.5 million of the benchmark
+graph; a graph that large would need the read split by edge id ranges.
 """
 
 from __future__ import annotations
