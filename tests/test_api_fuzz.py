@@ -73,7 +73,7 @@ def api_schema(fuzz_world):
 # fails when a route is added, so a new one cannot silently go unfuzzed.
 FUZZED = [
     ("GET", "/api/v1/versions"), ("GET", "/api/v1/versions/{ref}"), ("POST", "/api/v1/versions/{ref}/tags"),
-    ("GET", "/api/v1/lineage/{ref}"), ("GET", "/api/v1/lifecycles"), ("GET", "/api/v1/reports"),
+    ("GET", "/api/v1/lineage/{ref}"), ("GET", "/api/v1/lineage/{ref}/ids"), ("GET", "/api/v1/lifecycles"), ("GET", "/api/v1/reports"),
     ("GET", "/api/v1/data/{ref}/stats"), ("GET", "/api/v1/data/{ref}/samples"),
     ("GET", "/api/v1/data/{ref}/samples/{data_id}/image"), ("POST", "/api/v1/data/{ref}/filter"),
     ("POST", "/api/v1/data/merge"), ("GET", "/api/v1/training/{ref}"), ("GET", "/api/v1/training/{ref}/logs"),
@@ -130,6 +130,8 @@ def _real_cases(repo, base_url):
     for direction in ("up", "down", "both"):
         yield "GET", "/api/v1/lineage/{ref}", {"ref": "both"}, {"direction": direction}
     yield "GET", "/api/v1/lineage/{ref}", {"ref": "day"}, {"direction": "down", "hops": 1}
+    yield "GET", "/api/v1/lineage/{ref}", {"ref": "both"}, {"direction": "both", "limit": 1}
+    yield "GET", "/api/v1/lineage/{ref}/ids", {"ref": "both"}, {"direction": "both"}
     yield "GET", "/api/v1/lifecycles", {}, {}
     yield "GET", "/api/v1/reports", {}, {"kind": "drift"}
     yield "GET", "/api/v1/data/{ref}/samples/{data_id}/image", {"ref": "day", "data_id": data_id}, {}

@@ -360,7 +360,7 @@ def test_bind_rule_and_host_check(world, monkeypatch):
     assert status == 400 and "Host" in json.loads(body)["error"]
 
 
-ROUTES = {"GET /versions", "GET /versions/{ref}", "POST /versions/{ref}/tags", "GET /lineage/{ref}", "GET /lifecycles",
+ROUTES = {"GET /versions", "GET /versions/{ref}", "POST /versions/{ref}/tags", "GET /lineage/{ref}", "GET /lineage/{ref}/ids", "GET /lifecycles",
           "GET /reports", "GET /data/{ref}/stats", "GET /data/{ref}/samples", "GET /data/{ref}/samples/{data_id}/image",
           "POST /data/{ref}/filter", "POST /data/merge", "GET /training/{ref}", "GET /training/{ref}/logs",
           "GET /training/{ref}/stream", "GET /predictions/{ref}", "GET /predictions/{ref}/samples/{data_id}",

@@ -139,6 +139,40 @@ class Lineage:
 
 
 @dataclass(frozen=True)
+class LineagePage(Lineage):
+    """One page of a lineage walk, nodes in id order (``repo.lineage.page``).
+
+    ``edges`` join two nodes of this page (so the page renders on its own, as a :class:`Lineage`);
+    ``boundary_edges`` end on this page and start on another page of the same answer.  Over all
+    pages, every node of the answer comes once, and every edge of it once in one of the two."""
+
+    boundary_edges: tuple[Edge, ...]
+    total: int
+    limit: int
+    next_cursor: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {**super().to_json(), "boundary_edges": [e.to_json() for e in self.boundary_edges],
+                "total": self.total, "limit": self.limit, "next_cursor": self.next_cursor}
+
+
+@dataclass(frozen=True)
+class LineageIds:
+    """Every node of a lineage walk as ids, ascending, the root included (``repo.lineage.ids``)."""
+
+    root: int
+    direction: str
+    ids: tuple[int, ...]
+
+    @property
+    def total(self) -> int:
+        return len(self.ids)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"root": self.root, "direction": self.direction, "total": self.total, "ids": list(self.ids)}
+
+
+@dataclass(frozen=True)
 class IdSetRef:
     """A stored id set (roaring bitmap) with the count and digest ``verify`` checks it against."""
 

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 import veml
 from veml.cli.common import Context, version_line
+from veml.errors import InvalidInput
+from veml.versions.lineage import DEFAULT_PAGE, MAX_PAGE, check_limit, parse_cursor, to_cypher, to_dot
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -24,7 +27,12 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     d.add_argument("--down", dest="direction", action="store_const", const="down", help="descendants")
     d.add_argument("--both", dest="direction", action="store_const", const="both")
     p.add_argument("--hops", type=int, default=None, help="hop limit")
-    p.add_argument("--format", choices=["json", "dot", "cypher"], default=None)
+    o = p.add_mutually_exclusive_group()
+    o.add_argument("--format", choices=["json", "dot", "cypher"], default=None)
+    o.add_argument("--ids-only", action="store_true", help="every version id of the answer at once, no nodes or edges")
+    p.add_argument("--limit", type=_page_size, default=None, metavar="N",
+                   help=f"versions per page, in id order (default {DEFAULT_PAGE:,}, at most {MAX_PAGE:,})")
+    p.add_argument("--cursor", type=_cursor, default=None, metavar="C", help="the next page: the next_cursor of the previous one")
     p.set_defaults(handler=cmd_lineage, direction="up")
 
     p = sub.add_parser("serve", parents=[common], help="the REST API under /api/v1 (OpenAPI at /api/v1/openapi.json)")
@@ -73,18 +81,40 @@ def cmd_init(ctx: Context, args: argparse.Namespace) -> None:
     ctx.emit({"path": str(repo.root)}, f"initialised VeML repository in {repo.dir}")
 
 
-def cmd_lineage(ctx: Context, args: argparse.Namespace) -> None:
-    lin = ctx.repo.lineage.query(args.version, args.direction, args.hops)
-    if args.format in ("dot", "cypher"):
-        from veml.versions.lineage import to_cypher, to_dot
+def _page_size(text: str) -> int:
+    try:
+        return check_limit(int(text))
+    except (ValueError, InvalidInput):
+        raise argparse.ArgumentTypeError(f"a whole number from 1 to {MAX_PAGE:,}, not {text!r}") from None
 
+
+def _cursor(text: str) -> str:
+    try:
+        parse_cursor(text)
+    except InvalidInput as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+def cmd_lineage(ctx: Context, args: argparse.Namespace) -> None:
+    if args.ids_only:
+        if args.limit is not None or args.cursor is not None:
+            raise InvalidInput("--ids-only lists every id at once: --limit and --cursor page versions and edges")
+        found = ctx.repo.lineage.ids(args.version, args.direction, args.hops)
+        ctx.emit(found.to_json(), lambda: "\n".join(map(str, found.ids)))
+        return
+    lin = ctx.repo.lineage.page(args.version, args.direction, args.hops, args.limit or DEFAULT_PAGE, args.cursor)
+    if lin.next_cursor is not None and not ctx.as_json:
+        print(f"note: versions {len(lin.nodes):,} of {lin.total:,}; the next page: --cursor {lin.next_cursor}", file=sys.stderr)
+    more = {"total": lin.total, "next_cursor": lin.next_cursor}
+    if args.format in ("dot", "cypher"):
         text = to_dot(lin) if args.format == "dot" else to_cypher(lin)
-        ctx.emit({"format": args.format, "text": text}, text)
+        ctx.emit({"format": args.format, "text": text, **more}, text)
     elif args.format == "json":
         ctx.emit(lin.to_json())
     else:
         nodes = "\n".join(version_line(n.to_json()) for n in lin.nodes)
-        edges = "\n".join(f"  {e.src} -[{e.kind}]-> {e.dst}" for e in lin.edges)
+        edges = "\n".join(f"  {e.src} -[{e.kind}]-> {e.dst}" for e in lin.edges + lin.boundary_edges)
         ctx.emit(lin.to_json(), nodes + (f"\nedges:\n{edges}" if edges else ""))
 
 

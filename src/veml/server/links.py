@@ -16,6 +16,7 @@ _VERSION = "$response.body#/id"
 _VERSION_CONSUMERS = [
     ("GetVersion", "get", "/api/v1/versions/{ref}", {"ref": _VERSION}),
     ("GetLineage", "get", "/api/v1/lineage/{ref}", {"ref": _VERSION}),
+    ("GetLineageIds", "get", "/api/v1/lineage/{ref}/ids", {"ref": _VERSION}),
     ("GetStats", "get", "/api/v1/data/{ref}/stats", {"ref": _VERSION}),
     ("GetSamples", "get", "/api/v1/data/{ref}/samples", {"ref": _VERSION}),
     ("Filter", "post", "/api/v1/data/{ref}/filter", {"ref": _VERSION}),

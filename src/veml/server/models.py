@@ -96,8 +96,19 @@ class EdgeOut(_Out):
 class LineageOut(_Out):
     root: int
     direction: str
-    nodes: list[VersionOut]
-    edges: list[EdgeOut]
+    nodes: list[VersionOut] = Field(description="this page's versions, in id order")
+    edges: list[EdgeOut] = Field(description="edges between two versions of this page")
+    boundary_edges: list[EdgeOut] = Field(description="edges ending on this page that start on another page of the answer")
+    total: int = Field(description="versions in the whole answer")
+    limit: int
+    next_cursor: str | None = Field(description="pass as cursor for the next page; null after the last page")
+
+
+class LineageIdsOut(_Out):
+    root: int
+    direction: str
+    total: int
+    ids: list[int] = Field(description="every version of the answer, ascending, the root included")
 
 
 class TrainingOut(VersionOut):

@@ -8,7 +8,8 @@ from fastapi import APIRouter, Path, Query
 
 from veml.server import queries
 from veml.server.common import CONFLICT, ERRORS, Limit, Offset, Repo, jsonable, page, sliced
-from veml.server.models import KIND_NAMES, LifecyclePage, LineageOut, ReportPage, TagIn, VersionOut, VersionPage
+from veml.server.models import KIND_NAMES, LifecyclePage, LineageIdsOut, LineageOut, ReportPage, TagIn, VersionOut, VersionPage
+from veml.versions.lineage import DEFAULT_PAGE, MAX_PAGE
 
 router = APIRouter(responses=ERRORS)
 
@@ -33,10 +34,22 @@ def tag_version(repo: Repo, ref: RefPath, body: TagIn) -> Any:
     return jsonable(repo.data.tag(ref, body.tag).to_json())
 
 
-@router.get("/lineage/{ref}", response_model=LineageOut, tags=["versions"], summary="Ancestors and/or descendants")
-def lineage(repo: Repo, ref: RefPath, direction: Literal["up", "down", "both"] = "up",
-            hops: Annotated[int | None, Query(ge=0, le=10_000, description="hop limit (none: the whole walk)")] = None) -> Any:
-    return jsonable(repo.lineage.query(ref, direction, hops).to_json())
+Direction = Literal["up", "down", "both"]
+Hops = Annotated[int | None, Query(ge=0, le=10_000, description="hop limit (none: the whole walk)")]
+
+
+@router.get("/lineage/{ref}", response_model=LineageOut, tags=["versions"],
+            summary="Ancestors and/or descendants, a page of versions at a time (in id order)")
+def lineage(repo: Repo, ref: RefPath, direction: Direction = "up", hops: Hops = None,
+            limit: Annotated[int, Query(ge=1, le=MAX_PAGE, description=f"versions per page (at most {MAX_PAGE:,})")] = DEFAULT_PAGE,
+            cursor: Annotated[str | None, Query(max_length=40, description="next_cursor of the previous page")] = None) -> Any:
+    return jsonable(repo.lineage.page(ref, direction, hops, limit, cursor).to_json())
+
+
+@router.get("/lineage/{ref}/ids", response_model=LineageIdsOut, tags=["versions"],
+            summary="Every version id of the walk at once (no node or edge is read)")
+def lineage_ids(repo: Repo, ref: RefPath, direction: Direction = "up", hops: Hops = None) -> Any:
+    return repo.lineage.ids(ref, direction, hops).to_json()
 
 
 @router.get("/lifecycles", response_model=LifecyclePage, tags=["lifecycles"],

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import os
 import socket
-from typing import Any, Iterator, Mapping, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Mapping, Protocol, Sequence
 
 from veml.entities import Alias, Edge, IdSetRef, Lineage, Node
 from veml.store.idsets import BitMap
+
+if TYPE_CHECKING:
+    import numpy as np
 
 #: (parent id, edge kind, edge properties)
 ParentLink = tuple[int, str, Mapping[str, Any]]
@@ -57,6 +60,15 @@ class GraphStore(Protocol):
     def iter_idsets(self, name: str) -> Iterator[tuple[int, BitMap, IdSetRef]]: ...
 
     def lineage(self, node_id: int, direction: str = "up", hops: int | None = None) -> Lineage: ...
+
+    def lineage_ids(self, node_id: int, direction: str = "up", hops: int | None = None) -> np.ndarray:
+        """Sorted int64 ids of the node and every node the walk reaches; fast on any answer size."""
+
+    def nodes_of(self, node_ids: Sequence[int]) -> list[Node]:
+        """The nodes with these ids, in id order."""
+
+    def edges_into(self, node_ids: Sequence[int]) -> list[Edge]:
+        """Every edge ending at one of these nodes, in the order the edges were made."""
 
     def edges_of(self, node_ids: Sequence[int]) -> list[Edge]: ...
 

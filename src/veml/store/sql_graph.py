@@ -19,11 +19,12 @@ import json
 import os
 import re
 import sqlite3
+import threading
 import time
 import unicodedata
 import zlib
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
 
 import sqlalchemy as sa
 from sqlalchemy import event
@@ -36,6 +37,11 @@ from veml.store.graph import ParentLink, process_owner
 from veml.store.idsets import BitMap
 from veml.store.leases import LeaseKeeper, lease_seconds
 from veml.store.sql_aliases import AliasTables
+
+if TYPE_CHECKING:  # numpy loads on the first lineage walk: `veml data list` reads the database alone
+    import numpy as np
+
+    from veml.store.adjacency import Adjacency
 
 # The integer kept in ``veml_meta`` since 0.1; each Alembic revision maps to one (migrations.SCHEMA_VERSIONS).
 SCHEMA_VERSION = 4
@@ -150,6 +156,9 @@ meta_t = sa.Table(
     sa.Column("value", sa.Text, nullable=False),
 )
 
+_STEPS = {"up": ("src", "dst"), "down": ("dst", "src")}  # (column stepped to, column matched)
+
+
 def _walk_cte(name: str, step_to: str, step_from: str, limited: bool) -> str:
     """One recursive walk over the edges.  Without a hop limit only node ids are carried, so
     ``UNION`` visits each node once however many paths reach it (a lineage with diamonds would
@@ -166,16 +175,25 @@ def _lineage_cte(direction: str, limited: bool) -> str:
     """``WITH RECURSIVE …`` defining ``ids``: the root and every node the walk reaches."""
     parts, names = [], []
     if direction in ("up", "both"):
-        parts.append(_walk_cte("up_walk", "src", "dst", limited))
+        parts.append(_walk_cte("up_walk", *_STEPS["up"], limited))
         names.append("up_walk")
     if direction in ("down", "both"):
-        parts.append(_walk_cte("down_walk", "dst", "src", limited))
+        parts.append(_walk_cte("down_walk", *_STEPS["down"], limited))
         names.append("down_walk")
     union = " UNION ".join(f"SELECT id FROM {n}" for n in names)
     return "WITH RECURSIVE " + ", ".join(parts) + f", ids(id) AS ({union}) "
 
 
 _MAX_HOPS = 1_000_000
+#: rows a lineage walk may produce in SQL before it moves to the in-memory adjacency (lineage_ids)
+_PROBE = 20_000
+
+
+def _check_walk(direction: str, hops: int | None) -> None:
+    if direction not in ("up", "down", "both"):
+        raise InvalidInput(f"lineage direction must be up, down or both, not {direction!r}")
+    if hops is not None and hops < 0:
+        raise InvalidInput("hop limit must be >= 0")
 
 
 
@@ -207,6 +225,8 @@ class SqlGraphStore:
         self._lock_salt = 0
         self.is_sqlite = url.startswith("sqlite")
         self._leases = LeaseKeeper(self._renew_leases)
+        self._adjacency_cache: Adjacency | None = None
+        self._adjacency_lock = threading.Lock()
         self.read_only = False
         if self.is_sqlite:
             ro_uri = _sqlite_read_only_uri(url)
@@ -500,10 +520,7 @@ class SqlGraphStore:
         return out
 
     def lineage(self, node_id: int, direction: str = "up", hops: int | None = None) -> Lineage:
-        if direction not in ("up", "down", "both"):
-            raise InvalidInput(f"lineage direction must be up, down or both, not {direction!r}")
-        if hops is not None and hops < 0:
-            raise InvalidInput("hop limit must be >= 0")
+        _check_walk(direction, hops)
         root = self.get(node_id)
         cte = _lineage_cte(direction, hops is not None)
         params = {"root": root.id, "hops": hops if hops is not None else _MAX_HOPS}
@@ -515,6 +532,72 @@ class SqlGraphStore:
                 "WHERE e.dst IN (SELECT id FROM ids) AND e.src IN (SELECT id FROM ids) ORDER BY e.id"), params).all()
         edges = tuple(Edge(r.src, r.dst, r.kind, json.loads(r.props)) for r in edge_rows)
         return Lineage(root.id, direction, tuple(nodes), edges)
+
+    def lineage_ids(self, node_id: int, direction: str = "up", hops: int | None = None) -> np.ndarray:
+        """Sorted ids of the node and of every node the walk reaches (int64), nothing else read.
+
+        Each direction is first walked in SQL, stopped after :data:`_PROBE` rows: a small answer
+        (the usual case) costs a few index look-ups.  A larger one is walked in memory over the
+        whole edge table (:mod:`veml.store.adjacency`), read once per process and again only
+        when edges were added."""
+        import numpy as np
+
+        _check_walk(direction, hops)
+        parts = []
+        for way in ("up", "down") if direction == "both" else (direction,):
+            found = self._probe_walk(node_id, way, hops)
+            parts.append(found if found is not None else self._adjacency().reach(node_id, way, hops))
+        return parts[0] if len(parts) == 1 else np.union1d(parts[0], parts[1])
+
+    def _probe_walk(self, node_id: int, way: str, hops: int | None) -> np.ndarray | None:
+        """The walk in SQL when it ends within :data:`_PROBE` rows, else None."""
+        cte = "WITH RECURSIVE " + _walk_cte("walk", *_STEPS[way], hops is not None)
+        table = "walk_d" if hops is not None else "walk"  # rows as produced, before DISTINCT
+        with self._read() as conn:
+            rows = conn.execute(sa.text(f"{cte} SELECT id FROM {table} LIMIT :probe"),
+                                {"root": int(node_id), "hops": hops, "probe": _PROBE + 1}).all()
+        if len(rows) > _PROBE:
+            return None
+        import numpy as np
+
+        return np.unique(np.fromiter((r[0] for r in rows), np.int64, len(rows)))
+
+    def _adjacency(self) -> Adjacency:
+        """The edge table in memory, read again when its row count moved (edges are insert-only)."""
+        from veml.store.adjacency import Adjacency, parse_pairs
+
+        with self._adjacency_lock:
+            with self._read() as conn:
+                held = self._adjacency_cache
+                if held is not None and held.edges == conn.execute(sa.select(sa.func.count()).select_from(edges_t)).scalar_one():
+                    return held
+                agg = "group_concat(src || ',' || dst)" if self.is_sqlite else "string_agg(src || ',' || dst, ',')"
+                count, text = conn.execute(sa.text(f"SELECT count(*), {agg} FROM edges")).one()  # one snapshot
+            src, dst = parse_pairs(text)
+            if src.size != count:
+                raise StorageError(f"read {src.size} edges of {count} from {self._safe_url}")
+            self._adjacency_cache = Adjacency(src, dst)
+            return self._adjacency_cache
+
+    def nodes_of(self, node_ids: Sequence[int]) -> list[Node]:
+        """The nodes with these ids (unknown ids skipped), in id order."""
+        out: list[Node] = []
+        with self._read() as conn:
+            for chunk in _chunks(sorted({int(i) for i in node_ids})):
+                out += self._rows_to_nodes(conn, conn.execute(
+                    sa.select(nodes_t).where(nodes_t.c.id.in_(chunk)).order_by(nodes_t.c.id)))
+        return out
+
+    def edges_into(self, node_ids: Sequence[int]) -> list[Edge]:
+        """Every edge ending at one of ``node_ids``, in the order the edges were made."""
+        rows: list[Any] = []
+        with self._read() as conn:
+            for chunk in _chunks(sorted({int(i) for i in node_ids})):
+                rows += conn.execute(
+                    sa.select(edges_t.c.id, edges_t.c.src, edges_t.c.dst, edges_t.c.kind, edges_t.c.props)
+                    .where(edges_t.c.dst.in_(chunk))).all()
+        rows.sort(key=lambda r: r.id)
+        return [Edge(r.src, r.dst, r.kind, json.loads(r.props)) for r in rows]
 
     # --- id sets ------------------------------------------------------------------------------
     def idset(self, node_id: int, name: str) -> BitMap:

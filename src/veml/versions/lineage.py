@@ -1,16 +1,21 @@
 """Lineage queries and exports (JSON, Graphviz DOT, Cypher for Neo4j).
 
-The walk itself is a recursive CTE in the graph store; this module resolves references and
-renders the result for other tools.
+The walk itself is in the graph store (a recursive CTE, or an in-memory walk when the answer is
+large); this module resolves references, pages large answers and renders results for other tools.
+:meth:`LineageAPI.query` materialises a whole answer; the faces use :meth:`LineageAPI.page` and
+:meth:`LineageAPI.ids`, which stay fast when a node has hundreds of thousands of ancestors.
 """
 
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from veml.entities import SHORT_KIND, Lineage
-from veml.versions.context import Stores
+from veml.entities import SHORT_KIND, Lineage, LineageIds, LineagePage
+from veml.errors import InvalidInput
+
+if TYPE_CHECKING:  # the faces import this module for its limits and renderers: keep it light (no numpy)
+    from veml.versions.context import Stores
 
 _COLOURS = {
     "DataVersion": "#4e79a7", "ModelVersion": "#f28e2b", "TrainingVersion": "#e15759", "InferenceVersion": "#76b7b2",
@@ -18,13 +23,64 @@ _COLOURS = {
 }
 
 
+#: nodes per page of :meth:`LineageAPI.page` unless told, and the most one page may hold
+DEFAULT_PAGE = 1000
+MAX_PAGE = 10_000
+
+
 class LineageAPI:
     def __init__(self, stores: Stores) -> None:
         self._s = stores
 
     def query(self, ref: str | int, direction: str = "up", hops: int | None = None) -> Lineage:
+        """The whole answer, every node and edge materialised: for small lineages (see :meth:`page`)."""
         node = self._s.graph.resolve(ref)
         return self._s.graph.lineage(node.id, direction, hops)
+
+    def ids(self, ref: str | int, direction: str = "up", hops: int | None = None) -> LineageIds:
+        """Every node of the walk as ids, ascending, the root included; fast at any size."""
+        node = self._s.graph.resolve(ref)
+        return LineageIds(node.id, direction, tuple(self._s.graph.lineage_ids(node.id, direction, hops).tolist()))
+
+    def page(self, ref: str | int, direction: str = "up", hops: int | None = None, limit: int = DEFAULT_PAGE,
+             cursor: str | None = None) -> LineagePage:
+        """Up to ``limit`` nodes of the walk with ids above ``cursor`` (the previous page's
+        ``next_cursor``; None for the first page), their edges, and the next cursor (None after
+        the last page).  Ids order the pages, so a cursor stays valid while the graph grows."""
+        import numpy as np
+
+        check_limit(limit)
+        after = parse_cursor(cursor)
+        node = self._s.graph.resolve(ref)
+        found = self._s.graph.lineage_ids(node.id, direction, hops)
+        start = 0 if after is None else int(np.searchsorted(found, after, side="right"))
+        chunk = found[start:start + limit].tolist()
+        here = set(chunk)
+        into = self._s.graph.edges_into(chunk)
+        srcs = np.array([e.src for e in into], np.int64)
+        in_answer = found[np.searchsorted(found, srcs).clip(max=len(found) - 1)] == srcs  # found holds the root at least
+        edges = tuple(e for e in into if e.src in here)
+        boundary = tuple(e for e, known in zip(into, in_answer.tolist()) if known and e.src not in here)
+        more = start + limit < len(found)
+        return LineagePage(node.id, direction, tuple(self._s.graph.nodes_of(chunk)), edges, boundary,
+                           len(found), limit, str(chunk[-1]) if more else None)
+
+
+def check_limit(limit: int) -> int:
+    """A page size: a whole number from 1 to :data:`MAX_PAGE` (:class:`~veml.errors.InvalidInput` otherwise)."""
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE:
+        raise InvalidInput(f"page size must be a whole number from 1 to {MAX_PAGE:,}, not {limit!r}")
+    return limit
+
+
+def parse_cursor(cursor: str | None) -> int | None:
+    """The id a page starts after; :class:`~veml.errors.InvalidInput` for anything but a ``next_cursor``."""
+    if cursor is None:
+        return None
+    text = str(cursor)
+    if not (text.isascii() and text.isdigit() and len(text) <= 19 and int(text) < 2**63):
+        raise InvalidInput(f"bad lineage cursor {cursor!r}: pass the next_cursor of the previous page as it is")
+    return int(text)
 
 
 def to_dot(lineage: Lineage) -> str:
