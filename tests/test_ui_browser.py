@@ -412,6 +412,12 @@ def test_training_page_overlays_runs(ui, world):
     lr = ui.page.locator("#params tr[data-param=lr]")
     assert "diff" in lr.get_attribute("class") and [float(x) for x in ui.values("#params tr[data-param=lr] .v")] == [0.001, 0.01]
     assert "diff" not in (ui.page.locator("#params tr[data-param=optimizer]").get_attribute("class") or "")
+    t2 = world.get("/training/clf-run-2")
+    for key, v in t["metrics"].items():
+        if isinstance(v, (int, float)):
+            shown = [float(x) for x in ui.values(f"#metrics-compare tr[data-metric={key}] .v")]
+            assert shown == [v, t2["metrics"][key]]
+            assert ("diff" in (ui.page.locator(f"#metrics-compare tr[data-metric={key}]").get_attribute("class") or "")) == (v != t2["metrics"][key])
     ui.shot("training")
 
     ui.click(f"#deployments a[data-id='{ids['clf-onnx']}']", f"#/inference/{ids['clf-onnx']}")

@@ -396,6 +396,15 @@ async function pageTraining(root, ref, gen) {
         const own = logs[i].filter((r) => r.key === k);
         return own.length ? tdNum(own[own.length - 1].value, k) : td('–');
       }), tdNum(logs[i].length, 'rows'))), { id: 'last-values' }));
+    // final metrics side by side (as MLflow's run comparison): a row differs when the runs disagree
+    const described = await Promise.all(ids.map((id) => (id === t.id ? t : api(`/training/${id}`))));
+    live(gen);
+    const mkeys = [...new Set(described.flatMap((d) => Object.entries(d.metrics || {}).filter(([, x]) => typeof x === 'number').map(([k]) => k)))].sort();
+    curves.append(h('h3', {}, 'Final metrics'), table(['metric', ...runs.map((r) => r.name)], mkeys.map((k) => {
+      const vals = described.map((d) => (d.metrics || {})[k]);
+      const differs = new Set(vals.map((x) => JSON.stringify(x))).size > 1;
+      return h('tr', { class: differs ? 'diff' : '', 'data-metric': k }, td(k), vals.map((x) => tdNum(x === undefined ? null : x, k)));
+    }), { id: 'metrics-compare' }));
     const pkeys = [...new Set(runs.flatMap((r) => Object.keys(r.params || {})))].sort();
     params.replaceChildren(table(['parameter', ...runs.map((r) => r.name)], pkeys.map((k) => {
       const vals = runs.map((r) => (r.params || {})[k]);

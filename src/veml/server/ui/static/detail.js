@@ -33,12 +33,12 @@ function boxPanel(name, source, w, ht, url, boxes, predicted) {
   const svg = s('svg', { viewBox: `0 0 ${w} ${ht}`, class: 'sample-svg', role: 'img', 'aria-label': name });
   const img = s('image', { href: url, x: 0, y: 0, width: w, height: ht });
   svg.append(img);
-  const stroke = Math.max(1.5, Math.max(w, ht) / 250);
+  const font = Math.max(w, ht) / 28;  // labels scale with the image; strokes stay 2 screen pixels wide
   for (const b of boxes) {
     const c = predicted ? PRED_COLOR : catColor(b.category);
     const g = s('g', { class: predicted ? 'box pred' : 'box gt', 'data-score': b.score === null || b.score === undefined ? '' : b.score, 'data-category': b.category },
-      s('rect', { x: b.x, y: b.y, width: b.w, height: b.h, fill: 'none', stroke: c, 'stroke-width': stroke, 'stroke-dasharray': predicted ? `${stroke * 3} ${stroke * 2}` : null }),
-      s('text', { x: b.x + stroke, y: Math.max(stroke * 8, b.y - stroke), fill: c, 'font-size': stroke * 7, 'paint-order': 'stroke', stroke: '#fff', 'stroke-width': stroke / 2 },
+      s('rect', { x: b.x, y: b.y, width: b.w, height: b.h, fill: 'none', stroke: c, 'stroke-width': 2, 'vector-effect': 'non-scaling-stroke', 'stroke-dasharray': predicted ? '6 4' : null }),
+      s('text', { x: b.x, y: predicted ? b.y + b.h + font : Math.max(font, b.y - font / 4), fill: c, 'font-size': font, 'paint-order': 'stroke', stroke: '#fff', 'stroke-width': 2, 'vector-effect': 'non-scaling-stroke' },
         predicted ? `${b.category} ${fmt(b.score, 2)}` : b.category));
     svg.append(g);
   }
