@@ -79,6 +79,8 @@ FUZZED = [
     ("POST", "/api/v1/data/merge"), ("GET", "/api/v1/training/{ref}"), ("GET", "/api/v1/training/{ref}/logs"),
     ("GET", "/api/v1/training/{ref}/stream"), ("GET", "/api/v1/predictions/{ref}"),
     ("POST", "/api/v1/inference/{ref}/predict"), ("GET", "/api/v1/predictions/{ref}/samples/{data_id}"),
+    ("GET", "/api/v1/data/{ref}/samples/{data_id}"), ("GET", "/api/v1/predictions/{ref}/outcomes"),
+    ("GET", "/api/v1/predictions/{ref}/curves"),
 ]
 NOT_FUZZED = {("POST", "/api/v1/similar/{ref}"), ("POST", "/api/v1/drift")}
 
@@ -135,6 +137,8 @@ def _real_cases(repo, base_url):
     yield "GET", "/api/v1/lifecycles", {}, {}
     yield "GET", "/api/v1/reports", {}, {"kind": "drift"}
     yield "GET", "/api/v1/data/{ref}/samples/{data_id}/image", {"ref": "day", "data_id": data_id}, {}
+    yield "GET", "/api/v1/data/{ref}/samples/{data_id}", {"ref": "both", "data_id": data_id}, {}
+    yield "GET", "/api/v1/data/{ref}/samples", {"ref": "both"}, {"where": "category = 'car'", "sort": "file_name", "order": "desc"}
     yield "GET", "/api/v1/data/{ref}/samples/{data_id}/image", {"ref": "both", "data_id": data_id}, {"thumbnail": 16}
     yield "GET", "/api/v1/training/{ref}", {"ref": "day"}, {}  # a data version: a documented 404
     yield "GET", "/api/v1/predictions/{ref}", {"ref": "day"}, {}

@@ -157,6 +157,55 @@ def test_image_endpoint_serves_only_stored_samples_of_that_version(world):
     assert "not images" in error(world, "GET", f"/data/table-a/samples/{tid}/image", 400)
 
 
+def test_sample_pages_filter_and_sort_with_the_cli_filter_language(world):
+    """GET /data/{ref}/samples?where=&sort=&order=: the same samples as `veml data filter --where`, paged and sorted."""
+    root = world["root"]
+    where = "category = 'car' AND width >= 64"
+    cli = ok("data", "filter", "day", "--where", where, "--name", "page-cars", "--repo", root)
+    expected = [r["data_id"] for r in get(world, "/data/page-cars/samples", params={"limit": 500})["items"]]
+    first = get(world, "/data/day/samples", params={"where": where, "limit": 3})
+    assert first["total"] == cli["samples"] == len(expected) > 3 and first["where"] == where and first["sort"] is None
+    rest = get(world, "/data/day/samples", params={"where": where, "limit": 500, "offset": 3})["items"]
+    assert [r["data_id"] for r in first["items"] + rest] == expected
+    assert all(any(a["category"] == "car" for a in r["annotations"]) for r in rest)
+    table = get(world, "/data/table-a/samples", params={"limit": 500})["items"]
+    by_b = get(world, "/data/table-a/samples", params={"sort": "b", "order": "desc", "limit": 7, "offset": 2})
+    assert [r["data_id"] for r in by_b["items"]] == [r["data_id"] for r in sorted(table, key=lambda r: (-r["meta"]["b"], r["data_id"]))][2:9]
+    assert by_b["sort"] == "b" and by_b["order"] == "desc" and by_b["total"] == 40
+    newest = get(world, "/data/table-a/samples", params={"order": "desc", "limit": 5})["items"]
+    assert [r["data_id"] for r in newest] == [r["data_id"] for r in table][::-1][:5]
+    assert "unknown column" in error(world, "GET", "/data/day/samples", 400, params={"sort": "nope"})
+    assert "does not parse" in error(world, "GET", "/data/day/samples", 400, params={"where": "width >"})
+    error(world, "GET", "/data/day/samples", 400, params={"where": "1=1; DROP TABLE s"})
+    error(world, "GET", "/data/day/samples", 422, params={"order": "sideways"})
+    one = get(world, f"/data/day/samples/{expected[0]}")
+    assert one["sample"] == first["items"][0] and one["series"] is None
+    ids = {v["name"]: v["id"] for v in get(world, "/versions", params={"limit": 500})["items"]}
+    assert ids["day"] in one["versions"] and ids["page-cars"] in one["versions"] and ids["night"] not in one["versions"]
+    error(world, "GET", f"/data/night/samples/{expected[0]}", 404)
+
+
+def test_prediction_outcomes_and_curves(world):
+    """Every sample's outcome agrees with the stored confusion matrix; bad classes and sorts are one clean error."""
+    pred = get(world, "/predictions/clf-on-night")
+    m = pred["metrics"]
+    every = get(world, "/predictions/clf-on-night/outcomes", params={"limit": 500, "sort": "confidence", "order": "asc"})
+    assert every["total"] == pred["samples"] == len(every["items"]) and every["classes"] == m["classes"]
+    assert [i["confidence"] for i in every["items"]] == sorted(i["confidence"] for i in every["items"])
+    for a, t in enumerate(m["classes"]):
+        for b, p in enumerate(m["classes"]):
+            cell = get(world, "/predictions/clf-on-night/outcomes", params={"true": t, "pred": p})
+            assert cell["total"] == m["confusion_matrix"][a][b] and all(i["correct"] == (t == p) for i in cell["items"])
+    log_loss = sum(i["loss"] for i in every["items"]) / len(every["items"])
+    assert log_loss == pytest.approx(m["log_loss"], rel=1e-4, abs=1e-6)
+    curves = get(world, "/predictions/clf-on-night/curves")["curves"]
+    assert [c["class"] for c in curves] == m["classes"]
+    assert all(len(c["recall"]) == len(c["precision"]) == len(c["thresholds"]) <= 101 for c in curves)
+    assert "unknown true class" in error(world, "GET", "/predictions/clf-on-night/outcomes", 400, params={"true": "nope"})
+    error(world, "GET", "/predictions/clf-on-night/outcomes", 422, params={"sort": "nope"})
+    error(world, "GET", "/predictions/nope/curves", 404)
+
+
 def test_filter_merge_and_tags(world):
     root = world["root"]
     cars = post(world, "/data/day/filter", {"where": "category = 'car'", "name": "api-cars"})
@@ -362,6 +411,7 @@ def test_bind_rule_and_host_check(world, monkeypatch):
 
 ROUTES = {"GET /versions", "GET /versions/{ref}", "POST /versions/{ref}/tags", "GET /lineage/{ref}", "GET /lineage/{ref}/ids", "GET /lifecycles",
           "GET /reports", "GET /data/{ref}/stats", "GET /data/{ref}/samples", "GET /data/{ref}/samples/{data_id}/image",
+          "GET /data/{ref}/samples/{data_id}", "GET /predictions/{ref}/outcomes", "GET /predictions/{ref}/curves",
           "POST /data/{ref}/filter", "POST /data/merge", "GET /training/{ref}", "GET /training/{ref}/logs",
           "GET /training/{ref}/stream", "GET /predictions/{ref}", "GET /predictions/{ref}/samples/{data_id}",
           "POST /inference/{ref}/predict", "POST /similar/{ref}", "POST /drift"}

@@ -203,8 +203,14 @@ def test_page_and_assets_ship_with_the_package(world):
         body = httpx.get(f"{world.base}/ui/vendor/{name}", timeout=30).content
         assert hashlib.sha256(body).hexdigest() == digest, name
     assert len(re.findall(r"`([\w.]+\.js)` \(", table)) == 2
-    app_js = httpx.get(f"{world.base}/ui/app.js", timeout=30).text
-    assert not re.search(r"https?://", app_js), "the UI's own script names no absolute URL"
+    modules = ["app.js"]  # the ES modules app.js imports, and theirs
+    for name in modules:
+        code = httpx.get(f"{world.base}/ui/{name}", timeout=30)
+        assert code.status_code == 200 and "javascript" in code.headers["content-type"], name
+        # the UI's own scripts name no absolute URL (the SVG namespace is a name, never fetched)
+        assert not re.search(r"https?://(?!www\.w3\.org/2000/svg')", code.text), name
+        modules += [m for m in re.findall(r"from '\./([\w-]+\.js)'", code.text) if m not in modules]
+    assert {"core.js", "grid.js", "detail.js", "analysis.js"} <= set(modules)
     for bad in ("/ui/../app.py", "/ui/%2e%2e/__init__.py", "/ui/nope.js"):
         assert httpx.get(f"{world.base}{bad}", timeout=30).status_code == 404, bad
     assert "/" not in {p for p in world.get("/openapi.json")["paths"]}  # the UI stays out of the API document
@@ -271,21 +277,55 @@ def test_data_version_page(ui, world):
     boxes = {r["data_id"]: sum(a["kind"] == "boxes" for a in r["annotations"]) for r in rows}
     assert {t[0]: t[2] for t in tiles} == boxes and all(t[1] == "1" for t in tiles)
 
-    # filters: by category, then also by a sample column
-    def matching(cat=None, **meta):
-        return sum((cat is None or any(a["category"] == cat for a in r["annotations"]))
-                   and all(r["meta"].get(k) == v for k, v in meta.items()) for r in rows)
+    # the grid pages the whole version on the server, filtered with the CLI's --where language
+    def grid_ids(selector="#samples .tile"):
+        ui.page.wait_for_function("() => document.getElementById('samples').dataset.state === 'ready' && window.vemlPending === 0")
+        return [int(x) for x in ui.page.eval_on_selector_all(selector, "ts => ts.map(t => t.dataset.id)")]
 
-    ui.page.select_option("#filter-category", "sign")
-    assert ui.value("[data-key=matching]") == matching("sign") == ui.page.locator("#samples .tile").count()
-    ui.page.select_option("#filter-time_of_day", "night")
-    assert ui.value("[data-key=matching]") == matching("sign", time_of_day="night") == ui.page.locator("#samples .tile").count()
-    assert 0 < matching("sign", time_of_day="night") < matching("sign")
-    ui.page.select_option("#filter-category", "")
-    ui.page.select_option("#filter-time_of_day", "")
-    assert ui.value("[data-key=matching]") == 20
-    ui.page.wait_for_function("() => window.vemlPending === 0")
+    def where(text):
+        ui.page.fill("#where", text)
+        ui.page.press("#where", "Enter")
+        ui.page.wait_for_function("(w) => (new URLSearchParams(location.hash.split('?')[1] || '').get('where') || '') === w", arg=text)
+        return grid_ids()
 
+    api_ids = lambda **p: [r["data_id"] for r in world.get("/data/both/samples", limit=500, **p)["items"]]  # noqa: E731
+    signs = where("category = 'sign'")
+    assert signs == api_ids(where="category = 'sign'") and ui.value("[data-key=matching]") == len(signs)
+    night_signs = where("category = 'sign' AND time_of_day = 'night'")
+    assert night_signs == api_ids(where="category = 'sign' AND time_of_day = 'night'") and 0 < len(night_signs) < len(signs)
+    assert ui.page.evaluate("() => document.getElementById('main').dataset.route") == ui.page.evaluate("() => location.hash")
+    assert where("") == api_ids() and ui.value("[data-key=matching]") == 20
+    ui.page.select_option("#sort", "file_name")
+    ui.page.select_option("#order", "desc")
+    ui.page.wait_for_function("() => location.hash.includes('order=desc')")
+    assert grid_ids() == api_ids(sort="file_name", order="desc")
+
+    # keyboard: arrows move the selection, Enter opens the sample full size, Esc closes it
+    ui.page.focus("#samples")
+    ui.page.keyboard.press("ArrowRight")
+    ui.page.keyboard.press("ArrowRight")
+    picked = int(ui.page.eval_on_selector("#samples", "g => g.dataset.selectedId"))
+    assert picked == api_ids(sort="file_name", order="desc")[2]
+    ui.page.keyboard.press("Enter")
+    ui.page.wait_for_function("() => { const d = document.getElementById('detail'); return d && d.dataset.state === 'ready' && window.vemlPending === 0; }")
+    detail = world.get(f"/data/both/samples/{picked}")
+    gt = sum(a["kind"] == "boxes" for a in detail["sample"]["annotations"])
+    assert int(ui.page.eval_on_selector("#panels .panel[data-source=ground-truth]", "p => p.dataset.boxes")) == gt
+    assert ui.page.locator("#panels .panel[data-source=ground-truth] g.box").count() == gt
+    assert ui.page.locator("#ann-table tbody tr").count() == len(detail["sample"]["annotations"])
+    assert [int(x) for x in ui.page.eval_on_selector_all("#sample-versions a.vlink", "as => as.map(a => a.dataset.id)")] == detail["versions"]
+    assert ids["both"] in detail["versions"] and (ids["day"] in detail["versions"]) != (ids["night"] in detail["versions"])
+    natural = ui.page.eval_on_selector("#panels .panel[data-source=ground-truth] svg", "s => s.getAttribute('viewBox')")
+    assert natural == f"0 0 {detail['sample']['width']} {detail['sample']['height']}"  # full size, not the thumbnail
+    preds = {int(x.split(":")[1]) for x in ui.page.eval_on_selector_all("#panels .panel", "ps => ps.map(p => p.dataset.source)") if x.startswith("prediction:")}
+    assert preds == ({ids["clf-on-night"]} if ids["night"] in detail["versions"] else set())
+    ui.shot("sample")
+    ui.page.keyboard.press("Escape")
+    ui.page.wait_for_function("() => !document.getElementById('detail')")
+    ui.page.select_option("#order", "asc")
+    ui.page.select_option("#sort", "data_id")
+    ui.page.wait_for_function("() => !location.hash.includes('?')")
+    grid_ids()
     # diff against "day": the merge adds the 8 night samples
     ui.page.select_option("#diff-with", str(ids["day"]))
     ui.page.wait_for_function("() => document.getElementById('diff').dataset.state === 'ready'")
@@ -310,9 +350,40 @@ def test_table_data_version_page(ui, world):
     assert ui.value("[data-key=samples]") == 40 and ui.page.locator("#samples tbody tr").count() == 40
     for col, s in stats["stats"]["columns"].items():
         assert float(ui.values(f"#column-stats tr[data-column={col}] [data-key=mean]")[0]) == s["mean"]
-    ui.page.fill("#filter-a-min", "0")
-    assert ui.value("[data-key=matching]") == sum(r["meta"]["a"] >= 0 for r in rows) == ui.page.locator("#samples tbody tr").count()
-    ui.page.fill("#filter-a-min", "")
+    # a page of 16 rows at a time; a click on a column header sorts by it (again: the other way)
+    ui.page.goto(f"{world.base}/#/data/{ids['table-a']}?limit=16")
+    ui.wait(f"#/data/{ids['table-a']}?limit=16")
+    shown = lambda: [int(x) for x in ui.page.eval_on_selector_all("#samples tbody tr", "rs => rs.map(r => r.dataset.id)")]  # noqa: E731
+    ready = "() => document.getElementById('samples').dataset.state === 'ready'"
+    assert shown() == [r["data_id"] for r in rows[:16]]
+    ui.page.click("#next")
+    ui.page.wait_for_function("() => location.hash.includes('offset=16')")
+    ui.page.wait_for_function(ready)
+    assert shown() == [r["data_id"] for r in rows[16:32]] and ui.value("[data-key=first]") == 17
+    ui.page.click("#samples th[data-sort=b]")
+    ui.page.wait_for_function("() => location.hash.includes('sort=b') && !location.hash.includes('offset')")
+    ui.page.wait_for_function(ready)
+    assert shown() == [r["data_id"] for r in world.get("/data/table-a/samples", sort="b", limit=16)["items"]]
+    ui.page.click("#samples th[data-sort=b]")
+    ui.page.wait_for_function("() => location.hash.includes('order=desc')")
+    ui.page.wait_for_function(ready)
+    by_b = world.get("/data/table-a/samples", sort="b", order="desc", limit=16)["items"]
+    assert shown() == [r["data_id"] for r in by_b] and by_b[0]["meta"]["b"] == max(r["meta"]["b"] for r in rows)
+    ui.page.focus("#samples")
+    ui.page.keyboard.press("ArrowDown")
+    ui.page.keyboard.press("Enter")
+    ui.page.wait_for_function("() => { const d = document.getElementById('detail'); return d && d.dataset.state === 'ready'; }")
+    assert float(ui.page.eval_on_selector("#sample-columns tr[data-column=b] .v", "v => v.dataset.value")) == by_b[1]["meta"]["b"]
+    ui.page.click("#detail-close")
+    ui.page.wait_for_function("() => !document.getElementById('detail')")
+    # a filter the language refuses: the API's one-line error, shown beside the box
+    console, failures = len(ui.console), len(ui.failures)
+    ui.page.fill("#where", "a >")
+    ui.page.press("#where", "Enter")
+    ui.page.wait_for_function("() => document.getElementById('samples').dataset.state === 'error'")
+    assert ui.page.inner_text("#where-error") == world.http.get("/data/table-a/samples", params={"where": "a >"}).json()["error"]
+    assert all("400" in f for f in ui.failures[failures:]) and all("400" in c for c in ui.console[console:])
+    del ui.failures[failures:], ui.console[console:]
 
 
 def test_training_page_overlays_runs(ui, world):
@@ -341,6 +412,12 @@ def test_training_page_overlays_runs(ui, world):
     lr = ui.page.locator("#params tr[data-param=lr]")
     assert "diff" in lr.get_attribute("class") and [float(x) for x in ui.values("#params tr[data-param=lr] .v")] == [0.001, 0.01]
     assert "diff" not in (ui.page.locator("#params tr[data-param=optimizer]").get_attribute("class") or "")
+    t2 = world.get("/training/clf-run-2")
+    for key, v in t["metrics"].items():
+        if isinstance(v, (int, float)):
+            shown = [float(x) for x in ui.values(f"#metrics-compare tr[data-metric={key}] .v")]
+            assert shown == [v, t2["metrics"][key]]
+            assert ("diff" in (ui.page.locator(f"#metrics-compare tr[data-metric={key}]").get_attribute("class") or "")) == (v != t2["metrics"][key])
     ui.shot("training")
 
     ui.click(f"#deployments a[data-id='{ids['clf-onnx']}']", f"#/inference/{ids['clf-onnx']}")
@@ -371,6 +448,36 @@ def test_inference_and_prediction_pages(ui, world):
     assert [t[0] for t in tiles] == [w["data_id"] for w in pred["worst"]] and all(t[1] == "1" for t in tiles)
     assert [t[2] for t in tiles] == [w["pred"] != w["true"] for w in pred["worst"]]
     ui.shot("prediction")
+
+    # analysis: PR curves as the API has them; a confusion-matrix cell opens its samples, sortable by loss or confidence
+    curves = world.get("/predictions/clf-on-night/curves")["curves"]
+    pr = ui.chart("pr")
+    assert [[p["x"] for p in d["data"]] for d in pr["datasets"]] == [c["recall"] for c in curves]
+    assert [[p["y"] for p in d["data"]] for d in pr["datasets"]] == [c["precision"] for c in curves]
+    assert [float(x) if x else None for x in ui.values("#ap [data-key=ap]")] == [c["ap"] for c in curves]
+    cells = ui.page.eval_on_selector_all("#confusion tbody td[data-pred]", "ts => ts.map(t => [t.closest('tr').dataset.true, t.dataset.pred, Number(t.querySelector('.v').dataset.value)])")
+    t, p_, n = max(cells, key=lambda c: c[2])
+    every = world.get("/predictions/clf-on-night/outcomes", limit=500)
+    assert every["total"] == pred["samples"] and [i["loss"] for i in every["items"]] == sorted((i["loss"] for i in every["items"]), reverse=True)
+    hash_ = f"#/prediction/{ids['clf-on-night']}?true={t}&pred={p_}"
+    ui.click(f"#confusion tr[data-true='{t}'] td[data-pred='{p_}'] a", hash_)
+    cell = world.get("/predictions/clf-on-night/outcomes", true=t, pred=p_, limit=500)
+    shown = lambda: [int(x) for x in ui.page.eval_on_selector_all("#outcomes .tile", "ts => ts.map(t => t.dataset.id)")]  # noqa: E731
+    assert shown() == [i["data_id"] for i in cell["items"]] and cell["total"] == n == ui.value("[data-key=outcomes]")
+    assert all(i["true"] == t and i["pred"] == p_ for i in cell["items"])
+    ui.page.select_option("#outcome-sort", "confidence")
+    ui.page.wait_for_function("() => location.hash.includes('sort=confidence') && document.getElementById('outcomes').dataset.state === 'ready' && window.vemlPending === 0")
+    by_conf = world.get("/predictions/clf-on-night/outcomes", true=t, pred=p_, sort="confidence", limit=500)["items"]
+    assert shown() == [i["data_id"] for i in by_conf]
+    assert [float(x) for x in ui.page.eval_on_selector_all("#outcomes .tile", "ts => ts.map(t => t.dataset.confidence)")] == [i["confidence"] for i in by_conf]
+    ui.page.focus("#outcomes")
+    ui.page.keyboard.press("Enter")
+    ui.page.wait_for_function("() => { const d = document.getElementById('detail'); return d && d.dataset.state === 'ready' && window.vemlPending === 0; }")
+    assert int(ui.page.eval_on_selector("#detail", "d => d.dataset.id")) == by_conf[0]["data_id"]
+    assert ui.page.inner_text(f"#panels .panel[data-source='prediction:{ids['clf-on-night']}'] .pred-label").startswith(p_)
+    ui.page.keyboard.press("Escape")
+    ui.page.wait_for_function("() => !document.getElementById('detail')")
+    ui.shot("prediction-analysis")
 
 
 def test_reports_page(ui, world):
@@ -459,6 +566,12 @@ def test_ui_behind_a_token(ui, world):
                                " && m.dataset.state === 'ready' && window.vemlPending === 0; }", arg=f"#/data/{day}")
         loaded = page.eval_on_selector_all("#samples .tile", "ts => ts.map(t => t.dataset.loaded)")
         assert loaded and all(x == "1" for x in loaded)
+        # the sample view behind the token: its JSON and the full-size image both fetched with the header
+        page.focus("#samples")
+        page.keyboard.press("Enter")
+        page.wait_for_function("() => document.getElementById('detail')?.dataset.state === 'ready' && window.vemlPending === 0")
+        assert page.eval_on_selector("#panels .panel image", "i => i.getAttribute('href')").startswith("blob:")
+        page.keyboard.press("Escape")
         assert api_auth[-1] == f"Bearer {TOKEN}"
         assert api_auth.count(None) == 1  # only the very first call, before the form was shown
         assert all(a in (None, "Bearer not-the-token", f"Bearer {TOKEN}") for a in api_auth)
@@ -479,7 +592,8 @@ def test_nothing_left_loopback_and_the_console_stayed_clean(ui):
     assert any("/ui/vendor/cytoscape.min.js" in u for u in ui.requests) and any("/image?thumbnail=" in u for u in ui.requests)
     assert ui.console == []
     assert ui.failures == []
-    assert sorted(p.stem for p in ui.shots_tmp.glob("*.png")) >= ["data", "inference", "lineage", "prediction", "reports", "training"]
+    assert {p.stem for p in ui.shots_tmp.glob("*.png")} >= {"data", "sample", "inference", "lineage", "prediction",
+                                                          "prediction-analysis", "reports", "training"}
 
 
 # --- a detection prediction: predicted boxes over the ground truth on the worst tiles ----------------------
@@ -537,6 +651,28 @@ def test_detection_prediction_draws_predicted_boxes_over_the_ground_truth(ui, de
             assert shown == min(rows["total"], 10)  # the ten best boxes, dashed, over the ground truth
             assert gt == sum(a["kind"] == "boxes" for a in samples[data_id]["annotations"])
             drawn += shown
+        # the sample view: ground truth and the prediction's boxes side by side; the slider hides low-confidence boxes
+        best = max(tiles, key=lambda t: t[3])[0]
+        page.goto(f"{det_world.base}/#/data/{pred['data']}")
+        page.wait_for_function("() => document.getElementById('samples')?.dataset.state === 'ready' && window.vemlPending === 0")
+        page.click(f"#samples .tile[data-id='{best}']")
+        page.wait_for_function("() => document.getElementById('detail')?.dataset.state === 'ready' && window.vemlPending === 0")
+        rows = det_world.get(f"/predictions/det-on-test/samples/{best}", limit=500)["items"]
+        panel = f"#panels .panel[data-source='prediction:{pred['id']}']"
+        assert int(page.eval_on_selector(panel, "p => p.dataset.boxes")) == len(rows) == int(page.eval_on_selector(panel, "p => p.dataset.shown"))
+        cut = sorted(r["score"] for r in rows)[len(rows) // 2]
+        page.eval_on_selector("#conf", "(s, v) => { s.value = v; s.dispatchEvent(new Event('input')); }", cut)
+        cut = float(page.eval_on_selector("#conf", "s => s.value"))  # the slider's own step
+        assert int(page.eval_on_selector(panel, "p => p.dataset.shown")) == sum(r["score"] >= cut for r in rows)
+        assert page.locator(f"{panel} g.box:visible").count() == sum(r["score"] >= cut for r in rows)
+        gt = page.eval_on_selector("#panels .panel[data-source=ground-truth]", "p => [Number(p.dataset.boxes), Number(p.dataset.shown)]")
+        assert gt[0] == gt[1] == samples[best]["annotations"].__len__() - sum(a["kind"] != "boxes" for a in samples[best]["annotations"])
+        page.screenshot(path=str(ui.shots_tmp / "sample-detection.png"), full_page=True)
+        if os.environ.get("VEML_UPDATE_SCREENSHOTS"):
+            with Image.open(ui.shots_tmp / "sample-detection.png") as im:
+                im.convert("RGB").quantize(256).save(SHOTS / "sample-detection.png", optimize=True)
+        page.keyboard.press("Escape")
+        page.wait_for_function("() => !document.getElementById('detail')")
         assert problems == []
         page.screenshot(path=str(ui.shots_tmp / "prediction-detection.png"), full_page=True)
         assert drawn > 0, "the detector predicted no box at all: nothing dashed was drawn"

@@ -32,6 +32,8 @@ LINKS: dict[tuple[str, str, str], list[tuple[str, str, str, dict[str, str]]]] = 
     ("get", "/api/v1/data/{ref}/samples", "200"): [
         ("GetImage", "get", "/api/v1/data/{ref}/samples/{data_id}/image",
          {"ref": "$request.path.ref", "data_id": "$response.body#/items/0/data_id"}),
+        ("GetSample", "get", "/api/v1/data/{ref}/samples/{data_id}",
+         {"ref": "$request.path.ref", "data_id": "$response.body#/items/0/data_id"}),
     ],
 }
 

@@ -69,6 +69,16 @@ class SampleOut(_Out):
 class SamplePage(_Page):
     version: int
     items: list[SampleOut]
+    where: str | None = Field(default=None, description="the filter applied (null: none)")
+    sort: str | None = Field(default=None, description="the sort column (null: data_id)")
+    order: Literal["asc", "desc"] = "asc"
+
+
+class SampleDetailOut(BaseModel):
+    version: int
+    sample: SampleOut
+    versions: list[int] = Field(description="ids of every data version holding this sample, oldest first")
+    series: dict[str, Any] | None = Field(description="series samples: shape, values (steps x sensors), sensors, t0")
 
 
 class FilterIn(_In):
@@ -246,3 +256,36 @@ class PredictJsonIn(_In):
     window: list[list[float]] | None = Field(default=None, description="series model: steps x sensors, at least the "
                                                                         "model's history; the last history steps are used")
     features: list[list[float]] | None = Field(default=None, description="tabular model: rows x features")
+
+
+class OutcomeOut(BaseModel):
+    data_id: int
+    true: str | None = Field(description="the true class (null: the sample has no known label)")
+    pred: str
+    correct: bool | None
+    confidence: float = Field(description="probability of the predicted class")
+    loss: float | None = Field(description="-log p(true class)")
+
+
+class OutcomePageOut(_Page):
+    prediction: int
+    classes: list[str]
+    true: str | None
+    pred: str | None
+    sort: str
+    order: str
+    items: list[OutcomeOut]
+
+
+class PrCurveOut(BaseModel):
+    class_: str = Field(alias="class")
+    positives: int
+    ap: float | None = Field(description="average precision (null: no positive sample)")
+    recall: list[float]
+    precision: list[float]
+    thresholds: list[float] = Field(description="the class probability at each point")
+
+
+class PrCurvesOut(BaseModel):
+    prediction: int
+    curves: list[PrCurveOut]

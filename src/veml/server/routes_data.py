@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import io
-import json
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import Response
 from PIL import Image
 
 from veml.errors import StorageError
-from veml.server import queries
 from veml.server.common import CONFLICT, ERRORS, Limit, Offset, Repo, jsonable, page, ref_of
-from veml.server.models import DataStatsOut, FilterIn, MergeIn, SamplePage, VersionOut
+from veml.server.models import DataStatsOut, FilterIn, MergeIn, SampleDetailOut, SamplePage, VersionOut
 from veml.server.throttle import pooled
 from veml.versions.stats import compute_stats
 
@@ -34,23 +32,27 @@ def stats(repo: Repo, ref: RefPath) -> Any:
     return jsonable({**node.to_json(), "categories": s["categories"], "stats": s})
 
 
-@router.get("/{ref}/samples", response_model=SamplePage, summary="Sample rows (no payload) with their annotations")
+Where = Annotated[str | None, Query(max_length=4000, description="filter expression, as `veml data filter --where` "
+                                                               "(an allow-listed SQL subset: docs/SECURITY.md)")]
+Sort = Annotated[str | None, Query(max_length=255, description="column to sort by: a sample column, a typed column or "
+                                                              "an annotation column (a sample's smallest value)")]
+
+
+@router.get("/{ref}/samples", response_model=SamplePage,
+            summary="A page of sample rows (no payload) with their annotations, optionally filtered and sorted")
 @pooled
-def samples(repo: Repo, ref: RefPath, limit: Limit = 50, offset: Offset = 0) -> Any:
-    node = repo.data.get(ref)
-    ids, total = queries.sample_ids(repo, node, limit, offset)
-    items: list[dict[str, Any]] = []
-    if ids:
-        view = repo.data.checkout_samples(node, ids)
-        for row in view.metadata().to_pylist():
-            meta = row.get("meta")
-            try:
-                row["meta"] = json.loads(meta) if meta else {}
-            except ValueError:
-                row["meta"] = {}
-            row["annotations"] = view.annotations_of(row["data_id"])
-            items.append(row)
-    return page(items, total, limit, offset, version=node.id)
+def samples(repo: Repo, ref: RefPath, limit: Limit = 50, offset: Offset = 0, where: Where = None, sort: Sort = None,
+            order: Literal["asc", "desc"] = "asc") -> Any:
+    p = repo.data.samples_page(ref, where, sort, order == "desc", limit, offset)
+    return page(p.rows, p.total, limit, offset, version=p.version.id, where=p.where, sort=p.sort, order=order)
+
+
+@router.get("/{ref}/samples/{data_id}", response_model=SampleDetailOut,
+            summary="One sample with its annotations, the data versions holding it and (series) its values")
+@pooled
+def sample(repo: Repo, ref: RefPath, data_id: DataId) -> Any:
+    d = repo.data.sample_detail(ref, data_id)
+    return jsonable({"version": d.version.id, "sample": d.row, "versions": list(d.versions), "series": d.series})
 
 
 @router.get("/{ref}/samples/{data_id}/image", response_class=Response, summary="A stored image, as stored (or a PNG thumbnail)",

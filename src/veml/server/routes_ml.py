@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from typing import Annotated, Any, AsyncIterator
+from typing import Annotated, Any, AsyncIterator, Literal
 
 import pyarrow.compute as pc
 from fastapi import APIRouter, Header, HTTPException, Path, Query, Request
@@ -17,7 +17,7 @@ from pydantic import ValidationError
 from veml.errors import InvalidInput, NotFound
 from veml.server import predict as P
 from veml.server.common import ERRORS, Limit, Offset, Repo, jsonable, repo_of
-from veml.server.models import (ErrorOut, PredictionOut, PredictionSampleOut, PredictJsonIn, PredictOut, TrainingLogsOut,
+from veml.server.models import (ErrorOut, OutcomePageOut, PrCurvesOut, PredictionOut, PredictionSampleOut, PredictJsonIn, PredictOut, TrainingLogsOut,
                                 TrainingOut)
 from veml.server.throttle import pooled
 
@@ -110,6 +110,28 @@ def prediction_sample(repo: Repo, ref: RefPath, data_id: DataId, limit: Limit = 
                       "bbox": None if any(v is None for v in box) else box, "values": r["values"]})
     return jsonable({"prediction": node.id, "data_id": data_id, "task": node.props.get("task"), "items": items,
                      "total": len(rows), "limit": limit, "offset": offset})
+
+
+ClassName = Annotated[str | None, Query(max_length=255, description="only samples of this class")]
+
+
+@router.get("/predictions/{ref}/outcomes", response_model=OutcomePageOut, tags=["inference"],
+            summary="Classification: every sample's true and predicted class, confidence and loss (a confusion cell with true/pred)")
+@pooled
+def prediction_outcomes(repo: Repo, ref: RefPath, true: ClassName = None, pred: ClassName = None,
+                        sort: Literal["loss", "confidence", "data_id"] = "loss", order: Literal["asc", "desc"] = "desc",
+                        limit: Limit = 50, offset: Offset = 0) -> Any:
+    p = repo.inference.outcomes_page(ref, true, pred, sort, order == "desc", limit, offset)
+    return jsonable({"prediction": repo.inference.get_prediction(ref).id, "classes": list(p.classes), "true": true,
+                     "pred": pred, "sort": sort, "order": order, "items": list(p.items), "total": p.total,
+                     "limit": limit, "offset": offset})
+
+
+@router.get("/predictions/{ref}/curves", response_model=PrCurvesOut, tags=["inference"],
+            summary="Classification: each class's one-vs-rest precision-recall curve and average precision")
+@pooled
+def prediction_curves(repo: Repo, ref: RefPath) -> Any:
+    return jsonable({"prediction": repo.inference.get_prediction(ref).id, "curves": repo.inference.pr_curves(ref)})
 
 
 _BODY = {"required": True, "content": {

@@ -35,7 +35,7 @@ from veml.formats.yolo import parse_yolo, write_yolo
 from veml.progress import ProgressLike
 from veml.store.idsets import BitMap, from_array, to_numpy
 from veml.schemas import ANNOTATION_TABLES, SCHEMAS
-from veml.versions import preparation, query
+from veml.versions import preparation, query, sample_pages
 from veml.versions.checkout import DataView
 from veml.versions.context import Stores
 from veml.versions.data_listing import KIND, list_data_versions
@@ -108,6 +108,19 @@ class DataVersions:
         if table.num_rows != 1:
             raise NotFound(f"sample {data_id} of version {node.name!r} has no stored row")
         return table["payload"][0].as_py(), str(table["format"][0].as_py() or ""), table["content_hash"][0].as_py()
+
+    def samples_page(self, ref: str | int | Node, where: str | None = None, sort: str | None = None,
+                     descending: bool = False, limit: int = 50, offset: int = 0) -> sample_pages.SamplePage:
+        """One page of the version's samples (rows and annotations, no payload), filtered with the
+        ``--where`` language and sorted by any column a filter can name; only the page is read."""
+        node = ref if isinstance(ref, Node) else self.get(ref)
+        return sample_pages.samples_page(self._s, node, self.ids(node), self.annotation_ids(node), where, sort,
+                                         descending, limit, offset)
+
+    def sample_detail(self, ref: str | int | Node, data_id: int) -> sample_pages.SampleDetail:
+        """One sample with its annotations, the data versions holding it and, for a series, its values."""
+        node = ref if isinstance(ref, Node) else self.get(ref)
+        return sample_pages.sample_detail(self._s, node, self.ids(node), self.annotation_ids(node), data_id)
 
     def diff(self, a: str | int, b: str | int) -> Diff:
         ia, ib = self.ids(self.get(a)), self.ids(self.get(b))

@@ -33,7 +33,7 @@ from veml.entities import ExportedModel, Node
 from veml.errors import InvalidInput
 from veml.progress import ProgressLike, as_progress
 from veml.store.idsets import BitMap
-from veml.versions import evaluation, prediction_file
+from veml.versions import evaluation, prediction_analysis, prediction_file
 from veml.versions.context import Stores, stores_at
 from veml.versions.data import DataVersions
 from veml.versions.model import ModelVersions, spec_of
@@ -233,6 +233,34 @@ class InferenceVersions:
     def predictions(self, ref: str | int) -> pa.Table:
         node = self.get_prediction(ref)
         return self._s.samples.read("predictions", self._s.graph.idset(node.id, "annotations"))
+
+    def outcomes_page(self, ref: str | int, true: str | None = None, pred: str | None = None, sort: str = "loss",
+                      descending: bool = True, limit: int = 50, offset: int = 0) -> prediction_analysis.OutcomePage:
+        """A classification prediction version's samples with their true and predicted class, confidence and
+        loss; only one confusion-matrix cell when ``true``/``pred`` are given; sorted by loss or confidence."""
+        return prediction_analysis.page(self._outcomes(ref), true, pred, sort, descending, limit, offset)
+
+    def pr_curves(self, ref: str | int) -> list[dict[str, Any]]:
+        """Per class of a classification prediction version: its one-vs-rest precision-recall curve and AP."""
+        return prediction_analysis.pr_curves(self._outcomes(ref))
+
+    def _outcomes(self, ref: str | int) -> prediction_analysis.Outcomes:
+        node = self.get_prediction(ref)
+        task = node.props.get("task", "")
+        if task not in prediction_analysis.TASKS:
+            raise InvalidInput(f"{node.name!r} holds {task} predictions: per-sample outcomes and curves are for classification")
+        spec = self._spec(self._training.get(self.get(node.props["inference"]).props["training"]))
+        view = self._data.checkout(node.props["data"])
+        column = spec.parameters.get("label_column") if task == "classification" else None
+        if column and column in view.node.props.get("columns", {}):
+            labels = [None if x is None else str(x) for x in view.column(column)]
+        elif column:
+            labels = [None] * len(view)
+        else:
+            labels = view.labels()
+        truth = dict(zip(view.data_ids.tolist(), labels))
+        classes = (node.props.get("metrics") or {}).get("classes") or class_names_for(spec, view)
+        return prediction_analysis.outcomes(task, classes, self.predictions(node.id), truth)
 
     def _auto_name(self, base: str) -> str:
         name, i = base, 1

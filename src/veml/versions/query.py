@@ -125,12 +125,8 @@ def run_filter(
         relation = con.view("v").filter(duckdb.SQLExpression(sql)).project("data_id, ann_id")
         done.clear()
         rows = _bounded(con, relation.fetchnumpy, budget, done)
-    except duckdb.ParserException as exc:
-        raise FilterError(f"filter expression does not parse: {_first_line(exc)}") from None
-    except duckdb.BinderException as exc:
-        raise FilterError(f"filter expression: {_first_line(exc)}") from None
     except duckdb.Error as exc:
-        raise FilterError(f"filter expression failed: {_first_line(exc)}") from None
+        raise _filter_error(exc) from None
     finally:
         if done.is_set():  # never closed under a query that has not stopped yet
             con.close()
@@ -140,6 +136,68 @@ def run_filter(
         ann = ann.compressed()
     ann_ids = np.unique(np.asarray(ann, dtype=np.int64))
     return data_ids, ann_ids
+
+
+def page_ids(
+    samples: pa.Table,
+    columns: Mapping[str, str],
+    annotations: Mapping[str, pa.Table],
+    where: str | None,
+    sort: str | None,
+    descending: bool,
+    limit: int,
+    offset: int,
+    timeout_s: float | None = None,
+) -> tuple[np.ndarray, int]:
+    """One page of a version's samples: (data ids in order, number of samples matching ``where``).
+
+    ``where`` is the filter language of :func:`run_filter` (None or blank: every sample); ``sort`` any
+    column a filter can name (a sample column, a typed column, or an annotation column, where a
+    sample sorts by its smallest value); ties and samples without a value come last, by data id.
+    Only ``data_id`` and the sort key of the matching samples are materialised, and only the page's
+    ids come back.
+    """
+    budget = filter_timeout(timeout_s)
+    con = _connect(samples, columns, annotations)
+    done = threading.Event()
+    done.set()
+    try:
+        sample_cols = set(con.view("s").columns)
+        view_cols = con.view("v").columns
+        if sort is not None and sort not in view_cols:
+            raise FilterError(f"cannot sort by unknown column {sort!r}; columns: {', '.join(sorted(view_cols))}")
+        if where is not None and where.strip():
+            sql = filterlang.compile_filter(where, view_cols)
+            con.view("v").filter(duckdb.SQLExpression(sql)).project("data_id").create_view("hit_ids")
+            prepare = "CREATE TEMP TABLE hit AS SELECT DISTINCT data_id FROM hit_ids"  # the filter runs once
+            hits = "SELECT * FROM s WHERE data_id IN (SELECT data_id FROM hit)"
+            count_sql = "SELECT count(*) FROM hit"
+        else:
+            prepare, hits, count_sql = None, "SELECT * FROM s", "SELECT count(*) FROM samples_raw"
+        key = sort or "data_id"
+        if key in sample_cols:
+            keyed = f"SELECT data_id, {_q(key)} AS k FROM ({hits})"
+        else:  # an annotation column: the sample's smallest value
+            keyed = (f"SELECT h.data_id, min(v.{_q(key)}) AS k FROM ({hits}) h JOIN v ON v.data_id = h.data_id "
+                     "GROUP BY h.data_id")
+        direction = "DESC" if descending else "ASC"
+        page_sql = (f"SELECT data_id FROM ({keyed}) ORDER BY k {direction} NULLS LAST, data_id "
+                    f"LIMIT {int(limit)} OFFSET {int(offset)}")
+
+        def fetch() -> tuple[np.ndarray, int]:
+            if prepare:
+                con.execute(prepare)
+            total = con.execute(count_sql).fetchone()[0]  # type: ignore[index]
+            ids = con.execute(page_sql).fetchnumpy()["data_id"]
+            return np.asarray(ids, dtype=np.int64), int(total)
+
+        done.clear()
+        return _bounded(con, fetch, budget, done)
+    except duckdb.Error as exc:
+        raise _filter_error(exc) from None
+    finally:
+        if done.is_set():
+            con.close()
 
 
 def _bounded(con: duckdb.DuckDBPyConnection, fetch: Callable[[], Any], budget: float,
@@ -185,6 +243,14 @@ def expand_meta(samples: pa.Table, columns: Mapping[str, str]) -> pa.Table:
         return con.sql(_sample_select(columns) + " ORDER BY data_id").to_arrow_table()
     finally:
         con.close()
+
+
+def _filter_error(exc: duckdb.Error) -> FilterError:
+    if isinstance(exc, duckdb.ParserException):
+        return FilterError(f"filter expression does not parse: {_first_line(exc)}")
+    if isinstance(exc, duckdb.BinderException):
+        return FilterError(f"filter expression: {_first_line(exc)}")
+    return FilterError(f"filter expression failed: {_first_line(exc)}")
 
 
 def _first_line(exc: Exception) -> str:
