@@ -1,4 +1,4 @@
-"""``veml data …``: import, add, filter, merge, update, diff, list, show, export, prepare, tag."""
+"""``veml data …``: import, add, filter, merge, update, diff, list, show, export, prepare, cache, tag."""
 
 from __future__ import annotations
 
@@ -110,6 +110,15 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.add_argument("--normalize", choices=["auto", "imagenet"])
     p.add_argument("--impute", choices=["mean", "median", "zero", "ffill"])
     p.set_defaults(handler=cmd_prepare)
+
+    p = dsub.add_parser("cache", parents=[common], help="decode a version's images once into the pixel cache "
+                        "(data loaders and training read it), or --clear it")
+    p.add_argument("version", nargs="?")
+    p.add_argument("--size", metavar="N|WxH", help="output size: N (square) or WxH as in prepare --resize "
+                   "(default: the version's resize step, else the images' own size)")
+    p.add_argument("--workers", type=int, metavar="N", help="decoding threads (default: one per core, at most 8)")
+    p.add_argument("--clear", action="store_true", help="remove every cached pixel (rebuilt on next use)")
+    p.set_defaults(handler=cmd_cache)
 
     p = dsub.add_parser("tag", parents=[common], help="tag a version (or --delete a tag)")
     p.add_argument("version", nargs="?")
@@ -235,6 +244,37 @@ def cmd_prepare(ctx: Context, args: argparse.Namespace) -> None:
 
     steps = parse_step_args(args.resize, args.normalize, args.impute)
     _emit_version(ctx, ctx.repo.data.prepare(args.base, args.name, steps), "created")
+
+
+def _size(text: str | None) -> tuple[int, int] | None:
+    """``--size 224`` or ``--size 320x240`` (width x height) as (height, width)."""
+    if text is None:
+        return None
+    try:
+        parts = [int(v) for v in text.lower().split("x")]
+    except ValueError:
+        parts = []
+    if len(parts) not in (1, 2):
+        raise InvalidInput(f"--size must look like 224 or 320x240 (width x height), not {text!r}")
+    return (parts[0], parts[0]) if len(parts) == 1 else (parts[1], parts[0])
+
+
+def cmd_cache(ctx: Context, args: argparse.Namespace) -> None:
+    if args.clear:
+        if args.version is not None or args.size is not None:
+            raise InvalidInput("--clear takes no VERSION or --size: it removes every cached pixel")
+        c = ctx.repo.data.clear_pixel_cache().to_json()
+        ctx.emit(c, f"removed {c['transforms']} pixel cache(s), {c['bytes_freed']} bytes")
+        return
+    if args.version is None:
+        raise InvalidInput("usage: veml data cache VERSION [--size N|WxH] (or --clear)")
+    if args.workers is not None and args.workers < 1:
+        raise InvalidInput("--workers must be at least 1")
+    with ctx.progress("decoding", unit="img") as bar:
+        r = ctx.repo.data.cache_pixels(args.version, _size(args.size), workers=args.workers, progress=bar).to_json()
+    repaired = f", {r['repaired']} damaged segment(s) dropped and rebuilt" if r["repaired"] else ""
+    ctx.emit(r, f"{r['version']}: {r['samples']} samples at {r['width']}x{r['height']}, {r['decoded']} decoded, "
+                f"{r['reused']} already cached{repaired}; cache {r['cache_bytes']} bytes in {r['path']}")
 
 
 def cmd_tag(ctx: Context, args: argparse.Namespace) -> None:

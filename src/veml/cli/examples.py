@@ -31,6 +31,7 @@ EXAMPLES: dict[str, str] = {
     "data show": "veml data show day --grid grid.png --plot stats.png",
     "data export": "veml data export big-peds --format coco --out exported/",
     "data prepare": "veml data prepare day+night --name day+night-32 --resize 32x32 --normalize auto",
+    "data cache": "veml data cache day+night --size 224 --json",
     "data tag": "veml data tag day+night release-1",
     "model": "veml model list --backbone efficientnet_lite0",
     "model add": "veml model add --name lite0-tod --config lite0.yaml",

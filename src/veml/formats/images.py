@@ -13,6 +13,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from veml.errors import InvalidInput, StorageError
@@ -109,3 +110,12 @@ def decode(payload: bytes, what: str = "stored image") -> Image.Image:
             return im.convert("RGB")
     except _BAD_IMAGE as exc:
         raise StorageError(f"{what} cannot be decoded: {exc or type(exc).__name__}") from None
+
+
+def decode_array(payload: bytes, what: str = "stored image", size: tuple[int, int] | None = None) -> np.ndarray:
+    """Stored bytes as RGB pixels (H, W, 3) uint8, resized to ``size`` = (height, width) with PIL's
+    bilinear filter where they differ: the one decode that training and the pixel cache share."""
+    im = decode(payload, what)
+    if size is not None and im.size != (size[1], size[0]):
+        im = im.resize((size[1], size[0]), Image.BILINEAR)
+    return np.asarray(im)

@@ -18,7 +18,7 @@ import pyarrow as pa
 
 from veml.entities import Node
 from veml.errors import InvalidInput, MissingExtra
-from veml.formats.images import decode
+from veml.formats.images import decode_array
 from veml.schemas import SCHEMAS
 from veml.store.idsets import BitMap, from_array, to_numpy
 from veml.versions import preparation, query
@@ -82,16 +82,24 @@ class DataView:
         """Every sample row without its payload: cheap even for millions of samples."""
         return self._meta
 
-    def read_images(self, positions: Sequence[int]) -> list[np.ndarray]:
-        """Decode the images at these positions, reading only their payloads."""
-        if "_samples" in self.__dict__:
-            return [self.raw_image(int(i)) for i in positions]
+    def read_images(self, positions: Sequence[int], size: tuple[int, int] | None = None) -> list[np.ndarray]:
+        """Decode the images at these positions (RGB, resized to ``size`` = (height, width) when given),
+        reading only their payloads."""
         wanted = self.data_ids[np.asarray(positions, dtype=np.int64)]
+        return [decode_array(p, self.describe(int(d)), size) for p, d in zip(self.read_payloads(positions), wanted)]
+
+    def read_payloads(self, positions: Sequence[int]) -> list[bytes]:
+        """The stored (encoded) bytes of the samples at these positions, in that order."""
+        pos = np.asarray(positions, dtype=np.int64)
+        if "_samples" in self.__dict__:
+            return [self._samples["payload"][int(i)].as_py() for i in pos]
+        wanted = self.data_ids[pos]
         rows = self._s.samples.read("samples", from_array(wanted), columns=["payload"])
         by_id = dict(zip(rows["data_id"].to_pylist(), rows["payload"].to_pylist()))
-        return [np.asarray(decode(by_id[int(d)], self._what(int(d)))) for d in wanted]
+        return [by_id[int(d)] for d in wanted]
 
-    def _what(self, data_id: int) -> str:
+    def describe(self, data_id: int) -> str:
+        """How errors name a sample: ``sample 12 of version 'day'``."""
         return f"sample {data_id} of version {self.node.name!r}"
 
     def annotations_of(self, data_id: int) -> list[dict[str, Any]]:
@@ -124,7 +132,7 @@ class DataView:
         return out
 
     def raw_image(self, i: int) -> np.ndarray:
-        return np.asarray(decode(self._samples["payload"][i].as_py(), self._what(self._samples["data_id"][i].as_py())))
+        return decode_array(self._samples["payload"][i].as_py(), self.describe(self._samples["data_id"][i].as_py()))
 
     def raw_array(self, i: int) -> np.ndarray:
         shape = self._samples["shape"][i].as_py()
@@ -175,6 +183,11 @@ class DataView:
         if len(shapes) > 1:
             raise InvalidInput(f"samples of {self.node.name!r} differ in shape ({len(shapes)} shapes): prepare with --resize first")
         return np.stack(items)
+
+    def class_names(self) -> tuple[str, ...]:
+        """The version's categories in category-id order: a label's class index is its place here."""
+        cats = self.node.props.get("category_ids", {})
+        return tuple(name for name, _ in sorted(cats.items(), key=lambda kv: (kv[1], kv[0])))
 
     def labels(self) -> list[str | None]:
         """One class label per sample (first ``labels`` row), None where a sample has none."""

@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from veml.entities import MODALITIES, ROLES, Node
-from veml.errors import InvalidInput, NotFound
+from veml.errors import InvalidInput, MissingExtra, NotFound
 from veml.formats import EXPORT_FORMATS, IMPORT_FORMATS
 from veml.formats.batch import ImportBatch, concat_batches, merge_columns
 from veml.formats.bdd import parse_bdd, write_bdd
@@ -35,9 +35,10 @@ from veml.formats.yolo import parse_yolo, write_yolo
 from veml.progress import ProgressLike
 from veml.store.idsets import BitMap, from_array, to_numpy
 from veml.schemas import ANNOTATION_TABLES, SCHEMAS
-from veml.versions import preparation, query, sample_pages
+from veml.versions import pixels, preparation, query, sample_pages
 from veml.versions.checkout import DataView
 from veml.versions.context import Stores
+from veml.versions.pixels import PixelCacheCleared, PixelCacheReport
 from veml.versions.data_listing import KIND, list_data_versions
 
 _META_COLUMNS = ["data_id", "modality", "format", "width", "height", "channels", "file_name", "meta"]
@@ -121,6 +122,55 @@ class DataVersions:
         """One sample with its annotations, the data versions holding it and, for a series, its values."""
         node = ref if isinstance(ref, Node) else self.get(ref)
         return sample_pages.sample_detail(self._s, node, self.ids(node), self.annotation_ids(node), data_id)
+
+    # --- decoded pixels: the cache and the torch loader (veml.versions.pixels, veml.versions.loader) -------
+    def cache_pixels(self, ref: str | int | Node, size: int | Sequence[int] | None = None, workers: int | None = None,
+                     progress: ProgressLike | None = None) -> PixelCacheReport:
+        """Decode the version's images at ``size`` = (height, width) into the pixel cache (``veml data cache``);
+        images cached before, by this or any other version, are not decoded again."""
+        view = self.checkout(ref)
+        return pixels.cached_pixels(self._s, view, pixels.image_size(view, size), workers, progress)[1]
+
+    def clear_pixel_cache(self) -> PixelCacheCleared:
+        """Remove every cached pixel (``veml data cache --clear``); they are rebuilt on next use."""
+        return pixels.clear(self._s)
+
+    def torch_dataset(self, ref: str | int | Node, size: int | Sequence[int] | None = None, cache: bool = True,
+                      dtype: str = "uint8", label_column: str | None = None, workers: int | None = None,
+                      progress: ProgressLike | None = None):
+        """A ``torch.utils.data.Dataset`` of (image (3, H, W), class index) over the version's images at
+        ``size`` = (height, width) (default: the version's resize step, else the images' own size).
+        ``cache=True`` reads decoded pixels from the pixel cache, building what is missing first
+        (``workers`` decoding threads); ``cache=False`` decodes on every read and writes nothing.
+        Labels index ``class_names``: the version's categories (first ``labels`` row of a sample), or the
+        sorted values of ``label_column``; -1 where a sample has none."""
+        from veml.versions.taskdata import column_labels, label_classes
+
+        try:
+            from veml.versions.loader import VersionImages
+        except ImportError as exc:
+            raise MissingExtra("torch", "torch") from exc
+        view = self.checkout(ref)
+        hw = pixels.image_size(view, size)
+        if dtype not in ("uint8", "float32"):
+            raise InvalidInput(f"dtype must be uint8 or float32, not {dtype!r}")
+        names = label_classes(view, label_column)  # a bad label column fails before anything is decoded
+        index = {n: i for i, n in enumerate(names)}
+        raw = column_labels(view, label_column) if label_column else view.labels()
+        labels = np.array([index.get(l, -1) if l is not None else -1 for l in raw], np.int64)
+        source = pixels.cached_pixels(self._s, view, hw, workers, progress)[0] if cache else pixels.DecodedPixels(view, hw)
+        return VersionImages(source, labels, names, view.data_ids, dtype)
+
+    def loader(self, ref: str | int | Node, batch_size: int = 64, shuffle: bool = False,
+               size: int | Sequence[int] | None = None, cache: bool = True, dtype: str = "uint8", num_workers: int = 0,
+               drop_last: bool = False, seed: int | None = None, label_column: str | None = None,
+               progress: ProgressLike | None = None):
+        """A ``torch.utils.data.DataLoader`` yielding (images (B, 3, H, W), labels (B,)) batches of the
+        version (see :meth:`torch_dataset`); consecutive samples of a batch are read from the cache without a copy."""
+        from veml.versions.loader import make_loader
+
+        ds = self.torch_dataset(ref, size=size, cache=cache, dtype=dtype, label_column=label_column, progress=progress)
+        return make_loader(ds, batch_size, shuffle, num_workers, drop_last, seed)
 
     def diff(self, a: str | int, b: str | int) -> Diff:
         ia, ib = self.ids(self.get(a)), self.ids(self.get(b))

@@ -11,27 +11,33 @@ import io
 from typing import Any, Sequence
 
 import numpy as np
-from PIL import Image
 
 from veml.adapters.base import ModelSpec, TaskData
 from veml.errors import InvalidInput
 from veml.versions.checkout import DataView
 from veml.versions.context import Stores
+from veml.versions.pixels import pixel_array
 
 MODALITY = {"classification": "image", "detection": "image", "forecasting": "series",
              "tabular-classification": "table", "tabular-regression": "table"}
 
 
 def class_names_for(spec: ModelSpec, view: DataView) -> tuple[str, ...]:
-    props = view.node.props
-    if spec.task == "classification" and spec.parameters.get("label_column"):
-        col = spec.parameters["label_column"]
-        if col not in props.get("columns", {}):
-            raise InvalidInput(f"label_column {col!r} is not a column of {view.node.name!r}")
-        values = view.column(col)
-        return tuple(sorted({str(v) for v in values if v is not None}))
-    cats = props.get("category_ids", {})
-    return tuple(name for name, _ in sorted(cats.items(), key=lambda kv: (kv[1], kv[0])))
+    return label_classes(view, spec.parameters.get("label_column") if spec.task == "classification" else None)
+
+
+def label_classes(view: DataView, label_column: str | None = None) -> tuple[str, ...]:
+    """Class names in index order: the sorted values of ``label_column``, else the version's categories."""
+    if label_column:
+        return tuple(sorted({v for v in column_labels(view, label_column) if v is not None}))
+    return view.class_names()
+
+
+def column_labels(view: DataView, label_column: str) -> list[str | None]:
+    """One class label per sample from a typed column (a COCO image key such as ``time_of_day``)."""
+    if label_column not in view.node.props.get("columns", {}):
+        raise InvalidInput(f"label_column {label_column!r} is not a column of {view.node.name!r}")
+    return [None if v is None else str(v) for v in view.column(label_column)]
 
 
 def task_data(stores: Stores, spec: ModelSpec, view: DataView, class_names: Sequence[str] | None = None,
@@ -48,12 +54,12 @@ def task_data(stores: Stores, spec: ModelSpec, view: DataView, class_names: Sequ
     ids = view.data_ids[pos]
     if spec.task in ("classification", "detection"):
         size = int(spec.parameters["image_size"])
-        images = _images(view, pos, size)
+        images = pixel_array(stores, view, pos, (size, size))  # from the pixel cache where built
         if spec.task == "classification":
             col = spec.parameters.get("label_column")
             if col and (require_labels or col in view.node.props.get("columns", {})):
-                raw = view.column(col)
-                labels_raw = [None if raw[i] is None else str(raw[i]) for i in pos]
+                raw = column_labels(view, col)
+                labels_raw = [raw[i] for i in pos]
             elif col:  # predicting on data that lacks the label column: no labels, no metrics
                 labels_raw = [None] * len(pos)
             else:
@@ -94,15 +100,6 @@ def task_data(stores: Stores, spec: ModelSpec, view: DataView, class_names: Sequ
         raise InvalidInput(f"data version {view.node.name!r} has no regression targets to train on")
     keep = ~np.isnan(targets) if require_labels else np.ones(len(targets), bool)
     return TaskData(spec.task, (), ids[keep], table=table[keep], targets=targets[keep])
-
-
-def _images(view: DataView, pos: np.ndarray, size: int) -> np.ndarray:
-    out = np.empty((len(pos), size, size, 3), dtype=np.uint8)
-    for j, img in enumerate(view.read_images(pos)):
-        if img.shape[:2] != (size, size):
-            img = np.asarray(Image.fromarray(img).resize((size, size), Image.BILINEAR))
-        out[j] = img
-    return out
 
 
 def _boxes(view: DataView, pos: np.ndarray, size: int, boxes_t: Any, index: dict[str, int]) -> list[tuple[np.ndarray, np.ndarray]]:
