@@ -265,12 +265,15 @@ def test_label_free_adaptation_moves_only_the_batch_norm_layers(root, how):
     assert bool(affine) == (how == "tent")  # only tent trains the BN scale and shift
 
 
-def test_fine_tuning_on_a_labelling_budget_runs_enough_steps_to_learn():
-    from veml.lifecycle.transfer import MIN_FINETUNE_STEPS, few_label_epochs
+def test_fine_tuning_on_a_labelling_budget_uses_every_label_for_enough_steps():
+    from veml.lifecycle.transfer import MIN_FINETUNE_STEPS, few_label_params
 
-    params = {"epochs": 2, "batch_size": 16, "val_fraction": 0.2, "lr": 1e-4}
-    raised = few_label_epochs(params, 30, None)  # 24 to train on: 2 steps per epoch
-    assert raised["epochs"] * 2 >= MIN_FINETUNE_STEPS > (raised["epochs"] - 1) * 2 and raised["lr"] == params["lr"]
-    assert few_label_epochs(params, 30, ["epochs=3"])["epochs"] == 2  # the caller's epochs are the caller's
-    assert few_label_epochs(params, 5000, None)["epochs"] == 2  # enough data: the recipe's epochs
-    assert few_label_epochs({"C": 1.0}, 30, None) == {"C": 1.0}  # no batches, no steps to count
+    params = {"epochs": 2, "batch_size": 16, "val_fraction": 0.2, "lr": 1e-4, "keep_better": True}
+    raised = few_label_params(params, 30, None)  # 6 validation samples: keep-better off, all 30 train (2 steps/epoch)
+    assert raised["keep_better"] is False and raised["lr"] == params["lr"]
+    assert raised["epochs"] * 2 >= MIN_FINETUNE_STEPS > (raised["epochs"] - 1) * 2
+    kept = few_label_params(params, 30, ["keep_better=true"])  # the caller's choice stands: 24 train, still 2 steps/epoch
+    assert kept["keep_better"] is True and kept["epochs"] == raised["epochs"]
+    assert few_label_params(params, 30, ["epochs=3"])["epochs"] == 2  # the caller's epochs are the caller's
+    assert few_label_params(params, 5000, None) == params  # enough labels: the recipe as it is
+    assert few_label_params({"C": 1.0}, 30, None) == {"C": 1.0}  # no batches, no steps to count

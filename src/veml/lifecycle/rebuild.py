@@ -34,7 +34,7 @@ from veml.coreset.typical import typical_clusters
 from veml.entities import Node
 from veml.errors import InvalidInput
 from veml.lifecycle.evidence import rebuild_evidence
-from veml.lifecycle.transfer import few_label_epochs, finetune_params
+from veml.lifecycle.transfer import few_label_params, finetune_params
 from veml.versions.context import Stores, unique_name
 from veml.versions.coresets import CoreSets
 from veml.versions.data import DataVersions
@@ -169,7 +169,7 @@ class Rebuild:
             self._check_labels(chosen, Path(labels))
             labelled_pick = self._data.update(chosen.id, labels, unique_name(self._s, f"{chosen.name}-labelled"))
             created += [chosen.id, labelled_pick.id]
-            params = few_label_epochs(params, int(chosen.props["samples"]), sets)
+            params = few_label_params(params, int(chosen.props["samples"]), sets)
             run = self._training.train(labelled_pick.id, model.id, sets=params, init_from=tnode.id,
                                        test=held.id if held else None, name=base, extra_parents=link)
             labels_used = int(chosen.props["samples"])

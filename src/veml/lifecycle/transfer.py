@@ -36,7 +36,8 @@ from veml.versions.training import TrainingVersions, check_params, parse_sets
 
 # lower learning rate, warm-up, head first, and keep the better of fine-tuned and source (see the module doc)
 FINETUNE: dict[str, Any] = {"lr_factor": 0.1, "warmup_steps": 10, "head_epochs": 1, "keep_better": True}
-MIN_FINETUNE_STEPS = 40  # a few labels still get four warm-ups' worth of steps (see few_label_epochs)
+MIN_FINETUNE_STEPS = 40  # a few labels still get four warm-ups' worth of steps (see few_label_params)
+MIN_KEEP_BETTER_VAL = 30  # keep-better needs this many validation samples to mean anything (few_label_params)
 
 
 class Transfer:
@@ -153,17 +154,26 @@ def finetune_params(defaults: Mapping[str, Any], recipe: Mapping[str, Any], sets
     return params
 
 
-def few_label_epochs(params: Mapping[str, Any], samples: int, sets: Mapping[str, Any] | list[str] | None) -> dict[str, Any]:
-    """Fine-tuning on a labelling budget (active learning) runs at least ``MIN_FINETUNE_STEPS`` optimiser steps.
+def few_label_params(params: Mapping[str, Any], samples: int, sets: Mapping[str, Any] | list[str] | None) -> dict[str, Any]:
+    """Fine-tuning on a labelling budget (active learning): every label trains, for enough steps to matter.
 
-    A third of the source's epochs over a few dozen labels is two or three steps at a tenth of the learning rate:
-    the labels would barely reach the weights, whichever samples were chosen.  Epochs the caller set are kept."""
+    - Keep-better is dropped when its validation split would hold fewer than ``MIN_KEEP_BETTER_VAL`` samples: on
+      6 of 30 labels its choice between the fine-tuned and the previous model is a coin toss, and it costs a fifth
+      of the labels.  (The rebuild still scores both models on its held-back slice and reports both.)
+    - At least ``MIN_FINETUNE_STEPS`` optimiser steps: a third of the source's epochs over a few dozen labels is two
+      or three steps inside the warm-up, so the labels would barely reach the weights, whichever were chosen.
+    Settings the caller gave are kept."""
     given = set(sets) if isinstance(sets, Mapping) else {item.split("=", 1)[0].strip() for item in sets or []}
-    if "epochs" in given or "batch_size" not in params:
-        return dict(params)
-    train = max(1, math.floor(samples * (1 - float(params.get("val_fraction", 0)))))
-    per_epoch = math.ceil(train / max(1, int(params["batch_size"])))
-    return {**params, "epochs": max(int(params["epochs"]), math.ceil(MIN_FINETUNE_STEPS / per_epoch))}
+    out = dict(params)
+    val = float(out.get("val_fraction", 0))
+    if out.get("keep_better") and not given & {"keep_better", "val_fraction"} and samples * val < MIN_KEEP_BETTER_VAL:
+        out["keep_better"] = False
+    if "epochs" in given or "batch_size" not in out:
+        return out
+    train = max(1, math.floor(samples * (1 - val))) if out.get("keep_better") else samples
+    per_epoch = math.ceil(train / max(1, int(out["batch_size"])))
+    out["epochs"] = max(int(out["epochs"]), math.ceil(MIN_FINETUNE_STEPS / per_epoch))
+    return out
 
 
 def finetune_recipe(recipe: Mapping[str, Any], accepted: Mapping[str, Any], new_head_rows: bool = False) -> dict[str, Any]:
