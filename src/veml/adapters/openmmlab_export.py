@@ -31,6 +31,7 @@ from torch import nn
 
 from veml.adapters.base import ExportOutcome, ModelSpec, TaskData
 from veml.adapters.openmmlab_adapter import predict_model
+from veml.adapters.openmmlab_config import first_line
 from veml.adapters.torch_export import _compare_detection, export as torch_export
 from veml.errors import InvalidInput
 
@@ -131,7 +132,11 @@ def export(spec: ModelSpec, model: Any, sample: TaskData, quantize: str, device:
     worst, diffs = 1.0, [0.0]
     with torch.no_grad():
         for image, (b, s, l) in zip(images, theirs):
-            d = module([image])[0]
+            try:
+                d = module([image])[0]
+            except (RuntimeError, ValueError) as exc:  # e.g. GroupNorm on a 1x1 map of a single image
+                raise InvalidInput(f"the model does not run on one {module.size}x{module.size} image, as a deployment "
+                                   f"does: {first_line(exc)}") from None
             diff, agreement = _compare_detection([b, s, l], [d["boxes"].numpy(), d["scores"].numpy(), d["labels"].numpy()])
             worst, diffs = min(worst, agreement), diffs + [diff]
     if worst < 0.9 or max(diffs) > 1e-2 * module.size:
