@@ -45,9 +45,12 @@ def get_adapter(name: str) -> Adapter:
         try:
             import mmdet  # noqa: F401
             import mmengine  # noqa: F401
+            import torch  # noqa: F401
         except ImportError as exc:
             raise MissingExtra("mmdet/mmengine", "openmmlab") from exc
-        raise InvalidInput("the openmmlab adapter is not built yet")
+        from veml.adapters.openmmlab_adapter import OpenMMLabAdapter
+
+        return OpenMMLabAdapter()
     raise InvalidInput(f"unknown adapter {name!r}: use one of {', '.join(ADAPTERS)}")
 
 

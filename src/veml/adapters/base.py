@@ -138,6 +138,9 @@ class TrainOutcome:
     checkpoint: bytes
     metrics: Mapping[str, Any]
     profile: Mapping[str, Any]
+    #: files the run wrote besides its checkpoint (name -> bytes: intermediate checkpoints, the framework's
+    #: logs), kept with the training version as its ``artifacts``
+    files: Mapping[str, bytes] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,8 @@ from veml.errors import InvalidInput
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     model = sub.add_parser("model", parents=[common], help="model versions")
     msub = model.add_subparsers(dest="model_command", metavar="SUBCOMMAND", required=True)
-    p = msub.add_parser("add", parents=[common], help="a model version from a YAML/TOML/JSON config")
+    p = msub.add_parser("add", parents=[common], help="a model version from a YAML/TOML/JSON config, or an MMDetection .py config "
+                                                  "(code: run once, see README)")
     p.add_argument("--name", required=True)
     p.add_argument("--config", required=True, metavar="FILE")
     p.add_argument("--finetune-from", metavar="MODEL", help="record this model as derived from another (FINETUNE_FROM)")

@@ -42,8 +42,8 @@ def _limit(env: str, default: int) -> int:
 
 
 def load_config(path: Path | str) -> dict[str, Any]:
-    """A model config (YAML, JSON or TOML by suffix), read under a byte cap and refused if it expands
-    (YAML aliases) to more than ``MAX_CONFIG_NODES`` values or refers to itself."""
+    """A model config (YAML, JSON or TOML by suffix, or an MMDetection ``.py`` config), read under a byte cap
+    and refused if it expands (YAML aliases) to more than ``MAX_CONFIG_NODES`` values or refers to itself."""
     path = Path(path)
     cap = _limit("VEML_MAX_CONFIG_BYTES", MAX_CONFIG_BYTES)
     raw = read_regular(path, str(path), ReadPolicy(max_file_bytes=cap),
@@ -52,6 +52,10 @@ def load_config(path: Path | str) -> dict[str, Any]:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise InvalidInput(f"{path}: cannot read config: {exc}") from None
+    if path.suffix == ".py":  # an MMDetection config: code, run once (see veml.adapters.openmmlab_config)
+        from veml.adapters.openmmlab_config import read_config
+
+        return read_config(path, text, cap)
     try:
         if path.suffix == ".toml":
             doc = tomllib.loads(text)

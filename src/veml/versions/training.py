@@ -130,6 +130,7 @@ def check_params(params: Mapping[str, Any]) -> None:
         "val_fraction": (lambda v: 0 <= v < 1, "in [0, 1)"),
         "head_epochs": (lambda v: v >= 0, "zero or positive"), "warmup_steps": (lambda v: v >= 0, "zero or positive"),
         "optimizer": (lambda v: v in ("adamw", "sgd"), "adamw or sgd"),
+        "checkpoint_every": (lambda v: v >= 0, "zero (the final checkpoint only) or a number of steps"),
     }
     for key, (ok, what) in rules.items():
         if key in params and not ok(params[key]):
@@ -291,7 +292,7 @@ class TrainingVersions:
         ev = self.effective(event) if event is not None else self.status(node)
         out = node.to_json()
         out["status"] = ev.get("status")
-        for key in ("metrics", "checkpoint", "profile", "worst", "error", "finished_at", "selection", "params"):
+        for key in ("metrics", "checkpoint", "profile", "worst", "error", "finished_at", "selection", "params", "artifacts"):
             if key in ev:
                 out[key] = ev[key]
         if isinstance(node.props.get("run"), dict):  # logged with the SDK: what it recorded as it ran
@@ -457,6 +458,9 @@ class TrainingVersions:
                 profile["evaluation_s"] = time.perf_counter() - t0
             metrics = {**(metrics or {}), **{k: v for k, v in outcome.metrics.items()}}
             finished = {"checkpoint": digest, "metrics": metrics, "profile": profile, "worst": worst, "finished_at": time.time()}
+            if outcome.files:  # what the run wrote besides its checkpoint, as the SDK's log_artifact keeps files
+                finished["artifacts"] = [{"name": n, "sha256": self._s.artifacts.put_bytes(b), "size_bytes": len(b)}
+                                         for n, b in sorted(outcome.files.items())]
             if selection is not None:
                 finished["selection"] = selection
             self._s.graph.append_event(node.id, "finished", finished)
