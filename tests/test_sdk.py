@@ -133,12 +133,18 @@ def test_a_killed_process_leaves_a_failed_run_that_can_be_resumed(repo, root):
         proc.communicate(timeout=60)
     node = repo.training.get("r-killed")
     assert repo.stores.graph.events(node.id)[-1]["status"] == "running"  # as the process left it
+    assert repo.get_run("r-killed").status == "failed"  # read as failed at once: its process is gone
+    # the next open of the repository on this host (any command, even a listing) writes the failure for good
+    ok("data", "list", "--repo", root)
+    events = repo.stores.graph.events(node.id)
+    assert [e["status"] for e in events[-2:]] == ["running", "failed"] and "died" in events[-1]["error"]
+    assert events[-1]["run"]["tags"] == {"stage": "before-kill"}  # the last state it wrote, whole
+    veml.open(root).close()  # once: a second open finds nothing to mark
+    repo.start_run(name="r-after", system_metrics_s=0).end()
+    assert repo.stores.graph.events(node.id) == events
     shown = ok("train", "show", "r-killed", "--repo", root)
     assert shown["status"] == "failed" and "died" in shown["error"]
-    assert shown["run"]["tags"] == {"stage": "before-kill"}  # the last state it wrote, whole
-    # the next run started on this host writes the failure for good
-    repo.start_run(name="r-after", system_metrics_s=0).end()
-    assert repo.stores.graph.events(node.id)[-1]["status"] == "failed"
+    assert shown["run"]["tags"] == {"stage": "before-kill"}
     # resumed from this process: parameters, tags and steps continue
     with repo.start_run(resume="r-killed", params={"epochs": 2}, system_metrics_s=0) as run:
         assert repo.get_run("r-killed").status == "running"

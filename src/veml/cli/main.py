@@ -49,13 +49,25 @@ def package_version() -> str:
         return veml.__version__
 
 
+class _VersionAction(argparse.Action):
+    """``--version``: the package metadata is read only when asked for (importlib.metadata costs 10 ms)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str = argparse.SUPPRESS, help: str | None = None) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS,
+                         help=help or "show program's version number and exit")
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: Any) -> None:
+        print(f"veml {package_version()}")  # on stdout, as argparse's own version action prints it
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     top_common = _common(None)
     for a in top_common._actions:
         if a.dest in ("json", "debug", "trust_pickle"):
             a.default = False
     parser = argparse.ArgumentParser(prog="veml", description="Version management for the whole ML lifecycle.", parents=[top_common])
-    parser.add_argument("--version", action="version", version=f"veml {package_version()}")
+    parser.add_argument("--version", action=_VersionAction)
     common = _common()
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     repo_cmds.register(sub, common)

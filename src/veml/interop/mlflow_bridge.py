@@ -11,10 +11,12 @@ from veml.errors import InvalidInput
 from veml.interop.mlflow_export import ExportReport, MlflowExport
 from veml.interop.mlflow_import import ImportReport, MlflowImport
 from veml.interop.mlflow_store import parse
+from veml.versions.aliases import Aliases
 from veml.versions.context import Stores
 from veml.versions.data import DataVersions
 from veml.versions.model import ModelVersions
 from veml.versions.registry import Registry
+from veml.versions.runs import Runs
 from veml.versions.training import TrainingVersions
 
 
@@ -32,8 +34,8 @@ def repository_identity(root: str, metadata_url: str) -> str:
 
 class MlflowBridge:
     def __init__(self, stores: Stores, data: DataVersions, models: ModelVersions, training: TrainingVersions,
-                 registry: Registry, identity: str) -> None:
-        self._import = MlflowImport(stores, data, models, registry, identity)
+                 registry: Registry, runs: Runs, aliases: Aliases, identity: str) -> None:
+        self._import = MlflowImport(runs, data, models, training, registry, aliases, identity)
         self._export = MlflowExport(stores, training, identity)
 
     def import_from(self, uri: str, experiment: str | None = None) -> ImportReport:

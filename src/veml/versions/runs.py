@@ -9,8 +9,8 @@ What changes while it runs (parameters, tags, artifacts, the model) is written a
 change appends a ``running`` event holding the whole state, so the latest event is always a
 complete, consistent record, and a process killed at any moment leaves a run that every reader
 reports as failed (its process is gone: ``TrainingVersions.effective``), with everything logged
-up to the kill.  The next run started on the same host writes that ``failed`` event for good
-(:meth:`Runs.reap`); runs of other hosts are never judged.  ``end()`` (or leaving the ``with``
+up to the kill.  The next open of the repository on the same host writes that ``failed`` event for
+good (:mod:`veml.versions.run_status`); runs of other hosts are never judged.  ``end()`` (or leaving the ``with``
 block) appends ``finished``, or ``failed`` with the exception's summary.
 
 ``log_model`` goes through the model registry's reader (``veml model register``): a model VeML can
@@ -43,7 +43,8 @@ from veml.versions.data import DataVersions
 from veml.versions.model import ModelVersions
 from veml.versions.registry import ReadModel, Registry
 from veml.versions.run_capture import SYSTEM_PREFIX, SystemSampler, environment, git_state
-from veml.versions.training import KIND, TrainingVersions, _Logger, running_here
+from veml.versions.run_status import reap_dead_runs, running_here
+from veml.versions.training import KIND, TrainingVersions, _Logger
 
 MAX_KEY = 64  # the log table's key column
 #: seconds between two samples of the machine's load; ``system_metrics_s`` or ``$VEML_SYSTEM_METRICS_S`` (0: off)
@@ -85,6 +86,31 @@ def _system_interval(given: float | None) -> float:
     return given
 
 
+@dataclasses.dataclass(frozen=True)
+class EndedRun:
+    """A run that ran and ended under another tracker (``veml import mlflow``), recorded whole by
+    :meth:`Runs.record_ended`: a training version with no checkpoint (what it logged is kept, not a
+    model VeML can run), linked to the versions given.
+
+    ``history`` holds every metric value as ``(step, key, value, at)`` (epoch seconds); ``artifacts``
+    maps a path inside the run to the sha256 :meth:`Runs.store_file` returned; ``origin`` says where
+    it came from (``system`` names the tracker: :meth:`Runs.recorded_from` finds them again)."""
+
+    name: str
+    status: str  # finished | failed
+    origin: Mapping[str, Any]
+    params: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    data: Node | None = None
+    test: Node | None = None
+    model: Node | None = None
+    artifacts: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    history: tuple[tuple[int, str, float, float], ...] = ()
+    metrics: Mapping[str, float] = dataclasses.field(default_factory=dict)
+    ended_at: float = 0.0
+    duration_s: float | None = None
+    error: str | None = None
+
+
 class Runs:
     """Start, resume and read runs logged with the SDK."""
 
@@ -102,22 +128,56 @@ class Runs:
 
     def reap(self) -> list[int]:
         """Mark failed, for good, the runs of this host whose process died without ending them (their
-        readers already report them failed); the ids marked.  Other hosts' runs are left to them."""
-        nodes = self._s.graph.list(kinds=[KIND])
-        latest = self._s.graph.latest_events([n.id for n in nodes])
-        marked = []
-        for node in nodes:
-            ev = latest.get(node.id)
-            if not ev or ev.get("status") != "running" or self._training.effective(ev).get("status") != "failed":
-                continue
-            again = self._s.graph.latest_events([node.id]).get(node.id) or {}
-            if again.get("at") != ev.get("at"):  # resumed meanwhile
-                continue
-            keep = {k: v for k, v in ev.items() if k not in ("status", "at", "pid", "host", "owner")}
-            self._s.graph.append_event(node.id, "failed", {**keep, "error": "the training process died without finishing",
-                                                           "finished_at": time.time()})
-            marked.append(node.id)
-        return marked
+        readers already report them failed); the ids marked.  Other hosts' runs are left to them.
+        Opening a repository does it too (:func:`veml.versions.run_status.reap_dead_runs`)."""
+        return reap_dead_runs(self._s.graph, lambda: self._s.graph)
+
+    # --- runs from another tracker -------------------------------------------------------------
+    def recorded_from(self, system: str) -> list[tuple[Node, bool]]:
+        """The training versions whose ``origin`` names ``system`` (runs and registered models), each with
+        whether its end is recorded: False only for a run whose recording was cut short (a killed import),
+        which ``record_ended(run, into=node)`` completes."""
+        nodes = [n for n in self._s.graph.list(kinds=[KIND])
+                 if isinstance(n.props.get("origin"), Mapping) and n.props["origin"].get("system") == system]
+        ended = self._s.graph.latest_events([n.id for n in nodes])
+        return [(n, n.id in ended or isinstance(n.props.get("registered"), dict)) for n in nodes]
+
+    def unused_name(self, base: str) -> str:
+        """``base``, or ``base-2``, ``base-3`` …: the first name no version holds yet."""
+        return unique_name(self._s, base)
+
+    def store_file(self, raw: bytes) -> str:
+        """Keep a file a run logged elsewhere in the artifact store (content-addressed); its sha256."""
+        return self._s.artifacts.put_bytes(raw)
+
+    def record_ended(self, run: EndedRun, into: Node | None = None) -> tuple[Node, int]:
+        """Record ``run`` (or, ``into``, complete the recording of it that was cut short): the version, its
+        metric history (unless some of it was written already), then its end, the event that says the
+        recording is complete.  (the version, how many metric rows were written)."""
+        if run.status not in ("finished", "failed"):
+            raise InvalidInput(f"a run recorded from elsewhere has ended finished or failed, not {run.status!r}")
+        node = into
+        if node is None:
+            parents: list[tuple[int, str, Mapping[str, Any]]] = []
+            for linked, edge, props in ((run.data, "DATA_TRAINING", {"role": "train"}),
+                                        (run.test, "DATA_TRAINING", {"role": "test"}), (run.model, "MODEL_TRAINING", {})):
+                if linked is not None and linked.id not in {p[0] for p in parents}:
+                    parents.append((linked.id, edge, props))
+            props = {"data": run.data.id if run.data else None, "model": run.model.id if run.model else None,
+                     "test": run.test.id if run.test else None, "init_from": None, "params": dict(run.params),
+                     "artifacts": dict(run.artifacts), "origin": dict(run.origin)}
+            node = self._s.graph.record(KIND, run.name, props, parents=parents)
+        written = 0
+        if run.history and not self._s.graph.read_logs(node.id, limit=1):
+            self._s.graph.append_logs(node.id, [(step, 0, key, value, at) for step, key, value, at in run.history])
+            written = len(run.history)
+        event: dict[str, Any] = {"metrics": dict(run.metrics), "finished_at": run.ended_at}
+        if run.duration_s is not None:
+            event["profile"] = {"duration_s": run.duration_s}
+        if run.status == "failed":
+            event["error"] = run.error or "failed"
+        self._s.graph.append_event(node.id, run.status, event)
+        return node, written
 
     # --- starting -------------------------------------------------------------------------------
     def start(self, name: str | None = None, data: str | int | None = None, model: str | int | None = None,
@@ -489,4 +549,4 @@ def _end_open_runs() -> None:
 
 atexit.register(_end_open_runs)
 
-__all__ = ["Runs", "ActiveRun", "SYSTEM_METRICS_S"]
+__all__ = ["Runs", "ActiveRun", "EndedRun", "SYSTEM_METRICS_S"]
