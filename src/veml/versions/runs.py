@@ -37,6 +37,8 @@ from typing import Any, Callable, Mapping
 
 from veml.entities import Artifact, GitState, LoggedModel, Node, Run, frozen_map, parse_iso
 from veml.errors import Conflict, InvalidInput, MissingExtra, VemlError
+from veml.formats.folder_archive import FORMAT as FOLDER
+from veml.formats.folder_archive import pack_folder, unpack_folder
 from veml.formats.paths import ReadPolicy, read_regular
 from veml.versions.context import Stores, unique_name
 from veml.versions.data import DataVersions
@@ -131,6 +133,24 @@ class Runs:
         readers already report them failed); the ids marked.  Other hosts' runs are left to them.
         Opening a repository does it too (:func:`veml.versions.run_status.reap_dead_runs`)."""
         return reap_dead_runs(self._s.graph, lambda: self._s.graph)
+
+    def download_model(self, ref: str | int, dest: str | os.PathLike[str]) -> Path:
+        """Write the model the run logged to ``dest`` (a new path): the file as logged, or the folder it
+        logged (``framework`` ``"directory"``) with its files; ``dest``.  The bytes are checked against
+        their digest first."""
+        info = self.get(ref)
+        if info.logged_model is None:
+            raise InvalidInput(f"run {info.name!r} logged no model")
+        raw = self._s.artifacts.get_verified(info.logged_model.sha256, f"the model run {info.name!r} logged")
+        dest = Path(dest)
+        if info.logged_model.framework == FOLDER:
+            return unpack_folder(raw, dest)
+        try:
+            with open(dest, "xb") as f:
+                f.write(raw)
+        except FileExistsError:
+            raise InvalidInput(f"{dest} already exists: give a new path to write the model to") from None
+        return dest
 
     # --- runs from another tracker -------------------------------------------------------------
     def recorded_from(self, system: str) -> list[tuple[Node, bool]]:
@@ -414,9 +434,11 @@ class ActiveRun:
         return Artifact(name, digest, len(raw))
 
     def log_model(self, model: Any, name: str | None = None) -> LoggedModel:
-        """The run's model: a ``torch.nn.Module`` (its state dict), a scikit-learn estimator (as skops), or a
-        path to a model file (ONNX, TorchScript, a torch state dict, a skops file, or any other file).  When
-        VeML can run it, it is the run's checkpoint (``deploy`` takes the run); a later call replaces it."""
+        """The run's model: a ``torch.nn.Module`` (its state dict), a scikit-learn estimator (as skops), a
+        path to a model file (ONNX, TorchScript, a torch state dict, a skops file, or any other file), or a
+        folder (a Hugging Face ``save_pretrained`` directory: stored as one tar, ``framework`` ``"directory"``,
+        read back with :meth:`Runs.download_model`).  When VeML can run it, it is the run's checkpoint
+        (``deploy`` takes the run); a later call replaces it."""
         self._check_open()
         raw, fname, framework = _serialise(model)
         name = name or fname
@@ -425,6 +447,9 @@ class ActiveRun:
         read: ReadModel | None = None
         reason = None
         try:
+            if framework == FOLDER:
+                raise InvalidInput(f"{name}: a folder of files, kept as one tar (VeML runs single-file models: "
+                                   "ONNX, TorchScript, a torch state dict, skops)")
             read = self._runs._registry.read(raw, name, self._dnode, None, self._mnode, framework)
         except (InvalidInput, MissingExtra, ImportError) as exc:
             reason = str(exc)
@@ -497,6 +522,8 @@ def _serialise(model: Any) -> tuple[bytes, str, str | None]:
     """(bytes, file name, framework or None to detect) of what ``log_model`` was given."""
     if isinstance(model, (str, os.PathLike)):
         path = Path(model)
+        if path.is_dir():
+            return pack_folder(path, ReadPolicy.from_options())[0], path.resolve().name, FOLDER
         return read_regular(path, str(model), ReadPolicy.from_options()), path.name, None
     torch = sys.modules.get("torch")
     if torch is not None and isinstance(model, torch.nn.Module):
