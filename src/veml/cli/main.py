@@ -97,6 +97,14 @@ def _pickle_trust(on: bool) -> contextlib.AbstractContextManager[None]:
     return trusting_pickle(True)
 
 
+#: what str.splitlines() breaks a line at: escaped in an error message, which is one line whatever names it quotes
+_BREAKS = {ord(c): repr(c)[1:-1] for c in "\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029"}
+
+
+def _one_line(text: str) -> str:
+    return text.translate(_BREAKS)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -110,7 +118,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except VemlError as exc:
         if ctx.debug:
             raise
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {_one_line(str(exc))}", file=sys.stderr)
         return 1
     except Terminated:
         print("error: terminated", file=sys.stderr)
@@ -121,7 +129,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # a bug: still one line unless --debug, as the contract says
         if ctx.debug:
             raise
-        print(f"error: internal error ({type(exc).__name__}: {exc}); rerun with --debug for a traceback", file=sys.stderr)
+        print(f"error: internal error ({type(exc).__name__}: {_one_line(str(exc))}); rerun with --debug for a traceback", file=sys.stderr)
         return 1
     finally:
         try:

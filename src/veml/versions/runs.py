@@ -25,6 +25,7 @@ import atexit
 import dataclasses
 import hashlib
 import io
+import json
 import math
 import numbers
 import operator
@@ -49,6 +50,8 @@ from veml.versions.run_status import reap_dead_runs, running_here
 from veml.versions.training import KIND, TrainingVersions, _Logger
 
 MAX_KEY = 64  # the log table's key column
+MAX_VALUE = 6000  # characters of a parameter or tag value (as JSON), MLflow's limit for a parameter
+_STEP_LIMIT = 2**62  # |step| and |epoch|: a step one past the last still fits the log table's 64-bit column
 #: seconds between two samples of the machine's load; ``system_metrics_s`` or ``$VEML_SYSTEM_METRICS_S`` (0: off)
 SYSTEM_METRICS_S = 10.0
 _PARAM_TYPES = (str, int, float, bool, type(None))
@@ -56,24 +59,71 @@ _PARAM_TYPES = (str, int, float, bool, type(None))
 
 def _check_key(key: Any, what: str) -> str:
     if not isinstance(key, str) or not key.strip():
-        raise InvalidInput(f"a {what} name is a non-empty string, not {key!r}")
-    if len(key) > MAX_KEY or any(ord(c) < 32 for c in key):
+        raise InvalidInput(f"a {what} name is a non-empty string, not {_short(key)}")
+    if len(key) > MAX_KEY or any(ord(c) < 32 or ord(c) == 127 for c in key):
         raise InvalidInput(f"{what} name {key[:80]!r}: at most {MAX_KEY} printable characters")
+    _check_text(key, f"{what} name {key!r}")
     return key
 
 
+def _check_text(text: str, where: str) -> None:
+    """Text the database can store: no lone surrogate (it has no UTF-8 form)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidInput(f"{where}: not valid Unicode text (a lone surrogate)") from None
+
+
+def _short(value: Any) -> str:
+    try:
+        text = repr(value)
+    except ValueError:  # an integer too long to print
+        return f"a {type(value).__name__} too large to print"
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _mapping(values: Any, what: str) -> Mapping[Any, Any]:
+    if values is None:
+        return {}
+    if not isinstance(values, Mapping):
+        raise InvalidInput(f"{what} are a mapping of names to values, not {type(values).__name__}")
+    return values
+
+
 def _param_value(key: str, value: Any) -> Any:
+    checked = _param_scalar(key, value) if not isinstance(value, (list, tuple)) else [_param_scalar(key, v) for v in value]
+    size = len(json.dumps(checked))
+    if size > MAX_VALUE:
+        raise InvalidInput(f"parameter {key!r}: a value of {size} characters, over the {MAX_VALUE} a parameter may hold")
+    return checked
+
+
+def _param_scalar(key: str, value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         raise InvalidInput(f"parameter {key!r}: {value} is not a finite number")
+    if isinstance(value, str):
+        _check_text(value, f"parameter {key!r}")
+        return value
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):  # numpy's integers too
+        if not -2**63 <= int(value) < 2**63:
+            raise InvalidInput(f"parameter {key!r}: an integer over 64 bits")
+        return int(value)
     if isinstance(value, _PARAM_TYPES):
         return value
-    if isinstance(value, (list, tuple)) and all(isinstance(v, _PARAM_TYPES) for v in value):
-        return list(value)
-    if isinstance(value, numbers.Integral):  # numpy's integers
-        return int(value)
     if isinstance(value, numbers.Real):  # numpy's floats
-        return _param_value(key, float(value))
+        return _param_scalar(key, float(value))
     raise InvalidInput(f"parameter {key!r}: a string, number, bool, None or a list of them, not {type(value).__name__}")
+
+
+def _tag_value(key: str, value: Any) -> str:
+    try:
+        text = str(value)
+    except Exception as exc:  # noqa: BLE001 - whatever a value's __str__ raises (an integer too long to print)
+        raise InvalidInput(f"tag {key!r}: its value cannot be written as text ({type(exc).__name__})") from None
+    if len(text) > MAX_VALUE:
+        raise InvalidInput(f"tag {key!r}: a value of {len(text)} characters, over the {MAX_VALUE} a tag may hold")
+    _check_text(text, f"tag {key!r}")
+    return text
 
 
 def _system_interval(given: float | None) -> float:
@@ -208,8 +258,8 @@ class Runs:
         ``resume`` the run of that name continued from this process.  Everything is checked before anything is
         written: an unknown data or model version, a taken name or a bad parameter leaves no run behind."""
         interval = _system_interval(system_metrics_s)
-        params = {_check_key(k, "parameter"): _param_value(k, v) for k, v in (params or {}).items()}
-        tags = {_check_key(k, "tag"): str(v) for k, v in (tags or {}).items()}
+        params = {_check_key(k, "parameter"): _param_value(k, v) for k, v in _mapping(params, "parameters").items()}
+        tags = {_check_key(k, "tag"): _tag_value(k, v) for k, v in _mapping(tags, "tags").items()}
         if resume is not None:
             return self._resume(resume, name, data, model, params, tags, interval, on_end)
         dnode = self._data.get(data) if data is not None else None
@@ -260,8 +310,7 @@ class Runs:
         state = _State(params={**(ev.get("params") or node.props.get("params") or {})}, tags=dict(run.get("tags") or {}),
                        artifacts=list(run.get("artifacts") or []), model=run.get("logged_model"),
                        checkpoint=ev.get("checkpoint"), props=dict(ev.get("props") or {}))
-        for key, value in params.items():
-            state.set_param(key, value)
+        state.set_params(params)
         state.tags.update(tags)
         system_step = 0
         for row in self._s.graph.read_logs(node.id):  # the last value and step of each metric so far
@@ -287,11 +336,13 @@ class _State:
         self.next_step: dict[str, int] = {}
         self.non_finite: dict[str, int] = {}
 
-    def set_param(self, key: str, value: Any) -> None:
-        if key in self.params and self.params[key] != value:
-            raise InvalidInput(f"parameter {key!r} is already {self.params[key]!r}: a run's parameters do not change "
-                               "(log a metric, or start another run)")
-        self.params[key] = value
+    def set_params(self, params: Mapping[str, Any]) -> None:
+        """All of ``params``, or none when one would change a parameter's value."""
+        for key, value in params.items():
+            if key in self.params and self.params[key] != value:
+                raise InvalidInput(f"parameter {key!r} is already {_short(self.params[key])}: a run's parameters do not "
+                                   "change (log a metric, or start another run)")
+        self.params.update(params)
 
     def payload(self) -> dict[str, Any]:
         out: dict[str, Any] = {"params": dict(self.params),
@@ -362,17 +413,21 @@ class ActiveRun:
                 step = None if step is None else operator.index(step)
                 epoch = operator.index(epoch)
             except TypeError:
-                raise InvalidInput(f"step and epoch are integers, not {step!r} / {epoch!r}") from None
-        ok: dict[str, float] = {}
-        for key, value in values.items():
+                raise InvalidInput(f"step and epoch are integers, not {_short(step)} / {_short(epoch)}") from None
+            if not all(abs(n) <= _STEP_LIMIT for n in (step or 0, epoch)):
+                raise InvalidInput(f"step and epoch are integers between -2**62 and 2**62, not {_short(step)} / {_short(epoch)}")
+        checked: dict[str, float] = {}  # every value checked before any is taken: a refusal changes nothing
+        for key, value in _mapping(values, "metrics").items():
             if key not in st.next_step:
                 _check_key(key, "metric")
                 if key.startswith(SYSTEM_PREFIX):
                     raise InvalidInput(f"metric {key!r}: names starting with {SYSTEM_PREFIX!r} are the system metrics'")
             try:
-                v = float(value)
-            except (TypeError, ValueError):
-                raise InvalidInput(f"metric {key!r}: {value!r} is not a number") from None
+                checked[key] = float(value)
+            except (TypeError, ValueError, OverflowError):
+                raise InvalidInput(f"metric {key!r}: {_short(value)} is not a number (a finite float)") from None
+        ok: dict[str, float] = {}
+        for key, v in checked.items():
             if not math.isfinite(v):
                 if key not in st.non_finite:
                     warnings.warn(f"metric {key!r} of run {self._node.name!r} is {v}: not stored (VeML stores finite "
@@ -406,9 +461,8 @@ class ActiveRun:
     def log_params(self, params: Mapping[str, Any]) -> None:
         """Hyper-parameters (strings, numbers, bools, None or lists of them); a parameter never changes value."""
         self._check_open()
-        checked = {_check_key(k, "parameter"): _param_value(k, v) for k, v in params.items()}
-        for key, value in checked.items():
-            self._state.set_param(key, value)
+        checked = {_check_key(k, "parameter"): _param_value(k, v) for k, v in _mapping(params, "parameters").items()}
+        self._state.set_params(checked)
         self._save()
 
     def set_tag(self, key: str, value: Any) -> None:
@@ -417,7 +471,7 @@ class ActiveRun:
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         """Key/value labels of the run (the value as a string; a later value replaces an earlier one)."""
         self._check_open()
-        self._state.tags.update({_check_key(k, "tag"): str(v) for k, v in tags.items()})
+        self._state.tags.update({_check_key(k, "tag"): _tag_value(k, v) for k, v in _mapping(tags, "tags").items()})
         self._save()
 
     def log_artifact(self, path: str | os.PathLike[str], name: str | None = None) -> Artifact:
