@@ -153,8 +153,8 @@ class Repository:
         """MLflow interop (``veml import mlflow`` / ``veml export mlflow``); mlflow itself loads only when they run."""
         from veml.interop.mlflow_bridge import MlflowBridge, repository_identity
 
-        return MlflowBridge(self.stores, self.data, self.models, self.training, self.registry, self.runs, self.aliases,
-                            repository_identity(str(self.root), str(self.config["metadata_url"])))
+        return MlflowBridge(self.data, self.models, self.training, self.registry, self.runs, self.aliases,
+                            self.inference, self.lineage, repository_identity(str(self.root), str(self.config["metadata_url"])))
 
     def get(self, ref: str | int):
         """Any version of any kind, by id, name, tag or alias."""
