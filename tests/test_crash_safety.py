@@ -391,6 +391,8 @@ def test_run_killed_before_its_first_event_reads_failed(sqlite_base, tmp_path):
     assert shown.code == 0, shown.err
     assert shown.json["status"] == "failed" and shown.json["metrics"] is None and "checkpoint" not in shown.json
     assert {t["name"]: t["status"] for t in run_cli("train", "list", "--json", "--repo", root).json}["cut"] == "failed"
+    with veml.open(root) as repo:  # those opens recorded it: one failed event, the run node's first
+        assert [e["status"] for e in repo.stores.graph.events(repo.get("cut").id)] == ["failed"]
     res = run_cli("deploy", "cut", "--format", "skops", "--json", "--repo", root)
     assert res.code == 1 and res.out == "" and len(res.err.splitlines()) == 1 and "failed" in res.err
     assert run_cli("verify", "--repo", root).code == 0

@@ -296,6 +296,25 @@ def test_same_bytes_are_stored_once_across_datasets(tmp_path, pictures):
     assert v["ok"] is True and v["samples"] == 14
 
 
+def test_table_and_series_imports_report_like_image_imports(tmp_path):
+    """The same report keys for every import: ``samples``, ``annotations``, ``new_samples``.  Table rows are
+    stored as they come (every row is new); series windows are content-addressed like images."""
+    root = tmp_path / "repo"
+    veml.init(root).close()
+    (tmp_path / "t.csv").write_text("x,y,label\n" + "".join(f"{i},{2 * i},{i % 2}\n" for i in range(10)))
+    (tmp_path / "s.csv").write_text("timestamp,s1,s2\n" + "".join(f"2024-01-01T00:{i:02d}:00,{i},{2 * i}\n" for i in range(20)))
+    keys = {"samples", "annotations", "new_samples"}
+    t1 = _import(root, "table", tmp_path / "t.csv", "t1")
+    t2 = ok("--repo", root, "data", "add", "t1", "table", tmp_path / "t.csv", "--name", "t2")
+    s1 = _import(root, "timeseries", tmp_path / "s.csv", "--window", "4", "s1")
+    s2 = _import(root, "timeseries", tmp_path / "s.csv", "--window", "4", "s2")
+    assert all(keys <= v.keys() and v["source"]["new_samples"] == v["new_samples"] for v in (t1, t2, s1, s2))
+    assert [(v["samples"], v["new_samples"]) for v in (t1, t2, s1, s2)] == [(10, 10), (20, 10), (5, 5), (5, 0)]
+    assert (s1["annotations"], t1["annotations"]) == (10, 0)
+    text = run_cli("--repo", root, "data", "import", "table", tmp_path / "t.csv", "--name", "t3")
+    assert text.out.strip().endswith("10 samples (10 new), 0 annotations")
+
+
 # --------------------------------------------------------------------------------------- bad input
 
 

@@ -219,3 +219,21 @@ def test_another_users_reader_sees_what_the_owner_writes_meanwhile(tmp_path_fact
         owner.close()
     finally:
         shutil.rmtree(base)
+
+
+def test_the_stdlib_reader_reads_what_the_store_does(graph, tmp_path):
+    """``veml data list`` on SQLite reads through sqlite3 (no SQLAlchemy): the same nodes, pages and counts."""
+    from veml.store.sql_read import SqliteGraphReader
+
+    ids = _chain(graph, 4)
+    graph.tag(ids[1], "best")
+    graph.record("ModelVersion", "m", {"x": [1, 2]}, parents=[(ids[0], "USES", {})])
+    reader = SqliteGraphReader.open(tmp_path / "g.db")
+    try:
+        for kinds, limit, offset in ((None, None, 0), (["DataVersion"], None, 0), (["DataVersion"], 2, 1), (None, 1, 4)):
+            assert reader.list(kinds, limit, offset) == graph.list(kinds, limit, offset)
+            assert reader.count(kinds) == graph.count(kinds)
+        assert reader.open_runs() == graph.open_runs() and not reader.read_only
+    finally:
+        reader.close()
+    assert SqliteGraphReader.open(tmp_path / "missing.db") is None  # the full store creates it, not the reader

@@ -342,3 +342,22 @@ def test_repository_on_postgres_end_to_end(pg, tmp_path, driving_small):
     assert report.versions == 4
     again.close()
     assert not (tmp_path / "repo" / ".veml" / "meta.db").exists()  # nothing went to SQLite
+
+
+def test_open_runs_and_an_append_only_while_the_judged_event_is_latest(graph):
+    """What the reaper at every open reads, and its guard: a run resumed meanwhile is not marked failed."""
+    silent = graph.record("TrainingVersion", "silent", {"started_by": {"pid": 1}})
+    run = graph.record("TrainingVersion", "run", {})
+    done = graph.record("TrainingVersion", "done", {})
+    graph.append_event(run.id, "running", {"pid": 7})
+    graph.append_event(done.id, "running")
+    graph.append_event(done.id, "finished")
+    running, no_event = graph.open_runs()
+    assert set(running) == {run.id} and running[run.id][1]["pid"] == 7 and [n.name for n in no_event] == ["silent"]
+    judged = running[run.id][0]
+    graph.append_event(run.id, "running", {"pid": 8})  # resumed by another process meanwhile
+    assert graph.append_event(run.id, "failed", {}, if_latest=judged) is False
+    assert graph.append_event(run.id, "failed", {}, if_latest=graph.open_runs()[0][run.id][0]) is True
+    assert graph.append_event(silent.id, "failed", {}, if_latest=0) is True
+    assert graph.append_event(silent.id, "failed", {}, if_latest=0) is False  # a second reaper: nothing more
+    assert graph.open_runs() == ({}, [])

@@ -133,12 +133,18 @@ def test_a_killed_process_leaves_a_failed_run_that_can_be_resumed(repo, root):
         proc.communicate(timeout=60)
     node = repo.training.get("r-killed")
     assert repo.stores.graph.events(node.id)[-1]["status"] == "running"  # as the process left it
+    assert repo.get_run("r-killed").status == "failed"  # read as failed at once: its process is gone
+    # the next open of the repository on this host (any command, even a listing) writes the failure for good
+    ok("data", "list", "--repo", root)
+    events = repo.stores.graph.events(node.id)
+    assert [e["status"] for e in events[-2:]] == ["running", "failed"] and "died" in events[-1]["error"]
+    assert events[-1]["run"]["tags"] == {"stage": "before-kill"}  # the last state it wrote, whole
+    veml.open(root).close()  # once: a second open finds nothing to mark
+    repo.start_run(name="r-after", system_metrics_s=0).end()
+    assert repo.stores.graph.events(node.id) == events
     shown = ok("train", "show", "r-killed", "--repo", root)
     assert shown["status"] == "failed" and "died" in shown["error"]
-    assert shown["run"]["tags"] == {"stage": "before-kill"}  # the last state it wrote, whole
-    # the next run started on this host writes the failure for good
-    repo.start_run(name="r-after", system_metrics_s=0).end()
-    assert repo.stores.graph.events(node.id)[-1]["status"] == "failed"
+    assert shown["run"]["tags"] == {"stage": "before-kill"}
     # resumed from this process: parameters, tags and steps continue
     with repo.start_run(resume="r-killed", params={"epochs": 2}, system_metrics_s=0) as run:
         assert repo.get_run("r-killed").status == "running"
@@ -262,6 +268,49 @@ def test_bad_input_is_refused_with_one_clear_error(repo, root, tmp_path):
         repo.start_run(resume=repo.start_run(name="r-ok", system_metrics_s=0).end().name, data="digits")
 
 
+def test_log_model_takes_a_model_folder_and_refuses_hostile_ones(repo, root, tmp_path, monkeypatch):
+    import torch
+
+    folder = tmp_path / "bert-tiny"  # the layout save_pretrained writes: config, weights, a tokenizer sub-folder
+    (folder / "tokenizer").mkdir(parents=True)
+    (folder / "config.json").write_text('{"model_type": "bert", "hidden_size": 8}')
+    torch.save({"w": torch.arange(6.0)}, folder / "pytorch_model.bin")
+    (folder / "tokenizer" / "vocab.txt").write_text("[PAD]\n[CLS]\nhello\n")
+    with repo.start_run(name="r-folder", system_metrics_s=0) as run:
+        logged = run.log_model(folder)
+        assert run.log_model(folder) == logged  # the same files, the same bytes: stored once
+    assert logged.framework == "directory" and logged.name == "bert-tiny" and not logged.runnable
+    assert "folder of files" in logged.reason and repo.get_run("r-folder").logged_model == logged
+    back = repo.runs.download_model("r-folder", tmp_path / "back")
+    assert sorted(p.relative_to(back).as_posix() for p in back.rglob("*") if p.is_file()) == \
+        ["config.json", "pytorch_model.bin", "tokenizer/vocab.txt"]
+    assert all((back / p).read_bytes() == (folder / p).read_bytes()
+               for p in ("config.json", "pytorch_model.bin", "tokenizer/vocab.txt"))
+    assert torch.load(back / "pytorch_model.bin")["w"].tolist() == [0, 1, 2, 3, 4, 5]
+    with pytest.raises(InvalidInput, match="already exists"):
+        repo.runs.download_model("r-folder", back)  # never overwrites
+    # hostile folders: refused with one clear error, the run's logged model unchanged
+    outside = tmp_path / "secret.txt"
+    outside.write_text("not the model's")
+    (folder / "leak").symlink_to(outside)
+    fifo = tmp_path / "fifo-model"
+    fifo.mkdir()
+    os.mkfifo(fifo / "weights.bin")
+    run = repo.start_run(name="r-hostile", system_metrics_s=0)
+    for bad, needle in ((folder, "symlink leading outside"), (fifo, "FIFO"), (tmp_path / "empty", "no files")):
+        (tmp_path / "empty").mkdir(exist_ok=True)
+        with pytest.raises(InvalidInput, match=needle):
+            run.log_model(bad)
+    (folder / "leak").unlink()
+    biggest = max(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+    monkeypatch.setenv("VEML_MAX_FILE_MB", str((biggest + 1) / 2**20))  # each file fits, their sum does not
+    with pytest.raises(InvalidInput, match="add up to over"):
+        run.log_model(folder)
+    assert run.end().logged_model is None
+    with pytest.raises(InvalidInput, match="logged no model"):
+        repo.runs.download_model("r-hostile", tmp_path / "none")
+
+
 def test_start_run_finds_the_repository_as_the_cli_does(root, tmp_path, monkeypatch):
     (root / "scripts").mkdir(exist_ok=True)
     monkeypatch.chdir(root / "scripts")  # the nearest .veml/ upward
@@ -339,8 +388,12 @@ def test_hf_trainer_callback_logs_a_real_training(repo, tmp_path):
                              disable_tqdm=True, seed=0)
     with repo.start_run(name="r-hf", system_metrics_s=0) as run:
         Trainer(model=model, args=args, train_dataset=data, callbacks=[VemlCallback(run)]).train()
+        model.save_pretrained(tmp_path / "saved")  # a real Hugging Face folder, logged as one model
+        logged = run.log_model(tmp_path / "saved")
     info = repo.get_run("r-hf")
-    assert info.status == "finished"
+    assert info.status == "finished" and info.logged_model == logged and logged.framework == "directory"
+    back = repo.runs.download_model("r-hf", tmp_path / "back")
+    assert BertForSequenceClassification.from_pretrained(back).config.hidden_size == 8
     assert info.params["learning_rate"] == 1e-3 and info.params["max_steps"] == 4 and info.params["model.hidden_size"] == 8
     loss = [r["step"] for r in repo.training.logs("r-hf") if r["key"] == "loss"]
     assert loss == [1, 2, 3, 4] and "train_runtime" in info.metrics

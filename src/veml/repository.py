@@ -21,7 +21,9 @@ from typing import TYPE_CHECKING, Any
 from veml.entities import DataVersion, InferenceVersion, ModelVersion, Node, Run, TrainingVersion
 from veml.errors import InvalidInput, RepositoryExists, RepositoryNotFound, StorageError
 from veml.compute.target import compute_target
-from veml.store import check_store_urls, open_artifact_store, open_embedding_store, open_graph_store, open_sample_store
+from veml.store import check_store_urls, open_artifact_store, open_embedding_store, open_graph_reader, open_graph_store
+from veml.store import open_sample_store
+from veml.versions.run_status import reap_quietly
 
 if TYPE_CHECKING:
     from veml.interop.mlflow_bridge import MlflowBridge
@@ -30,7 +32,7 @@ if TYPE_CHECKING:
     from veml.lifecycle.rebuild import Rebuild
     from veml.lifecycle.similarity import Similarity
     from veml.lifecycle.transfer import Transfer
-    from veml.store import GraphStore
+    from veml.store import GraphReader, GraphStore
     from veml.versions.aliases import Aliases
     from veml.versions.context import Stores
     from veml.versions.coresets import CoreSets
@@ -76,7 +78,10 @@ def _api(target: str, *needs: str) -> _on_first_use:
 class Repository:
     """The metadata database opens with the repository (a missing or outdated one fails here); the
     other stores and each version API open on first use, so a command pays only for what it touches
-    (``veml data list`` never imports the sample store's Arrow/Lance stack)."""
+    (``veml data list`` never imports the sample store's Arrow/Lance stack, nor SQLAlchemy on SQLite).
+
+    Opening also records as failed the runs of this host whose process died while they ran
+    (:func:`veml.versions.run_status.reap_dead_runs`): two indexed queries when nothing is running."""
 
     def __init__(self, root: Path) -> None:
         self._lock = threading.RLock()
@@ -91,7 +96,25 @@ class Repository:
             raise StorageError(f"{cfg_path}: malformed config: {exc}") from None
         check_store_urls(self.config, self.dir)
         compute_target(self.config)  # a bad compute_url / $VEML_COMPUTE fails here, before any command runs
-        self._graph: GraphStore = open_graph_store(self.config["metadata_url"], self.dir)
+        # SQLite at this schema: read without SQLAlchemy, the full store opens on the first write or lookup
+        self._reader: GraphReader | None = open_graph_reader(self.config["metadata_url"], self.dir)
+        self._store: GraphStore | None = None
+        if self._reader is None:
+            self._store = open_graph_store(self.config["metadata_url"], self.dir)
+        if not self._listing.read_only:
+            reap_quietly(self._listing, lambda: self._graph)
+
+    @property
+    def _graph(self) -> GraphStore:
+        """The metadata store (opened now if only its reader was)."""
+        with self._lock:
+            if self._store is None:
+                self._store = open_graph_store(self.config["metadata_url"], self.dir)
+            return self._store
+
+    @property
+    def _listing(self) -> GraphReader:
+        return self._reader if self._reader is not None else self._graph
 
     @_on_first_use
     def stores(self) -> Stores:
@@ -130,8 +153,8 @@ class Repository:
         """MLflow interop (``veml import mlflow`` / ``veml export mlflow``); mlflow itself loads only when they run."""
         from veml.interop.mlflow_bridge import MlflowBridge, repository_identity
 
-        return MlflowBridge(self.stores, self.data, self.models, self.training, self.registry,
-                            repository_identity(str(self.root), str(self.config["metadata_url"])))
+        return MlflowBridge(self.data, self.models, self.training, self.registry, self.runs, self.aliases,
+                            self.inference, self.lineage, repository_identity(str(self.root), str(self.config["metadata_url"])))
 
     def get(self, ref: str | int):
         """Any version of any kind, by id, name, tag or alias."""
@@ -159,14 +182,14 @@ class Repository:
 
     def versions(self, kinds: list[str] | None = None, limit: int | None = None, offset: int = 0):
         """One page of versions of these kinds (oldest first) and how many there are in all."""
-        g = self._graph
+        g = self._listing
         return g.list(kinds=kinds, limit=limit, offset=offset), g.count(kinds)
 
     def data_versions(self, role: str | None = None) -> list[Node]:
         """As ``repo.data.list(role)``, from the metadata database alone (no sample store is opened)."""
         from veml.versions.data_listing import list_data_versions
 
-        return list_data_versions(self._graph, role)
+        return list_data_versions(self._listing, role)
 
     def verify(self, deep: bool = False) -> VerifyReport:
         from veml.versions import integrity
@@ -180,7 +203,9 @@ class Repository:
         return integrity.gc(self.stores, integrity.DEFAULT_GRACE_S if grace_s is None else grace_s)
 
     def close(self) -> None:
-        self._graph.close()
+        for opened in (self._reader, self._store):
+            if opened is not None:
+                opened.close()
 
     def __enter__(self) -> "Repository":
         return self

@@ -133,21 +133,26 @@ def _emit_version(ctx: Context, node, verb: str) -> None:
 
 
 def _emit_imported(ctx: Context, node) -> None:
-    """An import's version, with ``new_samples``: how many of its samples brought bytes not stored before."""
+    """An import's version, with ``new_samples``: how many of its samples brought bytes not stored before
+    (every table row: rows are stored as they come)."""
     v = node.to_json()
     v["new_samples"] = node.props.get("source", {}).get("new_samples")
     ctx.emit(v, f"created {v['kind']} version {v['id']} {v['name']!r}: {v.get('samples', 0)} samples "
                 f"({v['new_samples']} new), {v.get('annotations', 0)} annotations")
 
 
+#: what an import's progress bar counts, by format (images otherwise)
+_UNITS = {"table": "row", "timeseries": "window"}
+
+
 def cmd_import(ctx: Context, args: argparse.Namespace) -> None:
-    with ctx.progress(f"importing {args.format}", unit="img") as bar:
+    with ctx.progress(f"importing {args.format}", unit=_UNITS.get(args.format, "img")) as bar:
         node = ctx.repo.data.import_(args.format, args.source, args.name, role=args.role, progress=bar, **_options(args))
     _emit_imported(ctx, node)
 
 
 def cmd_add(ctx: Context, args: argparse.Namespace) -> None:
-    with ctx.progress(f"importing {args.format}", unit="img") as bar:
+    with ctx.progress(f"importing {args.format}", unit=_UNITS.get(args.format, "img")) as bar:
         node = ctx.repo.data.add(args.base, args.format, args.source, args.name, progress=bar, **_options(args))
     _emit_imported(ctx, node)
 

@@ -49,13 +49,25 @@ def package_version() -> str:
         return veml.__version__
 
 
+class _VersionAction(argparse.Action):
+    """``--version``: the package metadata is read only when asked for (importlib.metadata costs 10 ms)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str = argparse.SUPPRESS, help: str | None = None) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS,
+                         help=help or "show program's version number and exit")
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: Any) -> None:
+        print(f"veml {package_version()}")  # on stdout, as argparse's own version action prints it
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     top_common = _common(None)
     for a in top_common._actions:
         if a.dest in ("json", "debug", "trust_pickle"):
             a.default = False
     parser = argparse.ArgumentParser(prog="veml", description="Version management for the whole ML lifecycle.", parents=[top_common])
-    parser.add_argument("--version", action="version", version=f"veml {package_version()}")
+    parser.add_argument("--version", action=_VersionAction)
     common = _common()
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     repo_cmds.register(sub, common)
@@ -85,6 +97,14 @@ def _pickle_trust(on: bool) -> contextlib.AbstractContextManager[None]:
     return trusting_pickle(True)
 
 
+#: what str.splitlines() breaks a line at: escaped in an error message, which is one line whatever names it quotes
+_BREAKS = {ord(c): repr(c)[1:-1] for c in "\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029"}
+
+
+def _one_line(text: str) -> str:
+    return text.translate(_BREAKS)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -98,7 +118,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except VemlError as exc:
         if ctx.debug:
             raise
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {_one_line(str(exc))}", file=sys.stderr)
         return 1
     except Terminated:
         print("error: terminated", file=sys.stderr)
@@ -109,7 +129,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # a bug: still one line unless --debug, as the contract says
         if ctx.debug:
             raise
-        print(f"error: internal error ({type(exc).__name__}: {exc}); rerun with --debug for a traceback", file=sys.stderr)
+        print(f"error: internal error ({type(exc).__name__}: {_one_line(str(exc))}); rerun with --debug for a traceback", file=sys.stderr)
         return 1
     finally:
         try:

@@ -42,7 +42,7 @@ def parse_bdd(labels_path: Path, images_dir: Path, progress: ProgressLike | None
         attrs = f.get("attributes") or {}
         if not isinstance(attrs, dict) or not all(isinstance(v, _SCALAR) for v in attrs.values()):
             raise InvalidInput(f"{where}.attributes must be an object of plain values (weather, scene, timeofday)")
-        entries.append(ImageEntry(f["name"], f"{where} ({f['name']})", meta=attrs,
+        entries.append(ImageEntry(f["name"], f"{where} ({f['name']!r})", meta=attrs,
                                   path=resolve_under(images_dir, f["name"], f"{where}.name", policy)))
         labels = f.get("labels") or []
         if not isinstance(labels, list):

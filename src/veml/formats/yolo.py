@@ -80,6 +80,9 @@ def _names(root: Path, config: dict[str, Any], policy: ReadPolicy) -> list[str]:
         names = [line.strip() for line in _text(path, str(path), policy).splitlines() if line.strip()]
         where = str(path)
     if isinstance(names, dict):
+        if not all(isinstance(k, int) and not isinstance(k, bool) for k in names):
+            raise InvalidInput(f"{where}: 'names' keys must be the class indices 0..{len(names) - 1}, "
+                               f"found {[k for k in names][:5]}")
         keys = sorted(names)
         if keys != list(range(len(keys))):
             raise InvalidInput(f"{where}: 'names' keys must be the class indices 0..{len(keys) - 1}, found {keys[:5]}")

@@ -11,10 +11,13 @@ from veml.errors import InvalidInput
 from veml.interop.mlflow_export import ExportReport, MlflowExport
 from veml.interop.mlflow_import import ImportReport, MlflowImport
 from veml.interop.mlflow_store import parse
-from veml.versions.context import Stores
+from veml.versions.aliases import Aliases
 from veml.versions.data import DataVersions
+from veml.versions.inference import InferenceVersions
+from veml.versions.lineage import LineageAPI
 from veml.versions.model import ModelVersions
 from veml.versions.registry import Registry
+from veml.versions.runs import Runs
 from veml.versions.training import TrainingVersions
 
 
@@ -31,10 +34,13 @@ def repository_identity(root: str, metadata_url: str) -> str:
 
 
 class MlflowBridge:
-    def __init__(self, stores: Stores, data: DataVersions, models: ModelVersions, training: TrainingVersions,
-                 registry: Registry, identity: str) -> None:
-        self._import = MlflowImport(stores, data, models, registry, identity)
-        self._export = MlflowExport(stores, training, identity)
+    """Both directions go through the version APIs, never the stores."""
+
+    def __init__(self, data: DataVersions, models: ModelVersions, training: TrainingVersions, registry: Registry,
+                 runs: Runs, aliases: Aliases, inference: InferenceVersions, lineage: LineageAPI,
+                 identity: str) -> None:
+        self._import = MlflowImport(runs, data, models, training, registry, aliases, identity)
+        self._export = MlflowExport(training, inference, lineage, identity)
 
     def import_from(self, uri: str, experiment: str | None = None) -> ImportReport:
         """Runs, registered model versions and aliases of the store at ``uri`` (one experiment or all) not

@@ -26,9 +26,9 @@ from veml.entities import Node
 from veml.errors import InvalidInput
 from veml.interop import mlflow_store
 from veml.interop.mlflow_store import PAGE, pages
-from veml.versions.context import Stores
-from veml.versions.inference import KIND as INFERENCE
-from veml.versions.training import KIND as TRAINING, TrainingVersions
+from veml.versions.inference import InferenceVersions
+from veml.versions.lineage import LineageAPI
+from veml.versions.training import TrainingVersions
 
 STATUS = {"finished": "FINISHED", "failed": "FAILED"}
 INFERENCE_METRICS = ("size_bytes", "latency_ms", "original_latency_ms", "max_abs_diff", "agreement")
@@ -60,8 +60,11 @@ class ExportReport:
 
 
 class MlflowExport:
-    def __init__(self, stores: Stores, training: TrainingVersions, identity: str) -> None:
-        self._s, self._training, self._identity = stores, training, identity
+    """Reads through the version APIs only (training, inference, lineage)."""
+
+    def __init__(self, training: TrainingVersions, inference: InferenceVersions, lineage: LineageAPI,
+                 identity: str) -> None:
+        self._training, self._inference, self._lineage, self._identity = training, inference, lineage, identity
 
     def run(self, uri: str, experiment: str = "veml") -> ExportReport:
         if not experiment or experiment != experiment.strip() or any(ord(c) < 32 for c in experiment):
@@ -92,7 +95,7 @@ class MlflowExport:
                 done[str(t["id"])] = run_id
                 metrics += n
                 runs.append((t["id"], t["name"], "training", run_id))
-            for node in self._s.graph.list(kinds=[INFERENCE]):
+            for node in self._inference.list():
                 if str(node.id) in done:
                     skipped += 1
                     continue
@@ -112,7 +115,7 @@ class MlflowExport:
         return exp.experiment_id
 
     def _tags(self, node: Node, kind: str) -> dict[str, str]:
-        up = self._s.graph.lineage(node.id, "up", 1)
+        up = self._lineage.query(node.id, "up", 1)
         names = {n.id: n for n in up.nodes}
         parents = [{"id": e.src, "name": names[e.src].name, "kind": names[e.src].to_json()["kind"], "edge": e.kind}
                    for e in up.edges if e.dst == node.id and e.src in names]
@@ -130,11 +133,11 @@ class MlflowExport:
     def _training_run(self, client: Any, exp_id: str, t: Mapping[str, Any]) -> tuple[str, int]:
         from mlflow.entities import Metric, Param
 
-        node = self._s.graph.get(t["id"])
+        node = self._training.get(t["id"])
         run = client.create_run(exp_id, start_time=_ms(node.created_at), tags=self._tags(node, "training"),
                                 run_name=node.name)
         run_id = run.info.run_id
-        logs = self._s.graph.read_logs(node.id)
+        logs = self._training.logs(node.id)
         metrics = [Metric(_key(r["key"]), r["value"], _ms(r["at"]), int(r["step"])) for r in logs]
         logged = {r["key"] for r in logs}
         end = float(t.get("finished_at") or node.created_at)

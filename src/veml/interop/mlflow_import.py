@@ -38,11 +38,12 @@ from veml.errors import InvalidInput, NotFound, VemlError
 from veml.formats.paths import ReadPolicy, read_regular
 from veml.interop import mlflow_store
 from veml.interop.mlflow_store import PAGE, TrackingStore, pages
-from veml.versions.context import Stores, unique_name
+from veml.versions.aliases import Aliases
 from veml.versions.data import DataVersions
 from veml.versions.model import ModelVersions
 from veml.versions.registry import Registry
-from veml.versions.training import KIND as TRAINING
+from veml.versions.runs import EndedRun, Runs
+from veml.versions.training import TrainingVersions
 
 SYSTEM = "mlflow"
 FINISHED = {"FINISHED": "finished", "FAILED": "failed", "KILLED": "failed"}
@@ -101,18 +102,20 @@ class _Tally:
 
 
 class MlflowImport:
-    def __init__(self, stores: Stores, data: DataVersions, models: ModelVersions, registry: Registry,
-                 identity: str) -> None:
-        self._s, self._data, self._models, self._registry = stores, data, models, registry
+    """Writes through the version APIs only: runs as :meth:`Runs.record_ended` records them, models as
+    ``veml model register`` does, aliases as ``veml alias set``."""
+
+    def __init__(self, runs: Runs, data: DataVersions, models: ModelVersions, training: TrainingVersions,
+                 registry: Registry, aliases: Aliases, identity: str) -> None:
+        self._runs, self._data, self._models, self._training = runs, data, models, training
+        self._registry, self._aliases = registry, aliases
         self._identity = identity  # this repository, as export tags the runs it writes
 
     def run(self, uri: str, experiment: str | None = None) -> ImportReport:
         store = mlflow_store.parse(uri)
         mlflow_store.check(store, write=False)
         tally = _Tally()
-        runs, models = self._known(store.label)
-        ended = self._s.graph.latest_events([n.id for n in runs.values()])
-        unfinished = {n.id for n in runs.values() if n.id not in ended}
+        runs, models, unfinished = self._known(store.label)
         with mlflow_store.session(store) as client, tempfile.TemporaryDirectory(prefix="veml-mlflow-") as tmp:
             selected: set[str] = set()
             for exp in self._experiments(client, store, experiment):
@@ -146,23 +149,25 @@ class MlflowImport:
         return tally.report(store.label)
 
     # --- what is already here ---------------------------------------------------------------------
-    def _known(self, label: str) -> tuple[dict[str, Node], dict[tuple[str, str], Node]]:
-        """(run id -> its training version, (model, version) -> its registered version) already imported.
+    def _known(self, label: str) -> tuple[dict[str, Node], dict[tuple[str, str], Node], set[int]]:
+        """(run id -> its training version, (model, version) -> its registered version) already imported,
+        and the ids of the runs whose import was cut short before their end was recorded.
 
         Runs are matched by id alone (MLflow's run ids are unique, and survive a migration from a file
         store to a database); model versions by store, name and number."""
         runs: dict[str, Node] = {}
         models: dict[tuple[str, str], Node] = {}
-        for node in self._s.graph.list(kinds=[TRAINING]):
-            origin = node.props.get("origin")
-            if not isinstance(origin, Mapping) or origin.get("system") != SYSTEM:
-                continue
+        unfinished: set[int] = set()
+        for node, ended in self._runs.recorded_from(SYSTEM):
+            origin = node.props["origin"]
             if "model" in origin:
                 if origin.get("tracking_uri") == label:
                     models[(str(origin["model"]), str(origin["version"]))] = node
             elif origin.get("run_id"):
                 runs[str(origin["run_id"])] = node
-        return runs, models
+                if not ended:
+                    unfinished.add(node.id)
+        return runs, models, unfinished
 
     @staticmethod
     def _experiments(client: Any, store: TrackingStore, name: str | None) -> list[Any]:
@@ -183,43 +188,40 @@ class MlflowImport:
             tally.warnings.append(f"{label} is {info.status}: not imported yet; import again once it has ended")
             return None
         artifacts = self._run_artifacts(client, info.run_id, tmp / info.run_id, label, tally)
-        parents, links = self._links(run)
+        links = self._links(run)
         datasets = [{"name": d.dataset.name, "digest": d.dataset.digest, "context": _context(d)}
                     for d in (run.inputs.dataset_inputs if run.inputs else [])]
         origin = {"system": SYSTEM, "tracking_uri": store.label, "experiment_id": exp.experiment_id,
                   "experiment": exp.name, "run_id": info.run_id, "run_name": info.run_name, "status": info.status,
                   "user": info.user_id, "start_time": _iso_ms(info.start_time), "end_time": _iso_ms(info.end_time),
                   "tags": {k: v for k, v in sorted(data.tags.items())}, "datasets": datasets}
-        props = {**links, "init_from": None, "params": dict(sorted(data.params.items())), "artifacts": artifacts,
-                 "origin": origin}
-        name = unique_name(self._s, _name(f"mlflow-{exp.name}-{info.run_name or info.run_id[:12]}"))
-        node = self._s.graph.record(TRAINING, name, props, parents=parents)
+        name = self._runs.unused_name(_name(f"mlflow-{exp.name}-{info.run_name or info.run_id[:12]}"))
+        node = self._finish(client, None, run, tally, name=name, origin=origin, artifacts=artifacts, **links)
         tally.artifacts += len(artifacts)
         tally.brought.append(Brought("run", node.id, node.name, label))
-        self._finish(client, node, run, tally)
         return node
 
-    def _finish(self, client: Any, node: Node, run: Any, tally: _Tally) -> None:
-        """The run's metric history, then its end (the event that says the import of this run is complete).
-
-        A re-import finds a node with no event only when an import was killed in between: it finishes it,
-        writing the history only if none of it was written."""
+    def _finish(self, client: Any, node: Node | None, run: Any, tally: _Tally, name: str = "",
+                origin: Mapping[str, Any] | None = None, artifacts: Mapping[str, str] | None = None,
+                **links: Node | None) -> Node:
+        """Record the run whole (``node`` None), or finish a node an import killed earlier left without its end:
+        its metric history (written only if none of it was), then its end."""
         info, data = run.info, run.data
-        rows = []
+        history = []
         for key in sorted(data.metrics):
             for m in client.get_metric_history(info.run_id, key):
                 if m.value is not None and math.isfinite(float(m.value)):
-                    rows.append((int(m.step or 0), 0, key, float(m.value), (m.timestamp or 0) / 1000))
-        if not self._s.graph.read_logs(node.id, limit=1):
-            self._s.graph.append_logs(node.id, rows)
-            tally.metrics += len(rows)
+                    history.append((int(m.step or 0), key, float(m.value), (m.timestamp or 0) / 1000))
         metrics = {k: float(v) for k, v in sorted(data.metrics.items()) if v is not None and math.isfinite(float(v))}
-        event: dict[str, Any] = {"metrics": metrics, "finished_at": (info.end_time or info.start_time or 0) / 1000}
-        if info.start_time and info.end_time:
-            event["profile"] = {"duration_s": (info.end_time - info.start_time) / 1000}
-        if FINISHED[info.status] == "failed":
-            event["error"] = f"the MLflow run ended {info.status}"
-        self._s.graph.append_event(node.id, FINISHED[info.status], event)
+        ended = EndedRun(
+            name=name, status=FINISHED[info.status], origin=origin or {}, params=dict(sorted(data.params.items())),
+            artifacts=artifacts or {}, history=tuple(history), metrics=metrics,
+            ended_at=(info.end_time or info.start_time or 0) / 1000,
+            duration_s=(info.end_time - info.start_time) / 1000 if info.start_time and info.end_time else None,
+            error=f"the MLflow run ended {info.status}" if FINISHED[info.status] == "failed" else None, **links)
+        node, written = self._runs.record_ended(ended, into=node)
+        tally.metrics += written
+        return node
 
     def _run_artifacts(self, client: Any, run_id: str, dest: Path, label: str, tally: _Tally) -> dict[str, str]:
         """The run's artifact files, copied into the artifact store: {path inside the run: sha256}."""
@@ -241,28 +243,21 @@ class MlflowImport:
             except InvalidInput as exc:
                 tally.warnings.append(f"{exc}: not copied")
                 continue
-            out[rel] = self._s.artifacts.put_bytes(raw)
+            out[rel] = self._runs.store_file(raw)
         return out
 
-    def _links(self, run: Any) -> tuple[list[tuple[int, str, Mapping[str, Any]]], dict[str, Any]]:
-        """Edges to the data and model versions the run names, and the props that say so."""
+    def _links(self, run: Any) -> dict[str, Node | None]:
+        """The data (train and test) and model versions the run names, where they are found here."""
         tags = run.data.tags
         train = [tags["veml.data"]] if tags.get("veml.data") else []
         test = [tags["veml.test"]] if tags.get("veml.test") else []
         for d in run.inputs.dataset_inputs if run.inputs else []:
             (test if _context(d) in TEST_CONTEXTS else train).append(d.dataset.name)
-        parents: list[tuple[int, str, Mapping[str, Any]]] = []
-        links: dict[str, Any] = {"data": None, "model": None, "test": None}
-        for role, refs in (("train", train), ("test", test)):
-            node = _first_found(self._data.get, refs)
-            if node is not None and node.id not in {p[0] for p in parents}:
-                parents.append((node.id, "DATA_TRAINING", {"role": role}))
-                links["data" if role == "train" else "test"] = node.id
+        data, test_node = _first_found(self._data.get, train), _first_found(self._data.get, test)
+        if data is not None and test_node is not None and test_node.id == data.id:
+            test_node = None  # one version is not both: it is the training data
         model = _first_found(self._models.get, [tags["veml.model"]] if tags.get("veml.model") else [])
-        if model is not None:
-            parents.append((model.id, "MODEL_TRAINING", {}))
-            links["model"] = model.id
-        return parents, links
+        return {"data": data, "test": test_node, "model": model}
 
     # --- registered models and aliases --------------------------------------------------------------
     def _model_version(self, client: Any, store: TrackingStore, mv: Any, run: Node | None, tmp: Path,
@@ -279,7 +274,7 @@ class MlflowImport:
         cap = ReadPolicy.from_options().max_file_bytes
         origin = {"system": SYSTEM, "tracking_uri": store.label, "model": mv.name, "version": str(mv.version),
                   "run_id": mv.run_id, "source": mv.source}
-        name = unique_name(self._s, _name(f"{mv.name}-v{mv.version}"))
+        name = self._runs.unused_name(_name(f"{mv.name}-v{mv.version}"))
         reason = "its artifacts hold no files"
         for path in files:
             rel = path.name if path == local else path.relative_to(local).as_posix()
@@ -290,7 +285,7 @@ class MlflowImport:
             except InvalidInput as exc:
                 reason = str(exc)
                 continue
-            node = self._s.graph.get(made["id"])
+            node = self._training.get(made["id"])
             tally.brought.append(Brought("model", node.id, node.name, f"{label} ({rel})"))
             return node
         tally.warnings.append(f"{label}: not imported, no file VeML can read as a model ({reason}); "
@@ -306,7 +301,7 @@ class MlflowImport:
                 tally.warnings.append(f"alias {name!r}: not set, {model!r} version {version} was not imported")
             return
         try:
-            _, changed = self._s.graph.set_alias(name, target.id)
+            _, changed = self._aliases.point(name, target.id)
         except VemlError as exc:  # the name is a version's or a tag's
             tally.warnings.append(f"alias {name!r}: not set ({exc})")
             return

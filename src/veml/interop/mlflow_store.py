@@ -53,38 +53,49 @@ def parse(uri: str) -> TrackingStore:
     ``postgresql://…`` (``mysql://``, ``mssql://``) or an ``http(s)://`` tracking server."""
     text = (uri or "").strip()
     if not text or "\x00" in text or any(c in text for c in "\r\n"):
-        raise InvalidInput(f"malformed MLflow tracking URI {uri!r}")
+        raise InvalidInput(f"malformed MLflow tracking URI {_redacted(text)!r}")
     try:
         parts = urlsplit(text)
     except ValueError as exc:
-        raise InvalidInput(f"malformed MLflow tracking URI {text!r}: {exc}") from None
+        raise InvalidInput(f"malformed MLflow tracking URI {_redacted(text)!r}: {exc}") from None
+    shown = _redacted(text)
     scheme = parts.scheme.lower()
     base, _, driver = scheme.partition("+")
     if scheme in ("", "file"):
         if scheme == "file" and parts.netloc not in ("", "localhost"):
-            raise InvalidInput(f"{text!r}: a file: tracking URI names a local folder (file:///path), not host {parts.netloc!r}")
+            raise InvalidInput(f"{shown!r}: a file: tracking URI names a local folder (file:///path), not host "
+                               f"{_netloc(parts.netloc)!r}")
         path = Path(parts.path if scheme == "file" else text).expanduser().resolve()
         return TrackingStore(path.as_uri(), path.as_uri(), "file")
     if scheme == "sqlite":
         rest = text[len("sqlite:"):]
         if not rest.startswith("///") or len(rest) == 3 or "?" in rest:
-            raise InvalidInput(f"{text!r}: an SQLite tracking URI is sqlite:///relative/file.db or sqlite:////absolute/file.db")
+            raise InvalidInput(f"{shown!r}: an SQLite tracking URI is sqlite:///relative/file.db or sqlite:////absolute/file.db")
         path = Path(rest[3:]).expanduser().resolve()
         return TrackingStore(f"sqlite:///{path}", f"sqlite:///{path}", "sqlite")
     if base in ("postgresql", "postgres", "mysql", "mssql"):
         base = "postgresql" if base == "postgres" else base
         if not parts.hostname and not parts.path.strip("/"):
-            raise InvalidInput(f"{text!r}: a database tracking URI names a host and a database")
+            raise InvalidInput(f"{shown!r}: a database tracking URI names a host and a database")
         if base == "postgresql" and not driver:  # SQLAlchemy's default driver is psycopg2; VeML's extra installs psycopg 3
             driver = "" if importlib.util.find_spec("psycopg2") else "psycopg"
         scheme_out = f"{base}+{driver}" if driver else base
         return TrackingStore(f"{scheme_out}:{text.split(':', 1)[1]}", f"{base}://{_netloc(parts.netloc)}{parts.path}", base)
     if scheme in ("http", "https"):
         if not parts.hostname:
-            raise InvalidInput(f"{text!r}: an MLflow tracking server URI names a host")
+            raise InvalidInput(f"{shown!r}: an MLflow tracking server URI names a host")
         return TrackingStore(text, f"{scheme}://{_netloc(parts.netloc)}{parts.path.rstrip('/')}", "http")
-    raise InvalidInput(f"unsupported MLflow tracking URI {text!r}: use a folder (file:), sqlite:///FILE, "
+    raise InvalidInput(f"unsupported MLflow tracking URI {shown!r}: use a folder (file:), sqlite:///FILE, "
                        "postgresql://… or an http(s):// tracking server")
+
+
+def _redacted(text: str) -> str:
+    """``text`` for a message: the password of a ``scheme://user:password@host`` URI left out."""
+    try:
+        parts = urlsplit(text)
+    except ValueError:
+        return text.split("@", 1)[-1] if "://" in text and "@" in text else text
+    return parts._replace(netloc=_netloc(parts.netloc)).geturl() if parts.password is not None else text
 
 
 def _netloc(netloc: str) -> str:

@@ -15,7 +15,7 @@ from veml.store.artifacts import ArtifactStore, LocalArtifactStore, ObjectArtifa
 
 if TYPE_CHECKING:  # imported on first use (below): they pull in Arrow, which a graph-only command never needs
     from veml.store.embeddings import EmbeddingStore
-    from veml.store.graph import GraphStore
+    from veml.store.graph import GraphReader, GraphStore
     from veml.store.samples import SampleStore
 
 
@@ -26,10 +26,7 @@ def open_graph_store(url: str, base: Path, check_schema: bool = True) -> GraphSt
     from veml.store.sql_graph import SqlGraphStore
 
     if url.startswith("sqlite:///"):
-        path = Path(url[len("sqlite:///"):])
-        if not path.is_absolute():
-            path = base / path
-        return SqlGraphStore(f"sqlite:///{path}", check_schema=check_schema)
+        return SqlGraphStore(f"sqlite:///{_sqlite_path(url, base)}", check_schema=check_schema)
     if url.startswith(("postgresql://", "postgresql+psycopg://")):
         try:
             import psycopg  # noqa: F401
@@ -37,6 +34,21 @@ def open_graph_store(url: str, base: Path, check_schema: bool = True) -> GraphSt
             raise MissingExtra("psycopg", "postgres") from exc
         return SqlGraphStore(url.replace("postgresql://", "postgresql+psycopg://", 1), check_schema=check_schema)
     raise InvalidInput(f"unsupported metadata URL {url!r}: use sqlite:/// or postgresql://")
+
+
+def open_graph_reader(url: str, base: Path) -> GraphReader | None:
+    """A reader of a SQLite metadata database at this VeML's schema, without SQLAlchemy (listing and the
+    check for dead runs need nothing more); None where :func:`open_graph_store` must open it."""
+    if not url.startswith("sqlite:///"):
+        return None
+    from veml.store.sql_read import SqliteGraphReader
+
+    return SqliteGraphReader.open(_sqlite_path(url, base))
+
+
+def _sqlite_path(url: str, base: Path) -> Path:
+    path = Path(url[len("sqlite:///"):])
+    return path if path.is_absolute() else base / path
 
 
 def _local_or_s3(url: str, base: Path, what: str, s3: Mapping[str, Any] | None) -> Path | str:
@@ -106,7 +118,7 @@ def open_embedding_store(url: str, base: Path, s3: Mapping[str, Any] | None = No
     return LanceEmbeddingStore(_local_or_s3(url, base, "embeddings", s3), s3=s3)
 
 
-_LAZY = {"GraphStore": "veml.store.graph", "SampleStore": "veml.store.samples", "EmbeddingStore": "veml.store.embeddings"}
+_LAZY = {"GraphStore": "veml.store.graph", "GraphReader": "veml.store.graph", "SampleStore": "veml.store.samples", "EmbeddingStore": "veml.store.embeddings"}
 
 
 def __getattr__(name: str) -> Any:
@@ -117,5 +129,5 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'veml.store' has no attribute {name!r}")
 
 
-__all__ = ["GraphStore", "SampleStore", "ArtifactStore", "EmbeddingStore", "check_store_urls", "probe_store_urls",
+__all__ = ["GraphStore", "GraphReader", "open_graph_reader", "SampleStore", "ArtifactStore", "EmbeddingStore", "check_store_urls", "probe_store_urls",
            "open_graph_store", "open_sample_store", "open_artifact_store", "open_embedding_store"]

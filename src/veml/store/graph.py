@@ -21,7 +21,24 @@ if TYPE_CHECKING:
 ParentLink = tuple[int, str, Mapping[str, Any]]
 
 
-class GraphStore(Protocol):
+class GraphReader(Protocol):
+    """What listing and the check for dead runs read: :class:`GraphStore` does it all, and a SQLite
+    repository answers it without SQLAlchemy (:class:`veml.store.sql_read.SqliteGraphReader`)."""
+
+    read_only: bool
+
+    def list(self, kinds: Sequence[str] | None = None, limit: int | None = None, offset: int = 0) -> list[Node]: ...
+
+    def count(self, kinds: Sequence[str] | None = None) -> int: ...
+
+    def open_runs(self) -> tuple[dict[int, tuple[int, dict[str, Any]]], list[Node]]:
+        """(run node id -> (event id, event) of every run whose latest event is ``running``, the training
+        versions with no event yet): the runs that may have been left running by a killed process."""
+
+    def close(self) -> None: ...
+
+
+class GraphStore(GraphReader, Protocol):
     def record(
         self,
         kind: str,
@@ -39,10 +56,6 @@ class GraphStore(Protocol):
         """A node by id, unique name, tag or alias; :class:`~veml.errors.NotFound` otherwise.
 
         The one place a version reference is resolved: every face and module goes through it."""
-
-    def list(self, kinds: Sequence[str] | None = None, limit: int | None = None, offset: int = 0) -> list[Node]: ...
-
-    def count(self, kinds: Sequence[str] | None = None) -> int: ...
 
     def name_taken(self, name: str) -> bool:
         """True if a version, tag or alias answers to ``name`` or to a name differing only by case or spaces."""
@@ -107,8 +120,11 @@ class GraphStore(Protocol):
 
         A node recorded with an allocation that was dropped fails (nothing is recorded)."""
 
-    def append_event(self, node_id: int, status: str, payload: Mapping[str, Any] | None = None) -> None:
-        """Run status (running/finished/failed) as insert-only events: the latest one wins."""
+    def append_event(self, node_id: int, status: str, payload: Mapping[str, Any] | None = None,
+                     if_latest: int | None = None) -> bool:
+        """Run status (running/finished/failed) as insert-only events: the latest one wins.  With
+        ``if_latest`` the event is appended only while the run's latest event has that id (0: it has
+        none yet), in one transaction; whether it was appended."""
 
     def events(self, node_id: int) -> list[dict[str, Any]]: ...
 
@@ -124,7 +140,6 @@ class GraphStore(Protocol):
     def upgrade(self) -> tuple[int, int]:
         """Migrate to this VeML's schema; (version before, version after)."""
 
-    def close(self) -> None: ...
 
 
 def process_owner() -> str:
@@ -157,3 +172,30 @@ def process_state(pid: int) -> tuple[str, str] | None:
         return None
     fields = stat[stat.rfind(")") + 2 :].split()
     return (fields[0], fields[19]) if len(fields) > 19 else None
+
+
+def owner_alive(owner: str | None) -> bool | None:
+    """Whether the writer that holds a reservation is alive: True or False only when it ran on this
+    host in this PID namespace (``host:pid:ns[:start]``) and the kernel can tell; None otherwise
+    (another host or container, or an owner from before schema 2).  A zombie, or a pid now held by
+    a process that started later than the writer did, is a writer that died."""
+    parts = (owner or "").split(":")
+    if len(parts) < 3 or not parts[1].isdigit() or int(parts[1]) <= 0:
+        return None
+    if parts[0] != socket.gethostname() or parts[2] != pid_namespace():
+        return None  # not ours to judge
+    pid, start = int(parts[1]), (parts[3] if len(parts) > 3 else "-")
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # alive, someone else's
+    except (OverflowError, OSError):
+        return None
+    state = process_state(pid)
+    if state is None:
+        return True  # no /proc here: the signal said it is there
+    if state[0] in ("Z", "X") or (start != "-" and state[1] != start):
+        return False
+    return True

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import re
 import sqlite3
 import threading
@@ -37,14 +36,13 @@ from veml.store.graph import ParentLink, process_owner
 from veml.store.idsets import BitMap
 from veml.store.leases import LeaseKeeper, lease_seconds
 from veml.store.sql_aliases import AliasTables
+from veml.store.sql_read import SCHEMA_VERSION, chunks, count_nodes, event_of, list_nodes, nodes_from_rows, open_runs
+from veml.store.sql_read import sqlite_read_only_uri
 
 if TYPE_CHECKING:  # numpy loads on the first lineage walk: `veml data list` reads the database alone
     import numpy as np
 
     from veml.store.adjacency import Adjacency
-
-# The integer kept in ``veml_meta`` since 0.1; each Alembic revision maps to one (migrations.SCHEMA_VERSIONS).
-SCHEMA_VERSION = 4
 
 metadata = sa.MetaData()
 
@@ -201,7 +199,6 @@ def _check_walk(direction: str, hops: int | None) -> None:
 _LOCK_SCHEMA = 0x7665_6D6C_0001
 _LOCK_NAMES = 0x7665_6D6C_0002
 _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
-_CHUNK = 5000  # ids per IN (...) list: well under SQLite's (32,766) and PostgreSQL's (65,535) parameter limits
 
 
 def _one_line(exc: BaseException) -> str:
@@ -209,9 +206,12 @@ def _one_line(exc: BaseException) -> str:
     return "; ".join(part.strip() for part in str(exc).splitlines() if part.strip())
 
 
-def _chunks(seq: Sequence[int]) -> Iterator[Sequence[int]]:
-    for i in range(0, len(seq), _CHUNK):
-        yield seq[i : i + _CHUNK]
+_chunks = chunks
+
+
+def _text(conn: sa.Connection):
+    """The shared read queries of :mod:`veml.store.sql_read`, run on ``conn``."""
+    return lambda sql, params: conn.execute(sa.text(sql), params)
 
 
 class SqlGraphStore:
@@ -391,25 +391,7 @@ class SqlGraphStore:
         return Node(node_id, kind, name, now, dict(props), tuple(p for p, _, _ in parents), ())
 
     def _rows_to_nodes(self, conn, rows) -> list[Node]:
-        rows = list(rows)
-        if not rows:
-            return []
-        node_ids = [r.id for r in rows]
-        parents: dict[int, list[int]] = {}
-        tags: dict[int, list[str]] = {}
-        for chunk in _chunks(node_ids):
-            for src, dst in conn.execute(
-                sa.select(edges_t.c.src, edges_t.c.dst).where(edges_t.c.dst.in_(chunk)).order_by(edges_t.c.id)
-            ):
-                parents.setdefault(dst, []).append(src)
-            for tag, nid in conn.execute(
-                sa.select(tags_t.c.tag, tags_t.c.node_id).where(tags_t.c.node_id.in_(chunk)).order_by(tags_t.c.tag)
-            ):
-                tags.setdefault(nid, []).append(tag)
-        return [
-            Node(r.id, r.kind, r.name, r.created_at, json.loads(r.props), tuple(parents.get(r.id, ())), tuple(tags.get(r.id, ())))
-            for r in rows
-        ]
+        return nodes_from_rows(_text(conn), rows)
 
     def get(self, node_id: int) -> Node:
         with self._read() as conn:
@@ -441,22 +423,12 @@ class SqlGraphStore:
         return found[0]
 
     def list(self, kinds: Sequence[str] | None = None, limit: int | None = None, offset: int = 0) -> list[Node]:
-        q = sa.select(nodes_t).order_by(nodes_t.c.id)
-        if kinds:
-            q = q.where(nodes_t.c.kind.in_(list(kinds)))
-        if limit is not None:
-            q = q.limit(limit)
-        if offset:
-            q = q.offset(offset)
         with self._read() as conn:
-            return self._rows_to_nodes(conn, conn.execute(q))
+            return list_nodes(_text(conn), kinds, limit, offset)
 
     def count(self, kinds: Sequence[str] | None = None) -> int:
-        q = sa.select(sa.func.count()).select_from(nodes_t)
-        if kinds:
-            q = q.where(nodes_t.c.kind.in_(list(kinds)))
         with self._read() as conn:
-            return int(conn.execute(q).scalar_one())
+            return count_nodes(_text(conn), kinds)
 
     def name_taken(self, name: str) -> bool:
         """True if a version or a tag already answers to ``name``, or to a name differing only by case or spaces."""
@@ -771,15 +743,24 @@ class SqlGraphStore:
 
 
     # --- run status and logs (insert-only: the latest event is the status) -------------------
-    def append_event(self, node_id: int, status: str, payload: Mapping[str, Any] | None = None) -> None:
+    def append_event(self, node_id: int, status: str, payload: Mapping[str, Any] | None = None,
+                     if_latest: int | None = None) -> bool:
+        """Appends one event, or with ``if_latest`` only while that event id (0: none) is the run's latest."""
         with self._write() as conn:
+            # the run's row locked first (PostgreSQL; SQLite's writer lock covers it): appends to one run queue
+            conn.execute(sa.select(nodes_t.c.id).where(nodes_t.c.id == node_id).with_for_update())
+            if if_latest is not None:
+                latest = conn.execute(sa.select(sa.func.max(events_t.c.id)).where(events_t.c.node_id == node_id)).scalar()
+                if (latest or 0) != if_latest:
+                    return False
             conn.execute(events_t.insert().values(node_id=node_id, status=status, at=time.time(),
                                                   payload=json.dumps(dict(payload or {}), sort_keys=True)))
+        return True
 
     def events(self, node_id: int) -> list[dict[str, Any]]:
         with self._read() as conn:
             rows = conn.execute(sa.select(events_t).where(events_t.c.node_id == node_id).order_by(events_t.c.id)).all()
-        return [{"status": r.status, "at": r.at, **json.loads(r.payload)} for r in rows]
+        return [event_of(r.status, r.at, r.payload) for r in rows]
 
     def latest_events(self, node_ids: Sequence[int]) -> dict[int, dict[str, Any]]:
         out: dict[int, dict[str, Any]] = {}
@@ -789,8 +770,12 @@ class SqlGraphStore:
                     sa.select(events_t).where(events_t.c.node_id.in_(chunk)).order_by(events_t.c.id)
                 ).all()
                 for r in rows:
-                    out[r.node_id] = {"status": r.status, "at": r.at, **json.loads(r.payload)}
+                    out[r.node_id] = event_of(r.status, r.at, r.payload)
         return out
+
+    def open_runs(self) -> tuple[dict[int, tuple[int, dict[str, Any]]], list[Node]]:
+        with self._read() as conn:
+            return open_runs(_text(conn))
 
     def append_logs(self, node_id: int, rows: Sequence[tuple[int, int, str, float, float]]) -> None:
         """(step, epoch, key, value, at) rows, one transaction for the lot."""
@@ -852,24 +837,11 @@ def _sqlite_on_connect(dbapi_conn, _record) -> None:
 
 
 def _sqlite_read_only_uri(url: str) -> str | None:
-    """A ``file:`` URI opening the SQLite file read-only when its directory (or the file) cannot be
-    written (a read-only mount, a snapshot); None when it can, or when there is no file yet.
-
-    ``immutable`` (no locks, no ``-shm``) on a file system mounted read-only, or when no ``-shm`` is
-    left beside the file (nobody has it open; SQLite cannot open it ``mode=ro`` without creating one);
-    otherwise another user (the owner) may be writing it, and ``mode=ro`` reads through the live
-    ``-shm``/``-wal``. A leftover non-empty ``-wal`` is always read ``mode=ro``."""
+    """:func:`veml.store.sql_read.sqlite_read_only_uri` of the file a ``sqlite:///`` URL names."""
     raw = url.split(":///", 1)[1] if ":///" in url else ""
     if not raw or raw.startswith(":memory:"):
         return None
-    path = Path(raw).resolve()
-    if not path.is_file() or (os.access(path.parent, os.W_OK) and os.access(path, os.W_OK)):
-        return None
-    wal = path.with_name(path.name + "-wal")
-    pending = wal.exists() and wal.stat().st_size > 0
-    frozen = bool(os.statvfs(path.parent).f_flag & os.ST_RDONLY)
-    live = path.with_name(path.name + "-shm").exists()  # opened by a writer (immutable would read stale pages)
-    return path.as_uri() + ("?mode=ro" if pending or (live and not frozen) else "?mode=ro&immutable=1")
+    return sqlite_read_only_uri(Path(raw))
 
 
 def _sqlite_on_connect_ro(dbapi_conn, _record) -> None:

@@ -21,10 +21,14 @@ class Aliases:
 
     def set(self, alias: str, version: str | int) -> Alias:
         """Point ``alias`` at ``version`` (an id, name, tag, or another alias: its version now)."""
+        return self.point(alias, version)[0]
+
+    def point(self, alias: str, version: str | int) -> tuple[Alias, bool]:
+        """As :meth:`set`, and whether anything changed (False: it pointed there already)."""
         node = self._s.graph.resolve(version)
         if node.kind in SHARED_KINDS:
             raise InvalidInput(f"{node.name!r} is a shared model part, not a version: an alias names a version")
-        return self._s.graph.set_alias(alias, node.id)[0]
+        return self._s.graph.set_alias(alias, node.id)
 
     def delete(self, alias: str) -> Alias:
         """Remove ``alias``; returns where it pointed.  Its history keeps it."""

@@ -32,7 +32,7 @@ from veml.formats.table import parse_table
 from veml.formats.timeseries import parse_timeseries
 from veml.formats.voc import parse_voc, write_voc
 from veml.formats.yolo import parse_yolo, write_yolo
-from veml.progress import ProgressLike
+from veml.progress import ProgressLike, as_progress
 from veml.store.idsets import BitMap, from_array, to_numpy
 from veml.schemas import ANNOTATION_TABLES, SCHEMAS
 from veml.versions import pixels, preparation, query, sample_pages
@@ -454,10 +454,10 @@ class DataVersions:
             alloc, start = self._s.graph.allocate("data", n)
             held.append(alloc)
             data_ids = np.arange(start, start + n, dtype=np.int64)
-            rows, index = self._by_content(batch.samples.add_column(0, "data_id", pa.array(data_ids)))
+            rows, index, new = self._by_content(batch.samples.add_column(0, "data_id", pa.array(data_ids)))
             self._s.samples.append("digests", index)
             self._s.samples.append("samples", rows)
-            props["source"] = {**props.get("source", {}), "new_samples": index.num_rows}
+            props["source"] = {**props.get("source", {}), "new_samples": new}
             tables = {}
             for table, rows in batch.annotations.items():
                 did = data_ids[rows["sample_index"].to_numpy()]
@@ -473,11 +473,13 @@ class DataVersions:
                 allocations=held,
             )
 
-    def _by_content(self, rows: pa.Table) -> tuple[pa.Table, pa.Table]:
+    def _by_content(self, rows: pa.Table) -> tuple[pa.Table, pa.Table, int]:
         """Store each distinct payload once: a sample whose bytes a recorded version already holds, or
         an earlier row of this batch, gets a null payload (reads fill it by digest, DIGESTS in schemas).
 
-        Returns the rows to append and the content index entries of the rows that keep their bytes.
+        Returns the rows to append, the content index entries of the rows that keep their bytes, and how
+        many samples are new to the store: those keeping their bytes, and table rows (their values are
+        the sample, stored with every import: never content-addressed).
         Only rows of recorded versions are reused: versions are never deleted, so gc never reclaims
         them, whereas rows of an import still running or killed may be reclaimed at any time.
         """
@@ -499,7 +501,15 @@ class DataVersions:
         payload = pc.if_else(pa.array(keep), rows["payload"], pa.nulls(rows.num_rows, pa.large_binary()))
         rows = rows.set_column(rows.schema.get_field_index("payload"), "payload", payload)
         index = rows.select(["data_id", "content_hash"]).take(pa.array(owners, pa.int64()))
-        return rows, index
+        return rows, index, len(owners) + modality.count("table")
+
+
+def _read_at_once(batch: ImportBatch, progress: ProgressLike | None) -> ImportBatch:
+    """A table or series file is read whole (Arrow): its rows or windows are reported done together."""
+    bar = as_progress(progress)
+    bar.add_total(batch.samples.num_rows)
+    bar.advance(batch.samples.num_rows)
+    return batch
 
 
 def parse_sources(fmt: str, sources: Path | str | Sequence[Path | str], progress: ProgressLike | None = None,
@@ -535,11 +545,12 @@ def parse_source(fmt: str, source: Path, progress: ProgressLike | None = None, u
     if fmt in _FOLDER_PARSERS:
         return _FOLDER_PARSERS[fmt](source, progress=progress, policy=policy)
     if fmt == "table":
-        return parse_table(source, label=options.get("label"), policy=policy)
+        return _read_at_once(parse_table(source, label=options.get("label"), policy=policy), progress)
     if fmt == "timeseries":
         adj = options.get("adjacency")
         kwargs = {k: options[k] for k in ("window", "missing_value") if options.get(k) is not None}
-        return parse_timeseries(source, adjacency=Path(adj) if adj else None, policy=policy, **kwargs)
+        return _read_at_once(parse_timeseries(source, adjacency=Path(adj) if adj else None, policy=policy, **kwargs),
+                             progress)
     raise InvalidInput(f"unknown import format {fmt!r}: use one of {', '.join(IMPORT_FORMATS)}")
 
 

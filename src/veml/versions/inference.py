@@ -49,6 +49,10 @@ class InferenceVersions:
     def __init__(self, stores: Stores, data: DataVersions, models: ModelVersions, training: TrainingVersions) -> None:
         self._s, self._data, self._models, self._training = stores, data, models, training
 
+    def list(self) -> list[Node]:
+        """Every inference version, oldest first."""
+        return self._s.graph.list(kinds=[KIND])
+
     def get(self, ref: str | int) -> Node:
         return self._s.graph.resolve(ref, kinds=[KIND])
 

@@ -10,8 +10,6 @@ range a writer reserved and has not recorded yet while that writer may still be 
 from __future__ import annotations
 
 import hashlib
-import os
-import socket
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,7 +18,7 @@ import numpy as np
 
 from veml.errors import InvalidInput
 from veml.formats.images import check_decodes
-from veml.store.graph import pid_namespace, process_state
+from veml.store.graph import owner_alive
 from veml.store.idsets import BitMap, digest
 from veml.schemas import ID_SPACE, SCHEMAS
 from veml.versions.context import Stores
@@ -134,33 +132,6 @@ class GcReport:
     def to_json(self) -> dict[str, Any]:
         return {"samples_reclaimed": self.samples, "annotations_reclaimed": self.annotations,
                 "allocations_released": self.allocations, "temp_files_removed": self.temp_files, "bytes_before": self.bytes_before, "bytes_after": self.bytes_after}
-
-
-def owner_alive(owner: str | None) -> bool | None:
-    """Whether the writer that holds a reservation is alive: True or False only when it ran on this
-    host in this PID namespace (``host:pid:ns[:start]``) and the kernel can tell; None otherwise
-    (another host or container, or an owner from before schema 2).  A zombie, or a pid now held by
-    a process that started later than the writer did, is a writer that died."""
-    parts = (owner or "").split(":")
-    if len(parts) < 3 or not parts[1].isdigit() or int(parts[1]) <= 0:
-        return None
-    if parts[0] != socket.gethostname() or parts[2] != pid_namespace():
-        return None  # not ours to judge
-    pid, start = int(parts[1]), (parts[3] if len(parts) > 3 else "-")
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass  # alive, someone else's
-    except (OverflowError, OSError):
-        return None
-    state = process_state(pid)
-    if state is None:
-        return True  # no /proc here: the signal said it is there
-    if state[0] in ("Z", "X") or (start != "-" and state[1] != start):
-        return False
-    return True
 
 
 def _reservation_is_live(owner: str | None, lease_left: float | None, age_s: float, grace_s: float) -> bool:

@@ -9,8 +9,8 @@ What changes while it runs (parameters, tags, artifacts, the model) is written a
 change appends a ``running`` event holding the whole state, so the latest event is always a
 complete, consistent record, and a process killed at any moment leaves a run that every reader
 reports as failed (its process is gone: ``TrainingVersions.effective``), with everything logged
-up to the kill.  The next run started on the same host writes that ``failed`` event for good
-(:meth:`Runs.reap`); runs of other hosts are never judged.  ``end()`` (or leaving the ``with``
+up to the kill.  The next open of the repository on the same host writes that ``failed`` event for
+good (:mod:`veml.versions.run_status`); runs of other hosts are never judged.  ``end()`` (or leaving the ``with``
 block) appends ``finished``, or ``failed`` with the exception's summary.
 
 ``log_model`` goes through the model registry's reader (``veml model register``): a model VeML can
@@ -25,6 +25,7 @@ import atexit
 import dataclasses
 import hashlib
 import io
+import json
 import math
 import numbers
 import operator
@@ -37,15 +38,20 @@ from typing import Any, Callable, Mapping
 
 from veml.entities import Artifact, GitState, LoggedModel, Node, Run, frozen_map, parse_iso
 from veml.errors import Conflict, InvalidInput, MissingExtra, VemlError
+from veml.formats.folder_archive import FORMAT as FOLDER
+from veml.formats.folder_archive import pack_folder, unpack_folder
 from veml.formats.paths import ReadPolicy, read_regular
 from veml.versions.context import Stores, unique_name
 from veml.versions.data import DataVersions
 from veml.versions.model import ModelVersions
 from veml.versions.registry import ReadModel, Registry
 from veml.versions.run_capture import SYSTEM_PREFIX, SystemSampler, environment, git_state
-from veml.versions.training import KIND, TrainingVersions, _Logger, running_here
+from veml.versions.run_status import reap_dead_runs, running_here
+from veml.versions.training import KIND, TrainingVersions, _Logger
 
 MAX_KEY = 64  # the log table's key column
+MAX_VALUE = 6000  # characters of a parameter or tag value (as JSON), MLflow's limit for a parameter
+_STEP_LIMIT = 2**62  # |step| and |epoch|: a step one past the last still fits the log table's 64-bit column
 #: seconds between two samples of the machine's load; ``system_metrics_s`` or ``$VEML_SYSTEM_METRICS_S`` (0: off)
 SYSTEM_METRICS_S = 10.0
 _PARAM_TYPES = (str, int, float, bool, type(None))
@@ -53,24 +59,71 @@ _PARAM_TYPES = (str, int, float, bool, type(None))
 
 def _check_key(key: Any, what: str) -> str:
     if not isinstance(key, str) or not key.strip():
-        raise InvalidInput(f"a {what} name is a non-empty string, not {key!r}")
-    if len(key) > MAX_KEY or any(ord(c) < 32 for c in key):
+        raise InvalidInput(f"a {what} name is a non-empty string, not {_short(key)}")
+    if len(key) > MAX_KEY or any(ord(c) < 32 or ord(c) == 127 for c in key):
         raise InvalidInput(f"{what} name {key[:80]!r}: at most {MAX_KEY} printable characters")
+    _check_text(key, f"{what} name {key!r}")
     return key
 
 
+def _check_text(text: str, where: str) -> None:
+    """Text the database can store: no lone surrogate (it has no UTF-8 form)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidInput(f"{where}: not valid Unicode text (a lone surrogate)") from None
+
+
+def _short(value: Any) -> str:
+    try:
+        text = repr(value)
+    except ValueError:  # an integer too long to print
+        return f"a {type(value).__name__} too large to print"
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _mapping(values: Any, what: str) -> Mapping[Any, Any]:
+    if values is None:
+        return {}
+    if not isinstance(values, Mapping):
+        raise InvalidInput(f"{what} are a mapping of names to values, not {type(values).__name__}")
+    return values
+
+
 def _param_value(key: str, value: Any) -> Any:
+    checked = _param_scalar(key, value) if not isinstance(value, (list, tuple)) else [_param_scalar(key, v) for v in value]
+    size = len(json.dumps(checked))
+    if size > MAX_VALUE:
+        raise InvalidInput(f"parameter {key!r}: a value of {size} characters, over the {MAX_VALUE} a parameter may hold")
+    return checked
+
+
+def _param_scalar(key: str, value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         raise InvalidInput(f"parameter {key!r}: {value} is not a finite number")
+    if isinstance(value, str):
+        _check_text(value, f"parameter {key!r}")
+        return value
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):  # numpy's integers too
+        if not -2**63 <= int(value) < 2**63:
+            raise InvalidInput(f"parameter {key!r}: an integer over 64 bits")
+        return int(value)
     if isinstance(value, _PARAM_TYPES):
         return value
-    if isinstance(value, (list, tuple)) and all(isinstance(v, _PARAM_TYPES) for v in value):
-        return list(value)
-    if isinstance(value, numbers.Integral):  # numpy's integers
-        return int(value)
     if isinstance(value, numbers.Real):  # numpy's floats
-        return _param_value(key, float(value))
+        return _param_scalar(key, float(value))
     raise InvalidInput(f"parameter {key!r}: a string, number, bool, None or a list of them, not {type(value).__name__}")
+
+
+def _tag_value(key: str, value: Any) -> str:
+    try:
+        text = str(value)
+    except Exception as exc:  # noqa: BLE001 - whatever a value's __str__ raises (an integer too long to print)
+        raise InvalidInput(f"tag {key!r}: its value cannot be written as text ({type(exc).__name__})") from None
+    if len(text) > MAX_VALUE:
+        raise InvalidInput(f"tag {key!r}: a value of {len(text)} characters, over the {MAX_VALUE} a tag may hold")
+    _check_text(text, f"tag {key!r}")
+    return text
 
 
 def _system_interval(given: float | None) -> float:
@@ -83,6 +136,31 @@ def _system_interval(given: float | None) -> float:
     if not math.isfinite(given) or given < 0:
         raise InvalidInput(f"system_metrics_s must be zero (off) or a positive number of seconds, not {given}")
     return given
+
+
+@dataclasses.dataclass(frozen=True)
+class EndedRun:
+    """A run that ran and ended under another tracker (``veml import mlflow``), recorded whole by
+    :meth:`Runs.record_ended`: a training version with no checkpoint (what it logged is kept, not a
+    model VeML can run), linked to the versions given.
+
+    ``history`` holds every metric value as ``(step, key, value, at)`` (epoch seconds); ``artifacts``
+    maps a path inside the run to the sha256 :meth:`Runs.store_file` returned; ``origin`` says where
+    it came from (``system`` names the tracker: :meth:`Runs.recorded_from` finds them again)."""
+
+    name: str
+    status: str  # finished | failed
+    origin: Mapping[str, Any]
+    params: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    data: Node | None = None
+    test: Node | None = None
+    model: Node | None = None
+    artifacts: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    history: tuple[tuple[int, str, float, float], ...] = ()
+    metrics: Mapping[str, float] = dataclasses.field(default_factory=dict)
+    ended_at: float = 0.0
+    duration_s: float | None = None
+    error: str | None = None
 
 
 class Runs:
@@ -102,22 +180,74 @@ class Runs:
 
     def reap(self) -> list[int]:
         """Mark failed, for good, the runs of this host whose process died without ending them (their
-        readers already report them failed); the ids marked.  Other hosts' runs are left to them."""
-        nodes = self._s.graph.list(kinds=[KIND])
-        latest = self._s.graph.latest_events([n.id for n in nodes])
-        marked = []
-        for node in nodes:
-            ev = latest.get(node.id)
-            if not ev or ev.get("status") != "running" or self._training.effective(ev).get("status") != "failed":
-                continue
-            again = self._s.graph.latest_events([node.id]).get(node.id) or {}
-            if again.get("at") != ev.get("at"):  # resumed meanwhile
-                continue
-            keep = {k: v for k, v in ev.items() if k not in ("status", "at", "pid", "host", "owner")}
-            self._s.graph.append_event(node.id, "failed", {**keep, "error": "the training process died without finishing",
-                                                           "finished_at": time.time()})
-            marked.append(node.id)
-        return marked
+        readers already report them failed); the ids marked.  Other hosts' runs are left to them.
+        Opening a repository does it too (:func:`veml.versions.run_status.reap_dead_runs`)."""
+        return reap_dead_runs(self._s.graph, lambda: self._s.graph)
+
+    def download_model(self, ref: str | int, dest: str | os.PathLike[str]) -> Path:
+        """Write the model the run logged to ``dest`` (a new path): the file as logged, or the folder it
+        logged (``framework`` ``"directory"``) with its files; ``dest``.  The bytes are checked against
+        their digest first."""
+        info = self.get(ref)
+        if info.logged_model is None:
+            raise InvalidInput(f"run {info.name!r} logged no model")
+        raw = self._s.artifacts.get_verified(info.logged_model.sha256, f"the model run {info.name!r} logged")
+        dest = Path(dest)
+        if info.logged_model.framework == FOLDER:
+            return unpack_folder(raw, dest)
+        try:
+            with open(dest, "xb") as f:
+                f.write(raw)
+        except FileExistsError:
+            raise InvalidInput(f"{dest} already exists: give a new path to write the model to") from None
+        return dest
+
+    # --- runs from another tracker -------------------------------------------------------------
+    def recorded_from(self, system: str) -> list[tuple[Node, bool]]:
+        """The training versions whose ``origin`` names ``system`` (runs and registered models), each with
+        whether its end is recorded: False only for a run whose recording was cut short (a killed import),
+        which ``record_ended(run, into=node)`` completes."""
+        nodes = [n for n in self._s.graph.list(kinds=[KIND])
+                 if isinstance(n.props.get("origin"), Mapping) and n.props["origin"].get("system") == system]
+        ended = self._s.graph.latest_events([n.id for n in nodes])
+        return [(n, n.id in ended or isinstance(n.props.get("registered"), dict)) for n in nodes]
+
+    def unused_name(self, base: str) -> str:
+        """``base``, or ``base-2``, ``base-3`` …: the first name no version holds yet."""
+        return unique_name(self._s, base)
+
+    def store_file(self, raw: bytes) -> str:
+        """Keep a file a run logged elsewhere in the artifact store (content-addressed); its sha256."""
+        return self._s.artifacts.put_bytes(raw)
+
+    def record_ended(self, run: EndedRun, into: Node | None = None) -> tuple[Node, int]:
+        """Record ``run`` (or, ``into``, complete the recording of it that was cut short): the version, its
+        metric history (unless some of it was written already), then its end, the event that says the
+        recording is complete.  (the version, how many metric rows were written)."""
+        if run.status not in ("finished", "failed"):
+            raise InvalidInput(f"a run recorded from elsewhere has ended finished or failed, not {run.status!r}")
+        node = into
+        if node is None:
+            parents: list[tuple[int, str, Mapping[str, Any]]] = []
+            for linked, edge, props in ((run.data, "DATA_TRAINING", {"role": "train"}),
+                                        (run.test, "DATA_TRAINING", {"role": "test"}), (run.model, "MODEL_TRAINING", {})):
+                if linked is not None and linked.id not in {p[0] for p in parents}:
+                    parents.append((linked.id, edge, props))
+            props = {"data": run.data.id if run.data else None, "model": run.model.id if run.model else None,
+                     "test": run.test.id if run.test else None, "init_from": None, "params": dict(run.params),
+                     "artifacts": dict(run.artifacts), "origin": dict(run.origin)}
+            node = self._s.graph.record(KIND, run.name, props, parents=parents)
+        written = 0
+        if run.history and not self._s.graph.read_logs(node.id, limit=1):
+            self._s.graph.append_logs(node.id, [(step, 0, key, value, at) for step, key, value, at in run.history])
+            written = len(run.history)
+        event: dict[str, Any] = {"metrics": dict(run.metrics), "finished_at": run.ended_at}
+        if run.duration_s is not None:
+            event["profile"] = {"duration_s": run.duration_s}
+        if run.status == "failed":
+            event["error"] = run.error or "failed"
+        self._s.graph.append_event(node.id, run.status, event)
+        return node, written
 
     # --- starting -------------------------------------------------------------------------------
     def start(self, name: str | None = None, data: str | int | None = None, model: str | int | None = None,
@@ -128,8 +258,8 @@ class Runs:
         ``resume`` the run of that name continued from this process.  Everything is checked before anything is
         written: an unknown data or model version, a taken name or a bad parameter leaves no run behind."""
         interval = _system_interval(system_metrics_s)
-        params = {_check_key(k, "parameter"): _param_value(k, v) for k, v in (params or {}).items()}
-        tags = {_check_key(k, "tag"): str(v) for k, v in (tags or {}).items()}
+        params = {_check_key(k, "parameter"): _param_value(k, v) for k, v in _mapping(params, "parameters").items()}
+        tags = {_check_key(k, "tag"): _tag_value(k, v) for k, v in _mapping(tags, "tags").items()}
         if resume is not None:
             return self._resume(resume, name, data, model, params, tags, interval, on_end)
         dnode = self._data.get(data) if data is not None else None
@@ -180,8 +310,7 @@ class Runs:
         state = _State(params={**(ev.get("params") or node.props.get("params") or {})}, tags=dict(run.get("tags") or {}),
                        artifacts=list(run.get("artifacts") or []), model=run.get("logged_model"),
                        checkpoint=ev.get("checkpoint"), props=dict(ev.get("props") or {}))
-        for key, value in params.items():
-            state.set_param(key, value)
+        state.set_params(params)
         state.tags.update(tags)
         system_step = 0
         for row in self._s.graph.read_logs(node.id):  # the last value and step of each metric so far
@@ -207,11 +336,13 @@ class _State:
         self.next_step: dict[str, int] = {}
         self.non_finite: dict[str, int] = {}
 
-    def set_param(self, key: str, value: Any) -> None:
-        if key in self.params and self.params[key] != value:
-            raise InvalidInput(f"parameter {key!r} is already {self.params[key]!r}: a run's parameters do not change "
-                               "(log a metric, or start another run)")
-        self.params[key] = value
+    def set_params(self, params: Mapping[str, Any]) -> None:
+        """All of ``params``, or none when one would change a parameter's value."""
+        for key, value in params.items():
+            if key in self.params and self.params[key] != value:
+                raise InvalidInput(f"parameter {key!r} is already {_short(self.params[key])}: a run's parameters do not "
+                                   "change (log a metric, or start another run)")
+        self.params.update(params)
 
     def payload(self) -> dict[str, Any]:
         out: dict[str, Any] = {"params": dict(self.params),
@@ -282,17 +413,21 @@ class ActiveRun:
                 step = None if step is None else operator.index(step)
                 epoch = operator.index(epoch)
             except TypeError:
-                raise InvalidInput(f"step and epoch are integers, not {step!r} / {epoch!r}") from None
-        ok: dict[str, float] = {}
-        for key, value in values.items():
+                raise InvalidInput(f"step and epoch are integers, not {_short(step)} / {_short(epoch)}") from None
+            if not all(abs(n) <= _STEP_LIMIT for n in (step or 0, epoch)):
+                raise InvalidInput(f"step and epoch are integers between -2**62 and 2**62, not {_short(step)} / {_short(epoch)}")
+        checked: dict[str, float] = {}  # every value checked before any is taken: a refusal changes nothing
+        for key, value in _mapping(values, "metrics").items():
             if key not in st.next_step:
                 _check_key(key, "metric")
                 if key.startswith(SYSTEM_PREFIX):
                     raise InvalidInput(f"metric {key!r}: names starting with {SYSTEM_PREFIX!r} are the system metrics'")
             try:
-                v = float(value)
-            except (TypeError, ValueError):
-                raise InvalidInput(f"metric {key!r}: {value!r} is not a number") from None
+                checked[key] = float(value)
+            except (TypeError, ValueError, OverflowError):
+                raise InvalidInput(f"metric {key!r}: {_short(value)} is not a number (a finite float)") from None
+        ok: dict[str, float] = {}
+        for key, v in checked.items():
             if not math.isfinite(v):
                 if key not in st.non_finite:
                     warnings.warn(f"metric {key!r} of run {self._node.name!r} is {v}: not stored (VeML stores finite "
@@ -326,9 +461,8 @@ class ActiveRun:
     def log_params(self, params: Mapping[str, Any]) -> None:
         """Hyper-parameters (strings, numbers, bools, None or lists of them); a parameter never changes value."""
         self._check_open()
-        checked = {_check_key(k, "parameter"): _param_value(k, v) for k, v in params.items()}
-        for key, value in checked.items():
-            self._state.set_param(key, value)
+        checked = {_check_key(k, "parameter"): _param_value(k, v) for k, v in _mapping(params, "parameters").items()}
+        self._state.set_params(checked)
         self._save()
 
     def set_tag(self, key: str, value: Any) -> None:
@@ -337,7 +471,7 @@ class ActiveRun:
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         """Key/value labels of the run (the value as a string; a later value replaces an earlier one)."""
         self._check_open()
-        self._state.tags.update({_check_key(k, "tag"): str(v) for k, v in tags.items()})
+        self._state.tags.update({_check_key(k, "tag"): _tag_value(k, v) for k, v in _mapping(tags, "tags").items()})
         self._save()
 
     def log_artifact(self, path: str | os.PathLike[str], name: str | None = None) -> Artifact:
@@ -354,9 +488,11 @@ class ActiveRun:
         return Artifact(name, digest, len(raw))
 
     def log_model(self, model: Any, name: str | None = None) -> LoggedModel:
-        """The run's model: a ``torch.nn.Module`` (its state dict), a scikit-learn estimator (as skops), or a
-        path to a model file (ONNX, TorchScript, a torch state dict, a skops file, or any other file).  When
-        VeML can run it, it is the run's checkpoint (``deploy`` takes the run); a later call replaces it."""
+        """The run's model: a ``torch.nn.Module`` (its state dict), a scikit-learn estimator (as skops), a
+        path to a model file (ONNX, TorchScript, a torch state dict, a skops file, or any other file), or a
+        folder (a Hugging Face ``save_pretrained`` directory: stored as one tar, ``framework`` ``"directory"``,
+        read back with :meth:`Runs.download_model`).  When VeML can run it, it is the run's checkpoint
+        (``deploy`` takes the run); a later call replaces it."""
         self._check_open()
         raw, fname, framework = _serialise(model)
         name = name or fname
@@ -365,6 +501,9 @@ class ActiveRun:
         read: ReadModel | None = None
         reason = None
         try:
+            if framework == FOLDER:
+                raise InvalidInput(f"{name}: a folder of files, kept as one tar (VeML runs single-file models: "
+                                   "ONNX, TorchScript, a torch state dict, skops)")
             read = self._runs._registry.read(raw, name, self._dnode, None, self._mnode, framework)
         except (InvalidInput, MissingExtra, ImportError) as exc:
             reason = str(exc)
@@ -437,6 +576,8 @@ def _serialise(model: Any) -> tuple[bytes, str, str | None]:
     """(bytes, file name, framework or None to detect) of what ``log_model`` was given."""
     if isinstance(model, (str, os.PathLike)):
         path = Path(model)
+        if path.is_dir():
+            return pack_folder(path, ReadPolicy.from_options())[0], path.resolve().name, FOLDER
         return read_regular(path, str(model), ReadPolicy.from_options()), path.name, None
     torch = sys.modules.get("torch")
     if torch is not None and isinstance(model, torch.nn.Module):
@@ -489,4 +630,4 @@ def _end_open_runs() -> None:
 
 atexit.register(_end_open_runs)
 
-__all__ = ["Runs", "ActiveRun", "SYSTEM_METRICS_S"]
+__all__ = ["Runs", "ActiveRun", "EndedRun", "SYSTEM_METRICS_S"]

@@ -18,10 +18,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 import platform
 import queue
-import socket
 import sys
 import threading
 import time
@@ -34,10 +32,9 @@ from veml.adapters.base import ModelSpec, TrainOutcome, check_type
 from veml.compute import RayExecutor
 from veml.entities import Node
 from veml.errors import InvalidInput, VemlError
-from veml.store.graph import process_owner
 from veml.store.idsets import BitMap, from_array, to_numpy
 from veml.versions import evaluation
-from veml.versions.integrity import owner_alive
+from veml.versions.run_status import before_first_event, effective, running_here
 from veml.versions.context import Stores
 from veml.versions.data import DataVersions
 from veml.versions.model import ModelVersions, spec_of
@@ -227,41 +224,6 @@ class _Logger:
             self._queue = None
 
 
-def _before_first_event(node: Node) -> dict[str, Any]:
-    """The status of a run node with no event: running, by the process its props name.
-
-    The node and its first event are two commits; a process killed between them leaves a run with
-    no event, which ``effective`` then reports as failed once that process is gone.  (A run
-    recorded before ``started_by`` existed has nothing to go by: "unknown".)"""
-    if isinstance(node.props.get("registered"), dict):  # a model file registered (no run): finished when recorded
-        return {"status": "finished", "checkpoint": node.props["checkpoint"], "metrics": None}
-    who = node.props.get("started_by")
-    if not isinstance(who, dict):
-        return {"status": "unknown"}
-    return {"status": "running", "pid": who.get("pid", -1), "host": who.get("host", ""), "owner": who.get("owner")}
-
-
-def running_here() -> dict[str, Any]:
-    """Who runs a training: pid and host (read by older VeMLs) and ``owner`` (host:pid:pid-namespace:start,
-    which also tells a dead run from a later process that reuses its pid, or one in another container)."""
-    return {"pid": os.getpid(), "host": socket.gethostname(), "owner": process_owner()}
-
-
-def _alive(pid: int, host: str, owner: str | None = None) -> bool:
-    if owner:  # judged by pid, pid namespace and start time; another host's or container's run is trusted
-        judged = owner_alive(owner)
-        return True if judged is None else judged
-    if host != socket.gethostname():
-        return True  # another machine's run: trust its events
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 class TrainingVersions:
     def __init__(self, stores: Stores, data: DataVersions, models: ModelVersions) -> None:
         self._s, self._data, self._models = stores, data, models
@@ -277,16 +239,10 @@ class TrainingVersions:
         return dataclasses.replace(node, props={**node.props, **later}) if later else node
 
     def status(self, node: Node) -> dict[str, Any]:
-        ev = self._s.graph.latest_events([node.id]).get(node.id) or _before_first_event(node)
+        ev = self._s.graph.latest_events([node.id]).get(node.id) or before_first_event(node)
         return self.effective(ev)
 
-    @staticmethod
-    def effective(ev: dict[str, Any]) -> dict[str, Any]:
-        """A run's latest event as readers report it: a ``running`` run whose process this host can see is
-        gone reads as failed."""
-        if ev.get("status") == "running" and not _alive(int(ev.get("pid", -1)), str(ev.get("host", "")), ev.get("owner")):
-            return {**ev, "status": "failed", "error": "the training process died without finishing"}
-        return ev
+    effective = staticmethod(effective)
 
     def describe(self, node: Node, event: dict[str, Any] | None = None) -> dict[str, Any]:
         ev = self.effective(event) if event is not None else self.status(node)
@@ -304,7 +260,7 @@ class TrainingVersions:
     def list(self) -> list[dict[str, Any]]:
         nodes = self._s.graph.list(kinds=[KIND])
         events = self._s.graph.latest_events([n.id for n in nodes])
-        return [self.describe(n, events.get(n.id) or _before_first_event(n)) for n in nodes]
+        return [self.describe(n, events.get(n.id) or before_first_event(n)) for n in nodes]
 
     def logs(self, ref: str | int, after_id: int = 0) -> list[dict[str, Any]]:
         return self._s.graph.read_logs(self.get(ref).id, after_id)
