@@ -14,7 +14,7 @@ const PARTS = new Set(['architecture', 'backbone', 'neck', 'head', 'coreset', 'p
 const PALETTE = ['#1971c2', '#e8590c', '#2b8a3e', '#c2255c', '#9c36b5', '#f08c00', '#0c8599', '#5c940d', '#862e9c', '#495057'];
 const PRED_COLOR = '#fcc419';  // predicted boxes (dashed), apart from every class colour of PALETTE
 const PRED_BOXES = 10;        // predicted boxes drawn per worst-prediction tile, highest score first
-const PAGE_OF = { data: 'data', training: 'training', inference: 'inference', prediction: 'prediction' };
+const PAGE_OF = { data: 'data', model: 'models', training: 'training', inference: 'inference', prediction: 'prediction' };
 const STALE = new Error('stale');
 const TOKEN_KEY = 'veml.token';
 
