@@ -287,6 +287,15 @@ def test_models_compare_puts_model_and_training_versions_side_by_side(world):
     two = get(world, "/models/compare", params={"ref": ["clf", "clf-wide"]})
     assert [r["key"] for r in two["rows"] if r["differs"]] == ["parameters.image_size"]
     assert two["differing"] == 1 and two["versions"][1]["id"] == wide.id
+    # a run logged with the SDK that names no model version: no model rows of its own, its params and metrics beside the other run's
+    with world["repo"].start_run(name="sdk-run", data="both", params={"lr": 0.5}) as sdk:
+        sdk.log_metric("accuracy", 0.25, step=1)
+    logged = get(world, "/models/compare", params={"ref": ["clf-run", "sdk-run"]})
+    assert logged["versions"][1]["model"] is None
+    rows = {(r["section"], r["key"]): r for r in logged["rows"]}
+    assert all(r["values"][1] is None and not r["differs"] for (s, _), r in rows.items() if s == "model")
+    assert rows[("training", "params.lr")]["values"] == [run["params"]["lr"], 0.5] and rows[("training", "params.lr")]["differs"]
+    assert rows[("metrics", "accuracy")]["values"] == [run["metrics"]["accuracy"], get(world, "/training/sdk-run")["metrics"]["accuracy"]]
     # bad references: one error line each
     before = get(world, "/versions", params={"limit": 500})["total"]
     assert "unknown model version or training version 'day'" in error(world, "GET", "/models/compare", 404, params={"ref": ["clf", "day"]})

@@ -2,7 +2,7 @@
 
 One small repository is built from generated data (two image versions and their merge, two
 tables, a tiny classifier trained twice with ``max_steps`` of 3 and 2, deployed, predicting on
-the night images, three drift reports (ks and core-set mmd with its 2-D projection on the tables, ks
+the night images, a run logged with the SDK that names no model version, three drift reports (ks and core-set mmd with its 2-D projection on the tables, ks
 on the day images with the deployed classifier, which adds its estimated accuracy) and a similarity
 report); uvicorn serves it on a free loopback port.
 The tests click through lineage → data version → models → training → deployment → prediction → reports
@@ -89,6 +89,8 @@ def world(tmp_path_factory):
     repo.training.train("both", "clf", sets=["max_steps=2", "batch_size=4", "lr=0.01"], test="night", name="clf-run-2")
     repo.inference.deploy("clf-run", name="clf-onnx")
     repo.inference.predict("clf-onnx", "night", name="clf-on-night")
+    with repo.start_run(name="logged", data="both", params={"lr": 0.5}) as run:  # logged with the SDK, naming no model
+        run.log_metric("accuracy", 0.5, step=1)
     repo.drift.check("table-a", "table-b", method="ks")
     repo.drift.check("table-a", "table-b", method="mmd", permutations=20)  # carries the core sets' 2-D projection
     repo.similarity.rank("table-a")
@@ -439,8 +441,10 @@ def test_models_view_compares_versions_side_by_side(ui, world):
     assert not ui.page.is_checked(f"#pick-{clf}")
     models = world.get("/versions", kind="model", limit=500)["items"]
     runs = world.get("/versions", kind="training", limit=500)["items"]
-    listed = ui.page.eval_on_selector_all("#models tbody tr", "rs => rs.map(r => [r.className, Number(r.dataset.id)])")
-    assert listed == [x for m in models for x in [["model", m["id"]]] + [["run", t["id"]] for t in runs if t["model"] == m["id"]]]
+    listed = ui.page.eval_on_selector_all("#models tbody tr", "rs => rs.map(r => [r.className, Number(r.dataset.id || -1)])")
+    loose = [["run", t["id"]] for t in runs if t["model"] is None]
+    assert loose == [["run", ids["logged"]]]  # a logged run naming no model version: listed after the models
+    assert listed == [x for m in models for x in [["model", m["id"]]] + [["run", t["id"]] for t in runs if t["model"] == m["id"]]] + [["section", -1]] + loose
 
     def compared(refs):
         want = ",".join(str(r) for r in refs)
@@ -471,6 +475,14 @@ def test_models_view_compares_versions_side_by_side(ui, world):
     assert [(r[0], r[1]) for r in shown_rows()] == [(r["section"], r["key"]) for r in c["rows"] if r["differs"]]
     assert all(r[2] for r in shown_rows()) and "diff=1" in ui.page.evaluate("() => location.hash")
     ui.page.click("#only-diff")
+    # the logged run beside them: no model rows of its own, its lr and accuracy where the others have theirs
+    ui.page.click(f"#pick-{ids['logged']}")
+    c = compared([run, run2, ids["logged"]])
+    assert shown_rows() == [[r["section"], r["key"], r["differs"], [json.dumps(x) for x in r["values"]]] for r in c["rows"]]
+    assert [json.loads(x) for x in ui.values("#compare-table tr[data-key='params.lr'] td[data-value]")] == [0.001, 0.01, 0.5]
+    assert [json.loads(x) for x in ui.values("#compare-table tr[data-key=architecture] td[data-value]")] == ["efficientnet_lite0"] * 2 + [None]
+    ui.page.click(f"#pick-{ids['logged']}")
+    compared([run, run2])
 
     # a click adds the model version itself: its model rows beside the runs', no training or metrics of its own
     ui.page.click(f"#pick-{clf}")

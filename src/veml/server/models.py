@@ -130,7 +130,7 @@ class ComparedVersion(_Out):
     id: int
     name: str
     kind: Literal["model", "training"]
-    model: int = Field(description="the model version (a model version's own id)")
+    model: int | None = Field(description="the model version (a model version's own id; null: a logged run that names none)")
 
 
 class CompareRowOut(BaseModel):

@@ -316,10 +316,12 @@ class TrainingVersions:
                                                       {"model": flatten(spec_of(node).to_json())}))
                 continue
             described = self.describe(self.get(node.id))
-            model = self._models.get(described["model"])
-            columns.append(version_compare.Column(node.id, node.name, "training", model.id, {
-                "model": flatten(spec_of(model).to_json()), "training": version_compare.training_values(described),
-                "metrics": version_compare.metric_values(described.get("metrics"))}))
+            values = {"training": version_compare.training_values(described),
+                      "metrics": version_compare.metric_values(described.get("metrics"))}
+            model = self._models.get(described["model"]) if described.get("model") is not None else None
+            if model is not None:  # a run logged with the SDK may name no model version
+                values["model"] = flatten(spec_of(model).to_json())
+            columns.append(version_compare.Column(node.id, node.name, "training", model.id if model else None, values))
         return version_compare.side_by_side(columns)
 
     def logs(self, ref: str | int, after_id: int = 0) -> list[dict[str, Any]]:

@@ -4,7 +4,8 @@
 Each compared version is a column; each row is one setting or result, in three sections:
 
 * ``model``: the model's spec (adapter, task, architecture, backbone, neck, head and each
-  ``parameters.*`` entry), for a training version the spec of the model version it trained;
+  ``parameters.*`` entry), for a training version the spec of its model version (none for a run
+  logged with the SDK that names no model version);
 * ``training``: what a training version recorded (its data, test data, model and initial weights
   as version ids, its status, and each ``params.*`` hyper-parameter); empty for a model version;
 * ``metrics``: a training version's final scalar metrics; empty for a model version.
@@ -35,7 +36,7 @@ class Column:
     id: int
     name: str
     kind: str  # "model" or "training"
-    model: int  # the model version (itself for a model version)
+    model: int | None  # the model version (itself for a model version; None: a logged run that names none)
     values: Mapping[str, Mapping[str, Any]]  # section -> key -> value
 
 

@@ -11,7 +11,7 @@
 import {
   MAX_ROWS, PALETTE, PARTS, PRED_BOXES, PRED_COLOR, S, STALE,
   TOKEN_KEY, Unauthorized, api, barChart, catColor, chart, color, enc,
-  facts, fmt, fmtBytes, h, href, kindBadge, live,
+  facts, fmt, fmtBytes, h, href, kindBadge, live, paramsText,
   loadVersions, main, num, pages, storedToken, table, td, tdNum,
   tile, title, versionsOf, vlink,
 } from './core.js';
@@ -171,7 +171,6 @@ async function pageLineage(root, ref, gen, q) {
 }
 
 // --- lists ----------------------------------------------------------------------------------------------
-const paramsText = (p) => Object.entries(p || {}).map(([k, v]) => `${k}=${fmt(v)}`).join(' ');
 
 function deploymentsTable(rows, current) {
   return table(['deployment', 'training', 'format', 'quantize', 'device', 'latency (ms)', 'original (ms)', 'size', 'agreement'],

@@ -117,6 +117,9 @@ function fmt(x, digits) {
   return String(Number(x.toPrecision(d)));
 }
 
+/** Parameters as one line: ``k=v k=v``. */
+const paramsText = (p) => Object.entries(p || {}).map(([k, v]) => `${k}=${fmt(v)}`).join(' ');
+
 function fmtBytes(n) {
   if (typeof n !== 'number') return '–';
   const units = ['B', 'KiB', 'MiB', 'GiB'];
@@ -274,7 +277,7 @@ export {
   API, GRID_PAGE, KIND_COLORS, MAX_ROWS, PAGE_OF, PALETTE, PARTS, PRED_BOXES,
   PRED_COLOR, S, STALE, THUMB, TOKEN_KEY, Unauthorized, api, authFetch,
   barChart, catColor, chart, color, enc, facts, fmt, fmtBytes,
-  h, href, kindBadge, labelsOf, live, loadVersions, main, num,
+  h, href, kindBadge, labelsOf, live, loadVersions, main, num, paramsText,
   pages, storedToken, table, td, tdNum, tile, title, versionsOf,
   vlink, withAuth,
 };

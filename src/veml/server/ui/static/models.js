@@ -6,7 +6,7 @@
  * selection lives in the hash (#/models?compare=4,6,9; #/models/4 starts with version 4), so a
  * comparison can be linked.
  */
-import { STALE, api, fmt, h, kindBadge, live, table, td, versionsOf, vlink } from './core.js';
+import { STALE, api, fmt, h, kindBadge, live, paramsText, table, td, versionsOf, vlink } from './core.js';
 import { setQuery } from './grid.js';
 
 const SECTION_TITLES = { model: 'Model', training: 'Training', metrics: 'Final metrics' };
@@ -37,16 +37,12 @@ function compareTable(c, onlyDiff) {
   return h('table', { id: 'compare-table' }, h('thead', {}, head), h('tbody', {}, body));
 }
 
-function paramsText(p) {
-  return Object.entries(p || {}).map(([k, v]) => `${k}=${fmt(v)}`).join(' ');
-}
-
 export async function pageModels(root, ref, gen, q) {
   const models = versionsOf('model');
   const runs = versionsOf('training');
   const n = (k, what) => `${k} ${what} version${k === 1 ? '' : 's'}`;
   root.append(h('h1', {}, `Models (${n(models.length, 'model')}, ${n(runs.length, 'training')})`));
-  if (!models.length) { root.append(h('p', { class: 'muted' }, 'No model version yet (veml model add …).')); return; }
+  if (!models.length && !runs.length) { root.append(h('p', { class: 'muted' }, 'No model version yet (veml model add …).')); return; }
   const wanted = new Set((q.get('compare') || '').split(',').filter((x) => /^\d+$/.test(x)).map(Number));
   if (ref && /^\d+$/.test(ref)) wanted.add(Number(ref));
   const boxes = [];
@@ -56,16 +52,21 @@ export async function pageModels(root, ref, gen, q) {
     boxes.push(b);
     return b;
   };
+  const runRow = (t, m) => h('tr', { class: 'run', 'data-id': t.id, 'data-model': m ? m.id : '' }, td(box(t)),
+    td(h('span', { class: 'indent' }, '↳ ', kindBadge('training'), ' ', vlink(t.id))), td(t.task || (m && m.task) || '–'),
+    td(t.data !== null && t.data !== undefined ? ['data ', vlink(t.data)] : '–'), td(t.test !== null && t.test !== undefined ? ['test ', vlink(t.test)] : '–'),
+    td(paramsText(t.params)), td(t.created_at), td(lineageLink(t.id)));
   const rows = [];
   for (const m of models) {
     rows.push(h('tr', { class: 'model', 'data-id': m.id }, td(box(m)), td([kindBadge('model'), ' ', vlink(m.id)]), td(m.task),
       td(m.architecture), td(m.backbone || '–'), td(paramsText(m.parameters)), td(m.created_at), td(lineageLink(m.id))));
-    for (const t of runs.filter((r) => r.model === m.id)) {
-      rows.push(h('tr', { class: 'run', 'data-id': t.id, 'data-model': m.id }, td(box(t)),
-        td(h('span', { class: 'indent' }, '↳ ', kindBadge('training'), ' ', vlink(t.id))), td(t.task || m.task),
-        td(['data ', vlink(t.data)]), td(t.test !== null && t.test !== undefined ? ['test ', vlink(t.test)] : '–'),
-        td(paramsText(t.params)), td(t.created_at), td(lineageLink(t.id))));
-    }
+    for (const t of runs.filter((r) => r.model === m.id)) rows.push(runRow(t, m));
+  }
+  const modelIds = new Set(models.map((m) => m.id));
+  const loose = runs.filter((r) => !modelIds.has(r.model));  // runs logged with the SDK that name no model version
+  if (loose.length) {
+    rows.push(h('tr', { class: 'section' }, h('th', { colspan: 8 }, 'training versions with no model version (logged runs)')));
+    for (const t of loose) rows.push(runRow(t, null));
   }
   root.append(h('p', { class: 'muted' }, 'Tick two or more versions (Tab to a box, Space to tick) to compare them side by side.'),
     table(['', 'version', 'task', 'architecture / data', 'backbone / test', 'parameters', 'created', ''], rows, { id: 'models' }));
