@@ -304,6 +304,9 @@ def test_models_compare_puts_model_and_training_versions_side_by_side(world):
     error(world, "GET", "/models/compare", 422)
     error(world, "GET", "/models/compare", 422, params={"ref": ["clf"] * 21})
     assert get(world, "/versions", params={"limit": 500})["total"] == before
+    for refs, why in (([], "at least one"), (["clf"] * 21, "at most 20")):  # the Python API checks what the route's schema does
+        with pytest.raises(InvalidInput, match=why):
+            world["repo"].training.compare(refs)
 
 
 def _events(text: str) -> list[tuple[str, dict]]:
