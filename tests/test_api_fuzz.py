@@ -56,6 +56,8 @@ def fuzz_world(tmp_path_factory):
     repo.data.import_("coco", night, "night", role="test", images=night.parent / "images")
     repo.data.merge(["day", "night"], "both")
     repo.data.import_("table", write_table(base / "t.csv", seed=3, rows=20), "table-a", label="y")
+    repo.models.add("lr", {"adapter": "sklearn", "task": "tabular-classification", "architecture": "logistic_regression"})
+    repo.training.train("table-a", "lr", name="lr-run")  # a model and a training version to compare (sklearn: quick)
     srv = Running(base / "repo")
     yield {"repo": repo, "srv": srv}
     srv.stop()
@@ -80,7 +82,7 @@ FUZZED = [
     ("GET", "/api/v1/training/{ref}/stream"), ("GET", "/api/v1/predictions/{ref}"),
     ("POST", "/api/v1/inference/{ref}/predict"), ("GET", "/api/v1/predictions/{ref}/samples/{data_id}"),
     ("GET", "/api/v1/data/{ref}/samples/{data_id}"), ("GET", "/api/v1/predictions/{ref}/outcomes"),
-    ("GET", "/api/v1/predictions/{ref}/curves"),
+    ("GET", "/api/v1/predictions/{ref}/curves"), ("GET", "/api/v1/models/compare"),
 ]
 NOT_FUZZED = {("POST", "/api/v1/similar/{ref}"), ("POST", "/api/v1/drift")}
 
@@ -140,6 +142,7 @@ def _real_cases(repo, base_url):
     yield "GET", "/api/v1/data/{ref}/samples/{data_id}", {"ref": "both", "data_id": data_id}, {}
     yield "GET", "/api/v1/data/{ref}/samples", {"ref": "both"}, {"where": "category = 'car'", "sort": "file_name", "order": "desc"}
     yield "GET", "/api/v1/data/{ref}/samples/{data_id}/image", {"ref": "both", "data_id": data_id}, {"thumbnail": 16}
+    yield "GET", "/api/v1/models/compare", {}, {"ref": ["lr", "lr-run"]}
     yield "GET", "/api/v1/training/{ref}", {"ref": "day"}, {}  # a data version: a documented 404
     yield "GET", "/api/v1/predictions/{ref}", {"ref": "day"}, {}
 

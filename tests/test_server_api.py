@@ -264,6 +264,51 @@ def test_training_show_and_logs_match_the_cli(world):
     error(world, "GET", "/training/day/logs", 404)
 
 
+def test_models_compare_puts_model_and_training_versions_side_by_side(world):
+    model, run = get(world, "/versions/clf"), get(world, "/training/clf-run")
+    c = get(world, "/models/compare", params=[("ref", "clf"), ("ref", str(run["id"]))])
+    assert set(c) == {"versions", "rows", "differing"}
+    assert c["versions"] == [{"id": model["id"], "name": "clf", "kind": "model", "model": model["id"]},
+                             {"id": run["id"], "name": "clf-run", "kind": "training", "model": model["id"]}]
+    rows = {(r["section"], r["key"]): r for r in c["rows"]}
+    assert [r["section"] for r in c["rows"]] == sorted((r["section"] for r in c["rows"]), key=["model", "training", "metrics"].index)
+    # model: the spec of /versions/clf, for the model and for the run that trained it
+    spec = {k: model.get(k) for k in ("adapter", "task", "architecture", "backbone", "neck", "head")}
+    spec.update({f"parameters.{k}": v for k, v in model["parameters"].items()})
+    assert {k: r["values"] for (s, k), r in rows.items() if s == "model"} == {k: [v, v] for k, v in spec.items()}
+    # training and metrics: what /training/clf-run shows; a model version has neither (null, never a difference)
+    assert rows[("training", "params.max_steps")]["values"] == [None, 3] == [None, run["params"]["max_steps"]]
+    assert rows[("training", "data")]["values"] == [None, run["data"]] and rows[("training", "status")]["values"] == [None, "finished"]
+    metrics = {k: v for k, v in run["metrics"].items() if isinstance(v, (int, float))}
+    assert {k: r["values"] for (s, k), r in rows.items() if s == "metrics"} == {k: [None, v] for k, v in metrics.items()}
+    assert c["differing"] == 0 and not any(r["differs"] for r in c["rows"])
+    # two runs of the same model with different settings differ where the settings do
+    wide = world["repo"].models.add("clf-wide", {**CLASSIFIER, "parameters": {**CLASSIFIER["parameters"], "image_size": 96}})
+    two = get(world, "/models/compare", params={"ref": ["clf", "clf-wide"]})
+    assert [r["key"] for r in two["rows"] if r["differs"]] == ["parameters.image_size"]
+    assert two["differing"] == 1 and two["versions"][1]["id"] == wide.id
+    # a run logged with the SDK that names no model version: no model rows of its own, its params and metrics beside the other run's
+    with world["repo"].start_run(name="sdk-run", data="both", params={"lr": 0.5}) as sdk:
+        sdk.log_metric("accuracy", 0.25, step=1)
+    logged = get(world, "/models/compare", params={"ref": ["clf-run", "sdk-run"]})
+    assert logged["versions"][1]["model"] is None
+    rows = {(r["section"], r["key"]): r for r in logged["rows"]}
+    assert all(r["values"][1] is None and not r["differs"] for (s, _), r in rows.items() if s == "model")
+    assert rows[("training", "params.lr")]["values"] == [run["params"]["lr"], 0.5] and rows[("training", "params.lr")]["differs"]
+    assert rows[("metrics", "accuracy")]["values"] == [run["metrics"]["accuracy"], get(world, "/training/sdk-run")["metrics"]["accuracy"]]
+    # bad references: one error line each
+    before = get(world, "/versions", params={"limit": 500})["total"]
+    assert "unknown model version or training version 'day'" in error(world, "GET", "/models/compare", 404, params={"ref": ["clf", "day"]})
+    error(world, "GET", "/models/compare", 404, params={"ref": ["no-such-model"]})
+    assert "named twice" in error(world, "GET", "/models/compare", 400, params={"ref": ["clf", str(model["id"])]})
+    error(world, "GET", "/models/compare", 422)
+    error(world, "GET", "/models/compare", 422, params={"ref": ["clf"] * 21})
+    assert get(world, "/versions", params={"limit": 500})["total"] == before
+    for refs, why in (([], "at least one"), (["clf"] * 21, "at most 20")):  # the Python API checks what the route's schema does
+        with pytest.raises(InvalidInput, match=why):
+            world["repo"].training.compare(refs)
+
+
 def _events(text: str) -> list[tuple[str, dict]]:
     out = []
     for block in text.strip().split("\n\n"):
@@ -414,7 +459,7 @@ ROUTES = {"GET /versions", "GET /versions/{ref}", "POST /versions/{ref}/tags", "
           "GET /data/{ref}/samples/{data_id}", "GET /predictions/{ref}/outcomes", "GET /predictions/{ref}/curves",
           "POST /data/{ref}/filter", "POST /data/merge", "GET /training/{ref}", "GET /training/{ref}/logs",
           "GET /training/{ref}/stream", "GET /predictions/{ref}", "GET /predictions/{ref}/samples/{data_id}",
-          "POST /inference/{ref}/predict", "POST /similar/{ref}", "POST /drift"}
+          "POST /inference/{ref}/predict", "POST /similar/{ref}", "POST /drift", "GET /models/compare"}
 
 
 def test_openapi_document_lists_every_route_and_resolves(world):

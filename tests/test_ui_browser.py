@@ -2,9 +2,10 @@
 
 One small repository is built from generated data (two image versions and their merge, two
 tables, a tiny classifier trained twice with ``max_steps`` of 3 and 2, deployed, predicting on
-the night images, two drift reports (ks, and core-set mmd with its 2-D projection) and a similarity
+the night images, a run logged with the SDK that names no model version, three drift reports (ks and core-set mmd with its 2-D projection on the tables, ks
+on the day images with the deployed classifier, which adds its estimated accuracy) and a similarity
 report); uvicorn serves it on a free loopback port.
-The tests click through lineage → data version → training → deployment → prediction → reports
+The tests click through lineage → data version → models → training → deployment → prediction → reports
 and compare what each page shows with the API's JSON for the same version.  Every request the
 page makes must stay on the loopback server, the console must stay free of errors, and each
 page is saved as a screenshot (``docs/screenshots/<page>.png`` and pytest's tmp dir).
@@ -16,6 +17,7 @@ without the ``playwright`` package, these tests fail (they never skip).
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 from pathlib import Path
@@ -74,7 +76,8 @@ def world(tmp_path_factory):
     root = base / "repo"
     repo = veml.init(root)
     day = generate_driving_coco(base / "day", 12, seed=7, file_prefix="day")
-    night = generate_driving_coco(base / "night", 8, seed=8, file_prefix="night",
+    # 10 night images: the runs' test version, so the deployment's accuracy estimate has the 10 held-out samples it needs
+    night = generate_driving_coco(base / "night", 10, seed=8, file_prefix="night",
                                   domain=Domain(city="tokyo", time_of_day="night", weather="rain"))
     repo.data.import_("coco", day, "day", images=day.parent / "images")
     repo.data.import_("coco", night, "night", role="test", images=night.parent / "images")
@@ -86,9 +89,13 @@ def world(tmp_path_factory):
     repo.training.train("both", "clf", sets=["max_steps=2", "batch_size=4", "lr=0.01"], test="night", name="clf-run-2")
     repo.inference.deploy("clf-run", name="clf-onnx")
     repo.inference.predict("clf-onnx", "night", name="clf-on-night")
+    with repo.start_run(name="logged", data="both", params={"lr": 0.5}) as run:  # logged with the SDK, naming no model
+        run.log_metric("accuracy", 0.5, step=1)
     repo.drift.check("table-a", "table-b", method="ks")
     repo.drift.check("table-a", "table-b", method="mmd", permutations=20)  # carries the core sets' 2-D projection
     repo.similarity.rank("table-a")
+    # the deployed classifier on the day images (reference: its held-out test data): a report with the estimated accuracy
+    repo.drift.check(None, "day", inference="clf-onnx", method="ks", name="day-vs-clf")
     repo.close()
     srv = Running(root)
     srv.root = root
@@ -210,7 +217,7 @@ def test_page_and_assets_ship_with_the_package(world):
         # the UI's own scripts name no absolute URL (the SVG namespace is a name, never fetched)
         assert not re.search(r"https?://(?!www\.w3\.org/2000/svg')", code.text), name
         modules += [m for m in re.findall(r"from '\./([\w-]+\.js)'", code.text) if m not in modules]
-    assert {"core.js", "grid.js", "detail.js", "analysis.js"} <= set(modules)
+    assert {"core.js", "grid.js", "detail.js", "analysis.js", "models.js"} <= set(modules)
     for bad in ("/ui/../app.py", "/ui/%2e%2e/__init__.py", "/ui/nope.js"):
         assert httpx.get(f"{world.base}{bad}", timeout=30).status_code == 404, bad
     assert "/" not in {p for p in world.get("/openapi.json")["paths"]}  # the UI stays out of the API document
@@ -259,7 +266,7 @@ def test_data_version_page(ui, world):
     ui.open(f"#/data/{ids['both']}")
     stats = world.get("/data/both/stats")
     rows = world.get("/data/both/samples", limit=500)["items"]
-    assert ui.value("[data-key=samples]") == stats["stats"]["samples"] == len(rows) == 20
+    assert ui.value("[data-key=samples]") == stats["stats"]["samples"] == len(rows) == 22
     cats = stats["categories"]
     shown = dict(zip(ui.page.eval_on_selector_all("#categories tbody tr", "rs => rs.map(r => r.dataset.category)"),
                      map(int, ui.values("#categories tbody td.num .v"))))
@@ -294,7 +301,7 @@ def test_data_version_page(ui, world):
     night_signs = where("category = 'sign' AND time_of_day = 'night'")
     assert night_signs == api_ids(where="category = 'sign' AND time_of_day = 'night'") and 0 < len(night_signs) < len(signs)
     assert ui.page.evaluate("() => document.getElementById('main').dataset.route") == ui.page.evaluate("() => location.hash")
-    assert where("") == api_ids() and ui.value("[data-key=matching]") == 20
+    assert where("") == api_ids() and ui.value("[data-key=matching]") == 22
     ui.page.select_option("#sort", "file_name")
     ui.page.select_option("#order", "desc")
     ui.page.wait_for_function("() => location.hash.includes('order=desc')")
@@ -326,11 +333,11 @@ def test_data_version_page(ui, world):
     ui.page.select_option("#sort", "data_id")
     ui.page.wait_for_function("() => !location.hash.includes('?')")
     grid_ids()
-    # diff against "day": the merge adds the 8 night samples
+    # diff against "day": the merge adds the 10 night samples
     ui.page.select_option("#diff-with", str(ids["day"]))
     ui.page.wait_for_function("() => document.getElementById('diff').dataset.state === 'ready'")
     day = world.get("/data/day/stats")
-    assert ui.value("#diff-samples [data-key=only-here]") == 8 and ui.value("#diff-samples [data-key=only-there]") == 0
+    assert ui.value("#diff-samples [data-key=only-here]") == 10 and ui.value("#diff-samples [data-key=only-there]") == 0
     assert ui.value("#diff-samples [data-key=common]") == day["stats"]["samples"] == 12
     deltas = dict(zip(ui.page.eval_on_selector_all("#diff-categories tbody tr", "rs => rs.map(r => r.dataset.category)"),
                       map(int, ui.values("#diff-categories [data-key=delta]"))))
@@ -423,6 +430,117 @@ def test_training_page_overlays_runs(ui, world):
     ui.click(f"#deployments a[data-id='{ids['clf-onnx']}']", f"#/inference/{ids['clf-onnx']}")
 
 
+def test_models_view_compares_versions_side_by_side(ui, world):
+    ids = ids_by_name(world)
+    run, run2, clf = ids["clf-run"], ids["clf-run-2"], ids["clf"]
+    ui.open("#/lineage")
+    ui.click(f"#lifecycles a.vlink[data-id='{clf}']", f"#/models/{clf}")  # a model version's link opens it here, ticked
+    assert ui.page.is_checked(f"#pick-{clf}") and ui.page.get_attribute("#nav a[data-page=models]", "class") == "active"
+    ui.page.focus(f"#pick-{clf}")
+    ui.page.keyboard.press("Space")
+    assert not ui.page.is_checked(f"#pick-{clf}")
+    models = world.get("/versions", kind="model", limit=500)["items"]
+    runs = world.get("/versions", kind="training", limit=500)["items"]
+    listed = ui.page.eval_on_selector_all("#models tbody tr", "rs => rs.map(r => [r.className, Number(r.dataset.id || -1)])")
+    loose = [["run", t["id"]] for t in runs if t["model"] is None]
+    assert loose == [["run", ids["logged"]]]  # a logged run naming no model version: listed after the models
+    assert listed == [x for m in models for x in [["model", m["id"]]] + [["run", t["id"]] for t in runs if t["model"] == m["id"]]] + [["section", -1]] + loose
+
+    def compared(refs):
+        want = ",".join(str(r) for r in refs)
+        ui.page.wait_for_function("(w) => new URLSearchParams(location.hash.split('?')[1] || '').get('compare') === w"
+                                  " && document.getElementById('model-compare').dataset.state === 'ready'", arg=want)
+        api = world.http.get("/models/compare", params=[("ref", str(r)) for r in refs]).json()
+        assert ui.page.eval_on_selector_all("#compare-table thead th[data-id]", "ths => ths.map(t => Number(t.dataset.id))") == refs
+        assert [v["id"] for v in api["versions"]] == refs
+        return api
+
+    def shown_rows():
+        return ui.page.eval_on_selector_all("#compare-table tbody tr[data-key]", "rs => rs.map(r => [r.dataset.section, r.dataset.key,"
+                                            " r.classList.contains('diff'), [...r.querySelectorAll('td[data-value]')].map(d => d.dataset.value)])")
+
+    # keyboard: a box has the focus, Space ticks it; the two runs side by side, as the API has them
+    for ref in (run, run2):
+        ui.page.focus(f"#pick-{ref}")
+        ui.page.keyboard.press("Space")
+    c = compared([run, run2])
+    assert shown_rows() == [[r["section"], r["key"], r["differs"], [json.dumps(x) for x in r["values"]]] for r in c["rows"]]
+    assert [json.loads(x) for x in ui.values("#compare-table tr[data-key='params.lr'] td[data-value]")] == [0.001, 0.01]
+    differs = {(r["section"], r["key"]) for r in c["rows"] if r["differs"]}
+    assert {("training", "params.lr"), ("training", "params.max_steps")} <= differs and not any(s == "model" for s, _ in differs)
+    assert ui.value("#compare-count") == c["differing"] == len(differs)
+    # the data a run trained on links to that version
+    assert ui.page.eval_on_selector_all("#compare-table tr[data-key=data] a.vlink", "as => as.map(a => Number(a.dataset.id))") == [ids["both"]] * 2
+    ui.page.click("#only-diff")
+    assert [(r[0], r[1]) for r in shown_rows()] == [(r["section"], r["key"]) for r in c["rows"] if r["differs"]]
+    assert all(r[2] for r in shown_rows()) and "diff=1" in ui.page.evaluate("() => location.hash")
+    ui.page.click("#only-diff")
+    # the logged run beside them: no model rows of its own, its lr and accuracy where the others have theirs
+    ui.page.click(f"#pick-{ids['logged']}")
+    c = compared([run, run2, ids["logged"]])
+    assert shown_rows() == [[r["section"], r["key"], r["differs"], [json.dumps(x) for x in r["values"]]] for r in c["rows"]]
+    assert [json.loads(x) for x in ui.values("#compare-table tr[data-key='params.lr'] td[data-value]")] == [0.001, 0.01, 0.5]
+    assert [json.loads(x) for x in ui.values("#compare-table tr[data-key=architecture] td[data-value]")] == ["efficientnet_lite0"] * 2 + [None]
+    ui.page.click(f"#pick-{ids['logged']}")
+    compared([run, run2])
+
+    # a click adds the model version itself: its model rows beside the runs', no training or metrics of its own
+    ui.page.click(f"#pick-{clf}")
+    c = compared([clf, run, run2])
+    assert shown_rows() == [[r["section"], r["key"], r["differs"], [json.dumps(x) for x in r["values"]]] for r in c["rows"]]
+    assert all(r["values"][0] is None for r in c["rows"] if r["section"] != "model")
+    assert all(len(set(json.dumps(x) for x in r["values"])) == 1 for r in c["rows"] if r["section"] == "model")
+    ui.shot("models")
+
+    # each column links to its version's lineage
+    assert ui.page.get_attribute(f"#compare-table th[data-id='{run2}'] a.lineage-link", "href") == f"#/lineage/{run2}"
+    ui.click(f"#compare-table th[data-id='{run2}'] a.lineage-link", f"#/lineage/{run2}")
+    shown = ui.page.evaluate("() => window.vemlCy.nodes().map(n => Number(n.id()))")
+    assert run2 in shown and clf in shown and ids["both"] in shown
+
+
+def test_lineage_pages_a_large_answer(ui, world):
+    both = ids_by_name(world)["both"]
+    pages_, cursor = [], None
+    while True:
+        p = world.get(f"/lineage/{both}", direction="both", limit=3, **({"cursor": cursor} if cursor else {}))
+        pages_.append(p)
+        cursor = p["next_cursor"]
+        if not cursor:
+            break
+    total = pages_[0]["total"]
+    assert len(pages_) >= 3 and sum(len(p["nodes"]) for p in pages_) == total
+    ui.open(f"#/lineage/{both}?limit=3")
+    ui.page.check("#show-parts")
+    nodes = lambda: sorted(ui.page.evaluate("() => window.vemlCy.nodes().map(n => Number(n.id()))"))  # noqa: E731
+    edges = lambda: sorted(ui.page.evaluate("() => window.vemlCy.edges().map(e => [Number(e.source().id()), Number(e.target().id())])"))  # noqa: E731
+    for i, page_ in enumerate(pages_):
+        loaded = [n["id"] for p in pages_[:i + 1] for n in p["nodes"]]
+        ends = set(loaded)
+        joined = [[e["src"], e["dst"]] for p in pages_[:i + 1] for e in p["edges"] + p["boundary_edges"]]
+        assert nodes() == sorted(loaded) and edges() == sorted(e for e in joined if e[0] in ends and e[1] in ends)
+        assert ui.page.inner_text("#lineage-page") == f"{len(loaded)} of {total} shown"
+        if i == 1:
+            ui.shot("lineage-paged")  # part of the answer loaded, with the control for the rest
+        if page_["next_cursor"] is None:
+            assert ui.page.locator("#load-more").is_hidden()
+            break
+        ui.page.focus("#load-more")  # the keyboard: Enter on the focused button loads the next page
+        ui.page.keyboard.press("Enter")
+        ui.page.wait_for_function("(n) => document.getElementById('lineage-more').dataset.state === 'ready'"
+                                  " && Number(document.getElementById('lineage-page').dataset.value) > n", arg=len(loaded))
+    # all of it: the very graph of one big page, the focus node marked
+    whole = world.get(f"/lineage/{both}", direction="both", limit=10000)
+    assert nodes() == sorted(n["id"] for n in whole["nodes"]) == world.get(f"/lineage/{both}/ids", direction="both")["ids"]
+    assert edges() == sorted([e["src"], e["dst"]] for e in whole["edges"]) and whole["next_cursor"] is None
+    assert ui.page.evaluate(f"() => window.vemlCy.getElementById('{both}').hasClass('focus')")
+    ui.page.uncheck("#show-parts")
+    # a small answer has no paging control
+    ui.page.goto(f"{world.base}/#/lineage/{both}")
+    ui.wait(f"#/lineage/{both}")
+    assert ui.page.locator("#lineage-more").count() == 0 and len(nodes()) == len([n for n in whole["nodes"] if n["kind"] not in PARTS])
+
+
 def test_inference_and_prediction_pages(ui, world):
     ids = ids_by_name(world)
     ui.open(f"#/inference/{ids['clf-onnx']}")
@@ -485,8 +603,8 @@ def test_reports_page(ui, world):
     ui.click("#nav a[data-page=reports]", "#/reports")
     drift = world.get("/reports", kind="drift")["items"]
     sim = world.get("/reports", kind="similarity")["items"]
-    assert len(drift) == 2 and len(sim) == 1
-    d = next(r for r in drift if r["method"] == "ks")
+    assert len(drift) == 3 and len(sim) == 1
+    d = next(r for r in drift if r["method"] == "ks" and r["inference"] is None)
     assert "projection" not in d
     row = f"#drift tr[data-id='{d['id']}']"
     assert ui.value(f"{row} [data-key=p_value]") == d["p_value"] and ui.value(f"{row} [data-key=statistic]") == d["statistic"]
@@ -509,6 +627,17 @@ def test_reports_page(ui, world):
     assert [[p["x"], p["y"]] for p in test["data"]] == proj["test"]
     assert ui.page.locator(f".projection[data-id='{mmd['id']}'] canvas[data-chart='projection:{mmd['id']}']").count() == 1
     assert ui.page.locator("#projection-note").count() == 0
+
+    # the report made with the deployed classifier: its estimated accuracy on the batch, with the interval
+    est = next(r for r in drift if r["inference"] is not None)
+    e = est["estimate"]
+    assert est["inference"] == ids_by_name(world)["clf-onnx"] and e["metric"] == "accuracy" and e["low"] <= e["value"] <= e["high"]
+    cell = f"#drift tr[data-id='{est['id']}'] [data-key=estimate]"
+    assert ui.value(cell) == e["value"]
+    assert ui.page.inner_text(cell) == f"accuracy {e['value']:.3f} [{e['low']:.3f}–{e['high']:.3f}]"
+    assert ui.page.get_attribute(cell, "title") == f"{e['method']}; {e['reference_value']:.3f} on held-out data"
+    assert ui.page.inner_text(f"#drift tr[data-id='{est['id']}'] a.vlink[data-id='{est['inference']}']") == "clf-onnx"
+    assert ui.page.locator(f"#drift tr[data-id='{d['id']}'] [data-key=estimate]").count() == 0  # no deployment, no estimate
     ui.shot("reports")
 
 
@@ -572,6 +701,12 @@ def test_ui_behind_a_token(ui, world):
         page.wait_for_function("() => document.getElementById('detail')?.dataset.state === 'ready' && window.vemlPending === 0")
         assert page.eval_on_selector("#panels .panel image", "i => i.getAttribute('href')").startswith("blob:")
         page.keyboard.press("Escape")
+        # the models view's comparison, linked with its selection
+        runs = [ids_by_name(guarded)[n] for n in ("clf-run", "clf-run-2")]
+        page.goto(f"{guarded.base}/#/models?compare={runs[0]},{runs[1]}")
+        page.wait_for_function("() => document.getElementById('model-compare')?.dataset.state === 'ready' && window.vemlPending === 0")
+        assert page.eval_on_selector_all("#compare-table thead th[data-id]", "ths => ths.map(t => Number(t.dataset.id))") == runs
+        assert page.is_checked(f"#pick-{runs[0]}") and page.is_checked(f"#pick-{runs[1]}")
         assert api_auth[-1] == f"Bearer {TOKEN}"
         assert api_auth.count(None) == 1  # only the very first call, before the form was shown
         assert all(a in (None, "Bearer not-the-token", f"Bearer {TOKEN}") for a in api_auth)
@@ -592,8 +727,8 @@ def test_nothing_left_loopback_and_the_console_stayed_clean(ui):
     assert any("/ui/vendor/cytoscape.min.js" in u for u in ui.requests) and any("/image?thumbnail=" in u for u in ui.requests)
     assert ui.console == []
     assert ui.failures == []
-    assert {p.stem for p in ui.shots_tmp.glob("*.png")} >= {"data", "sample", "inference", "lineage", "prediction",
-                                                          "prediction-analysis", "reports", "training"}
+    assert {p.stem for p in ui.shots_tmp.glob("*.png")} >= {"data", "sample", "inference", "lineage", "lineage-paged", "models",
+                                                          "prediction", "prediction-analysis", "reports", "training"}
 
 
 # --- a detection prediction: predicted boxes over the ground truth on the worst tiles ----------------------

@@ -126,6 +126,26 @@ class TrainingOut(VersionOut):
     metrics: dict[str, Any] | None = None
 
 
+class ComparedVersion(_Out):
+    id: int
+    name: str
+    kind: Literal["model", "training"]
+    model: int | None = Field(description="the model version (a model version's own id; null: a logged run that names none)")
+
+
+class CompareRowOut(BaseModel):
+    section: Literal["model", "training", "metrics"]
+    key: str = Field(description="e.g. architecture, parameters.image_size, params.lr, data, accuracy")
+    values: list[Any] = Field(description="one per compared version, in their order; null where a version has no such key")
+    differs: bool = Field(description="the values are not all equal")
+
+
+class CompareOut(BaseModel):
+    versions: list[ComparedVersion] = Field(description="the compared versions, in the order named")
+    rows: list[CompareRowOut] = Field(description="section model, then training, then metrics; keys sorted in each")
+    differing: int = Field(description="rows whose values differ")
+
+
 class LogRow(_Out):
     id: int
     step: int

@@ -17,7 +17,7 @@ from pydantic import ValidationError
 from veml.errors import InvalidInput, NotFound
 from veml.server import predict as P
 from veml.server.common import ERRORS, Limit, Offset, Repo, jsonable, repo_of
-from veml.server.models import (ErrorOut, OutcomePageOut, PrCurvesOut, PredictionOut, PredictionSampleOut, PredictJsonIn, PredictOut, TrainingLogsOut,
+from veml.server.models import (CompareOut, ErrorOut, OutcomePageOut, PrCurvesOut, PredictionOut, PredictionSampleOut, PredictJsonIn, PredictOut, TrainingLogsOut,
                                 TrainingOut)
 from veml.server.throttle import pooled
 
@@ -33,6 +33,16 @@ KEEPALIVE_S = 15.0
 @router.get("/training/{ref}", response_model=TrainingOut, tags=["training"], summary="A training run: status, metrics, profile")
 def training(repo: Repo, ref: RefPath) -> Any:
     return jsonable(repo.training.describe(repo.training.get(ref)))
+
+
+CompareRefs = Annotated[list[str], Query(min_length=1, max_length=20, alias="ref",
+                                         description="a model or training version (id, name or tag); repeat for each, 1 to 20")]
+
+
+@router.get("/models/compare", response_model=CompareOut, tags=["training"],
+            summary="Model and training versions side by side: model spec, training parameters, final metrics")
+def models_compare(repo: Repo, refs: CompareRefs) -> Any:
+    return jsonable(repo.training.compare(refs).to_json())
 
 
 @router.get("/training/{ref}/logs", response_model=TrainingLogsOut, tags=["training"],

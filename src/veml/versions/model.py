@@ -192,17 +192,18 @@ class ModelVersions:
 
     def compare(self, a: str | int, b: str | int) -> dict[str, Any]:
         na, nb = self.get(a), self.get(b)
-        fa, fb = _flatten(spec_of(na).to_json()), _flatten(spec_of(nb).to_json())
+        fa, fb = flatten(spec_of(na).to_json()), flatten(spec_of(nb).to_json())
         diffs = {k: [fa.get(k), fb.get(k)] for k in sorted(set(fa) | set(fb)) if fa.get(k) != fb.get(k)}
         return {"a": na.id, "b": nb.id, "same": not diffs, "differences": diffs}
 
 
-def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` as ``{"a.b": 1}``; lists and scalars stay values."""
     out: dict[str, Any] = {}
     for k, v in d.items():
         key = f"{prefix}{k}"
         if isinstance(v, Mapping):
-            out.update(_flatten(v, key + "."))
+            out.update(flatten(v, key + "."))
         else:
             out[key] = v
     return out

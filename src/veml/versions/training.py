@@ -23,7 +23,7 @@ import queue
 import sys
 import threading
 import time
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -33,11 +33,11 @@ from veml.compute import RayExecutor
 from veml.entities import Node
 from veml.errors import InvalidInput, VemlError
 from veml.store.idsets import BitMap, from_array, to_numpy
-from veml.versions import evaluation
+from veml.versions import evaluation, version_compare
 from veml.versions.run_status import before_first_event, effective, running_here
 from veml.versions.context import Stores
 from veml.versions.data import DataVersions
-from veml.versions.model import ModelVersions, spec_of
+from veml.versions.model import KIND as MODEL_KIND, ModelVersions, flatten, spec_of
 from veml.versions.taskdata import MODALITY, class_names_for, task_data
 
 KIND = "TrainingVersion"
@@ -261,6 +261,25 @@ class TrainingVersions:
         nodes = self._s.graph.list(kinds=[KIND])
         events = self._s.graph.latest_events([n.id for n in nodes])
         return [self.describe(n, events.get(n.id) or before_first_event(n)) for n in nodes]
+
+    def compare(self, refs: Sequence[str | int]) -> version_compare.Comparison:
+        """Model and training versions side by side (:mod:`veml.versions.version_compare`), in the order named."""
+        version_compare.check_refs(refs)
+        columns = []
+        for ref in refs:
+            node = self._s.graph.resolve(ref, kinds=[MODEL_KIND, KIND])
+            if node.kind == MODEL_KIND:
+                columns.append(version_compare.Column(node.id, node.name, "model", node.id,
+                                                      {"model": flatten(spec_of(node).to_json())}))
+                continue
+            described = self.describe(self.get(node.id))
+            values = {"training": version_compare.training_values(described),
+                      "metrics": version_compare.metric_values(described.get("metrics"))}
+            model = self._models.get(described["model"]) if described.get("model") is not None else None
+            if model is not None:  # a run logged with the SDK may name no model version
+                values["model"] = flatten(spec_of(model).to_json())
+            columns.append(version_compare.Column(node.id, node.name, "training", model.id if model else None, values))
+        return version_compare.side_by_side(columns)
 
     def logs(self, ref: str | int, after_id: int = 0) -> list[dict[str, Any]]:
         return self._s.graph.read_logs(self.get(ref).id, after_id)

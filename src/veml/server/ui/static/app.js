@@ -1,6 +1,6 @@
 /* VeML web UI: a plain-JavaScript single page over the REST API (/api/v1); no build step.
  *
- * Pages (hash routes): #/lineage[/id], #/data[/id], #/training[/id], #/inference[/id],
+ * Pages (hash routes): #/lineage[/id], #/data[/id], #/models[/id][?compare=ids], #/training[/id], #/inference[/id],
  * #/prediction/id, #/reports, #/version/id.  Every string from the API is put in the page as
  * text (never as HTML).  Numbers shown carry their exact value in a data-value attribute.
  *
@@ -11,12 +11,13 @@
 import {
   MAX_ROWS, PALETTE, PARTS, PRED_BOXES, PRED_COLOR, S, STALE,
   TOKEN_KEY, Unauthorized, api, barChart, catColor, chart, color, enc,
-  facts, fmt, fmtBytes, h, href, kindBadge, live,
+  facts, fmt, fmtBytes, h, href, kindBadge, live, paramsText,
   loadVersions, main, num, pages, storedToken, table, td, tdNum,
   tile, title, versionsOf, vlink,
 } from './core.js';
 import { sampleGrid } from './grid.js';
 import { closeDetail } from './detail.js';
+import { pageModels } from './models.js';
 import { CLASSIFICATION, cellHref, outcomesGrid, prCurves } from './analysis.js';
 
 /** Positions for a DAG: a row per longest-path depth, each row ordered by its parents' places. */
@@ -57,17 +58,53 @@ function layered(nodes, edges) {
 }
 
 // --- lineage ------------------------------------------------------------------------------------------
-async function pageLineage(root, ref, gen) {
+async function pageLineage(root, ref, gen, q) {
   let nodes;
   let edges;
   let focus = null;
+  let more = null;  // a large answer comes a page at a time: the "load more" control
   if (ref) {
-    const lin = await api(`/lineage/${enc(ref)}`, { direction: 'both' });
+    // a page of versions (in id order) at a time; ?limit=N in the hash sets the page size (the server's default otherwise)
+    const limit = /^\d+$/.test(q.get('limit') || '') ? Number(q.get('limit')) : undefined;
+    let lin = await api(`/lineage/${enc(ref)}`, { direction: 'both', limit });
     live(gen);
     nodes = lin.nodes;
-    edges = lin.edges;
+    edges = [...lin.edges, ...lin.boundary_edges];  // an edge is drawn once both its ends are loaded
     focus = lin.root;
     root.append(h('h1', {}, 'Lineage of ', vlink(focus)), h('p', {}, h('a', { href: '#/lineage' }, '← the whole graph')));
+    if (lin.next_cursor) {
+      const shown = h('span', { id: 'lineage-page', class: 'muted' });
+      const button = h('button', { type: 'button', id: 'load-more' }, 'load more');
+      const bar = h('div', { class: 'controls', id: 'lineage-more', 'data-state': 'ready' }, shown, button);
+      const status = () => {
+        shown.textContent = `${nodes.length} of ${lin.total} shown`;
+        shown.dataset.value = String(nodes.length);
+        shown.dataset.total = String(lin.total);
+        button.hidden = !lin.next_cursor;
+      };
+      button.addEventListener('click', async () => {
+        button.disabled = true;
+        bar.dataset.state = 'loading';
+        try {
+          lin = await api(`/lineage/${enc(ref)}`, { direction: 'both', limit, cursor: lin.next_cursor });
+          live(gen);
+          nodes = [...nodes, ...lin.nodes];
+          edges = [...edges, ...lin.edges, ...lin.boundary_edges];
+          status();
+          more.draw();
+          bar.dataset.state = 'ready';
+        } catch (err) {
+          if (err === STALE) return;
+          shown.replaceChildren(h('span', { class: 'error' }, String(err.message || err)));
+          bar.dataset.state = 'error';
+        } finally {
+          button.disabled = false;
+        }
+      });
+      status();
+      more = { draw: null };
+      root.append(bar);
+    }
   } else {
     nodes = S.versions;
     edges = [];
@@ -76,10 +113,8 @@ async function pageLineage(root, ref, gen) {
   }
   const showParts = h('input', { type: 'checkbox', id: 'show-parts' });
   const count = h('span', { class: 'muted', id: 'graph-count' });
-  const kinds = [...new Set(nodes.map((n) => n.kind))].sort();
-  root.append(h('div', { class: 'controls' },
-    h('label', {}, showParts, ' show model parts and core sets'), count,
-    h('span', { class: 'legend' }, kinds.map((k) => h('span', {}, h('i', { style: { background: color(k) } }), k)))));
+  const legend = h('span', { class: 'legend' });
+  root.append(h('div', { class: 'controls' }, h('label', {}, showParts, ' show model parts and core sets'), count, legend));
   const box = h('div', { id: 'graph' });
   root.append(box, h('p', { class: 'muted' }, 'Scroll to zoom, drag to pan; click a version to open it.'));
 
@@ -111,10 +146,12 @@ async function pageLineage(root, ref, gen) {
       location.hash = n ? href(n) : `#/version/${evt.target.id()}`;
     });
     window.vemlCy = S.cy;
+    legend.replaceChildren(...[...new Set(nodes.map((n) => n.kind))].sort().map((k) => h('span', {}, h('i', { style: { background: color(k) } }), k)));
     count.textContent = `${keep.length} of ${nodes.length} versions shown`;
     count.dataset.value = String(keep.length);
   }
   showParts.addEventListener('change', draw);
+  if (more) more.draw = draw;
   draw();
 
   const lcs = await pages('/lifecycles', {}, 1000);
@@ -134,7 +171,6 @@ async function pageLineage(root, ref, gen) {
 }
 
 // --- lists ----------------------------------------------------------------------------------------------
-const paramsText = (p) => Object.entries(p || {}).map(([k, v]) => `${k}=${fmt(v)}`).join(' ');
 
 function deploymentsTable(rows, current) {
   return table(['deployment', 'training', 'format', 'quantize', 'device', 'latency (ms)', 'original (ms)', 'size', 'agreement'],
@@ -629,7 +665,7 @@ function tokenForm(message) {
 }
 
 // --- router -------------------------------------------------------------------------------------------------
-const ROUTES = { lineage: pageLineage, data: pageData, training: pageTraining, inference: pageInference, prediction: pagePrediction, reports: pageReports, version: pageVersion };
+const ROUTES = { lineage: pageLineage, data: pageData, models: pageModels, training: pageTraining, inference: pageInference, prediction: pagePrediction, reports: pageReports, version: pageVersion };
 
 async function route() {
   S.gen += 1;

@@ -14,7 +14,7 @@ const PARTS = new Set(['architecture', 'backbone', 'neck', 'head', 'coreset', 'p
 const PALETTE = ['#1971c2', '#e8590c', '#2b8a3e', '#c2255c', '#9c36b5', '#f08c00', '#0c8599', '#5c940d', '#862e9c', '#495057'];
 const PRED_COLOR = '#fcc419';  // predicted boxes (dashed), apart from every class colour of PALETTE
 const PRED_BOXES = 10;        // predicted boxes drawn per worst-prediction tile, highest score first
-const PAGE_OF = { data: 'data', training: 'training', inference: 'inference', prediction: 'prediction' };
+const PAGE_OF = { data: 'data', model: 'models', training: 'training', inference: 'inference', prediction: 'prediction' };
 const STALE = new Error('stale');
 const TOKEN_KEY = 'veml.token';
 
@@ -116,6 +116,9 @@ function fmt(x, digits) {
   if (a !== 0 && (a < 1e-3 || a >= 1e7)) return x.toExponential(d - 1);
   return String(Number(x.toPrecision(d)));
 }
+
+/** Parameters as one line: ``k=v k=v``. */
+const paramsText = (p) => Object.entries(p || {}).map(([k, v]) => `${k}=${fmt(v)}`).join(' ');
 
 function fmtBytes(n) {
   if (typeof n !== 'number') return '–';
@@ -274,7 +277,7 @@ export {
   API, GRID_PAGE, KIND_COLORS, MAX_ROWS, PAGE_OF, PALETTE, PARTS, PRED_BOXES,
   PRED_COLOR, S, STALE, THUMB, TOKEN_KEY, Unauthorized, api, authFetch,
   barChart, catColor, chart, color, enc, facts, fmt, fmtBytes,
-  h, href, kindBadge, labelsOf, live, loadVersions, main, num,
+  h, href, kindBadge, labelsOf, live, loadVersions, main, num, paramsText,
   pages, storedToken, table, td, tdNum, tile, title, versionsOf,
   vlink, withAuth,
 };
