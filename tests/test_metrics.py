@@ -437,3 +437,57 @@ def test_bad_input_raises_one_line(call, match):
     with pytest.raises(InvalidInput, match=match) as info:
         call()
     assert "\n" not in str(info.value)
+
+
+def test_detection_analysis_of_stored_rows_matches_the_report():
+    """The UI's detection analysis reads box rows in image pixels (xywh); its AP per class, curve end and
+    per-image errors are the report's ap50 / worst_detection computed on the model's 64-px xyxy boxes."""
+    import pyarrow as pa
+
+    from veml.versions import detection_analysis as D
+
+    rng = np.random.default_rng(3)
+    names = ["car", "pedestrian", "sign"]
+    sizes = {10 + i: (int(rng.integers(80, 400)), int(rng.integers(60, 300))) for i in range(12)}
+    gt_rows, pred_rows, gt64, pred64 = [], [], [], []
+    for did, (w, h) in sizes.items():
+        g, p = [], []
+        for _ in range(int(rng.integers(0, 5))):
+            x, y = rng.uniform(0, w * 0.7), rng.uniform(0, h * 0.7)
+            g.append((did, str(rng.choice(names[:2])), x, y, rng.uniform(5, w * 0.3), rng.uniform(5, h * 0.3)))
+        for _, cat, x, y, bw, bh in g:  # a jittered hit (or a clear miss), sometimes the wrong class
+            shift = rng.uniform(0, 0.6) * bw
+            p.append((did, cat if rng.random() < 0.8 else "sign", x + shift, y, bw, bh, float(rng.random())))
+        p += [(did, str(rng.choice(names)), rng.uniform(0, w / 2), rng.uniform(0, h / 2), 20.0, 20.0, float(rng.random())) for _ in range(2)]
+        gt_rows += g
+        pred_rows += p
+        sx, sy = 64 / w, 64 / h
+        gt64.append((np.array([[r[2] * sx, r[3] * sy, (r[2] + r[4]) * sx, (r[3] + r[5]) * sy] for r in g], np.float32).reshape(-1, 4),
+                     np.array([names.index(r[1]) for r in g], np.int64)))
+        pred64.append((np.array([[r[2] * sx, r[3] * sy, (r[2] + r[4]) * sx, (r[3] + r[5]) * sy] for r in p], np.float32).reshape(-1, 4),
+                       np.array([r[6] for r in p]), np.array([names.index(r[1]) for r in p], np.int64)))
+    cols = ("data_id", "category", "bbox_x", "bbox_y", "bbox_w", "bbox_h", "score")
+    truth = pa.table({k: [r[i] for r in gt_rows] for i, k in enumerate(cols[:6])})
+    preds = pa.table({k: [r[i] for r in pred_rows] for i, k in enumerate(cols)})
+    b = D.boxes(names, list(sizes)[::-1], truth, preds)
+    report = detection_report(gt64, pred64, names)
+    curves = {c["class"]: c for c in D.pr_curves(b)}
+    assert {k: c["ap"] for k, c in curves.items()} == pytest.approx({k: v["ap50"] for k, v in report["per_class"].items()}, abs=1e-9)
+    assert 0 < report["map50"] < 1 and curves["sign"]["ap"] is None and curves["sign"]["positives"] == 0
+    for k, v in report["per_class"].items():  # the curve ends at the recall of every box, whatever its score
+        assert curves[k]["positives"] == v["gt"]
+        assert curves[k]["thresholds"] == sorted(curves[k]["thresholds"], reverse=True)
+    page = D.page(b, limit=100)
+    worst = {w["index"] + 10: (w["false_positives"], w["missed"]) for w in worst_detection(gt64, pred64, 100)}
+    assert {i["data_id"]: (i["fp"], i["fn"]) for i in page.items if i["errors"]} == worst
+    assert [i["errors"] for i in page.items] == sorted((i["errors"] for i in page.items), reverse=True)
+    assert sum(c["fn"] + c["tp"] for c in page.per_class.values()) == len(gt_rows)
+    fp_car = D.page(b, "car", "fp", limit=100)
+    assert fp_car.total == page.per_class["car"]["fp_images"] and all(i["fp"] for i in fp_car.items)
+    low = D.page(b, threshold=0.0, sort="confidence", descending=False, limit=100)
+    assert [i["confidence"] for i in low.items] == sorted(i["confidence"] for i in low.items)
+    assert sum(i["predicted"] for i in low.items) == len(pred_rows)
+    with pytest.raises(InvalidInput, match="unknown class"):
+        D.page(b, "bus")
+    with pytest.raises(InvalidInput, match="sort must be"):
+        D.page(b, sort="loss")

@@ -203,6 +203,7 @@ def test_prediction_outcomes_and_curves(world):
     assert all(len(c["recall"]) == len(c["precision"]) == len(c["thresholds"]) <= 101 for c in curves)
     assert "unknown true class" in error(world, "GET", "/predictions/clf-on-night/outcomes", 400, params={"true": "nope"})
     error(world, "GET", "/predictions/clf-on-night/outcomes", 422, params={"sort": "nope"})
+    assert "sort must be one of loss" in error(world, "GET", "/predictions/clf-on-night/outcomes", 400, params={"sort": "errors"})
     error(world, "GET", "/predictions/nope/curves", 404)
 
 

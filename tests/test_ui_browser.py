@@ -736,6 +736,18 @@ DETECTOR = {"adapter": "torch", "task": "detection", "architecture": "fasterrcnn
             "parameters": {"image_size": 64, "pretrained_backbone": True, "freeze_backbone": True}}
 
 
+def _watched_page(ui):
+    """A page in its own context whose console errors, uncaught exceptions and failed responses land in ``problems``."""
+    context = ui.browser.new_context(viewport={"width": 1200, "height": 800})
+    problems: list[str] = []
+    page = context.new_page()
+    page.set_default_timeout(WAIT_MS)
+    page.on("console", lambda m: m.type == "error" and problems.append(m.text))
+    page.on("pageerror", lambda e: problems.append(f"uncaught: {e}"))
+    page.on("response", lambda r: r.status >= 400 and problems.append(f"{r.url} -> {r.status}"))
+    return context, page, problems
+
+
 @pytest.fixture(scope="module")
 def det_world(tmp_path_factory):
     """Its own small repository and server (the main one keeps its single classifier lifecycle)."""
@@ -759,14 +771,8 @@ def det_world(tmp_path_factory):
 def test_detection_prediction_draws_predicted_boxes_over_the_ground_truth(ui, det_world):
     pred = det_world.get("/predictions/det-on-test")
     assert pred["task"] == "detection" and pred["worst"]
-    context = ui.browser.new_context(viewport={"width": 1200, "height": 800})
-    problems: list[str] = []
+    context, page, problems = _watched_page(ui)
     try:
-        page = context.new_page()
-        page.set_default_timeout(WAIT_MS)
-        page.on("console", lambda m: m.type == "error" and problems.append(m.text))
-        page.on("pageerror", lambda e: problems.append(f"uncaught: {e}"))
-        page.on("response", lambda r: r.status >= 400 and problems.append(f"{r.url} -> {r.status}"))
         hash_ = f"#/prediction/{pred['id']}"
         page.goto(f"{det_world.base}/{hash_}")
         page.wait_for_function("(h) => { const m = document.getElementById('main'); return m.dataset.route === h"
@@ -811,5 +817,67 @@ def test_detection_prediction_draws_predicted_boxes_over_the_ground_truth(ui, de
         assert problems == []
         page.screenshot(path=str(ui.shots_tmp / "prediction-detection.png"), full_page=True)
         assert drawn > 0, "the detector predicted no box at all: nothing dashed was drawn"
+    finally:
+        context.close()
+
+
+def test_detection_prediction_analysis_matches_the_api(ui, det_world):
+    """Per-class PR curves and AP50 (the version's stored ap50), TP/FP/FN per class whose FP/FN cells open their
+    images, and every image sortable by errors or confidence; a row opens the sample view."""
+    pred = det_world.get("/predictions/det-on-test")
+    curves = det_world.get("/predictions/det-on-test/curves")
+    assert curves["task"] == "detection" and curves["iou"] == 0.5
+    stored = pred["metrics"]["per_class"]
+    assert {c["class"]: c["ap"] for c in curves["curves"]} == pytest.approx({k: v["ap50"] for k, v in stored.items()})
+    assert {c["class"]: c["positives"] for c in curves["curves"]} == {k: v["gt"] for k, v in stored.items()}
+    for params, status, says in [({"class": "bus"}, 400, "unknown class 'bus'"), ({"sort": "loss"}, 400, "sort must be one of errors"),
+                                 ({"error": "tp"}, 422, "error"), ({"threshold": "1.5"}, 422, "threshold")]:
+        r = det_world.http.get("/predictions/det-on-test/outcomes", params=params)
+        assert r.status_code == status and says in r.json()["error"], (params, r.text)
+    context, page, problems = _watched_page(ui)
+    try:
+        ready = "() => document.getElementById('outcomes')?.dataset.state === 'ready' && window.vemlPending === 0"
+        page.goto(f"{det_world.base}/#/prediction/{pred['id']}")
+        page.wait_for_function(ready)
+        pr = [c for c in page.evaluate("() => window.vemlCharts()") if c["name"] == "pr"]
+        assert len(pr) == 1
+        assert [[p["x"] for p in d["data"]] for d in pr[0]["datasets"]] == [c["recall"] for c in curves["curves"]]
+        assert [[p["y"] for p in d["data"]] for d in pr[0]["datasets"]] == [c["precision"] for c in curves["curves"]]
+        assert [float(x) if x else None for x in page.eval_on_selector_all("#ap [data-key=ap]", "els => els.map(e => e.dataset.value)")] == [c["ap"] for c in curves["curves"]]
+        every = det_world.get("/predictions/det-on-test/outcomes", limit=500)
+        assert every["sort"] == "errors" and every["total"] == pred["samples"]
+        rows = lambda: page.eval_on_selector_all("#outcomes tbody tr", "rs => rs.map(r => [Number(r.dataset.id), ...['tp', 'fp', 'fn'].map(k => Number(r.querySelector(`[data-key=${k}]`).dataset.value))])")  # noqa: E731
+        assert rows() == [[i["data_id"], i["tp"], i["fp"], i["fn"]] for i in every["items"]]
+        assert [i["errors"] for i in every["items"]] == sorted((i["errors"] for i in every["items"]), reverse=True)
+        # at the default threshold the per-image errors are the ones the stored worst list counts
+        worst = {w["data_id"]: (w["false_positives"], w["missed"]) for w in pred["worst"]}
+        assert {i["data_id"]: (i["fp"], i["fn"]) for i in every["items"] if i["errors"]} == worst
+        counts = page.eval_on_selector_all("#det-errors tbody tr", "rs => rs.map(r => [r.dataset.class, ...['tp', 'fp', 'fn'].map(k => Number(r.querySelector(`td[data-key=${k}] .v`).dataset.value))])")
+        assert counts == [[c, n["tp"], n["fp"], n["fn"]] for c, n in every["per_class"].items()]
+        # a class's false-positive cell opens the images behind it
+        cls, kind = next((c, k) for k in ("fp", "fn") for c, n in every["per_class"].items() if n[k])
+        page.click(f"#det-errors tr[data-class='{cls}'] td[data-key={kind}] a")
+        routed = f"#/prediction/{pred['id']}?class={cls}&error={kind}"
+        page.wait_for_function("(h) => { const m = document.getElementById('main'); return m.dataset.route === h && m.dataset.state === 'ready'"
+                               " && document.getElementById('outcomes')?.dataset.state === 'ready' && window.vemlPending === 0; }", arg=routed)
+        cell = det_world.get("/predictions/det-on-test/outcomes", **{"class": cls, "error": kind, "limit": 500})
+        assert cell["total"] == every["per_class"][cls][f"{kind}_images"] > 0
+        assert [r[0] for r in rows()] == [i["data_id"] for i in cell["items"]]
+        page.select_option("#outcome-sort", "confidence")
+        page.wait_for_function(f"() => location.hash.includes('sort=confidence') && ({ready[6:]})")
+        by_conf = det_world.get("/predictions/det-on-test/outcomes", **{"class": cls, "error": kind, "sort": "confidence", "limit": 500})["items"]
+        assert [r[0] for r in rows()] == [i["data_id"] for i in by_conf]
+        page.screenshot(path=str(ui.shots_tmp / "prediction-analysis-detection.png"), full_page=True)
+        if os.environ.get("VEML_UPDATE_SCREENSHOTS"):
+            with Image.open(ui.shots_tmp / "prediction-analysis-detection.png") as im:
+                im.convert("RGB").quantize(256).save(SHOTS / "prediction-analysis-detection.png", optimize=True)
+        page.focus("#outcomes")
+        page.keyboard.press("Enter")
+        page.wait_for_function("() => document.getElementById('detail')?.dataset.state === 'ready' && window.vemlPending === 0")
+        assert int(page.eval_on_selector("#detail", "d => d.dataset.id")) == by_conf[0]["data_id"]
+        assert page.locator(f"#panels .panel[data-source='prediction:{pred['id']}']").count() == 1
+        page.keyboard.press("Escape")
+        page.wait_for_function("() => !document.getElementById('detail')")
+        assert problems == []
     finally:
         context.close()

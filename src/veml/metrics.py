@@ -291,6 +291,31 @@ def _average_precision(tp_sorted: np.ndarray, n_gt: int) -> float:
     return float(q.mean())
 
 
+def _ranked(images: list[Image], c: int, thresholds: Sequence[float]) -> tuple[np.ndarray, np.ndarray, int]:
+    """Class ``c`` over all images: every prediction's score, descending; whether it is a true positive
+    at each IoU threshold (thresholds x predictions); and the number of gt boxes."""
+    scores, tps, n_gt = [], [], 0
+    for image in images:
+        if not ((image[1] == c).any() or (image[4] == c).any()):
+            continue
+        s, iou = _per_class(image, c)
+        n_gt += iou.shape[1]
+        scores.append(s)
+        tps.append(np.stack([_greedy_match(iou, t)[0] for t in thresholds]).reshape(len(thresholds), -1))
+    s_all = np.concatenate(scores) if scores else np.zeros(0)
+    tp_all = np.concatenate(tps, axis=1) if tps else np.zeros((len(thresholds), 0), dtype=bool)
+    order = np.argsort(-s_all, kind="mergesort")
+    return s_all[order], tp_all[:, order], n_gt
+
+
+def _image_errors(image: Image, c: int, iou: float, score_threshold: float) -> tuple[int, int, int]:
+    """(true positives, false positives, missed gt) of class ``c`` in one image, counting only the
+    predictions with score >= ``score_threshold``, matched at IoU >= ``iou``."""
+    s, ious = _per_class(image, c)
+    tp, used = _greedy_match(ious[s >= score_threshold], float(iou))
+    return int(tp.sum()), int((~tp).sum()), int((~used).sum())
+
+
 def detection_report(
     gt: Sequence[tuple[np.ndarray, np.ndarray]],
     pred: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]],
@@ -314,18 +339,7 @@ def detection_report(
     ap50s: list[float] = []
     aps: list[float] = []
     for c, name in enumerate(names):
-        scores, tps, n_gt = [], [], 0
-        for image in images:
-            if not ((image[1] == c).any() or (image[4] == c).any()):
-                continue
-            s, iou = _per_class(image, c)
-            n_gt += iou.shape[1]
-            scores.append(s)
-            tps.append(np.stack([_greedy_match(iou, t)[0] for t in IOU_THRESHOLDS]).reshape(n_t, -1))
-        s_all = np.concatenate(scores) if scores else np.zeros(0)
-        tp_all = np.concatenate(tps, axis=1) if tps else np.zeros((n_t, 0), dtype=bool)
-        order = np.argsort(-s_all, kind="mergesort")
-        s_all, tp_all = s_all[order], tp_all[:, order]
+        s_all, tp_all, n_gt = _ranked(images, c, IOU_THRESHOLDS)
         shown = tp_all[0][s_all >= score_threshold]
         entry: dict = {
             "ap50": None,
@@ -370,14 +384,57 @@ def worst_detection(
     for index, image in enumerate(images):
         missed = false_pos = 0
         for c in np.union1d(image[1], image[4]):
-            s, ious = _per_class(image, int(c))
-            tp, used = _greedy_match(ious[s >= score_threshold], float(iou))
-            missed += int((~used).sum())
-            false_pos += int((~tp).sum())
+            _, fp, fn = _image_errors(image, int(c), iou, score_threshold)
+            missed += fn
+            false_pos += fp
         if missed + false_pos:
             rows.append({"index": index, "missed": missed, "false_positives": false_pos})
     rows.sort(key=lambda r: -(r["missed"] + r["false_positives"]))
     return rows[:k]
+
+
+def detection_pr_curves(
+    gt: Sequence[tuple[np.ndarray, np.ndarray]],
+    pred: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]],
+    class_names: Sequence[str],
+    iou: float = IOU_THRESHOLDS[0],
+) -> list[dict]:
+    """Per class, the precision-recall curve of its predictions ranked by score, matched at IoU >= ``iou``
+    exactly as :func:`detection_report` matches them: one point per prediction (``recall``,
+    ``precision``, ``thresholds`` the score there), ``positives`` the gt boxes and ``ap`` the
+    101-point AP (at the default IoU 0.5, the report's ``ap50``; None for a class with no gt)."""
+    names = _class_names(class_names)
+    images = _check_detection(gt, pred, len(names))
+    out = []
+    for c, name in enumerate(names):
+        s, tp, n_gt = _ranked(images, c, (float(iou),))
+        hits = tp[0]
+        cum = np.cumsum(hits)
+        precision = cum / np.arange(1, len(hits) + 1)
+        recall = cum / n_gt if n_gt else np.zeros(len(hits))
+        out.append({"class": name, "positives": int(n_gt), "ap": _average_precision(hits, n_gt) if n_gt else None,
+                    "recall": recall.tolist(), "precision": precision.tolist(), "thresholds": s.tolist()})
+    return out
+
+
+def detection_errors(
+    gt: Sequence[tuple[np.ndarray, np.ndarray]],
+    pred: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]],
+    n_classes: int,
+    iou: float = 0.5,
+    *,
+    score_threshold: float = SCORE_THRESHOLD,
+) -> np.ndarray:
+    """Per image and class, (true positives, false positives, missed gt) as :func:`worst_detection`
+    counts them: an (images, classes, 3) int64 array."""
+    if not 0.0 < float(iou) <= 1.0:
+        raise InvalidInput(f"iou must be in (0, 1], got {iou}")
+    images = _check_detection(gt, pred, n_classes)
+    out = np.zeros((len(images), n_classes, 3), np.int64)
+    for i, image in enumerate(images):
+        for c in np.union1d(image[1], image[4]):
+            out[i, int(c)] = _image_errors(image, int(c), iou, score_threshold)
+    return out
 
 
 # --------------------------------------------------------------------------------- forecasting

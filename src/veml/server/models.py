@@ -287,25 +287,52 @@ class OutcomeOut(BaseModel):
     loss: float | None = Field(description="-log p(true class)")
 
 
+class DetectionOutcomeOut(BaseModel):
+    data_id: int
+    gt: int = Field(description="ground-truth boxes")
+    predicted: int = Field(description="predicted boxes scored at or above the threshold")
+    tp: int
+    fp: int = Field(description="predicted boxes (at or above the threshold) matching no ground truth at IoU 0.5")
+    fn: int = Field(description="ground-truth boxes no such box matched")
+    errors: int = Field(description="fp + fn")
+    confidence: float | None = Field(description="the image's highest box score (null: no box)")
+
+
+class ErrorCountsOut(BaseModel):
+    tp: int
+    fp: int
+    fn: int
+    fp_images: int = Field(description="images with a false positive of this class")
+    fn_images: int = Field(description="images with a missed box of this class")
+
+
 class OutcomePageOut(_Page):
     prediction: int
+    task: str
     classes: list[str]
     true: str | None
     pred: str | None
     sort: str
     order: str
-    items: list[OutcomeOut]
+    items: list[OutcomeOut | DetectionOutcomeOut]
+    class_: str | None = Field(default=None, alias="class", description="detection: only images with this class's errors")
+    error: str | None = Field(default=None, description="detection: fp or fn (null: either)")
+    threshold: float | None = Field(default=None, description="detection: the confidence threshold")
+    iou: float | None = Field(default=None, description="detection: the matching IoU")
+    per_class: dict[str, ErrorCountsOut] | None = Field(default=None, description="detection: counts over every image")
 
 
 class PrCurveOut(BaseModel):
     class_: str = Field(alias="class")
-    positives: int
-    ap: float | None = Field(description="average precision (null: no positive sample)")
+    positives: int = Field(description="samples of the class (detection: ground-truth boxes)")
+    ap: float | None = Field(description="average precision (detection: 101-point AP at IoU 0.5; null: no positive)")
     recall: list[float]
     precision: list[float]
-    thresholds: list[float] = Field(description="the class probability at each point")
+    thresholds: list[float] = Field(description="the class probability (detection: the box score) at each point")
 
 
 class PrCurvesOut(BaseModel):
     prediction: int
+    task: str
+    iou: float | None = Field(default=None, description="detection: the IoU a box must reach to count")
     curves: list[PrCurveOut]

@@ -15,6 +15,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import ValidationError
 
 from veml.errors import InvalidInput, NotFound
+from veml.metrics import SCORE_THRESHOLD as DETECTION_THRESHOLD
 from veml.server import predict as P
 from veml.server.common import ERRORS, Limit, Offset, Repo, jsonable, repo_of
 from veml.server.models import (CompareOut, ErrorOut, OutcomePageOut, PrCurvesOut, PredictionOut, PredictionSampleOut, PredictJsonIn, PredictOut, TrainingLogsOut,
@@ -125,23 +126,39 @@ def prediction_sample(repo: Repo, ref: RefPath, data_id: DataId, limit: Limit = 
 ClassName = Annotated[str | None, Query(max_length=255, description="only samples of this class")]
 
 
-@router.get("/predictions/{ref}/outcomes", response_model=OutcomePageOut, tags=["inference"],
-            summary="Classification: every sample's true and predicted class, confidence and loss (a confusion cell with true/pred)")
+ErrorKind = Annotated[Literal["fp", "fn"] | None, Query(description="detection: only images with false positives (fp) or misses (fn)")]
+Threshold = Annotated[float, Query(ge=0.0, le=1.0, description="detection: boxes scored below this are not shown")]
+
+
+@router.get("/predictions/{ref}/outcomes", response_model=OutcomePageOut, response_model_by_alias=True, tags=["inference"],
+            summary="Every sample's outcome: classification true/pred class, confidence, loss (a confusion cell with "
+                    "true/pred); detection TP/FP/FN per image at IoU 0.5 (a class's fp or fn with class/error)")
 @pooled
 def prediction_outcomes(repo: Repo, ref: RefPath, true: ClassName = None, pred: ClassName = None,
-                        sort: Literal["loss", "confidence", "data_id"] = "loss", order: Literal["asc", "desc"] = "desc",
+                        cls: Annotated[str | None, Query(alias="class", max_length=255, description="detection: only images with this class's errors")] = None,
+                        error: ErrorKind = None, threshold: Threshold = DETECTION_THRESHOLD,
+                        sort: Literal["loss", "confidence", "data_id", "errors"] | None = None, order: Literal["asc", "desc"] = "desc",
                         limit: Limit = 50, offset: Offset = 0) -> Any:
-    p = repo.inference.outcomes_page(ref, true, pred, sort, order == "desc", limit, offset)
-    return jsonable({"prediction": repo.inference.get_prediction(ref).id, "classes": list(p.classes), "true": true,
-                     "pred": pred, "sort": sort, "order": order, "items": list(p.items), "total": p.total,
-                     "limit": limit, "offset": offset})
+    node = repo.inference.get_prediction(ref)
+    out = {"prediction": node.id, "task": node.props.get("task"), "sort": sort, "order": order, "limit": limit, "offset": offset}
+    if out["task"] == "detection":
+        out["sort"] = sort = sort or "errors"
+        d = repo.inference.detection_outcomes_page(node.id, cls, error, threshold, sort, order == "desc", limit, offset)
+        return jsonable({**out, "classes": list(d.classes), "true": None, "pred": None, "class": cls, "error": error,
+                         "threshold": threshold, "iou": 0.5, "per_class": d.per_class, "items": list(d.items), "total": d.total})
+    out["sort"] = sort = sort or "loss"
+    p = repo.inference.outcomes_page(node.id, true, pred, sort, order == "desc", limit, offset)
+    return jsonable({**out, "classes": list(p.classes), "true": true, "pred": pred, "items": list(p.items), "total": p.total})
 
 
 @router.get("/predictions/{ref}/curves", response_model=PrCurvesOut, tags=["inference"],
-            summary="Classification: each class's one-vs-rest precision-recall curve and average precision")
+            summary="Each class's precision-recall curve and average precision (classification: one-vs-rest; detection: boxes at IoU 0.5)")
 @pooled
 def prediction_curves(repo: Repo, ref: RefPath) -> Any:
-    return jsonable({"prediction": repo.inference.get_prediction(ref).id, "curves": repo.inference.pr_curves(ref)})
+    node = repo.inference.get_prediction(ref)
+    task = node.props.get("task")
+    return jsonable({"prediction": node.id, "task": task, "iou": 0.5 if task == "detection" else None,
+                     "curves": repo.inference.pr_curves(node.id)})
 
 
 _BODY = {"required": True, "content": {

@@ -33,7 +33,7 @@ from veml.entities import ExportedModel, Node
 from veml.errors import InvalidInput
 from veml.progress import ProgressLike, as_progress
 from veml.store.idsets import BitMap
-from veml.versions import evaluation, prediction_analysis, prediction_file
+from veml.versions import detection_analysis, evaluation, prediction_analysis, prediction_file
 from veml.versions.context import Stores, stores_at
 from veml.versions.data import DataVersions
 from veml.versions.model import ModelVersions, spec_of
@@ -245,8 +245,29 @@ class InferenceVersions:
         return prediction_analysis.page(self._outcomes(ref), true, pred, sort, descending, limit, offset)
 
     def pr_curves(self, ref: str | int) -> list[dict[str, Any]]:
-        """Per class of a classification prediction version: its one-vs-rest precision-recall curve and AP."""
+        """Per class of a classification prediction version: its one-vs-rest precision-recall curve and AP;
+        of a detection one: the curve of its boxes ranked by score, matched at IoU 0.5, and its AP50."""
+        if self.get_prediction(ref).props.get("task") == "detection":
+            return detection_analysis.pr_curves(self._boxes(ref))
         return prediction_analysis.pr_curves(self._outcomes(ref))
+
+    def detection_outcomes_page(self, ref: str | int, cls: str | None = None, error: str | None = None,
+                                threshold: float = detection_analysis.metrics.SCORE_THRESHOLD, sort: str = "errors",
+                                descending: bool = True, limit: int = 50, offset: int = 0) -> detection_analysis.DetectionPage:
+        """A detection prediction version's images with their true/false positives and misses at IoU 0.5 among the
+        boxes scored >= ``threshold``; only those where ``cls`` has a false positive or miss (``error`` fp/fn) when given."""
+        return detection_analysis.page(self._boxes(ref), cls, error, threshold, sort, descending, limit, offset)
+
+    def _boxes(self, ref: str | int) -> detection_analysis.Boxes:
+        node = self.get_prediction(ref)
+        if node.props.get("task") != "detection":
+            raise InvalidInput(f"{node.name!r} holds {node.props.get('task')} predictions, not detection")
+        spec = self._spec(self._training.get(self.get(node.props["inference"]).props["training"]))
+        view = self._data.checkout(node.props["data"])
+        names = class_names_for(spec, view)  # and the model's classes the data lacks, as the metrics have them
+        names += tuple(k for k in (node.props.get("metrics") or {}).get("per_class", {}) if k not in names)
+        return detection_analysis.boxes(names, view.data_ids.tolist(),
+                                        view.annotations().get("boxes"), self.predictions(node.id))
 
     def _outcomes(self, ref: str | int) -> prediction_analysis.Outcomes:
         node = self.get_prediction(ref)

@@ -76,6 +76,13 @@ def _class(o: Outcomes, name: str | None, what: str) -> int | None:
     return o.classes.index(name)
 
 
+def ranked(rows: np.ndarray, key: np.ndarray, data_ids: np.ndarray, descending: bool) -> np.ndarray:
+    """``rows`` ordered by ``key`` (indexed like ``data_ids``): NaN keys (unknown) last, ties by data_id."""
+    k = key[rows]
+    missing = np.isnan(k)
+    return rows[np.lexsort((data_ids[rows], np.where(missing, 0.0, -k if descending else k), missing))]
+
+
 def page(o: Outcomes, true: str | None = None, pred: str | None = None, sort: str = "loss", descending: bool = True,
          limit: int = 50, offset: int = 0) -> OutcomePage:
     """One page of outcomes: only ``true``/``pred`` (class names) when given, sorted by ``sort`` (ties by data_id)."""
@@ -88,10 +95,8 @@ def page(o: Outcomes, true: str | None = None, pred: str | None = None, sort: st
     if p is not None:
         keep &= o.pred == p
     rows = np.flatnonzero(keep)
-    key = {"loss": o.loss, "confidence": o.confidence, "data_id": o.data_ids.astype(np.float64)}[sort][rows]
-    missing = np.isnan(key)
-    signed = np.where(missing, 0.0, -key if descending else key)
-    rows = rows[np.lexsort((o.data_ids[rows], signed, missing))]  # unknown losses last, then by data_id
+    key = {"loss": o.loss, "confidence": o.confidence, "data_id": o.data_ids.astype(np.float64)}[sort]
+    rows = ranked(rows, key, o.data_ids, descending)
     loss, conf = o.loss, o.confidence
     items = []
     for i in rows[offset:offset + limit]:

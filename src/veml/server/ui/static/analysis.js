@@ -1,8 +1,9 @@
-/* VeML web UI: prediction analysis of a classification prediction version.
+/* VeML web UI: prediction analysis of a classification or detection prediction version.
  *
  * Every sample with its true and predicted class, confidence and loss, paged by the server,
  * sorted by loss or confidence, narrowed to one confusion-matrix cell (#/prediction/7?true=a&pred=b,
- * which the matrix's cells link to); and each class's precision-recall curve.
+ * which the matrix's cells link to); and each class's precision-recall curve.  For a detector: per-class
+ * TP/FP/FN at IoU 0.5 whose FP and FN cells open the images behind them, and every image with its counts.
  */
 import { PALETTE, api, chart, fmt, h, num, S, table, td, tdNum, tile } from './core.js';
 import { GRID_LIMIT, keyboard, perRow, setQuery } from './grid.js';
@@ -29,7 +30,7 @@ export async function prCurves(root, p) {
     options: { parsing: true, plugins: { legend: { display: true, position: 'bottom' } },
       scales: { x: { type: 'linear', min: 0, max: 1, title: { display: true, text: 'recall' } }, y: { min: 0, max: 1.05, title: { display: true, text: 'precision' } } } },
   }, 'tall');
-  col.append(table(['class', 'positives', 'average precision'], c.curves.map((k) => h('tr', { 'data-class': k.class }, td(k.class), tdNum(k.positives, 'positives'), tdNum(k.ap, 'ap'))), { id: 'ap' }));
+  col.append(table(['class', c.task === 'detection' ? 'ground-truth boxes' : 'positives', c.task === 'detection' ? 'AP at IoU 0.5' : 'average precision'], c.curves.map((k) => h('tr', { 'data-class': k.class }, td(k.class), tdNum(k.positives, 'positives'), tdNum(k.ap, 'ap'))), { id: 'ap' }));
 }
 
 /** The outcomes grid; ``q`` the hash's query (true, pred, sort, order, offset). */
@@ -98,5 +99,75 @@ export async function outcomesGrid(root, p, q) {
   next.addEventListener('click', () => turn(1));
   await load();
   if (st.true || st.pred) section.scrollIntoView({ block: 'start' });
+  return section;
+}
+
+/** A detector's "confusion cell": the images where class ``c`` has a false positive (``error`` fp) or a miss (fn). */
+export const errorHref = (id, c, error) => `#/prediction/${id}?class=${encodeURIComponent(c)}&error=${error}`;
+
+/** Detection: per-class TP/FP/FN at IoU 0.5 (FP and FN cells open their images) and every image with its
+ *  counts, sortable by errors or highest box score; a row opens the sample view.  ``q``: class, error, threshold, sort, order, offset. */
+export async function detectionOutcomes(root, p, q) {
+  const dataNode = S.byId.get(p.data);
+  const threshold = Number(q.get('threshold'));
+  const st = { class: q.get('class') || '', error: q.get('error') || '', threshold: q.get('threshold') !== null && threshold >= 0 && threshold <= 1 ? threshold : 0.5,
+    sort: q.get('sort') || 'errors', order: q.get('order') === 'asc' ? 'asc' : 'desc', offset: Math.max(0, Number(q.get('offset')) || 0) };
+  const options = (id, values, value, labels = values) => h('select', { id }, values.map((v, i) => h('option', { value: v, selected: v === value }, labels[i])));
+  const classes = Object.keys((p.metrics && p.metrics.per_class) || {});
+  const classSel = options('det-class', ['', ...classes], st.class, ['any class', ...classes]);
+  const errorSel = options('det-error', ['', 'fp', 'fn'], st.error, ['any error', 'false positives', 'missed']);
+  const thrIn = h('input', { type: 'number', id: 'det-threshold', min: 0, max: 1, step: 0.05, value: st.threshold });
+  const sortSel = options('outcome-sort', ['errors', 'confidence', 'data_id'], st.sort);
+  const orderSel = options('outcome-order', ['desc', 'asc'], st.order, ['highest first', 'lowest first']);
+  const prev = h('button', { type: 'button', id: 'outcome-prev' }, '← previous');
+  const next = h('button', { type: 'button', id: 'outcome-next' }, 'next →');
+  const info = h('span', { id: 'outcome-info', class: 'muted' });
+  const section = h('div', { id: 'outcomes-section' });
+  const counts = h('div', { id: 'det-counts' });
+  const grid = h('div', { id: 'outcomes', 'data-state': 'loading' });
+  root.append(section);
+  section.append(h('h2', {}, 'Errors per class (IoU 0.5)'), counts, h('h2', {}, 'Every image'),
+    h('div', { class: 'controls' }, classSel, errorSel, h('label', {}, 'confidence ≥ ', thrIn), h('label', {}, 'sort by ', sortSel), orderSel, prev, next, info), grid);
+  let items = [];
+  let total = 0;
+  let seq = 0;
+  const els = () => [...grid.querySelectorAll('tbody tr')];
+  const open = (i) => { select(i, false); openDetail(dataNode || { id: p.data }, items[i].data_id, () => grid.focus()); };
+  const turn = (d) => { const to = st.offset + d * GRID_LIMIT; if (to >= 0 && to < total) { st.offset = to; load(); } };
+  const select = keyboard(grid, els, () => 1, open, turn);
+  const cell = (c, k, n) => h('td', { class: 'num', 'data-key': k }, n && k !== 'tp' ? h('a', { href: errorHref(p.id, c, k), class: 'cell' }, num(n, k)) : num(n, k));
+
+  async function load() {
+    const mine = ++seq;
+    grid.dataset.state = 'loading';
+    setQuery({ class: st.class, error: st.error, threshold: st.threshold === 0.5 ? '' : String(st.threshold), sort: st.sort === 'errors' ? '' : st.sort,
+      order: st.order === 'desc' ? '' : st.order, offset: st.offset });
+    const o = await api(`/predictions/${p.id}/outcomes`, { class: st.class || undefined, error: st.error || undefined, threshold: st.threshold,
+      sort: st.sort, order: st.order, limit: GRID_LIMIT, offset: st.offset });
+    if (mine !== seq) return;
+    items = o.items;
+    total = o.total;
+    counts.replaceChildren(table(['class', 'true positives', 'false positives', 'missed'], Object.entries(o.per_class).map(([c, n]) => h('tr', { 'data-class': c },
+      td(c), cell(c, 'tp', n.tp), cell(c, 'fp', n.fp), cell(c, 'fn', n.fn))), { id: 'det-errors' }));
+    grid.replaceChildren(table(['sample', 'ground truth', 'predicted', 'TP', 'FP', 'FN', 'errors', 'max confidence'], items.map((it, i) => h('tr',
+      { 'data-id': it.data_id, class: it.errors ? 'bad' : '', onclick: () => open(i) }, tdNum(it.data_id, 'data_id'), tdNum(it.gt, 'gt'),
+      tdNum(it.predicted, 'predicted'), tdNum(it.tp, 'tp'), tdNum(it.fp, 'fp'), tdNum(it.fn, 'fn'), tdNum(it.errors, 'errors'), tdNum(it.confidence, 'confidence')))));
+    select(0, false);
+    info.replaceChildren(num(o.total, 'outcomes'), ' images', st.class || st.error ? ` (${st.error === 'fp' ? 'false positives' : st.error === 'fn' ? 'missed' : 'errors'} of ${st.class || 'any class'})` : '',
+      ` · showing ${items.length ? st.offset + 1 : 0}–${st.offset + items.length}`);
+    prev.disabled = st.offset <= 0;
+    next.disabled = st.offset + items.length >= total;
+    grid.dataset.state = 'ready';
+  }
+  const reload = () => {
+    const t = Number(thrIn.value);
+    Object.assign(st, { class: classSel.value, error: errorSel.value, threshold: thrIn.value !== '' && t >= 0 && t <= 1 ? t : st.threshold, sort: sortSel.value, order: orderSel.value, offset: 0 });
+    load();
+  };
+  for (const el of [classSel, errorSel, thrIn, sortSel, orderSel]) el.addEventListener('change', reload);
+  prev.addEventListener('click', () => turn(-1));
+  next.addEventListener('click', () => turn(1));
+  await load();
+  if (st.class || st.error) section.scrollIntoView({ block: 'start' });
   return section;
 }

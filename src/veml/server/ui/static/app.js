@@ -18,7 +18,7 @@ import {
 import { sampleGrid } from './grid.js';
 import { closeDetail } from './detail.js';
 import { pageModels } from './models.js';
-import { CLASSIFICATION, cellHref, outcomesGrid, prCurves } from './analysis.js';
+import { CLASSIFICATION, cellHref, detectionOutcomes, outcomesGrid, prCurves } from './analysis.js';
 
 /** Positions for a DAG: a row per longest-path depth, each row ordered by its parents' places. */
 function layered(nodes, edges) {
@@ -523,6 +523,11 @@ async function pagePrediction(root, ref, gen, q) {
     await prCurves(root, p);
     live(gen);
     await outcomesGrid(root, p, q);
+    live(gen);
+  } else if (p.task === 'detection' && p.metrics) {
+    await prCurves(root, p);
+    live(gen);
+    await detectionOutcomes(root, p, q);
     live(gen);
   }
   const worst = (p.worst || []).slice(0, 24);
