@@ -188,3 +188,42 @@ def test_cli_cache_clear_and_bad_input(repo):
     assert c["cleared"] is True and c["transforms"] >= 1 and c["bytes_freed"] > 0
     assert not any((Path(repo.dir) / "cache" / "pixels").iterdir())
     assert np.array_equal(loaded(repo, "night", size=(10, 20)), pil_pixels(repo, "night", (10, 20)))  # rebuilt on use
+
+
+def test_gc_drops_the_pixels_of_samples_no_version_holds(tmp_path, driving_small, driving_night):
+    """A segment holding a deleted version's images beside a surviving one's is rewritten with the survivors
+    only; the cache shrinks by what gc reports, and the surviving version reads PIL's pixels without a decode."""
+    import sqlalchemy as sa
+
+    from veml.store.sql_graph import idsets_t
+
+    root = tmp_path / "repo"
+    with veml.init(root) as r:
+        r.data.import_("coco", driving_small, "day", images=images_dir(driving_small))
+        r.data.import_("coco", driving_night, "night", images=images_dir(driving_night))
+        r.data.merge(["day", "night"], "both")
+        built = r.data.cache_pixels("both", size=24)  # one segment: day's 40 images and night's 24
+        space = Path(built.path)
+        before = sum(p.stat().st_size for p in space.iterdir())
+        old = json.loads((space / "manifest.json").read_text())["segments"]
+        assert [s["rows"] for s in old] == [64]
+        day = np.sort(digests_of(r.data.checkout("day").metadata()["content_hash"].to_pylist()))
+        want = pil_pixels(r, "day", (24, 24))
+        # VeML never deletes a version: drop "night" and "both" the way a deletion would, by their id sets
+        gone = [r.data.get("night").id, r.data.get("both").id]
+        with r.stores.graph.engine.begin() as conn:
+            conn.execute(sa.delete(idsets_t).where(idsets_t.c.node_id.in_(gone)))
+    res = run_cli("gc", "--grace", "0", "--json", "--repo", root)
+    assert res.code == 0, res.err
+    freed = res.json["pixel_cache_bytes_freed"]
+    assert res.json["samples_reclaimed"] == 24 and freed >= 24 * 24 * 24 * 3
+    assert sum(p.stat().st_size for p in space.iterdir()) == before - freed
+    new = json.loads((space / "manifest.json").read_text())["segments"]
+    assert [s["rows"] for s in new] == [40] and new[0]["name"] != old[0]["name"]
+    assert sorted(p.name for p in space.iterdir() if p.name.startswith("seg-")) == [f"{new[0]['name']}.sha", f"{new[0]['name']}.u8"]
+    with veml.open(root) as r:
+        assert np.array_equal(np.sort(np.fromfile(space / f"{new[0]['name']}.sha", dtype="S32")), day)
+        assert r.data.cache_pixels("day", size=24).decoded == 0  # served by the rewritten segment
+        assert np.array_equal(loaded(r, "day", size=24), want)
+    again = run_cli("gc", "--grace", "0", "--json", "--repo", root)
+    assert again.code == 0 and again.json["pixel_cache_bytes_freed"] == 0

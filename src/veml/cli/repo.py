@@ -190,4 +190,5 @@ def cmd_gc(ctx: Context, args: argparse.Namespace) -> None:
     report = ctx.repo.gc(grace_s=args.grace)
     r = report.to_json()
     ctx.emit(r, f"reclaimed {r['samples_reclaimed']} samples and {r['annotations_reclaimed']} annotation rows; "
-                f"sample store {r['bytes_before']} -> {r['bytes_after']} bytes")
+                f"sample store {r['bytes_before']} -> {r['bytes_after']} bytes; "
+                f"pixel cache {r['pixel_cache_bytes_freed']} bytes freed")

@@ -318,6 +318,52 @@ class PixelSpace:
             elif p.name == f"{MANIFEST}.tmp":
                 p.unlink(missing_ok=True)
 
+    def prune(self, keep: np.ndarray) -> int:
+        """Drop every cached row whose digest is not in ``keep`` (S32, sorted); returns the bytes freed.
+
+        Under the lock (not waited for: a space another process is building is left as it is, 0 freed):
+        a segment whose rows all stay is kept as it is, one with none is dropped, and one with some is
+        copied (its surviving rows, pixels checked first) into a new segment written as ``add`` writes
+        them (temporary file, fsync, rename); then the manifest is replaced atomically, and only then are
+        the old segments' files removed, so a crash at any point leaves the old or the new manifest with
+        every file it lists (and unlisted files for the next writer to remove).  Damaged segments, and
+        every segment under a damaged manifest, are dropped (they would be decoded again anyway).
+        """
+        try:
+            with self._locked(wait=False):
+                return self._prune(keep)
+        except InvalidInput:  # only the lock raises it: another process is building this space
+            return 0
+
+    def _prune(self, keep: np.ndarray) -> int:
+        before = self.size_bytes()
+        man = self._manifest()
+        segments: list[Segment] = []
+        number = max([int(s.name[4:]) for s in man.segments], default=0)
+        for seg in [] if man.damaged else man.segments:
+            digests = self._digests(seg)
+            if digests is None or not self._checked(self.dir / f"{seg.name}.u8", seg.rows * self.row_bytes, seg.crc32):
+                continue
+            pos = np.minimum(np.searchsorted(keep, digests), max(len(keep) - 1, 0))
+            alive = np.flatnonzero(keep[pos] == digests) if len(keep) else np.zeros(0, np.int64)
+            if len(alive) == seg.rows:
+                segments.append(seg)
+            elif len(alive):
+                src, done = self.open_segment(seg), [0]
+
+                def fill(wanted: np.ndarray, out: np.ndarray, src: np.ndarray = src, alive: np.ndarray = alive,
+                         done: list[int] = done) -> None:
+                    out[:] = src[alive[done[0]:done[0] + len(wanted)]]  # add's batches come in order
+                    done[0] += len(wanted)
+
+                number += 1
+                segments.append(self._write_segment(f"seg-{number:06d}", digests[alive], fill, 256))
+                del src
+        if man.damaged or segments != man.segments:
+            self._write_manifest(segments)
+        self._remove_unlisted(segments)
+        return max(0, before - self.size_bytes())
+
     def size_bytes(self) -> int:
         return _tree_bytes(self.dir)
 
@@ -342,6 +388,27 @@ class PixelCache:
 
     def size_bytes(self) -> int:
         return _tree_bytes(self.root) if self.root.exists() else 0
+
+    def prune(self, keep: np.ndarray) -> int:
+        """Every transform's rows whose digest is not in ``keep`` (S32) dropped (:meth:`PixelSpace.prune`);
+        returns the bytes freed."""
+        if not self.root.exists():
+            return 0
+        keep = np.unique(keep.astype(DIGEST))
+        freed = 0
+        for d in sorted(self.root.iterdir()):
+            if not (d.is_dir() and _SAFE_KEY.match(d.name)):
+                continue
+            try:
+                shape = tuple(json.loads((d / MANIFEST).read_text())["shape"])
+            except (OSError, ValueError, KeyError, TypeError):
+                shape = ()
+            if not (len(shape) == 3 and all(isinstance(x, int) and x > 0 for x in shape)):
+                shape = (1, 1, 1)  # an unreadable manifest: the space reads as damaged, its segments go
+            freed += PixelSpace(self.root, d.name, shape, {}).prune(keep)  # type: ignore[arg-type]
+        with _VERIFIED_LOCK:
+            _VERIFIED.clear()
+        return freed
 
     def clear(self) -> tuple[int, int]:
         """Remove every transform's cache; returns (bytes freed, transforms removed).  A cache being

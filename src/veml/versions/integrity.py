@@ -4,7 +4,7 @@ verify recomputes, for every data version, its bitmaps' digests, that every refe
 and the sha256 of every referenced sample's payload; and checks every artifact a version points
 at.  gc deletes sample and annotation rows outside every version's bitmaps, except those of an id
 range a writer reserved and has not recorded yet while that writer may still be at work (see
-:func:`_reservation_is_live`).
+:func:`_reservation_is_live`), then the decoded pixels cached for digests no sample row holds any more.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from veml.formats.images import check_decodes
 from veml.store.graph import owner_alive
 from veml.store.idsets import BitMap, digest
 from veml.schemas import ID_SPACE, SCHEMAS
+from veml.versions import pixels
 from veml.versions.context import Stores
 
 DEFAULT_GRACE_S = 3600.0
@@ -128,10 +129,12 @@ class GcReport:
     temp_files: int = 0
     bytes_before: int = 0
     bytes_after: int = 0
+    pixel_cache_bytes_freed: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return {"samples_reclaimed": self.samples, "annotations_reclaimed": self.annotations,
-                "allocations_released": self.allocations, "temp_files_removed": self.temp_files, "bytes_before": self.bytes_before, "bytes_after": self.bytes_after}
+                "allocations_released": self.allocations, "temp_files_removed": self.temp_files, "bytes_before": self.bytes_before,
+                "bytes_after": self.bytes_after, "pixel_cache_bytes_freed": self.pixel_cache_bytes_freed}
 
 
 def _reservation_is_live(owner: str | None, lease_left: float | None, age_s: float, grace_s: float) -> bool:
@@ -189,4 +192,8 @@ def gc(stores: Stores, grace_s: float = DEFAULT_GRACE_S) -> GcReport:
     # a live writer touches its temp file on every write, so one untouched for a minute is a killed writer's, even at --grace 0
     report.temp_files = stores.artifacts.remove_stale_temps(max(grace_s, TEMP_FILE_MIN_AGE_S))
     report.bytes_after = stores.samples.size_bytes()
+    # decoded pixels of a digest no sample row holds any more (read after the reclaim: a row appended since keeps its entry)
+    if pixels.cache_exists(stores):
+        hashes = stores.samples.read("samples", stores.samples.keys("samples"), columns=["content_hash"])["content_hash"]
+        report.pixel_cache_bytes_freed = pixels.prune(stores, hashes.to_pylist())
     return report

@@ -25,7 +25,7 @@ import numpy as np
 from veml.errors import InvalidInput, StorageError
 from veml.formats.images import decode_array
 from veml.progress import ProgressLike, as_progress
-from veml.store.pixel_cache import PixelCache, PixelSpace, Segment, digests_of
+from veml.store.pixel_cache import DIGEST, PixelCache, PixelSpace, Segment, digests_of
 from veml.versions.checkout import DataView
 from veml.versions.context import Stores
 
@@ -261,6 +261,20 @@ def pixel_array(stores: Stores, view: DataView, positions: np.ndarray, size: tup
         for j, img in zip(np.nonzero(todo)[0], view.read_images(positions[todo], size)):
             out[j] = img
     return out
+
+
+def cache_exists(stores: Stores) -> bool:
+    cache = cache_of(stores)
+    return cache is not None and cache.root.is_dir()
+
+
+def prune(stores: Stores, keep: Sequence[str | None]) -> int:
+    """Drop the cached pixels of every digest not in ``keep`` (sha256 hex; others are ignored); bytes freed."""
+    cache = cache_of(stores)
+    if cache is None:
+        return 0
+    valid = [h for h in keep if isinstance(h, str) and len(h) == 64]
+    return cache.prune(digests_of(valid) if valid else np.zeros(0, DIGEST))
 
 
 def clear(stores: Stores) -> PixelCacheCleared:
