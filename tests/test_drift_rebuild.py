@@ -90,8 +90,13 @@ def test_every_method_with_the_deployed_model(world, method):
     out = ok("drift", "--test", "shifted", "--inference", "tod-onnx", "--method", method, "--repo", root)
     assert out["method"] == method and out["inference"] and out["reference_name"] == "reference"
     assert 0 <= out["p_value"] <= 1
-    if method == "bbsd":
-        assert out["details"]["features"] == 2  # the classifier's softmax: day, dusk
+    if method == "bbsd":  # a classifier: one permutation test over label-shift and covariate-shift statistics
+        d = out["details"]
+        assert d["test"] == "combined" and d["permutations"] >= 200 and out["embedder"] is None
+        families = {f["name"]: f for f in d["families"]}
+        assert families["label shift"]["weight"] == 0.6 and families["covariate shift"]["weight"] == pytest.approx(0.4)
+        assert [s["name"] for s in families["covariate shift"]["statistics"]] == ["pixel mmd"]
+        assert all(0 < f["p_value"] <= 1 for f in d["families"]) and out["n_test"] == d["test_rows"]
     else:
         assert out["embedder"].startswith("training-")  # the deployed model's own features
 

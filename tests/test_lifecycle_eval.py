@@ -25,7 +25,7 @@ def _quick(module: str, out_dir: Path, *args: str) -> str:
 def test_quick_run_prints_tables(tmp_path: Path) -> None:
     md = _quick("benchmarks.lifecycle_eval", tmp_path, "--quick")
     assert "| method | kind | mean per-target rho | top-1 regret (pts) | top-1 hit rate | default's rho minus this" in md
-    for method in ("default", "mean_pairwise", "mmd", "label_ot", "leep", "logme", "hscore", "knn_probe", "mean_embedding"):
+    for method in ("default", "mean_pairwise", "mmd", "label_ot", "ensemble", "leep", "logme", "hscore", "knn_probe", "mean_embedding"):
         assert f"| `{method}` |" in md
     assert "### Per-target rho" in md and "### Gains" in md and "### Issue 14 targets" in md and "### Transfer" in md
     assert "| target | scratch | source as-is | transfer |" in md and "transfer saves >= 3x labels" in md
@@ -43,3 +43,11 @@ def test_quick_rebuild_run_prints_tables(tmp_path: Path) -> None:
                    "adapt recovers > 0 without labels"):
         assert target in md
     assert (tmp_path / "rebuild_eval_quick.json").exists()
+
+
+def test_quick_drift_run_prints_tables_and_pools(tmp_path: Path) -> None:
+    md = _quick("benchmarks.lifecycle_eval.drift", tmp_path / "one", "--quick", "--ns", "10,50")
+    assert "| n | batches | bbsd (validation ref) | upper bound | bbsd per seed (min-max) | bbsd (training ref, before) |" in md
+    assert "| shift | n | batches | bbsd | MMD softmax | MMD pixels |" in md and "Overall MAE" in md
+    pooled = _quick("benchmarks.lifecycle_eval.drift", tmp_path / "pooled", "--pool", str(tmp_path / "one" / "drift_eval.json"))
+    assert "FPR upper bound <= 0.07 at every n" in pooled and (tmp_path / "pooled" / "drift_eval_pooled.json").exists()

@@ -163,6 +163,19 @@ def test_model_compare_lists_exactly_the_differing_keys(cli, repo_path, tmp_path
     assert same["same"] is True and same["differences"] == {}
     text = cli("model", "compare", "a", "b", "--repo", repo_path).out
     assert "parameters.image_size: 32 -> 64" in text
+    three = cli("model", "compare", "a", "b", "a-again", "--json", "--repo", repo_path)  # the models view's table
+    assert three.code == 0, three.err
+    assert [v["name"] for v in three.json["versions"]] == ["a", "b", "a-again"]
+    differing = {(r["section"], r["key"]): r["values"] for r in three.json["rows"] if r["differs"]}
+    assert differing == {("model", "parameters.freeze_backbone"): [False, True, False],
+                         ("model", "parameters.image_size"): [32, 64, 32]}
+    text = cli("model", "compare", "a", "b", "a-again", "--repo", repo_path).out
+    assert "model.parameters.image_size: 32 | 64 | 32" in text and "no differences" not in text
+    for bad, needle in ((("a", "b", "a"), "named twice"), (("a", "b", "nope"), "nope"),
+                        (("a", "b", *["a-again"] * 19), "at most 20")):
+        res = cli("model", "compare", *bad, "--repo", repo_path)
+        assert res.code == 1 and res.err.startswith("error:") and needle in res.err, res.err
+        assert len(res.err.strip().splitlines()) == 1
 
 
 def test_model_finetune_from_edge(cli, repo_path, tmp_path):

@@ -154,14 +154,23 @@ def test_similar_scores_each_lifecycle_model_on_the_targets_labels(root, method)
     assert text.code == 0 and "score " in text.out, text.err
 
 
-def test_lifecycles_are_ranked_by_logme_by_default_on_labelled_images(root):
-    """The default that won the harness (BENCHMARKS.md, issue 14) is used where it applies, and only there."""
+def test_lifecycles_are_ranked_by_the_score_ensemble_by_default_on_labelled_images(root):
+    """The default of the harness (BENCHMARKS.md, issue 14) is used where it applies, and only there."""
     out = ok("similar", "digits-tgt", "--with-lifecycle", "--repo", root)
-    assert out["method"] == "logme" and all("score" in r and "lifecycle" in r for r in out["ranking"])
+    assert out["method"] == "ensemble" and all("score" in r and "lifecycle" in r for r in out["ranking"])
+    singles = {m: ok("similar", "digits-tgt", "--method", m, "--repo", root)["ranking"] for m in ("logme", "leep", "knn_probe")}
+    for row in out["ranking"]:  # each candidate's three scores, as each method alone reports them; distance = mean rank
+        for m, ranked in singles.items():
+            mine = next(r for r in ranked if r["id"] == row["id"])
+            assert row["scores"][m] == pytest.approx(mine["score"])
+        ranks = [1 + sum(r["score"] > next(x for x in ranked if x["id"] == row["id"])["score"] for r in ranked)
+                 for ranked in singles.values()]
+        assert row["distance"] == pytest.approx(np.mean(ranks)) and row["score"] == -row["distance"]
+    assert [r["distance"] for r in out["ranking"]] == sorted(r["distance"] for r in out["ranking"])
     assert ok("similar", "digits-tgt", "--repo", root)["method"] == "mean_pairwise"  # data versions: the data distance
     assert ok("similar", "scenes-boxes", "--with-lifecycle", "--repo", root)["method"] == "mean_pairwise"  # no class labels
     auto = ok("transfer", "digits-tgt", "--name", "tr-auto", "--set", "epochs=1", "--repo", root)
-    assert auto["method"] == "logme" and auto["report"] is not None and auto["distance"] < 0
+    assert auto["method"] == "ensemble" and auto["report"] is not None and auto["distance"] >= 1  # a mean rank
     explicit = ok("transfer", "digits-tgt", "--from", "digits-src", "--method", "mmd", "--name", "tr-mmd", "--set", "epochs=1",
                   "--repo", root)
     assert explicit["method"] == "mmd" and explicit["distance"] >= 0

@@ -239,3 +239,12 @@ def test_top1_regret_and_hits():
 def test_bad_input_raises_invalid_input(call, message):
     with pytest.raises(InvalidInput, match=message):
         call()
+
+
+def test_mean_ranks_average_each_scores_rank_with_ties_shared_and_non_finite_last():
+    from veml.lifecycle.model_scores import mean_ranks
+
+    parts = [{"a": 3.0, "b": 0.1}, {"a": 1.0, "b": 0.9}, {"a": 1.0, "b": float("nan")}]
+    # a: 3.0 first, the two 1.0 share ranks 2 and 3; b: 0.9 first, 0.1 second, NaN last
+    assert mean_ranks(parts, ("a", "b")).tolist() == [1.5, 1.75, 2.75]
+    assert mean_ranks([], ("a",)).tolist() == []

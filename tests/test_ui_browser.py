@@ -541,6 +541,26 @@ def test_lineage_pages_a_large_answer(ui, world):
     assert ui.page.locator("#lineage-more").count() == 0 and len(nodes()) == len([n for n in whole["nodes"] if n["kind"] not in PARTS])
 
 
+def test_the_whole_graph_pages_newest_first(ui, world):
+    versions = sorted(world.get("/versions", limit=500)["items"], key=lambda v: -v["id"])
+    assert len(versions) > 6
+    ui.open("#/lineage?limit=3")
+    ui.page.check("#show-parts")
+    nodes = lambda: sorted(ui.page.evaluate("() => window.vemlCy.nodes().map(n => Number(n.id()))"))  # noqa: E731
+    edges = lambda: sorted(ui.page.evaluate("() => window.vemlCy.edges().map(e => [Number(e.source().id()), Number(e.target().id())])"))  # noqa: E731
+    for shown in (3, 6):
+        drawn = versions[:shown]
+        ids = {v["id"] for v in drawn}
+        assert nodes() == sorted(ids) and ui.page.inner_text("#lineage-page") == f"{shown} of {len(versions)} shown"
+        assert edges() == sorted([p, v["id"]] for v in drawn for p in v["parents"] if p in ids)
+        if shown == 3:
+            ui.page.focus("#load-more")  # the keyboard: Enter on the focused button draws the next page
+            ui.page.keyboard.press("Enter")
+            ui.page.wait_for_function("() => document.getElementById('lineage-more').dataset.state === 'ready'"
+                                      " && Number(document.getElementById('lineage-page').dataset.value) > 3")
+    ui.page.uncheck("#show-parts")
+
+
 def test_inference_and_prediction_pages(ui, world):
     ids = ids_by_name(world)
     ui.open(f"#/inference/{ids['clf-onnx']}")

@@ -12,8 +12,10 @@ Class mix is label shift: batches from the unshifted pool in which a share ``q``
 Batches are random subsets (without replacement) of a pool; the very same index lists go to every method:
 
 * ``bbsd`` (veml's default with ``--inference``): the detector ``repo.drift.detector`` fits on the reference
-  ``repo.drift.reference_samples`` chooses -- the validation split -- i.e. exactly what ``veml drift`` tests;
-  ``bbsd (training ref)`` the same test with the model's outputs on its own training data (before issue 15).
+  ``repo.drift.reference_samples`` chooses -- the validation split -- i.e. exactly what ``veml drift`` tests, on
+  the blocks ``repo.drift.features`` gives (the softmax, and pixel thumbnails of the inputs);
+  ``bbsd (training ref)`` the same test with the model's outputs on its own training data (before issue 15),
+  tested on the unshifted batches only (its false-positive rate is the point).
 * ``MMD (alibi rule)``: a re-implementation of alibi-detect 0.13 ``MMDDrift`` (alibi-detect is not installed
   here): Gaussian RBF kernel with sigma^2 = median(squared distances within the reference) / 2, unbiased MMD^2
   with a zeroed diagonal, 100 permutations, p = mean(MMD^2 <= permuted MMD^2), drift when p < 0.05 -- on the
@@ -24,6 +26,8 @@ Batches are random subsets (without replacement) of a pool; the very same index 
 
     python -m benchmarks.lifecycle_eval.drift            # 3 seeds
     python -m benchmarks.lifecycle_eval.drift --quick    # smoke run
+    python -m benchmarks.lifecycle_eval.drift --first-seed 3 --seeds 1 --out out3   # one seed (run several at once)
+    python -m benchmarks.lifecycle_eval.drift --pool out3/drift_eval.json out4/drift_eval.json --out pooled
 """
 
 from __future__ import annotations
@@ -46,7 +50,6 @@ import numpy as np  # noqa: E402
 from scipy import stats  # noqa: E402
 
 import veml  # noqa: E402
-from veml.lifecycle.drift import output_features  # noqa: E402
 from veml.lifecycle.estimate import confidence  # noqa: E402
 
 warnings.filterwarnings("ignore")
@@ -127,7 +130,9 @@ def build(seed: int, a: argparse.Namespace, work: Path) -> dict[str, Any]:
     pools = {}
     for name in domains:
         _, _, td, pr = repo.inference.run(inode.id, f"pool-{name}")
-        pools[name] = {"scores": np.asarray(pr.scores), "labels": td.labels,
+        feats = repo.drift.features(repo.data.get(f"pool-{name}"), "bbsd", inode)  # the blocks veml drift tests
+        assert np.allclose(feats["softmax"], np.asarray(pr.scores))  # same rows, same order
+        pools[name] = {"scores": np.asarray(pr.scores), "labels": td.labels, "feats": feats,
                        "pixels": td.images.reshape(len(td), -1)[:, ::3].astype(np.float32) / 255.0}
     ref_pix = vtd.images.reshape(len(vtd), -1)[:, ::3].astype(np.float32) / 255.0
     repo.close()
@@ -159,9 +164,9 @@ def run_seed(seed: int, a: argparse.Namespace, work: Path) -> dict[str, Any]:
     cells: list[dict[str, Any]] = []
     plan = [("none", "none", None, a.null_trials)] + [(s, s, None, a.trials) for s in SHIFTS] + \
            [(s, "none", q, a.trials) for s, q in CLASS_MIX.items()]
-    for shift_name, pool_name, mix, trials in plan:
+    for shift_name, pool_name, mix, trials in [step for step in plan if step[3] > 0]:  # --trials 0: no shifts
         pool = S["pools"][pool_name]
-        feats = output_features(_preds(pool["scores"]), S["classes"])
+        feats = pool["feats"]
         conf = confidence(pool["scores"], S["atc"].score)
         correct = (pool["scores"].argmax(1) == pool["labels"]).astype(float)
         for n in a.ns:
@@ -170,8 +175,10 @@ def run_seed(seed: int, a: argparse.Namespace, work: Path) -> dict[str, Any]:
             rec = {"shift": shift_name, "n": n, "held": [], "seen": [], "mmd_soft": [], "mmd_pix": [], "acc": [], "est": [],
                    "low": [], "high": []}
             for j, idx in enumerate(batches(pool, n, trials, rng, mix)):
-                rec["held"].append(S["held"].test(feats[idx]).drift)
-                rec["seen"].append(S["seen"].test(feats[idx]).drift)
+                batch = {k: v[idx] for k, v in feats.items()}
+                rec["held"].append(S["held"].test(batch).drift)
+                if shift_name == "none":
+                    rec["seen"].append(S["seen"].test(batch).drift)
                 if shift_name == "none" and j >= a.mmd_null:  # MMD's own FPR on the first batches only (cost)
                     pass
                 else:
@@ -186,13 +193,7 @@ def run_seed(seed: int, a: argparse.Namespace, work: Path) -> dict[str, Any]:
                     rec["high"].append(e["high"])
             cells.append(rec)
         log(f"seed {seed}: {shift_name} done")
-    return {"val_acc": S["val_acc"], "n_ref": S["n_ref"], "split": S["split"], "cells": cells}
-
-
-def _preds(scores: np.ndarray) -> Any:
-    from veml.adapters.base import Predictions
-
-    return Predictions("classification", scores=scores)
+    return {"seed": seed, "val_acc": S["val_acc"], "n_ref": S["n_ref"], "split": S["split"], "cells": cells}
 
 
 # --- statistics -----------------------------------------------------------------------------------------
@@ -217,10 +218,11 @@ def summarise(R: list[dict[str, Any]], a: argparse.Namespace) -> dict[str, Any]:
                                "mmd_batches": sum(len(c["mmd_soft"]) for _, c in cs)}
         for m in methods:
             flags = [f for _, c in cs for f in c[m]]
-            row[m] = float(np.mean(flags))
+            row[m] = float(np.mean(flags)) if flags else float("nan")
             row[m + "_k"] = int(np.sum(flags))
         drops = [r["val_acc"] - acc for r, c in cs for acc, f in zip(c["acc"], c["held"]) if f]
         row["flagged"] = len(drops)
+        row["held_by_seed"] = [float(np.mean(c["held"])) for _, c in cs if c["held"]]
         row["harm"] = float(np.mean([d >= a.harm for d in drops])) if drops else float("nan")
         row["mean_drop"] = float(np.mean(drops)) if drops else float("nan")
         row["true_drop"] = float(np.mean([r["val_acc"] - acc for r, c in cs for acc in c["acc"]]))
@@ -237,16 +239,18 @@ def report(R: list[dict[str, Any]], Sm: dict[str, Any], a: argparse.Namespace, s
     rows, ns = Sm["rows"], a.ns
     null = [(n, rows[f"none|{n}"]) for n in ns if f"none|{n}" in rows]
     fpr_ok = all(clopper_pearson_upper(r["held_k"], r["batches"]) <= 0.07 for _, r in null)
+    seeds = ", ".join(str(r.get("seed", "?")) for r in R)
     L = [f"Command: `python -m benchmarks.lifecycle_eval.drift{' --quick' if a.quick else ''}` "
-         f"({len(R)} seeds, {a.arch} {a.epochs} epochs, {secs / 60:.1f} min on {machine_info().get('cpu', '?')}). "
+         f"({len(R)} seeds: {seeds}; {a.arch} {a.epochs} epochs, {secs / 60:.1f} min on {machine_info().get('cpu', '?')}). "
          f"Reference: the training's recorded {R[0]['split']} split ({R[0]['n_ref']} samples); validation accuracy "
          + ", ".join(f"{r['val_acc']:.3f}" for r in R) + ".", "",
          f"**False positives** ({a.null_trials} unshifted batches per n and seed; 95 % Clopper-Pearson upper bound; "
          "batches of one seed share one reference and overlap in the 897-image pool, so the bound is optimistic; the MMD "
          f"baselines test the first {a.mmd_null} batches per n and seed):", ""]
-    L.append(md_table(["n", "batches", "bbsd (validation ref)", "upper bound", "bbsd (training ref, before)", "MMD softmax (alibi rule)"]
-                      + ([] if a.no_pixels else ["MMD pixels (alibi rule)"]),
+    L.append(md_table(["n", "batches", "bbsd (validation ref)", "upper bound", "bbsd per seed (min-max)",
+                       "bbsd (training ref, before)", "MMD softmax (alibi rule)"] + ([] if a.no_pixels else ["MMD pixels (alibi rule)"]),
                       [[n, r["batches"], f"{r['held']:.3f}", f"{clopper_pearson_upper(r['held_k'], r['batches']):.3f}",
+                        f"{min(r['held_by_seed']):.3f}-{max(r['held_by_seed']):.3f}",
                         f"{r['seen']:.3f}", f"{r['mmd_soft']:.3f}"] + ([] if a.no_pixels else [f"{r['mmd_pix']:.3f}"])
                        for n, r in null]))
     L += ["", f"FPR upper bound <= 0.07 at every n (bbsd, validation reference): {verdict(fpr_ok)}", ""]
@@ -263,6 +267,8 @@ def report(R: list[dict[str, Any]], Sm: dict[str, Any], a: argparse.Namespace, s
             worst.append(f"{shift} n={n} ({gap:+.2f})")
         prow.append([shift, n, r["batches"], f"{r['held']:.2f}", f"{r['mmd_soft']:.2f}"] + ([] if a.no_pixels else [f"{r['mmd_pix']:.2f}"])
                     + [f"{r['true_drop'] * 100:+.1f}", r["flagged"], "-" if math.isnan(r["harm"]) else f"{r['harm']:.2f}"])
+    if not prow:  # --trials 0: a false-positive run over many references
+        return "\n".join(L)
     L += [f"**Power** ({a.trials} batches per shift, n and seed) and **harm** (for batches bbsd flags: share whose true "
           f"accuracy is >= {a.harm * 100:.0f} points below the validation accuracy):", ""]
     L.append(md_table(["shift", "n", "batches", "bbsd", "MMD softmax"] + ([] if a.no_pixels else ["MMD pixels"])
@@ -282,6 +288,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true")
     p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--first-seed", type=int, default=0, help="seeds first-seed .. first-seed + seeds - 1")
+    p.add_argument("--pool", type=Path, nargs="+", help="no run: one report over these result files (drift_eval.json)")
     p.add_argument("--epochs", type=int, default=6)
     p.add_argument("--arch", default="resnet18")
     p.add_argument("--ns", default="10,50,100,200,500")
@@ -296,16 +304,36 @@ def main() -> None:
     a = p.parse_args()
     if a.quick:
         a.seeds, a.epochs, a.null_trials, a.trials, a.interval_trials, a.mmd_null = 1, 1, 40, 10, 5, 40
+    if a.pool:
+        pool(a.pool, a.out)
+        return
     a.ns = [int(x) for x in a.ns.split(",")]
     work = Path(tempfile.mkdtemp(prefix="veml-drift-eval-"))
     try:
-        R = [run_seed(s, a, work) for s in range(a.seeds)]
+        R = [run_seed(s, a, work) for s in range(a.first_seed, a.first_seed + a.seeds)]
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    secs = time.perf_counter() - T0
     Sm = summarise(R, a)
-    publish(a.out, "drift_eval", {"args": {k: v for k, v in vars(a).items() if k != "out"}, "summary": Sm,
-                                  "seeds": [{k: v for k, v in r.items() if k != "cells"} for r in R]},
-            report(R, Sm, a, time.perf_counter() - T0))
+    publish(a.out, "drift_eval", {"args": {k: v for k, v in vars(a).items() if k not in ("out", "pool")}, "summary": Sm,
+                                  "seconds": secs, "raw": R}, report(R, Sm, a, secs))
+
+
+def pool(paths: list[Path], out: Path) -> None:
+    """One report over single-seed (or several-seed) runs made with the same settings."""
+    import json
+
+    runs = [json.loads(Path(p).read_text()) for p in paths]
+    settings = [{k: v for k, v in r["args"].items() if k not in ("seeds", "first_seed")} for r in runs]
+    if any(s != settings[0] for s in settings):
+        raise SystemExit("error: these result files were made with different settings; they do not pool")
+    a = argparse.Namespace(**settings[0], out=out, seeds=0, first_seed=0, pool=None)
+    R = [r for run in runs for r in run["raw"]]
+    if len({r["seed"] for r in R}) != len(R):
+        raise SystemExit("error: a seed appears in more than one result file")
+    Sm = summarise(R, a)
+    publish(out, "drift_eval_pooled", {"args": settings[0], "summary": Sm, "files": [str(p) for p in paths]},
+            report(R, Sm, a, sum(r.get("seconds", 0.0) for r in runs)))
 
 
 if __name__ == "__main__":

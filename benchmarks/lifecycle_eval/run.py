@@ -66,10 +66,13 @@ DOMAINS: dict[str, list[tuple[str, float]]] = {
     # the confirmation suite (issue 14): targets no method choice was made on
     "rot20-contrast": [("rotate", 20), ("contrast", 0.5)], "blur15-noise15": [("blur", 1.5), ("noise", 0.15)],
     "invert-rot15": [("invert", 1), ("rotate", 15)],
+    # the second confirmation suite (issue 14): fixed before the ensemble default was measured anywhere
+    "rot40-noise10": [("rotate", 40), ("noise", 0.10)], "contrast-blur1": [("contrast", 0.5), ("blur", 1.0)],
+    "invert-blur1": [("invert", 1), ("blur", 1.0)],
 }
 SOURCES = ["rot15", "rot45", "blur1", "noise20", "invert"]
 TARGETS = ["rot30", "blur2", "invert-noise10"]
-VEML_METHODS = ("mean_pairwise", "mmd", "label_ot")  # core-set distances
+VEML_METHODS = ("mean_pairwise", "mmd", "label_ot", "ensemble")  # core-set distances; the mean rank of three model scores
 MODEL_METHODS = ("leep", "logme", "hscore", "knn_probe")  # the reviewers' baselines, selectable as `veml similar --method`
 METHODS = VEML_METHODS + MODEL_METHODS
 BASELINES = MODEL_METHODS + ("mean_embedding",)
@@ -260,7 +263,8 @@ def report(runs: list[dict[str, Any]], a: argparse.Namespace, seconds: float) ->
          "### Methods", ""]
     rows = []
     for m in methods:
-        kind = ("veml distance" if m in VEML_METHODS else "model score, `--method`" if m in MODEL_METHODS
+        kind = ("veml score ensemble (logme, leep, knn_probe)" if m == "ensemble"
+                else "veml distance" if m in VEML_METHODS else "model score, `--method`" if m in MODEL_METHODS
                 else f"`veml similar --with-lifecycle` with no `--method` (ranked by {', '.join(resolved)})"
                 if m == DEFAULT else "baseline")
         rows.append([f"`{m}`", kind, fmt(summary[m]["rho"]), fmt(summary[m]["regret"], 1), fmt(summary[m]["hit"]),

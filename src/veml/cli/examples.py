@@ -38,7 +38,7 @@ EXAMPLES: dict[str, str] = {
     "model register": "veml model register logreg.skops --name logreg-v1 --data digits",
     "model list": "veml model list --backbone efficientnet_lite0",
     "model show": "veml model show lite0-tod --json",
-    "model compare": "veml model compare lite0-tod lite0-tod-wide",
+    "model compare": "veml model compare lite0-tod lite0-tod-wide   # or 3-20 model/training versions side by side",
     "train": "veml train --data day+night --model lite0-tod --set epochs=3 --set seed=1",
     "deploy": "veml deploy train-lite0-tod-on-day+night --format onnx --quantize int8",
     "export": "veml export onnx train-lite0-tod-on-day+night --out model.onnx",

@@ -38,9 +38,12 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p = msub.add_parser("show", parents=[common])
     p.add_argument("version")
     p.set_defaults(handler=cmd_model_show)
-    p = msub.add_parser("compare", parents=[common], help="metadata differences between two model versions")
+    p = msub.add_parser("compare", parents=[common], help="metadata differences between two model versions "
+                        "(or 3 to 20 model or training versions side by side)")
     p.add_argument("a")
     p.add_argument("b")
+    p.add_argument("more", nargs="*", metavar="C", help="more versions (model or training): the models view's table, "
+                   "one column per version, differing rows only in the text output")
     p.set_defaults(handler=cmd_model_compare)
 
     p = sub.add_parser("train", parents=[common], help="train a model version on a data version (or: train log|list|show)")
@@ -113,6 +116,12 @@ def cmd_model_show(ctx: Context, args: argparse.Namespace) -> None:
 
 
 def cmd_model_compare(ctx: Context, args: argparse.Namespace) -> None:
+    if args.more:
+        c = ctx.repo.training.compare([args.a, args.b, *args.more]).to_json()
+        head = "versions: " + " | ".join(f"{v['name']} ({v['kind']} {v['id']})" for v in c["versions"])
+        rows = [f"{r['section']}.{r['key']}: " + " | ".join(repr(v) for v in r["values"]) for r in c["rows"] if r["differs"]]
+        ctx.emit(c, "\n".join([head, *(rows or ["no differences"])]))
+        return
     d = ctx.repo.models.compare(args.a, args.b)
     lines = [f"{k}: {a!r} -> {b!r}" for k, (a, b) in d["differences"].items()] or ["no differences"]
     ctx.emit(d, "\n".join(lines))

@@ -96,6 +96,32 @@ def lite0_imagenet(image_size: int = 128, batch_size: int = 64, device: str = "c
     return _ImageEmbedder(f"lite0-imagenet-{int(image_size)}", model.embed, image_size, True, batch_size, device)
 
 
+class Thumbnail:
+    """The pixels themselves, downsampled: a ``size`` x ``size`` RGB thumbnail (PIL's box filter) in [0, 1], flattened.
+
+    No model and no torch: what a drift test on the inputs reads when the question is "do these images look
+    like those" in brightness, contrast, noise and layout, which a classifier's outputs may not show."""
+
+    modality = "image"
+    batch_size = 256
+
+    def __init__(self, size: int = 32) -> None:
+        self.size = int(size)
+        self.key = f"pixels-{self.size}-v1"
+
+    def embed(self, batch: Sequence[np.ndarray]) -> np.ndarray:
+        from PIL import Image
+
+        out = np.empty((len(batch), self.size * self.size * 3), np.float32)
+        for i, img in enumerate(batch):
+            a = _rgb(img)
+            if a.dtype != np.uint8:  # e.g. 16-bit PNGs: to 8 bits on their own range
+                a = np.clip(np.asarray(a, np.float64) / max(float(np.max(a)), 1.0) * 255.0, 0, 255)
+            thumb = Image.fromarray(np.ascontiguousarray(a, np.uint8)).resize((self.size, self.size), Image.BOX)
+            out[i] = np.asarray(thumb, np.float32).reshape(-1) / 255.0
+        return out
+
+
 def torch_backbone(key: str, features: Callable[[Any], Any], image_size: int, normalise: bool = True,
                    batch_size: int = 64, device: str = "cpu") -> _ImageEmbedder:
     """Any torch module's features (a trained model version's backbone); 4-D outputs are average-pooled."""

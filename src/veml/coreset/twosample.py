@@ -146,39 +146,14 @@ class FittedCoreSetMMD:
 
 
 # --- univariate tests (tables, series, black-box model outputs) ---------------------------------------------
-def class_count_test(ref_classes: np.ndarray, test_classes: np.ndarray, n_classes: int, permutations: int = 1000,
-                     seed: int = 0) -> tuple[float, float]:
-    """(chi-square statistic, permutation p-value) of the 2 x K table of predicted-class counts.
-
-    Label shift moves the share of each predicted class; per-output KS sees it only one class at a time.
-    The null distribution is that of random splits of the pooled predictions (drawn directly as
-    multivariate-hypergeometric counts), so the p-value is valid at any size (no expected-count rule)."""
-    m, n = len(ref_classes), len(test_classes)
-    observed = np.bincount(np.asarray(test_classes, np.int64), minlength=n_classes)
-    whole = observed + np.bincount(np.asarray(ref_classes, np.int64), minlength=n_classes)
-    total = whole.astype(np.float64)
-    live = total > 0
-    # a random split of the pooled predictions puts multivariate-hypergeometric counts on the test side
-    null = np.random.default_rng(seed).multivariate_hypergeometric(whole, n, size=permutations)
-    counts = np.vstack([observed, null]).astype(np.float64)  # row 0 is the observed split
-    e_test, e_ref = total * n / (m + n), total * m / (m + n)
-    ref_counts = total - counts
-    stat = (((counts - e_test) ** 2)[:, live] / e_test[live]).sum(1) + (((ref_counts - e_ref) ** 2)[:, live] / e_ref[live]).sum(1)
-    return float(stat[0]), float((1 + np.sum(stat[1:] >= stat[0])) / (permutations + 1))
-
-
 @dataclass(frozen=True)
 class Univariate:
-    """Per-feature KS or Cramér–von Mises tests, Bonferroni-corrected; ``bbsd`` is KS on a model's outputs.
-
-    With ``classes`` the features are a classifier's softmax and one more test joins: the predicted-class
-    counts (:func:`class_count_test`), for label shift.  The level is split in two (Bonferroni over the
-    two families): alpha / 2 for the class counts, alpha / (2 d) for each output's KS test."""
+    """Per-feature KS or Cramér–von Mises tests, Bonferroni-corrected; ``bbsd`` is KS on a model's outputs
+    (a detector's or forecaster's; a classifier's go to :mod:`veml.coreset.combined`)."""
 
     alpha: float = 0.05
     test_name: str = "ks"  # ks | cvm
-    method: str = "ks"  # what reports call it (bbsd when the features are a model's softmax)
-    classes: bool = False
+    method: str = "ks"  # what reports call it (bbsd when the features are a model's outputs)
 
     def fit(self, reference: np.ndarray) -> "FittedUnivariate":
         if self.test_name not in ("ks", "cvm"):
@@ -221,10 +196,6 @@ class FittedUnivariate:
         details: dict[str, Any] = {"test": self.params.test_name, "features": d}
         p_value = float(min(1.0, p_v.min() * d))  # Bonferroni: the family-wise p-value
         bound = alpha / d
-        if self.params.classes:  # half the level to the per-output tests, half to the class counts
-            stat_c, p_c = class_count_test(self.reference.argmax(1), x.argmax(1), d)
-            details["class_counts"] = {"statistic": stat_c, "p_value": p_c, "drifted": bool(p_c < alpha / 2)}
-            p_value, bound = float(min(1.0, 2 * min(p_value, p_c))), alpha / (2 * d)
         worst = int(np.argmin(p_v))
         details.update(worst_feature=worst, features_drifted=int(np.sum(p_v < bound)))
         return DriftResult(self.params.method, p_value < alpha, p_value, float(stat_v[worst]), bound, alpha,

@@ -16,6 +16,7 @@ import numpy as np
 
 from veml.adapters.base import Predictions
 from veml.coreset import twosample as T
+from veml.coreset.combined import Combined, black_box
 from veml.coreset.kcenter import k_center_greedy
 from veml.entities import Node
 from veml.errors import InvalidInput
@@ -29,6 +30,10 @@ from veml.versions.training import TrainingVersions
 
 KIND = "DriftReport"
 METHODS = ("mmd", "bbsd", "ks", "cvm")
+#: the fewest permutations bbsd's combined test on a classifier runs (its p-value's resolution is 1 / (P + 1))
+MIN_PERMUTATIONS = 200
+#: what bbsd on a classifier's image data also reads: the inputs as pixel thumbnails
+PIXELS = "pixels"
 
 
 def projection(reference: np.ndarray, test: np.ndarray, k: int, seed: int = 0, digits: int = 4) -> dict[str, Any]:
@@ -128,17 +133,40 @@ class Drift:
             return reference, None, "training"
         return node, ids, split
 
-    def _features(self, node: Node, method: str, inode: Node | None, embedder: str | None,
-                  progress: ProgressLike | None, ids: np.ndarray | None = None) -> np.ndarray:
+    def features(self, node: Node, method: str, inode: Node | None = None, embedder: str | None = None,
+                 progress: ProgressLike | None = None, ids: np.ndarray | None = None) -> np.ndarray | dict[str, np.ndarray]:
+        """What a ``method`` detector reads of ``node`` (only its samples ``ids`` when given, in id order).
+
+        bbsd on a classifier: ``{"softmax": outputs, "pixels": thumbnails}`` (pixels for image data only), the
+        blocks of its combined test; otherwise one (samples x features) matrix."""
         if method == "bbsd":
             assert inode is not None
-            _, _, _, preds = self._inference.run(inode.id, node.id, data_ids=ids, progress=progress)
-            return output_features(preds, len(inode.props.get("class_names", [])))
+            _, _, td, preds = self._inference.run(inode.id, node.id, data_ids=ids, progress=progress)
+            out = output_features(preds, len(inode.props.get("class_names", [])))
+            return self._bbsd_blocks(node, inode, out, td.data_ids) if self._classifier(inode) else out
         all_ids, x = self._coresets.embeddings(node, embedder, progress)
         return x if ids is None else x[np.isin(all_ids, ids)]
 
+    def _bbsd_blocks(self, node: Node, inode: Node, softmax: np.ndarray, data_ids: np.ndarray,
+                     seed: int = 0) -> dict[str, np.ndarray]:
+        """The combined test's blocks, of at most ``Combined.cap`` samples (chosen by ``seed``): the test reads no
+        more, so no more thumbnails are made."""
+        if len(softmax) > Combined.cap:
+            rows = np.sort(np.random.default_rng(seed).choice(len(softmax), Combined.cap, replace=False))
+            softmax, data_ids = softmax[rows], data_ids[rows]
+        blocks = {"softmax": softmax}
+        if node.props.get("modality") == "image":
+            order = np.argsort(data_ids, kind="stable")
+            got, pixels = self._coresets.embeddings(node, PIXELS, ids=data_ids)
+            if len(got) != len(data_ids):
+                raise InvalidInput(f"the deployment's outputs and the pixels of {node.name!r} cover different samples")
+            aligned = np.empty_like(pixels)
+            aligned[order] = pixels  # back to the order of the outputs
+            blocks["pixels"] = aligned
+        return blocks
+
     def _classifier(self, inode: Node | None) -> bool:
-        """Whether a deployment's outputs are class scores (bbsd then also tests its predicted-class counts)."""
+        """Whether a deployment's outputs are class scores (bbsd then runs its combined test)."""
         return inode is not None and self._training.get(inode.props["training"]).props.get("task") in CLASSIFIERS
 
     def detector(self, reference: Node, method: str, inode: Node | None = None, embedder: str | None = None,
@@ -147,12 +175,15 @@ class Drift:
         """The detector fitted on ``reference`` (only its samples ``ids`` when given; ``split`` names them)."""
         key = (reference.id, split, method, inode.id if inode else None, embedder, alpha, k, permutations, seed)
         if key not in self._fitted:
-            x = self._features(reference, method, inode, embedder, progress, ids)
-            if method == "mmd":
+            x = self.features(reference, method, inode, embedder, progress, ids)
+            if isinstance(x, dict):  # a classifier's outputs (and inputs): one combined permutation test
+                images = PIXELS in x
+                self._fitted[key] = Combined(black_box(images), alpha, max(permutations, MIN_PERMUTATIONS), seed).fit(x)
+            elif method == "mmd":
                 self._fitted[key] = T.CoreSetMMD(alpha, k, permutations, seed).fit(x)
             else:
                 test = "ks" if method == "bbsd" else method
-                self._fitted[key] = T.Univariate(alpha, test, method, classes=method == "bbsd" and self._classifier(inode)).fit(x)
+                self._fitted[key] = T.Univariate(alpha, test, method).fit(x)
         return self._fitted[key]
 
     def check(self, reference: str | int | None, test: str | int, inference: str | int | None = None,
@@ -193,12 +224,16 @@ class Drift:
         preds = None
         if method == "bbsd":  # the model's outputs, kept for the estimate below
             assert inode is not None
-            _, _, _, preds = self._inference.run(inode.id, tnode.id)
+            _, _, td, preds = self._inference.run(inode.id, tnode.id)
             features = output_features(preds, len(inode.props.get("class_names", [])))
+            if self._classifier(inode):
+                features = self._bbsd_blocks(tnode, inode, features, td.data_ids, seed)
         else:
-            features = self._features(tnode, method, inode, embedder, progress)
+            features = self.features(tnode, method, inode, embedder, progress)
         result = fitted.test(features)
         out = result.to_json()
+        if preds is not None and preds.scores is not None:
+            out["n_test"] = len(preds.scores)  # the batch's size (the combined test reads at most Combined.cap of it)
         if method == "mmd":  # embeddings: the reference core set and a test core set of the same size, in 2-D
             out["projection"] = projection(fitted.centres, features, len(fitted.centres), seed)
         rnode = fit_node

@@ -11,11 +11,15 @@ candidate source lifecycle learned, on the target's core set (its k-center sampl
 Higher is better for all four.  ``veml similar`` reports them negated as the ``distance`` (so its ranking
 stays ascending) and as ``score`` as they are.  They need the target's labels, and a lifecycle per
 candidate (a model to look through): data without one cannot be scored.
+
+- ``ensemble``: each candidate's rank by LogME, LEEP and the k-NN probe, averaged (:func:`mean_ranks`).  The three
+  tied for best on the issue-14 suites, with run-to-run swings larger than their differences; their mean rank
+  averages that noise out.  It ranks candidates against each other, so it has a value only within a ranking.
 """
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -25,7 +29,24 @@ from veml.errors import InvalidInput
 from veml.versions.coresets import CoreSets
 from veml.versions.inference import InferenceVersions
 
-METHODS = ("leep", "logme", "hscore", "knn_probe")
+SINGLE = ("leep", "logme", "hscore", "knn_probe")
+#: the scores ``ensemble`` averages the ranks of
+ENSEMBLE = ("logme", "leep", "knn_probe")
+METHODS = SINGLE + ("ensemble",)
+
+
+def mean_ranks(parts: Sequence[Mapping[str, float]], methods: Sequence[str] = ENSEMBLE) -> np.ndarray:
+    """Each candidate's rank by each score (1 = the highest score), averaged over ``methods``; tied scores share
+    their mean rank and a score that is not finite ranks last."""
+    from scipy.stats import rankdata
+
+    if not parts:
+        return np.zeros(0)
+    ranks = []
+    for m in methods:
+        v = np.asarray([p[m] for p in parts], np.float64)
+        ranks.append(rankdata(-np.where(np.isfinite(v), v, -np.inf)))
+    return np.mean(ranks, axis=0)
 
 
 class ModelScores:
@@ -44,21 +65,34 @@ class ModelScores:
         return ids[keep], y.astype(np.int64)
 
     def score(self, method: str, target: Node, core: Node, lifecycle: Mapping[str, Any]) -> float:
+        if method == "ensemble":
+            raise InvalidInput("ensemble ranks candidates against each other, so one source alone has no ensemble value: "
+                               f"name one of {', '.join(SINGLE)} (or rank with veml similar)")
+        return self.scores((method,), target, core, lifecycle)[method]
+
+    def scores(self, methods: Sequence[str], target: Node, core: Node, lifecycle: Mapping[str, Any]) -> dict[str, float]:
+        """Each of ``methods`` (of :data:`SINGLE`) for one lifecycle; its model embeds the core set once for all."""
+        unknown = [m for m in methods if m not in SINGLE]
+        if unknown:
+            raise InvalidInput(f"unknown model-based score {unknown[0]!r}: use one of {', '.join(METHODS)}")
         ids, y = self.labelled(core, target)
-        if method == "leep":
+        out: dict[str, float] = {}
+        if "leep" in methods:
             _, _, td, preds = self._inference.run(lifecycle["inference"], target.id, data_ids=ids)
             if preds.scores is None:
                 raise InvalidInput("leep needs a classifier's class probabilities; this lifecycle's model has none")
             pos = {int(d): i for i, d in enumerate(td.data_ids)}
             probs = np.asarray(preds.scores, np.float64)[[pos[int(d)] for d in ids]]
-            return TR.leep(probs, y)
-        fid, feats = self._coresets.embed_samples(target, f"training:{lifecycle['training']}", ids)
-        pos = {int(d): i for i, d in enumerate(fid)}
-        f = feats[[pos[int(d)] for d in ids]].reshape(len(ids), -1)
-        if method == "logme":
-            return TR.logme(f, y)
-        if method == "hscore":
-            return TR.hscore(f, y)
-        if method == "knn_probe":
-            return TR.knn_probe(f, y, k=5)
-        raise InvalidInput(f"unknown model-based score {method!r}: use one of {', '.join(METHODS)}")
+            out["leep"] = TR.leep(probs, y)
+        if any(m != "leep" for m in methods):
+            fid, feats = self._coresets.embed_samples(target, f"training:{lifecycle['training']}", ids)
+            pos = {int(d): i for i, d in enumerate(fid)}
+            f = feats[[pos[int(d)] for d in ids]].reshape(len(ids), -1)
+            for m in methods:
+                if m == "logme":
+                    out[m] = TR.logme(f, y)
+                elif m == "hscore":
+                    out[m] = TR.hscore(f, y)
+                elif m == "knn_probe":
+                    out[m] = TR.knn_probe(f, y, k=5)
+        return {m: out[m] for m in methods}

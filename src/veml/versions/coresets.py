@@ -42,7 +42,7 @@ from veml.versions.training import TrainingVersions
 KIND = "CoreSet"
 DEFAULT_K = 200
 NO_OBJECTS = "(no objects)"
-EMBEDDERS = {"image": ("lite0",), "series": ("summary",), "table": ("columns",)}
+EMBEDDERS = {"image": ("lite0", "pixels"), "series": ("summary",), "table": ("columns",)}
 
 
 class CoreSets:
@@ -67,6 +67,8 @@ class CoreSets:
                                    f"(use one of: {', '.join(EMBEDDERS.get(str(modality), ()))}, training:NAME)")
             if choice == "lite0":
                 emb = E.lite0_imagenet()
+            elif choice == "pixels":
+                emb = E.Thumbnail()
             elif choice == "summary":
                 emb = E.SeriesSummary(mv)
                 emb.key = f"{emb.key}-mv{mv:g}"
@@ -100,14 +102,18 @@ class CoreSets:
 
     # --- embeddings ---------------------------------------------------------------------------
     def embeddings(self, ref: str | int | Node, embedder: str | None = None,
-                   progress: ProgressLike | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """(data ids, (N, d) float32) of every sample of the version; only uncached samples are embedded."""
+                   progress: ProgressLike | None = None, ids: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(data ids, (N, d) float32) of every sample of the version (only those of ``ids`` when given, in id
+        order); only uncached samples are embedded."""
         node = ref if isinstance(ref, Node) else self._data.get(ref)
         view = self._data.checkout(node)
         if len(view) == 0:
             raise InvalidInput(f"data version {node.name!r} is empty: there is nothing to embed")
         emb = self.embedder(node, embedder)
-        ids = view.data_ids.astype(np.int64)
+        all_ids = view.data_ids.astype(np.int64)
+        ids = all_ids if ids is None else np.intersect1d(all_ids, np.asarray(ids, np.int64))
+        if len(ids) == 0:
+            raise InvalidInput(f"none of the given samples is in data version {node.name!r}")
         found, vectors = self._s.embeddings.get(emb.key, ids)
         missing = np.setdiff1d(ids, found, assume_unique=True)
         bar = as_progress(progress)
@@ -117,14 +123,14 @@ class CoreSets:
             self._embed_distributed(node, embedder, emb, missing, bar)
             found, vectors = self._s.embeddings.get(emb.key, ids)
         elif len(missing):
-            pos = np.searchsorted(ids, missing)
+            pos = np.searchsorted(all_ids, missing)
             step = max(emb.batch_size, 1)
             flush_every = max(2048 // step, 1) * step
             pending_ids, pending = [], []
             for start in range(0, len(pos), step):
                 chunk = pos[start:start + step]
                 pending.append(emb.embed(self._raw(view, node, chunk)))
-                pending_ids.append(ids[chunk])
+                pending_ids.append(all_ids[chunk])
                 bar.advance(len(chunk))
                 if (start + step) % flush_every == 0:
                     self._s.embeddings.put(emb.key, np.concatenate(pending_ids), np.concatenate(pending))

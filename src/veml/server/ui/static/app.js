@@ -58,58 +58,81 @@ function layered(nodes, edges) {
 }
 
 // --- lineage ------------------------------------------------------------------------------------------
+const WHOLE_GRAPH_PAGE = 500;  // versions the whole-graph view draws at a time, newest first
+
 async function pageLineage(root, ref, gen, q) {
   let nodes;
   let edges;
   let focus = null;
-  let more = null;  // a large answer comes a page at a time: the "load more" control
+  let total = 0;
+  let loadMore = null;  // a large answer comes a page at a time: adds the next page, says whether more is left
+  const limit = /^\d+$/.test(q.get('limit') || '') && Number(q.get('limit')) > 0 ? Number(q.get('limit')) : undefined;
   if (ref) {
     // a page of versions (in id order) at a time; ?limit=N in the hash sets the page size (the server's default otherwise)
-    const limit = /^\d+$/.test(q.get('limit') || '') ? Number(q.get('limit')) : undefined;
     let lin = await api(`/lineage/${enc(ref)}`, { direction: 'both', limit });
     live(gen);
     nodes = lin.nodes;
     edges = [...lin.edges, ...lin.boundary_edges];  // an edge is drawn once both its ends are loaded
     focus = lin.root;
+    total = lin.total;
     root.append(h('h1', {}, 'Lineage of ', vlink(focus)), h('p', {}, h('a', { href: '#/lineage' }, '← the whole graph')));
     if (lin.next_cursor) {
-      const shown = h('span', { id: 'lineage-page', class: 'muted' });
-      const button = h('button', { type: 'button', id: 'load-more' }, 'load more');
-      const bar = h('div', { class: 'controls', id: 'lineage-more', 'data-state': 'ready' }, shown, button);
-      const status = () => {
-        shown.textContent = `${nodes.length} of ${lin.total} shown`;
-        shown.dataset.value = String(nodes.length);
-        shown.dataset.total = String(lin.total);
-        button.hidden = !lin.next_cursor;
+      loadMore = async () => {
+        lin = await api(`/lineage/${enc(ref)}`, { direction: 'both', limit, cursor: lin.next_cursor });
+        live(gen);
+        nodes = [...nodes, ...lin.nodes];
+        edges = [...edges, ...lin.edges, ...lin.boundary_edges];
+        return Boolean(lin.next_cursor);
       };
-      button.addEventListener('click', async () => {
-        button.disabled = true;
-        bar.dataset.state = 'loading';
-        try {
-          lin = await api(`/lineage/${enc(ref)}`, { direction: 'both', limit, cursor: lin.next_cursor });
-          live(gen);
-          nodes = [...nodes, ...lin.nodes];
-          edges = [...edges, ...lin.edges, ...lin.boundary_edges];
-          status();
-          more.draw();
-          bar.dataset.state = 'ready';
-        } catch (err) {
-          if (err === STALE) return;
-          shown.replaceChildren(h('span', { class: 'error' }, String(err.message || err)));
-          bar.dataset.state = 'error';
-        } finally {
-          button.disabled = false;
-        }
-      });
-      status();
-      more = { draw: null };
-      root.append(bar);
     }
   } else {
-    nodes = S.versions;
-    edges = [];
-    for (const n of nodes) for (const p of n.parents) if (S.byId.has(p)) edges.push({ src: p, dst: n.id, kind: '' });
+    // every version, newest first, a page at a time (?limit=N sets the page size); edges join drawn versions
+    const all = S.versions.slice().sort((a, b) => b.id - a.id);
+    const size = limit || WHOLE_GRAPH_PAGE;
+    let shown = 0;
+    const take = () => {
+      shown = Math.min(shown + size, all.length);
+      nodes = all.slice(0, shown);
+      const drawn = new Set(nodes.map((n) => n.id));
+      edges = [];
+      for (const n of nodes) for (const p of n.parents) if (drawn.has(p)) edges.push({ src: p, dst: n.id, kind: '' });
+      return shown < all.length;
+    };
+    total = all.length;
+    if (take()) loadMore = async () => take();
     root.append(h('h1', {}, 'Lineage'));
+  }
+  let more = null;  // the "load more" control, redrawing the graph after each page
+  if (loadMore) {
+    const shown = h('span', { id: 'lineage-page', class: 'muted' });
+    const button = h('button', { type: 'button', id: 'load-more' }, 'load more');
+    const bar = h('div', { class: 'controls', id: 'lineage-more', 'data-state': 'ready' }, shown, button);
+    let left = true;
+    const status = () => {
+      shown.textContent = `${nodes.length} of ${total} shown`;
+      shown.dataset.value = String(nodes.length);
+      shown.dataset.total = String(total);
+      button.hidden = !left;
+    };
+    button.addEventListener('click', async () => {
+      button.disabled = true;
+      bar.dataset.state = 'loading';
+      try {
+        left = await loadMore();
+        status();
+        more.draw();
+        bar.dataset.state = 'ready';
+      } catch (err) {
+        if (err === STALE) return;
+        shown.replaceChildren(h('span', { class: 'error' }, String(err.message || err)));
+        bar.dataset.state = 'error';
+      } finally {
+        button.disabled = false;
+      }
+    });
+    status();
+    more = { draw: null };
+    root.append(bar);
   }
   const showParts = h('input', { type: 'checkbox', id: 'show-parts' });
   const count = h('span', { class: 'muted', id: 'graph-count' });
