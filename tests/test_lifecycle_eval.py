@@ -51,3 +51,20 @@ def test_quick_drift_run_prints_tables_and_pools(tmp_path: Path) -> None:
     assert "| shift | n | batches | bbsd | MMD softmax | MMD pixels |" in md and "Overall MAE" in md
     pooled = _quick("benchmarks.lifecycle_eval.drift", tmp_path / "pooled", "--pool", str(tmp_path / "one" / "drift_eval.json"))
     assert "FPR upper bound <= 0.07 at every n" in pooled and (tmp_path / "pooled" / "drift_eval_pooled.json").exists()
+
+
+def test_drift_candidates_analysis_scores_every_candidate(tmp_path: Path) -> None:
+    import json
+
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    keys = ["ks"] + [f"mmd_{b}{w}" for b in ("soft", "pix") for w in ("_w2", "_w1", "_w05")]
+    rec = [{"shift": shift, "n": 10, "alibi_soft": bool(i % 2), "alibi_pix": False,
+            "stats": {k: rng.random(21).tolist() for k in keys}} for shift in ("none", "blur") for i in range(4)]
+    (tmp_path / "c.json").write_text(json.dumps({"seed": 0, "rec": rec}))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    out = subprocess.run([sys.executable, "-m", "benchmarks.lifecycle_eval.drift_candidates", "--analyse", str(tmp_path / "c.json")],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "| chosen: soft_w1 .6 ; pix_w05 .4 |" in out.stdout and out.stdout.count("\n| ") == 9  # one row per candidate
