@@ -94,6 +94,8 @@ def test_bad_settings_are_refused():
     ref = blocks(np.arange(40) % 10, 0)
     with pytest.raises(InvalidInput, match="unknown statistic kind"):
         Combined((Family("x", (Statistic("a", "chi2", "softmax"),), 1.0),)).fit(ref)
+    with pytest.raises(InvalidInput, match="kernel scale must be positive"):
+        Combined((Family("x", (Statistic("a", "mmd", "softmax", 0.0),), 1.0),)).fit(ref)
     with pytest.raises(InvalidInput, match="positive weight"):
         Combined((Family("x", (Statistic("a", "ks", "softmax"),), 0.0),)).fit(ref)
     with pytest.raises(InvalidInput, match="same features"):

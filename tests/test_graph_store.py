@@ -94,7 +94,7 @@ def test_exports_dot_and_cypher(graph):
     dot = to_dot(lin)
     assert dot.startswith("digraph veml {") and dot.count("->") == 2 and 'label="FILTER_DATA"' in dot
     cy = to_cypher(lin)
-    assert cy.count("MERGE (n:DataVersion") == 3
+    assert cy.count("MERGE (n:VemlVersion {veml_id: ") == 3 and cy.count("SET n:DataVersion, n += ") == 3
     assert "MERGE (a)-[r:FILTER_DATA]->(b) SET r += {`where`: 'x > 1'}" in cy
     assert json.loads(json.dumps(lin.to_json()))["root"] == ids[-1]
 

@@ -11,6 +11,7 @@ in-memory path, so both are checked against the same answers on every back-end t
 from __future__ import annotations
 
 import json
+import re
 import random
 
 import pytest
@@ -145,6 +146,23 @@ def test_cli_pages_and_ids(dag):
     assert dot["text"].startswith("digraph") and dot["total"] == full["total"] and dot["next_cursor"]
     text = run_cli("lineage", ref, "--both", "--limit", "2", "--repo", root)
     assert text.code == 0 and f"of {full['total']}; the next page: --cursor {dot['next_cursor']}" in text.err
+    # DOT and Cypher pages: loaded in any order, the Cypher pages build every version and every edge once
+    cursor, merged, linked, dashed = None, [], [], 0
+    while True:
+        more = ["--cursor", cursor] if cursor else []
+        cy = ok("lineage", ref, "--both", "--limit", "2", "--format", "cypher", *more, "--repo", root)
+        dt = ok("lineage", ref, "--both", "--limit", "2", "--format", "dot", *more, "--repo", root)
+        page = ok("lineage", ref, "--both", "--limit", "2", *more, "--repo", root)
+        dashed += dt["text"].count("style=dashed]")
+        assert dt["text"].count("style=dashed]") == len(page["boundary_edges"])
+        merged += [int(m) for m in re.findall(r"^MERGE \(n:VemlVersion \{veml_id: (\d+)\}\) SET n:\w+, ", cy["text"], re.M)]
+        linked += [(int(a), int(b), k) for a, b, k in re.findall(
+            r"^MERGE \(a:VemlVersion \{veml_id: (\d+)\}\) MERGE \(b:VemlVersion \{veml_id: (\d+)\}\) MERGE \(a\)-\[r:(\w+)\]", cy["text"], re.M)]
+        cursor = cy["next_cursor"]
+        if cursor is None:
+            break
+    assert sorted(merged) == sorted(n["id"] for n in full["nodes"]) and dashed > 0
+    assert sorted(linked) == sorted((e["src"], e["dst"], e["kind"]) for e in full["edges"])
     listed = run_cli("lineage", ref, "--both", "--ids-only", "--repo", root)
     assert listed.out.split() == [str(i) for i in ids["ids"]]
 

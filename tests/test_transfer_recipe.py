@@ -167,6 +167,8 @@ def test_lifecycles_are_ranked_by_the_score_ensemble_by_default_on_labelled_imag
                  for ranked in singles.values()]
         assert row["distance"] == pytest.approx(np.mean(ranks)) and row["score"] == -row["distance"]
     assert [r["distance"] for r in out["ranking"]] == sorted(r["distance"] for r in out["ranking"])
+    text = run_cli("similar", "digits-tgt", "--with-lifecycle", "--repo", root)
+    assert text.code == 0 and "mean rank " in text.out and "logme " in text.out and "knn_probe " in text.out, text.err
     assert ok("similar", "digits-tgt", "--repo", root)["method"] == "mean_pairwise"  # data versions: the data distance
     assert ok("similar", "scenes-boxes", "--with-lifecycle", "--repo", root)["method"] == "mean_pairwise"  # no class labels
     auto = ok("transfer", "digits-tgt", "--name", "tr-auto", "--set", "epochs=1", "--repo", root)

@@ -177,7 +177,11 @@ def cmd_similar(ctx: Context, args: argparse.Namespace) -> None:
             if "lifecycle" in r:
                 m = r["lifecycle"]["metric"]
                 extra = f"  lifecycle: training {r['lifecycle']['training']}, {m['name']}={_num(m['value'])}"
-            value = f"score {r['score']:.5g}" if "score" in r else f"{r['distance']:.5g}"
+            if "scores" in r:  # the ensemble: its mean rank, and the scores it averaged the ranks of
+                parts = ", ".join(f"{k} {v:.4g}" for k, v in r["scores"].items())
+                value = f"mean rank {r['distance']:.3g} ({parts})"
+            else:
+                value = f"score {r['score']:.5g}" if "score" in r else f"{r['distance']:.5g}"
             lines.append(f"{i:>3}. {r['name']:<32} {value}{extra}")
         lines += [f"  skipped {s['name']}: {s['reason']}" for s in out["skipped"]]
         if out["related_left_out"]:

@@ -84,6 +84,8 @@ class Combined:
         bad = [s.kind for f in self.families for s in f.statistics if s.kind not in KINDS]
         if bad:
             raise InvalidInput(f"unknown statistic kind {bad[0]!r}: use one of {', '.join(KINDS)}")
+        if any(not s.scale > 0 for f in self.families for s in f.statistics):
+            raise InvalidInput("every statistic's kernel scale must be positive")
         if not 0 < self.alpha < 1:
             raise InvalidInput(f"alpha must lie in (0, 1), got {self.alpha}")
         if self.n_permutations < 10 or self.cap < MIN_SAMPLES["bbsd"]:

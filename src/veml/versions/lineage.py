@@ -83,7 +83,13 @@ def parse_cursor(cursor: str | None) -> int | None:
     return int(text)
 
 
+def _boundary(lineage: Lineage) -> tuple:
+    """A page's edges that start on another page of the answer (none for a whole lineage)."""
+    return lineage.boundary_edges if isinstance(lineage, LineagePage) else ()
+
+
 def to_dot(lineage: Lineage) -> str:
+    """Graphviz. A page's boundary edges are dashed, from a dashed stub of their version on another page."""
     lines = ["digraph veml {", "  rankdir=LR;", '  node [shape=box, style="rounded,filled", fontcolor=white];']
     for n in lineage.nodes:
         label = f"{SHORT_KIND.get(n.kind, n.kind)} {n.id}\\n{_escape(n.name)}"
@@ -91,6 +97,11 @@ def to_dot(lineage: Lineage) -> str:
         lines.append(f'  n{n.id} [label="{label}", fillcolor="{_COLOURS.get(n.kind, "#79706e")}"{extra}];')
     for e in lineage.edges:
         lines.append(f'  n{e.src} -> n{e.dst} [label="{e.kind}"];')
+    boundary = _boundary(lineage)
+    for src in sorted({e.src for e in boundary}):
+        lines.append(f'  n{src} [label="version {src}\\n(another page)", style="rounded,dashed", fontcolor="#495057"];')
+    for e in boundary:
+        lines.append(f'  n{e.src} -> n{e.dst} [label="{e.kind}", style=dashed];')
     lines.append("}")
     return "\n".join(lines) + "\n"
 
@@ -115,14 +126,22 @@ def _cypher_props(props: dict[str, Any]) -> str:
     return "{" + ", ".join(f"`{k}`: {_cypher_value(v)}" for k, v in props.items()) + "}"
 
 
+#: the label every exported version carries beside its kind, so that pages load in any order onto one node each
+CYPHER_LABEL = "VemlVersion"
+
+
 def to_cypher(lineage: Lineage) -> str:
-    """``MERGE`` statements (idempotent on re-load) a Neo4j user can paste into cypher-shell."""
+    """``MERGE`` statements (idempotent on re-load) a Neo4j user can paste into cypher-shell.
+
+    Every version is merged on ``(:VemlVersion {veml_id})`` and given its kind as a second label, and an edge
+    merges both of its ends first. A page's boundary edges therefore leave a bare ``VemlVersion`` node for a
+    version on another page, and that page, loaded before or after, fills it in: every page of an answer, in
+    any order, builds the whole graph once. (An index on ``:VemlVersion(veml_id)`` keeps large loads fast.)"""
     out = []
     for n in lineage.nodes:
         props = {"veml_id": n.id, "name": n.name, "created_at": n.created_at, **{k: v for k, v in n.props.items()}}
-        out.append(f"MERGE (n:{n.kind} {{veml_id: {n.id}}}) SET n += {_cypher_props(props)};")
-    for e in lineage.edges:
-        out.append(
-            f"MATCH (a {{veml_id: {e.src}}}), (b {{veml_id: {e.dst}}}) MERGE (a)-[r:{e.kind}]->(b) SET r += {_cypher_props(dict(e.props))};"
-        )
+        out.append(f"MERGE (n:{CYPHER_LABEL} {{veml_id: {n.id}}}) SET n:{n.kind}, n += {_cypher_props(props)};")
+    for e in (*lineage.edges, *_boundary(lineage)):
+        out.append(f"MERGE (a:{CYPHER_LABEL} {{veml_id: {e.src}}}) MERGE (b:{CYPHER_LABEL} {{veml_id: {e.dst}}}) "
+                   f"MERGE (a)-[r:{e.kind}]->(b) SET r += {_cypher_props(dict(e.props))};")
     return "\n".join(out) + "\n"
