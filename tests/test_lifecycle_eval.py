@@ -51,6 +51,17 @@ def test_quick_drift_run_prints_tables_and_pools(tmp_path: Path) -> None:
     assert "| shift | n | batches | bbsd | MMD softmax | MMD pixels |" in md and "Overall MAE" in md
     pooled = _quick("benchmarks.lifecycle_eval.drift", tmp_path / "pooled", "--pool", str(tmp_path / "one" / "drift_eval.json"))
     assert "FPR upper bound <= 0.07 at every n" in pooled and (tmp_path / "pooled" / "drift_eval_pooled.json").exists()
+    # a run over fewer sizes (here: the same run as seed 1, n = 10 only) pools cell by cell
+    import json
+
+    doc = json.loads((tmp_path / "one" / "drift_eval.json").read_text())
+    doc["args"]["ns"], doc["raw"][0]["seed"] = [10], 1
+    doc["raw"][0]["cells"] = [c for c in doc["raw"][0]["cells"] if c["n"] == 10]
+    (tmp_path / "other.json").write_text(json.dumps(doc))
+    both = _quick("benchmarks.lifecycle_eval.drift", tmp_path / "both", "--pool", str(tmp_path / "one" / "drift_eval.json"),
+                  str(tmp_path / "other.json"))
+    rows = {line.split("|")[1].strip(): int(line.split("|")[2]) for line in both.splitlines() if line.startswith("| 10 |") or line.startswith("| 50 |")}
+    assert rows["10"] == 2 * rows["50"]  # the n = 10 cell holds both runs' unshifted batches, n = 50 one run's
 
 
 def test_drift_candidates_analysis_scores_every_candidate(tmp_path: Path) -> None:

@@ -324,15 +324,16 @@ def pool(paths: list[Path], out: Path) -> None:
     import json
 
     runs = [json.loads(Path(p).read_text()) for p in paths]
-    settings = [{k: v for k, v in r["args"].items() if k not in ("seeds", "first_seed")} for r in runs]
+    settings = [{k: v for k, v in r["args"].items() if k not in ("seeds", "first_seed", "ns")} for r in runs]
     if any(s != settings[0] for s in settings):
         raise SystemExit("error: these result files were made with different settings; they do not pool")
-    a = argparse.Namespace(**settings[0], out=out, seeds=0, first_seed=0, pool=None)
+    ns = sorted({n for r in runs for n in r["args"]["ns"]})  # runs over other sizes pool cell by cell ("batches" says how many)
+    a = argparse.Namespace(**settings[0], ns=ns, out=out, seeds=0, first_seed=0, pool=None)
     R = [r for run in runs for r in run["raw"]]
     if len({r["seed"] for r in R}) != len(R):
         raise SystemExit("error: a seed appears in more than one result file")
     Sm = summarise(R, a)
-    publish(out, "drift_eval_pooled", {"args": settings[0], "summary": Sm, "files": [str(p) for p in paths]},
+    publish(out, "drift_eval_pooled", {"args": {**settings[0], "ns": ns}, "summary": Sm, "files": [str(p) for p in paths]},
             report(R, Sm, a, sum(r.get("seconds", 0.0) for r in runs)))
 
 
