@@ -101,6 +101,49 @@ def test_every_method_with_the_deployed_model(world, method):
         assert out["embedder"].startswith("training-")  # the deployed model's own features
 
 
+def test_agreement_estimate_is_the_share_agreeing_with_the_nearest_training_thumbnail(world):
+    """The image classifier's label-free estimate, recomputed by hand: scikit-learn's cosine 1-NN over the
+    training split's pixel thumbnails (validation samples excluded), agreement on the batch times
+    accuracy / agreement on the validation split."""
+    from sklearn.neighbors import NearestNeighbors
+
+    from veml.lifecycle.estimate import FittedAgreement
+
+    before = count(world["root"])
+    with veml.open(world["root"]) as repo:
+        inode = repo.inference.get("tod-onnx")
+        tnode = repo.training.get(inode.props["training"])
+        fitted = repo.drift.estimates.fitted(inode, method="agreement")
+        assert isinstance(fitted, FittedAgreement)
+        data, held, split = repo.training.held_out(tnode)
+        assert split == "validation" and len(fitted.agree) == len(held)
+        ids, labels = repo.inference.class_labels(inode.id, data.id)
+        _, _, td, _ = repo.inference.run(inode.id, data.id)  # the labels a prediction run reads: the same
+        assert (td.data_ids == ids).all() and (td.labels == labels).all()
+        train = ~np.isin(ids, held)
+        assert len(fitted.labels) == train.sum() == int(tnode.props["train_samples"])
+        got, thumbs = repo.coresets.embeddings(data, "pixels")
+        thumbs = thumbs[np.searchsorted(got, ids)]
+        nn = NearestNeighbors(n_neighbors=1, metric="cosine").fit(thumbs[train])
+
+        def agreement(version):
+            _, _, vtd, preds = repo.inference.run(inode.id, version)
+            vgot, vthumbs = repo.coresets.embeddings(version, "pixels", ids=vtd.data_ids)
+            vthumbs = vthumbs[np.searchsorted(vgot, vtd.data_ids)]
+            neighbour = labels[train][nn.kneighbors(vthumbs, return_distance=False)[:, 0]]
+            return np.asarray(preds.scores).argmax(1) == neighbour
+
+        est, why = repo.drift.estimates.estimate(inode.id, "shifted", method="agreement")
+        assert why is None and est["method"] == "agreement-1nn-pixels"
+        assert est["value"] == pytest.approx(min(1.0, agreement("shifted").mean() * fitted.ratio))
+        assert 0 <= est["low"] <= est["value"] <= est["high"] <= 1
+        auto = repo.drift.estimates.fitted(inode)  # agreement only where the validation split supports it
+        assert isinstance(auto, FittedAgreement) == (fitted.ratio <= 1.1)
+    assert count(world["root"]) == before  # estimating records nothing
+    out = ok("drift", "--test", "shifted", "--inference", "tod-onnx", "--repo", world["root"])
+    assert out["estimate"]["method"] == ("agreement-1nn-pixels" if fitted.ratio <= 1.1 else "atc-entropy")
+
+
 def test_detector_outputs_feed_black_box_shift_detection(world):
     out = ok("drift", "--test", "shifted", "--inference", "det-onnx", "--repo", world["root"])
     assert out["method"] == "bbsd" and out["details"]["features"] == 1 + 2 * 3
@@ -346,4 +389,7 @@ def test_monitor_decides_on_drift_or_a_confident_estimated_drop():
     assert decide(True, None, 0.05) == "drift"
     assert decide(False, est, 0.05) == "estimated drop"  # 0.95 - 0.86 >= 0.05: harm the test did not see
     assert decide(False, {**est, "high": 0.93}, 0.05) is None  # within the interval: no evidence of harm
+    # a held-out accuracy of 0.70 on 20 samples (95 % lower bound 0.46) is no yardstick for a drop to 0.625
+    assert decide(False, {**est, "high": 0.625, "reference_value": 0.70, "reference_low": 0.457}, 0.05) is None
+    assert decide(False, {**est, "reference_low": 0.92}, 0.05) == "estimated drop"
     assert decide(False, None, 0.05) is None

@@ -47,7 +47,8 @@ def test_quick_rebuild_run_prints_tables(tmp_path: Path) -> None:
 
 def test_quick_drift_run_prints_tables_and_pools(tmp_path: Path) -> None:
     md = _quick("benchmarks.lifecycle_eval.drift", tmp_path / "one", "--quick", "--ns", "10,50")
-    assert "| n | batches | bbsd (validation ref) | upper bound | bbsd per seed (min-max) | bbsd (training ref, before) |" in md
+    assert ("| n | batches | bbsd (validation ref) | upper bound | upper bound over references | bbsd per seed (min-max) "
+            "| bbsd (training ref, before) |") in md
     assert "| shift | n | batches | bbsd | MMD softmax | MMD pixels |" in md and "Overall MAE" in md
     pooled = _quick("benchmarks.lifecycle_eval.drift", tmp_path / "pooled", "--pool", str(tmp_path / "one" / "drift_eval.json"))
     assert "FPR upper bound <= 0.07 at every n" in pooled and (tmp_path / "pooled" / "drift_eval_pooled.json").exists()
@@ -62,6 +63,20 @@ def test_quick_drift_run_prints_tables_and_pools(tmp_path: Path) -> None:
                   str(tmp_path / "other.json"))
     rows = {line.split("|")[1].strip(): int(line.split("|")[2]) for line in both.splitlines() if line.startswith("| 10 |") or line.startswith("| 50 |")}
     assert rows["10"] == 2 * rows["50"]  # the n = 10 cell holds both runs' unshifted batches, n = 50 one run's
+    # two references at n = 10 give a bound over references; one reference at n = 50 gives none
+    assert "(2 refs)" in next(line for line in both.splitlines() if line.startswith("| 10 |"))
+    assert "nan (1 refs)" in next(line for line in both.splitlines() if line.startswith("| 50 |"))
+
+
+def test_reference_bound_is_wider_than_clopper_pearson_when_references_disagree() -> None:
+    from benchmarks.lifecycle_eval.drift import clopper_pearson_upper, fpr_upper, reference_upper
+
+    spread = [0.0, 0.1, 0.0, 0.15, 0.05, 0.0]  # per-reference rates of 60 batches each: mean 0.05, far from binomial
+    row = {"held_k": int(round(sum(spread) * 60)), "batches": 360, "held_by_seed": spread}
+    assert reference_upper(spread) > clopper_pearson_upper(row["held_k"], row["batches"])
+    assert fpr_upper(row) == reference_upper(spread)
+    same = [0.05] * 6  # identical references: the bound over them is their rate, so Clopper-Pearson decides
+    assert reference_upper(same) == 0.05 and fpr_upper({**row, "held_by_seed": same}) == clopper_pearson_upper(18, 360)
 
 
 def test_drift_candidates_analysis_scores_every_candidate(tmp_path: Path) -> None:

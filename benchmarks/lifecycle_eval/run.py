@@ -69,6 +69,12 @@ DOMAINS: dict[str, list[tuple[str, float]]] = {
     # the second confirmation suite (issue 14): fixed before the ensemble default was measured anywhere
     "rot40-noise10": [("rotate", 40), ("noise", 0.10)], "contrast-blur1": [("contrast", 0.5), ("blur", 1.0)],
     "invert-blur1": [("invert", 1), ("blur", 1.0)],
+    # the third confirmation suite (issue 14): fixed before it ran, to tell the ensemble from LEEP
+    "rot50": [("rotate", 50)], "blur1-noise30": [("blur", 1.0), ("noise", 0.30)],
+    "invert-contrast": [("invert", 1), ("contrast", 0.5)],
+    # the fourth confirmation suite (issue 14): fixed before it ran, to check LEEP as the default
+    "rot35-blur1": [("rotate", 35), ("blur", 1.0)], "noise40": [("noise", 0.40)],
+    "invert-rot30": [("invert", 1), ("rotate", 30)],
 }
 SOURCES = ["rot15", "rot45", "blur1", "noise20", "invert"]
 TARGETS = ["rot30", "blur2", "invert-noise10"]

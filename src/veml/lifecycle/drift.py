@@ -100,7 +100,7 @@ class Drift:
                  training: TrainingVersions) -> None:
         self._s, self._data, self._coresets, self._inference = stores, data, coresets, inference
         self._training = training
-        self.estimates = Estimates(training, inference)
+        self.estimates = Estimates(training, inference, coresets)
         self._fitted: dict[tuple[Any, ...], Any] = {}
 
     def default_method(self, node: Node, inference: Node | None) -> str:
@@ -221,10 +221,11 @@ class Drift:
         fit_node, fit_ids, split = self.reference_samples(rnode, inode, own, need)
         fitted = self.detector(fit_node, method, inode if method == "bbsd" else None, embedder, alpha, k, permutations, seed,
                                progress, fit_ids, split)
-        preds = None
+        preds, pred_ids = None, None
         if method == "bbsd":  # the model's outputs, kept for the estimate below
             assert inode is not None
             _, _, td, preds = self._inference.run(inode.id, tnode.id)
+            pred_ids = td.data_ids
             features = output_features(preds, len(inode.props.get("class_names", [])))
             if self._classifier(inode):
                 features = self._bbsd_blocks(tnode, inode, features, td.data_ids, seed)
@@ -241,7 +242,7 @@ class Drift:
                  "inference": inode.id if inode else None,
                  "embedder": None if method == "bbsd" else self._coresets.embedder(rnode, embedder).key}
         if inode is not None:  # the deployed model's metric on the batch, estimated without labels
-            props["estimate"], why = self.estimates.estimate(inode.id, tnode.id, preds)
+            props["estimate"], why = self.estimates.estimate(inode.id, tnode.id, preds, data_ids=pred_ids)
             if why is not None:
                 props["estimate_reason"] = why
         if split == "training":

@@ -10,8 +10,9 @@ deployment.  One shift therefore causes one rebuild, not one per batch.
 
 The decision also weighs harm: each report carries the deployed model's accuracy estimated on the
 unlabeled batch (:mod:`veml.lifecycle.estimate`).  A batch *calls for a rebuild* when it drifts, or
-when the estimate's upper bound lies at least ``max_drop`` below the model's accuracy on its held-out
-data — the model is losing accuracy even though the two-sample test saw no shift.  (A batch whose
+when the estimate's upper bound lies at least ``max_drop`` below the lower 95 % bound of the model's
+accuracy on its held-out data (``reference_low``: a held-out split of 20 samples says little) — the
+model is losing accuracy even though the two-sample test saw no shift.  (A batch whose
 estimate is missing is decided on drift alone.)  ``out["decision"]`` says which rule fired.
 """
 
@@ -34,10 +35,10 @@ BATCH_FILE = "annotations.json"
 
 def decide(drift: bool, estimate: dict[str, Any] | None, max_drop: float) -> str | None:
     """Why a batch calls for a rebuild: ``"drift"``, ``"estimated drop"`` (no drift seen, but the estimated
-    accuracy's upper bound is ``max_drop`` or more below the held-out accuracy), or None."""
+    accuracy's upper bound is ``max_drop`` or more below the held-out accuracy's lower bound), or None."""
     if drift:
         return "drift"
-    if estimate is not None and estimate["reference_value"] - estimate["high"] >= max_drop:
+    if estimate is not None and estimate.get("reference_low", estimate["reference_value"]) - estimate["high"] >= max_drop:
         return "estimated drop"
     return None
 

@@ -37,7 +37,7 @@ from veml.versions import detection_analysis, evaluation, prediction_analysis, p
 from veml.versions.context import Stores, stores_at
 from veml.versions.data import DataVersions
 from veml.versions.model import ModelVersions, spec_of
-from veml.versions.taskdata import class_names_for, task_data
+from veml.versions.taskdata import class_indices, class_names_for, task_data
 from veml.versions.training import TrainingVersions
 
 KIND = "InferenceVersion"
@@ -171,6 +171,18 @@ class InferenceVersions:
         preds = predict_exported(spec, self.artifact(inode), inode.props["format"], meta, td, inode.props.get("device", "cpu"),
                                  progress)
         return inode, dnode, td, preds
+
+    def class_labels(self, inference: str | int, data: str | int, data_ids: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(data ids, class index in the deployment's class order; -1 where a sample has no label the model knows)
+        of a classifier's data version, read without decoding an image or running the model."""
+        inode, dnode = self.get(inference), self._data.get(data)
+        tnode = self._training.get(inode.props["training"])
+        spec = self._spec(tnode)
+        if spec.task != "classification":
+            raise InvalidInput(f"deployment {inode.name!r} is a {spec.task} model, not an image classifier")
+        view = self._data.checkout(dnode) if data_ids is None else self._data.checkout_samples(dnode, data_ids)
+        names = self._runtime_meta(inode, tnode, spec).get("class_names") or class_names_for(spec, view)
+        return view.data_ids.astype(np.int64), class_indices(spec, view, names, np.arange(len(view)))
 
     def _runtime_meta(self, inode: Node, tnode: Node, spec: ModelSpec) -> dict[str, Any]:
         """What running the deployment needs of its checkpoint's meta: recorded with an ONNX deployment

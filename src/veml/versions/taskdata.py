@@ -40,6 +40,25 @@ def column_labels(view: DataView, label_column: str) -> list[str | None]:
     return [None if v is None else str(v) for v in view.column(label_column)]
 
 
+def class_indices(spec: ModelSpec, view: DataView, names: Sequence[str], pos: np.ndarray,
+                  require_labels: bool = False) -> np.ndarray:
+    """A classifier's class index (in ``names`` order; -1: no label, or a class it lacks) for the samples at ``pos``,
+    read from the version's labels without decoding an image."""
+    col = spec.parameters.get("label_column")
+    if col and (require_labels or col in view.node.props.get("columns", {})):
+        raw = column_labels(view, col)
+        labels_raw = [raw[i] for i in pos]
+    elif col:  # predicting on data that lacks the label column: no labels, no metrics
+        labels_raw = [None] * len(pos)
+    else:
+        all_labels = view.labels()
+        labels_raw = [all_labels[i] for i in pos]
+    if require_labels and all(l is None for l in labels_raw):
+        raise InvalidInput(f"data version {view.node.name!r} has no class labels to train on")
+    index = {n: i for i, n in enumerate(names)}
+    return np.array([index.get(l, -1) if l is not None else -1 for l in labels_raw], dtype=np.int64)
+
+
 def task_data(stores: Stores, spec: ModelSpec, view: DataView, class_names: Sequence[str] | None = None,
               require_labels: bool = True, positions: np.ndarray | None = None) -> TaskData:
     """Arrays for ``spec.task`` from ``view`` (optionally only the samples at ``positions``)."""
@@ -56,18 +75,7 @@ def task_data(stores: Stores, spec: ModelSpec, view: DataView, class_names: Sequ
         size = int(spec.parameters["image_size"])
         images = pixel_array(stores, view, pos, (size, size))  # from the pixel cache where built
         if spec.task == "classification":
-            col = spec.parameters.get("label_column")
-            if col and (require_labels or col in view.node.props.get("columns", {})):
-                raw = column_labels(view, col)
-                labels_raw = [raw[i] for i in pos]
-            elif col:  # predicting on data that lacks the label column: no labels, no metrics
-                labels_raw = [None] * len(pos)
-            else:
-                all_labels = view.labels()
-                labels_raw = [all_labels[i] for i in pos]
-            if require_labels and all(l is None for l in labels_raw):
-                raise InvalidInput(f"data version {view.node.name!r} has no class labels to train on")
-            labels = np.array([index.get(l, -1) if l is not None else -1 for l in labels_raw], dtype=np.int64)
+            labels = class_indices(spec, view, names, pos, require_labels)
             if require_labels and (labels < 0).any():
                 keep = labels >= 0  # samples without a (known) label cannot teach a classifier
                 images, labels, ids = images[keep], labels[keep], ids[keep]
