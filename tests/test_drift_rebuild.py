@@ -144,6 +144,22 @@ def test_agreement_estimate_is_the_share_agreeing_with_the_nearest_training_thum
     assert out["estimate"]["method"] == ("agreement-1nn-pixels" if fitted.ratio <= 1.1 else "atc-entropy")
 
 
+def test_agreement_calibrates_on_the_test_version_when_no_validation_split_was_held_out(world):
+    """A training evaluated on a test version holds out no validation split: the neighbours are then every training
+    sample, and accuracy / agreement is measured on the test version."""
+    from veml.lifecycle.estimate import FittedAgreement
+
+    root = world["root"]
+    run = ok("train", "--data", "reference", "--model", "tod", "--test", "same", *TINY, "--name", "tod-tested", "--repo", root)
+    ok("deploy", run["id"], "--name", "tod-tested-onnx", "--repo", root)
+    with veml.open(root) as repo:
+        inode = repo.inference.get("tod-tested-onnx")
+        assert repo.training.held_out(repo.training.get(run["id"]))[2] == "test"
+        fitted = repo.drift.estimates.fitted(inode, method="agreement")
+        assert isinstance(fitted, FittedAgreement)
+        assert len(fitted.labels) == repo.data.get("reference").props["samples"] and len(fitted.agree) == 40
+
+
 def test_detector_outputs_feed_black_box_shift_detection(world):
     out = ok("drift", "--test", "shifted", "--inference", "det-onnx", "--repo", world["root"])
     assert out["method"] == "bbsd" and out["details"]["features"] == 1 + 2 * 3

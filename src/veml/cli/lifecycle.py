@@ -23,9 +23,9 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.add_argument("--top", type=int, metavar="K")
     p.add_argument("--method", choices=METHODS, help="distance (default per modality: images mean_pairwise, "
                                                      "series gromov_wasserstein, tables mmd); leep, logme, hscore and "
-                                                     "knn_probe score each candidate lifecycle's model on D's labels "
-                                                     "(leep: the default with --with-lifecycle on labelled images); "
-                                                     "ensemble ranks by the mean rank of logme, leep and knn_probe")
+                                                     "knn_probe score each candidate lifecycle's model on D's labels; "
+                                                     "ensemble ranks by the mean rank of logme, leep and knn_probe "
+                                                     "(the default with --with-lifecycle on labelled images)")
     p.add_argument("--with-lifecycle", action="store_true", help="only versions with a complete lifecycle")
     p.add_argument("--include-related", action="store_true", help="also rank versions that share samples with D")
     p.add_argument("--k", type=int, help="core-set size")
