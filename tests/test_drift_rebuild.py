@@ -107,7 +107,7 @@ def test_agreement_estimate_is_the_share_agreeing_with_the_nearest_training_thum
     accuracy / agreement on the validation split."""
     from sklearn.neighbors import NearestNeighbors
 
-    from veml.lifecycle.estimate import FittedAgreement
+    from veml.lifecycle.estimate import REFERENCE_ROTATIONS, FittedAgreement, with_rotations
 
     before = count(world["root"])
     with veml.open(world["root"]) as repo:
@@ -121,16 +121,18 @@ def test_agreement_estimate_is_the_share_agreeing_with_the_nearest_training_thum
         _, _, td, _ = repo.inference.run(inode.id, data.id)  # the labels a prediction run reads: the same
         assert (td.data_ids == ids).all() and (td.labels == labels).all()
         train = ~np.isin(ids, held)
-        assert len(fitted.labels) == train.sum() == int(tnode.props["train_samples"])
+        copies = 1 + len(REFERENCE_ROTATIONS)  # each training thumbnail, and it rotated by each angle
+        assert len(fitted.labels) == copies * train.sum() == copies * int(tnode.props["train_samples"])
         got, thumbs = repo.coresets.embeddings(data, "pixels")
         thumbs = thumbs[np.searchsorted(got, ids)]
-        nn = NearestNeighbors(n_neighbors=1, metric="cosine").fit(thumbs[train])
+        reference, reference_labels = with_rotations(thumbs[train], labels[train])
+        nn = NearestNeighbors(n_neighbors=1, metric="cosine").fit(reference)
 
         def agreement(version):
             _, _, vtd, preds = repo.inference.run(inode.id, version)
             vgot, vthumbs = repo.coresets.embeddings(version, "pixels", ids=vtd.data_ids)
             vthumbs = vthumbs[np.searchsorted(vgot, vtd.data_ids)]
-            neighbour = labels[train][nn.kneighbors(vthumbs, return_distance=False)[:, 0]]
+            neighbour = reference_labels[nn.kneighbors(vthumbs, return_distance=False)[:, 0]]
             return np.asarray(preds.scores).argmax(1) == neighbour
 
         est, why = repo.drift.estimates.estimate(inode.id, "shifted", method="agreement")
@@ -157,7 +159,7 @@ def test_agreement_calibrates_on_the_test_version_when_no_validation_split_was_h
         assert repo.training.held_out(repo.training.get(run["id"]))[2] == "test"
         fitted = repo.drift.estimates.fitted(inode, method="agreement")
         assert isinstance(fitted, FittedAgreement)
-        assert len(fitted.labels) == repo.data.get("reference").props["samples"] and len(fitted.agree) == 40
+        assert len(fitted.labels) == 3 * repo.data.get("reference").props["samples"] and len(fitted.agree) == 40
 
 
 def test_detector_outputs_feed_black_box_shift_detection(world):

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from veml.errors import InvalidInput
-from veml.lifecycle.estimate import AGREEMENT_RATIO, FittedAgreement, FittedATC, nearest_labels
+from veml.lifecycle.estimate import AGREEMENT_RATIO, FittedAgreement, FittedATC, nearest_labels, with_rotations
 
 
 def _onehot(pred: np.ndarray, classes: int = 3, conf: float | np.ndarray = 0.9) -> np.ndarray:
@@ -80,3 +80,21 @@ def test_a_reference_that_disagrees_with_a_correct_model_is_not_used() -> None:
     assert fitted.ratio == pytest.approx(2.0) and not fitted.ratio <= AGREEMENT_RATIO
     nothing = FittedAgreement.fit(np.eye(3), np.arange(3), _onehot(truth), truth, np.eye(3)[np.full(20, 2)])
     assert nothing.ratio == float("inf")
+
+
+def test_the_reference_holds_each_thumbnail_rotated_as_pil_rotates_it() -> None:
+    from PIL import Image
+
+    rng = np.random.default_rng(1)
+    img = np.zeros((16, 16, 3), np.float32)
+    img[3:13, 6:9] = rng.random((10, 3, 3))  # an off-centre bar: every rotation moves it
+    x, labels = with_rotations(img.reshape(1, -1), np.array([7]), (-15.0, 15.0))
+    assert x.shape == (3, 16 * 16 * 3) and labels.tolist() == [7, 7, 7]
+    assert np.array_equal(x[0], img.reshape(-1))
+    for angle in (-15.0, 15.0):  # each copy matches one of PIL's rotations by +-angle far better than the original
+        pil = [np.concatenate([np.asarray(Image.fromarray(img[..., c]).rotate(a, resample=Image.BILINEAR))[..., None]
+                               for c in range(3)], axis=2).reshape(-1) for a in (angle, -angle)]
+        best = max(range(1, 3), key=lambda i: max(np.corrcoef(x[i], p)[0, 1] for p in pil))
+        assert max(np.corrcoef(x[best], p)[0, 1] for p in pil) > 0.9 > np.corrcoef(x[0], pil[0])[0, 1]
+    odd, same = with_rotations(np.ones((2, 10)), np.array([1, 2]))  # not square RGB thumbnails: left as they are
+    assert odd.shape == (2, 10) and same.tolist() == [1, 2]

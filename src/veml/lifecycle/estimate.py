@@ -1,8 +1,8 @@
 """Label-free performance estimation: the deployed model's metric on a batch nobody has labelled yet.
 
 Image classifiers: agreement with a reference that makes different mistakes.  The reference is the nearest
-neighbour, among the training split's pixel thumbnails (the drift test's covariate view), of each sample; a sample
-counts as right when the deployed model predicts that neighbour's label.  Scaled by accuracy / agreement on the
+neighbour, among the training split's pixel thumbnails (the drift test's covariate view) and their copies rotated by
+±15 degrees, of each sample; a sample counts as right when the deployed model predicts that neighbour's label.  Scaled by accuracy / agreement on the
 held-out split (exact there), the batch's agreement estimates its accuracy.  This sees what confidence cannot: a
 model that is confidently and consistently wrong (rotated digits: accuracy 0.22 with ATC estimating 0.75) mostly
 disagrees with the neighbour (BENCHMARKS.md, issue 15).  It rests on the reference seldom disagreeing with a correct
@@ -43,7 +43,10 @@ PIXELS = "pixels"
 #: disagrees with a correct model); the digits suite's splits gave 0.99-1.02
 AGREEMENT_RATIO = 1.1
 #: the most training samples the nearest-neighbour reference keeps (chosen by the seed)
-REFERENCE_CAP = 20_000
+REFERENCE_CAP = 5_000
+#: the reference also holds each training thumbnail rotated by these angles (degrees): a neighbour as robust as
+#: the usual small-rotation augmentation, so that it stays right where a model that lacks that invariance fails
+REFERENCE_ROTATIONS = (-15.0, 15.0)
 
 
 def confidence(scores: np.ndarray, score: str = "entropy") -> np.ndarray:
@@ -121,6 +124,21 @@ def _unit(x: np.ndarray) -> np.ndarray:
     x = np.asarray(x, np.float32)
     norm = np.linalg.norm(x, axis=1, keepdims=True)
     return x / np.where(norm > 0, norm, 1.0)
+
+
+def with_rotations(thumbnails: np.ndarray, labels: np.ndarray,
+                   angles: tuple[float, ...] = REFERENCE_ROTATIONS) -> tuple[np.ndarray, np.ndarray]:
+    """The flattened square RGB thumbnails, plus a copy of each rotated by every angle (corners filled with 0)."""
+    from scipy import ndimage
+
+    x = np.asarray(thumbnails, np.float32)
+    side = int(round(np.sqrt(x.shape[1] / 3))) if x.ndim == 2 else 0
+    if not angles or len(x) == 0 or side * side * 3 != x.shape[1]:
+        return x, np.asarray(labels)
+    images = x.reshape(len(x), side, side, 3)
+    copies = [ndimage.rotate(images, a, axes=(1, 2), reshape=False, order=1, mode="constant").reshape(len(x), -1)
+              for a in angles]
+    return np.concatenate([x, *copies]), np.tile(np.asarray(labels), 1 + len(angles))
 
 
 def nearest_labels(reference: np.ndarray, labels: np.ndarray, x: np.ndarray, chunk: int = 512) -> np.ndarray:
@@ -236,8 +254,9 @@ class Estimates:
         _, _, td, preds = self._inference.run(inode.id, held_data.id, data_ids=held_ids)
         keep = td.labels >= 0
         held = self.thumbnails(held_data, td.data_ids)
+        reference, reference_labels = with_rotations(reference, labels[np.isin(ids, got)])
         try:
-            fitted = FittedAgreement.fit(reference, labels[np.isin(ids, got)], np.asarray(preds.scores)[keep],
+            fitted = FittedAgreement.fit(reference, reference_labels, np.asarray(preds.scores)[keep],
                                          td.labels[keep], held[keep], atc.seed)
         except InvalidInput as exc:
             return atc if method == "auto" else str(exc)
