@@ -68,6 +68,14 @@ def test_quick_drift_run_prints_tables_and_pools(tmp_path: Path) -> None:
     assert "nan (1 refs)" in next(line for line in both.splitlines() if line.startswith("| 50 |"))
 
 
+def test_forecast_estimate_quick_run_prints_its_tables(tmp_path: Path) -> None:
+    md = _quick("benchmarks.lifecycle_eval.forecast_estimate", tmp_path, "--quick")
+    assert "| shift | true MAE | dle estimate | as validated |" in md
+    for shift in ("none", "noise+", "incidents+", "demand", "dropout"):
+        assert f"| {shift} |" in md
+    assert "| dle |" in md and "| validated |" in md and (tmp_path / "forecast_estimate.json").is_file()
+
+
 def test_reference_bound_is_wider_than_clopper_pearson_when_references_disagree() -> None:
     from benchmarks.lifecycle_eval.drift import clopper_pearson_upper, fpr_upper, reference_upper
 

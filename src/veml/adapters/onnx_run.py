@@ -76,6 +76,13 @@ def make_windows(series: np.ndarray, history: int, horizon: int, stride: int = 1
 
 def forecast_windows(spec: ModelSpec, data: TaskData, meta: Mapping[str, Any], stride: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(normalised inputs, raw targets, owning sample of each window) over every series window of ``data``."""
+    x, y, owner = raw_forecast_windows(spec, data, stride)
+    return (x - meta["mean"]) / meta["std"], y, owner
+
+
+def raw_forecast_windows(spec: ModelSpec, data: TaskData, stride: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(raw inputs, raw targets, owning sample of each window) over every series window of ``data``: the windows a
+    forecaster sees, in the order its forecasts come."""
     hist, hor = int(spec.parameters["history"]), int(spec.parameters["horizon"])
     xs, ys, owner = [], [], []
     for i, window in enumerate(data.series):
@@ -85,8 +92,7 @@ def forecast_windows(spec: ModelSpec, data: TaskData, meta: Mapping[str, Any], s
         owner.extend([i] * len(x))
     if not owner:
         raise InvalidInput(f"series windows are shorter than history + horizon ({hist + hor} steps)")
-    x, y = np.concatenate(xs), np.concatenate(ys)
-    return (x - meta["mean"]) / meta["std"], y, np.asarray(owner)
+    return np.concatenate(xs), np.concatenate(ys), np.asarray(owner)
 
 
 def first_label_offset(architecture: str) -> int:
@@ -200,4 +206,4 @@ def predict(spec: ModelSpec, artifact: bytes, meta: Mapping[str, Any], data: Tas
 
 
 __all__ = ["predict", "predict_with", "runner", "session", "cached_session", "check_data", "images_nchw", "make_windows",
-           "forecast_windows", "first_label_offset", "IMAGENET_MEAN", "IMAGENET_STD", "NAMES", "RUNTIME_META"]
+           "forecast_windows", "raw_forecast_windows", "first_label_offset", "IMAGENET_MEAN", "IMAGENET_STD", "NAMES", "RUNTIME_META"]

@@ -17,7 +17,8 @@ score is the negative entropy of the softmax (ATC-NE, the variant Garg et al. fo
 softmax probability.  The interval is a percentile bootstrap that resamples both the held-out split
 (refitting ``t``) and the batch, so it covers the uncertainty of the threshold as well as the batch's.
 
-Detectors and forecasters have no estimator yet: their estimate is ``None`` with a reason.
+Forecasters: direct loss estimation of the masked MAE (:mod:`veml.lifecycle.estimate_forecast`).  Detectors have no
+estimator yet: their estimate is ``None`` with a reason.
 """
 
 from __future__ import annotations
@@ -30,13 +31,14 @@ import numpy as np
 from veml.adapters.base import Predictions
 from veml.entities import Node
 from veml.errors import InvalidInput
+from veml.lifecycle.estimate_forecast import FittedLoss
 from veml.versions.coresets import CoreSets
 from veml.versions.inference import InferenceVersions
 from veml.versions.training import TrainingVersions
 
 CLASSIFIERS = ("classification", "tabular-classification")
 SCORES = ("entropy", "maxconf")
-METHODS = ("auto", "agreement", "atc")
+METHODS = ("auto", "agreement", "atc", "dle")
 BOOTSTRAP = 200
 PIXELS = "pixels"
 #: agreement is used when, on the held-out split, accuracy / agreement is at most this (the reference seldom
@@ -204,7 +206,7 @@ class FittedAgreement:
                 "reference_agreement": float(self.agree.mean()), "reference_samples": len(self.labels)}
 
 
-Fitted = FittedATC | FittedAgreement
+Fitted = FittedATC | FittedAgreement | FittedLoss
 
 
 class Estimates:
@@ -219,7 +221,12 @@ class Estimates:
         if method not in METHODS:
             raise InvalidInput(f"unknown estimation method {method!r}: use one of {', '.join(METHODS)}")
         key = (inode.id, score, method)
+        if key not in self._fitted and self._training.get(inode.props["training"]).props.get("task") == "forecasting":
+            self._fitted[key] = self._fit_loss(inode) if method in ("auto", "dle") else f"{method} needs a classifier"
         if key not in self._fitted:
+            if method == "dle":
+                self._fitted[key] = "direct loss estimation needs a forecaster"
+                return self._fitted[key]
             atc = self._fitted_atc(inode, score)
             self._fitted[key] = atc if method == "atc" or isinstance(atc, str) else self._fit_agreement(inode, atc, method)
         return self._fitted[key]
@@ -264,6 +271,20 @@ class Estimates:
             return atc
         return fitted
 
+    def _fit_loss(self, inode: Node) -> FittedLoss | str:
+        """A forecaster's direct loss estimator, fitted on its held-out split, or why it has none."""
+        tnode = self._training.get(inode.props["training"])
+        data, ids, split = self._training.held_out(tnode)
+        if split == "training":
+            return (f"training {tnode.name!r} recorded no held-out split: errors cannot be calibrated on series "
+                    "the model trained on")
+        _, _, _, preds = self._inference.run(inode.id, data.id, data_ids=ids)
+        inputs, missing = self._inference.forecast_inputs(inode.id, data.id, data_ids=ids)
+        try:
+            return FittedLoss.fit(inputs, np.asarray(preds.forecasts), np.asarray(preds.forecast_targets), missing)
+        except InvalidInput as exc:
+            return str(exc)
+
     def thumbnails(self, data: str | int | Node, data_ids: np.ndarray) -> np.ndarray:
         """Pixel thumbnails of ``data``'s samples ``data_ids``, in that order."""
         assert self._coresets is not None
@@ -303,6 +324,11 @@ class Estimates:
         if preds is None or data_ids is None:
             _, _, td, preds = self._inference.run(inode.id, test)
             data_ids = td.data_ids
+        if isinstance(fitted, FittedLoss):
+            inputs, _ = self._inference.forecast_inputs(inode.id, test, data_ids=data_ids)
+            if preds.forecasts is None or len(inputs) != len(preds.forecasts):
+                return None, "the forecasts and the data version's input windows do not match"
+            return fitted.estimate(inputs, np.asarray(preds.forecasts)), None
         if preds.scores is None:
             return None, "the model gives no class scores"
         if isinstance(fitted, FittedAgreement):

@@ -12,7 +12,9 @@ The decision also weighs harm: each report carries the deployed model's accuracy
 unlabeled batch (:mod:`veml.lifecycle.estimate`).  A batch *calls for a rebuild* when it drifts, or
 when the estimate's upper bound lies at least ``max_drop`` below the lower 95 % bound of the model's
 accuracy on its held-out data (``reference_low``: a held-out split of 20 samples says little) — the
-model is losing accuracy even though the two-sample test saw no shift.  (A batch whose
+model is losing accuracy even though the two-sample test saw no shift.  For an error metric (a forecaster's
+MAE, ``"higher_is_better": false``) the rule is mirrored and relative: the estimate's lower bound lies at least
+``max_drop`` x the held-out error above that error's upper 95 % bound.  (A batch whose
 estimate is missing is decided on drift alone.)  ``out["decision"]`` says which rule fired.
 """
 
@@ -38,9 +40,13 @@ def decide(drift: bool, estimate: dict[str, Any] | None, max_drop: float) -> str
     accuracy's upper bound is ``max_drop`` or more below the held-out accuracy's lower bound), or None."""
     if drift:
         return "drift"
-    if estimate is not None and estimate.get("reference_low", estimate["reference_value"]) - estimate["high"] >= max_drop:
-        return "estimated drop"
-    return None
+    if estimate is None:
+        return None
+    if estimate.get("higher_is_better", True):
+        worse = estimate.get("reference_low", estimate["reference_value"]) - estimate["high"] >= max_drop
+    else:
+        worse = estimate["low"] - estimate.get("reference_high", estimate["reference_value"]) >= max_drop * estimate["reference_value"]
+    return "estimated drop" if worse else None
 
 
 @dataclass

@@ -184,6 +184,18 @@ class InferenceVersions:
         names = self._runtime_meta(inode, tnode, spec).get("class_names") or class_names_for(spec, view)
         return view.data_ids.astype(np.int64), class_indices(spec, view, names, np.arange(len(view)))
 
+    def forecast_inputs(self, inference: str | int, data: str | int, data_ids: np.ndarray | None = None) -> tuple[np.ndarray, float]:
+        """(raw input windows (n_windows, history, sensors), the data's missing-value marker) of a forecaster over a
+        data version's samples, in the order ``run`` returns its forecasts; read without running the model."""
+        inode, dnode = self.get(inference), self._data.get(data)
+        spec = self._spec(self._training.get(inode.props["training"]))
+        if spec.task != "forecasting":
+            raise InvalidInput(f"deployment {inode.name!r} is a {spec.task} model, not a forecaster")
+        view = self._data.checkout(dnode) if data_ids is None else self._data.checkout_samples(dnode, data_ids)
+        td = task_data(self._s, spec, view, None, require_labels=False)
+        x, _, _ = onnx_run.raw_forecast_windows(spec, td, int(spec.parameters["horizon"]))
+        return x[..., 0], td.missing_value
+
     def _runtime_meta(self, inode: Node, tnode: Node, spec: ModelSpec) -> dict[str, Any]:
         """What running the deployment needs of its checkpoint's meta: recorded with an ONNX deployment
         (running one then loads neither the checkpoint nor torch), else read from the checkpoint."""

@@ -1,0 +1,137 @@
+"""Label-free error estimation for forecasters: direct loss estimation (DLE, as NannyML does it for regression).
+
+A forecaster's batch is unlabelled until its future has happened.  On the training's validation split (series the
+model never trained on, whose futures are known) a second model learns each forecast's absolute error from what is
+known when the forecast is made: the input window and the forecast itself.  One row per (window, sensor):
+
+* the forecast's mean gap to the last reading (a forecaster that departs far from persistence risks more), its gap
+  at the first step, its range over the horizon and its level;
+* the input's volatility (mean absolute step), spread, three-step trend and last reading;
+* the share of the input the sensor did not report (the data's missing-value marker, or NaN).
+
+On a new batch the estimated masked MAE is the mean predicted error over its rows.  The interval is a percentile
+bootstrap that resamples the batch's rows and adds, for the batch's rows, residuals drawn from the validation
+split's out-of-fold errors (the regressor's own error on windows it did not fit), so it covers what the regressor
+cannot see as well as the batch's spread.  Like every label-free estimate it assumes that what makes a forecast
+wrong on the validation split still does on the batch; ``BENCHMARKS.md`` (issue 15) measures how far that holds on
+the generated traffic networks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from veml.errors import InvalidInput
+
+#: the fewest validation rows (window x sensor, with a known future) the loss model fits on
+MIN_ROWS = 50
+FOLDS = 5
+FEATURES = ("gap_mean", "gap_first", "forecast_range", "forecast_level", "volatility", "spread", "trend", "last",
+            "missing_share")
+
+
+def _filled(inputs: np.ndarray, missing_value: float | None) -> tuple[np.ndarray, np.ndarray]:
+    """(inputs with each gap carried forward from the last reading, NaN before a window's first reading; the
+    missing mask) of (n, history, sensors)."""
+    x = np.asarray(inputs, np.float64)
+    miss = np.isnan(x) if missing_value is None else (np.isnan(x) | (x == missing_value))
+    idx = np.where(~miss, np.arange(x.shape[1])[None, :, None], -1)
+    np.maximum.accumulate(idx, axis=1, out=idx)
+    filled = np.take_along_axis(x, np.maximum(idx, 0), axis=1)
+    filled[idx < 0] = np.nan
+    return filled, miss
+
+
+def loss_features(inputs: np.ndarray, forecasts: np.ndarray, missing_value: float | None = 0.0) -> np.ndarray:
+    """One row per (window, sensor), in window-major order: the columns of :data:`FEATURES`."""
+    inputs, forecasts = np.asarray(inputs, np.float64), np.asarray(forecasts, np.float64)
+    if inputs.ndim != 3 or forecasts.ndim != 3 or len(inputs) != len(forecasts) or inputs.shape[2] != forecasts.shape[2]:
+        raise InvalidInput(f"inputs {inputs.shape} and forecasts {forecasts.shape} are not (windows, steps, sensors) "
+                           "of the same windows and sensors")
+    filled, miss = _filled(inputs, missing_value)
+    level = forecasts.mean(1)
+    last = np.where(np.isnan(filled[:, -1]), level, filled[:, -1])
+    filled = np.where(np.isnan(filled), last[:, None, :], filled)
+    steps = np.abs(np.diff(filled, axis=1)).mean(1) if filled.shape[1] > 1 else np.zeros_like(last)
+    back = min(3, filled.shape[1] - 1)
+    cols = [np.abs(forecasts - last[:, None, :]).mean(1), np.abs(forecasts[:, 0] - last),
+            forecasts.max(1) - forecasts.min(1), level, steps, filled.std(1),
+            filled[:, -1] - filled[:, -1 - back], last, miss.mean(1)]
+    return np.stack([c.reshape(-1) for c in cols], axis=1)
+
+
+def window_errors(forecasts: np.ndarray, targets: np.ndarray, missing_value: float | None = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """(mean absolute error over the horizon, count of known target steps) per (window, sensor), window-major."""
+    f, y = np.asarray(forecasts, np.float64), np.asarray(targets, np.float64)
+    valid = ~np.isnan(y) if missing_value is None else (~np.isnan(y) & (y != missing_value))
+    err = np.where(valid, np.abs(np.nan_to_num(y) - f), 0.0).sum(1)
+    count = valid.sum(1)
+    return (err / np.maximum(count, 1)).reshape(-1), count.reshape(-1)
+
+
+def _regressor(seed: int):
+    from sklearn.ensemble import HistGradientBoostingRegressor
+
+    return HistGradientBoostingRegressor(max_iter=150, learning_rate=0.05, min_samples_leaf=20, random_state=seed)
+
+
+@dataclass(frozen=True)
+class FittedLoss:
+    """A direct loss estimator, fitted on the validation split's windows."""
+
+    model: Any
+    residuals: np.ndarray  # out-of-fold (true - predicted) error per validation row
+    errors: np.ndarray  # the validation rows' true errors
+    counts: np.ndarray  # their known target steps
+    missing_value: float | None
+    seed: int = 0
+
+    @classmethod
+    def fit(cls, inputs: np.ndarray, forecasts: np.ndarray, targets: np.ndarray, missing_value: float | None = 0.0,
+            seed: int = 0) -> "FittedLoss":
+        from sklearn.model_selection import GroupKFold
+
+        x = loss_features(inputs, forecasts, missing_value)
+        err, count = window_errors(forecasts, targets, missing_value)
+        groups = np.repeat(np.arange(len(forecasts)), forecasts.shape[2])
+        known = count > 0
+        x, err, count, groups = x[known], err[known], count[known], groups[known]
+        if len(err) < MIN_ROWS or len(np.unique(groups)) < FOLDS:
+            raise InvalidInput(f"error estimation needs at least {MIN_ROWS} held-out (window, sensor) forecasts with "
+                               f"a known future over {FOLDS} windows, got {len(err)} over {len(np.unique(groups))}")
+        oof = np.empty_like(err)
+        for fit_rows, held in GroupKFold(FOLDS).split(x, err, groups):
+            oof[held] = _regressor(seed).fit(x[fit_rows], err[fit_rows]).predict(x[held])
+        return cls(_regressor(seed).fit(x, err), err - oof, err, count, missing_value, seed)
+
+    @property
+    def reference_value(self) -> float:
+        """The masked MAE on the validation split (every known target step weighs the same)."""
+        return float((self.errors * self.counts).sum() / self.counts.sum())
+
+    def reference_high(self, level: float = 0.95, bootstrap: int = 200) -> float:
+        rng = np.random.default_rng(self.seed)
+        m = len(self.errors)
+        boots = [float((self.errors[i] * self.counts[i]).sum() / max(self.counts[i].sum(), 1))
+                 for i in (rng.integers(0, m, m) for _ in range(bootstrap))]
+        return float(max(np.quantile(boots, (1 + level) / 2), self.reference_value))
+
+    def estimate(self, inputs: np.ndarray, forecasts: np.ndarray, level: float = 0.95, bootstrap: int = 200) -> dict[str, Any]:
+        """``{"metric": "mae", "value", "low", "high", ...}`` for a batch's input windows and forecasts."""
+        x = loss_features(inputs, forecasts, self.missing_value)
+        if not len(x):
+            raise InvalidInput("error estimation needs at least one forecast window")
+        pred = np.maximum(self.model.predict(x), 0.0)
+        value = float(pred.mean())
+        rng = np.random.default_rng(self.seed)
+        n, m = len(pred), len(self.residuals)
+        boots = np.array([pred[rng.integers(0, n, n)].mean() + self.residuals[rng.integers(0, m, n)].mean()
+                          for _ in range(bootstrap)])
+        lo, hi = np.quantile(boots, [(1 - level) / 2, (1 + level) / 2])
+        return {"metric": "mae", "value": value, "low": float(max(0.0, min(lo, value))), "high": float(max(hi, value)),
+                "level": level, "method": "dle-gbm", "higher_is_better": False,
+                "reference_value": self.reference_value, "reference_high": self.reference_high(level),
+                "reference_samples": len(self.errors)}
