@@ -59,6 +59,21 @@ def test_the_estimate_follows_the_error_it_learned_and_its_interval_holds_its_va
         assert est["reference_high"] >= est["reference_value"] == fitted.reference_value
 
 
+def test_the_interval_resamples_days_so_a_batch_of_one_day_is_wider_than_rows_would_say():
+    rng = np.random.default_rng(2)
+    inputs, forecasts, targets = _windows(rng, 400, np.full(400, 2.0))
+    days = np.repeat(np.arange(8), 50)
+    targets = targets + np.repeat(rng.normal(0, 3.0, 8), 50)[:, None, None]  # each day misses by its own offset
+    fitted = FittedLoss.fit(inputs, forecasts, targets, None, days)
+    batch = _windows(rng, 50, np.full(50, 2.0))[:2]
+    by_day = fitted.estimate(*batch, samples=np.zeros(50, np.int64))  # one day: its residuals move together
+    by_row = fitted.estimate(*batch)  # every window its own block
+    assert by_day["value"] == by_row["value"]
+    assert by_day["high"] - by_day["low"] > by_row["high"] - by_row["low"]
+    with pytest.raises(InvalidInput, match="sample indices"):
+        fitted.estimate(*batch, samples=np.zeros(3, np.int64))
+
+
 def test_too_few_held_out_forecasts_are_refused():
     rng = np.random.default_rng(1)
     with pytest.raises(InvalidInput, match="at least 50"):
@@ -87,9 +102,9 @@ def test_veml_drift_reports_a_forecasters_estimated_mae(tmp_path):
     held, ids, split = repo.training.held_out(repo.training.get(run["id"]))
     _, _, _, preds = repo.inference.run("fc-onnx", held.id, data_ids=ids)
     inputs, missing = repo.inference.forecast_inputs("fc-onnx", held.id, data_ids=ids)
-    by_hand = FittedLoss.fit(inputs, preds.forecasts, preds.forecast_targets, missing)
+    by_hand = FittedLoss.fit(inputs, preds.forecasts, preds.forecast_targets, missing, preds.forecast_sample)
     _, _, _, later = repo.inference.run("fc-onnx", "later")
-    expected = by_hand.estimate(repo.inference.forecast_inputs("fc-onnx", "later")[0], later.forecasts)
+    expected = by_hand.estimate(repo.inference.forecast_inputs("fc-onnx", "later")[0], later.forecasts, later.forecast_sample)
     repo.close()
 
     out = ok("drift", "--inference", "fc-onnx", "--test", "later", "--repo", root)
@@ -97,4 +112,5 @@ def test_veml_drift_reports_a_forecasters_estimated_mae(tmp_path):
     est = out["estimate"]
     assert est["metric"] == "mae" and est["method"] == "dle-gbm"
     assert est["value"] == pytest.approx(expected["value"]) and est["reference_value"] == pytest.approx(by_hand.reference_value)
+    assert (est["low"], est["high"]) == pytest.approx((expected["low"], expected["high"]))
     assert est["low"] <= est["value"] <= est["high"]

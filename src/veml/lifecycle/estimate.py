@@ -281,7 +281,8 @@ class Estimates:
         _, _, _, preds = self._inference.run(inode.id, data.id, data_ids=ids)
         inputs, missing = self._inference.forecast_inputs(inode.id, data.id, data_ids=ids)
         try:
-            return FittedLoss.fit(inputs, np.asarray(preds.forecasts), np.asarray(preds.forecast_targets), missing)
+            return FittedLoss.fit(inputs, np.asarray(preds.forecasts), np.asarray(preds.forecast_targets), missing,
+                                  preds.forecast_sample)
         except InvalidInput as exc:
             return str(exc)
 
@@ -328,7 +329,7 @@ class Estimates:
             inputs, _ = self._inference.forecast_inputs(inode.id, test, data_ids=data_ids)
             if preds.forecasts is None or len(inputs) != len(preds.forecasts):
                 return None, "the forecasts and the data version's input windows do not match"
-            return fitted.estimate(inputs, np.asarray(preds.forecasts)), None
+            return fitted.estimate(inputs, np.asarray(preds.forecasts), preds.forecast_sample), None
         if preds.scores is None:
             return None, "the model gives no class scores"
         if isinstance(fitted, FittedAgreement):

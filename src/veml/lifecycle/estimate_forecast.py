@@ -10,9 +10,10 @@ known when the forecast is made: the input window and the forecast itself.  One 
 * the share of the input the sensor did not report (the data's missing-value marker, or NaN).
 
 On a new batch the estimated masked MAE is the mean predicted error over its rows.  The interval is a percentile
-bootstrap that resamples the batch's rows and adds, for the batch's rows, residuals drawn from the validation
-split's out-of-fold errors (the regressor's own error on windows it did not fit), so it covers what the regressor
-cannot see as well as the batch's spread.  Like every label-free estimate it assumes that what makes a forecast
+bootstrap over blocks of rows (one day of one sensor: a day's traffic moves its windows together, so rows are not
+independent): it resamples the batch's blocks and gives each a block of the validation split's out-of-fold
+residuals (the regressor's error on days it did not fit), so it covers what the regressor cannot see as well as the
+batch's spread.  Like every label-free estimate it assumes that what makes a forecast
 wrong on the validation split still does on the batch; ``BENCHMARKS.md`` (issue 15) measures how far that holds on
 the generated traffic networks.
 """
@@ -78,34 +79,55 @@ def _regressor(seed: int):
     return HistGradientBoostingRegressor(max_iter=150, learning_rate=0.05, min_samples_leaf=20, random_state=seed)
 
 
+def _blocks(samples: np.ndarray | None, n_windows: int, sensors: int) -> np.ndarray:
+    """Each row's block: (the sample (day) its window came from, its sensor); one block per window without samples."""
+    owner = np.arange(n_windows) if samples is None else np.asarray(samples, np.int64)
+    if len(owner) != n_windows:
+        raise InvalidInput(f"{len(owner)} sample indices for {n_windows} forecast windows")
+    return (owner[:, None] * sensors + np.arange(sensors)[None, :]).reshape(-1)
+
+
+def _block_means(values: np.ndarray, blocks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(mean of ``values`` per block, rows per block), blocks in sorted order."""
+    _, inverse, sizes = np.unique(blocks, return_inverse=True, return_counts=True)
+    return np.bincount(inverse, weights=values) / sizes, sizes
+
+
 @dataclass(frozen=True)
 class FittedLoss:
     """A direct loss estimator, fitted on the validation split's windows."""
 
     model: Any
-    residuals: np.ndarray  # out-of-fold (true - predicted) error per validation row
+    residuals: np.ndarray  # out-of-fold (true - predicted) error, mean per validation block (day x sensor)
     errors: np.ndarray  # the validation rows' true errors
     counts: np.ndarray  # their known target steps
+    blocks: np.ndarray  # their blocks
     missing_value: float | None
     seed: int = 0
 
     @classmethod
     def fit(cls, inputs: np.ndarray, forecasts: np.ndarray, targets: np.ndarray, missing_value: float | None = 0.0,
-            seed: int = 0) -> "FittedLoss":
+            samples: np.ndarray | None = None, seed: int = 0) -> "FittedLoss":
+        """Fit on held-out windows; ``samples`` (the forecasts' ``forecast_sample``) says which day each came from, so
+        that out-of-fold errors are measured on days the regressor did not see and the interval resamples days."""
         from sklearn.model_selection import GroupKFold
 
         x = loss_features(inputs, forecasts, missing_value)
         err, count = window_errors(forecasts, targets, missing_value)
-        groups = np.repeat(np.arange(len(forecasts)), forecasts.shape[2])
+        blocks = _blocks(samples, len(forecasts), forecasts.shape[2])
+        days = blocks // forecasts.shape[2]
+        groups = days if len(np.unique(days)) >= 2 else np.repeat(np.arange(len(forecasts)), forecasts.shape[2])
         known = count > 0
-        x, err, count, groups = x[known], err[known], count[known], groups[known]
-        if len(err) < MIN_ROWS or len(np.unique(groups)) < FOLDS:
+        x, err, count, groups, blocks = x[known], err[known], count[known], groups[known], blocks[known]
+        folds = min(FOLDS, len(np.unique(groups)))
+        if len(err) < MIN_ROWS or folds < 2:
             raise InvalidInput(f"error estimation needs at least {MIN_ROWS} held-out (window, sensor) forecasts with "
-                               f"a known future over {FOLDS} windows, got {len(err)} over {len(np.unique(groups))}")
+                               f"a known future, got {len(err)}")
         oof = np.empty_like(err)
-        for fit_rows, held in GroupKFold(FOLDS).split(x, err, groups):
+        for fit_rows, held in GroupKFold(folds).split(x, err, groups):
             oof[held] = _regressor(seed).fit(x[fit_rows], err[fit_rows]).predict(x[held])
-        return cls(_regressor(seed).fit(x, err), err - oof, err, count, missing_value, seed)
+        residuals, _ = _block_means(err - oof, blocks)
+        return cls(_regressor(seed).fit(x, err), residuals, err, count, blocks, missing_value, seed)
 
     @property
     def reference_value(self) -> float:
@@ -113,23 +135,30 @@ class FittedLoss:
         return float((self.errors * self.counts).sum() / self.counts.sum())
 
     def reference_high(self, level: float = 0.95, bootstrap: int = 200) -> float:
+        """The upper bound of the validation MAE, resampling its blocks (day x sensor)."""
         rng = np.random.default_rng(self.seed)
-        m = len(self.errors)
-        boots = [float((self.errors[i] * self.counts[i]).sum() / max(self.counts[i].sum(), 1))
-                 for i in (rng.integers(0, m, m) for _ in range(bootstrap))]
+        total, _ = _block_means(self.errors * self.counts, self.blocks)
+        steps, _ = _block_means(self.counts.astype(np.float64), self.blocks)
+        boots = [total[i].sum() / max(steps[i].sum(), 1e-12) for i in (rng.integers(0, len(total), len(total))
+                                                                       for _ in range(bootstrap))]
         return float(max(np.quantile(boots, (1 + level) / 2), self.reference_value))
 
-    def estimate(self, inputs: np.ndarray, forecasts: np.ndarray, level: float = 0.95, bootstrap: int = 200) -> dict[str, Any]:
-        """``{"metric": "mae", "value", "low", "high", ...}`` for a batch's input windows and forecasts."""
+    def estimate(self, inputs: np.ndarray, forecasts: np.ndarray, samples: np.ndarray | None = None,
+                 level: float = 0.95, bootstrap: int = 200) -> dict[str, Any]:
+        """``{"metric": "mae", "value", "low", "high", ...}`` for a batch's input windows and forecasts (``samples``:
+        the day each window came from)."""
         x = loss_features(inputs, forecasts, self.missing_value)
         if not len(x):
             raise InvalidInput("error estimation needs at least one forecast window")
         pred = np.maximum(self.model.predict(x), 0.0)
         value = float(pred.mean())
+        means, sizes = _block_means(pred, _blocks(samples, len(forecasts), forecasts.shape[2]))
         rng = np.random.default_rng(self.seed)
-        n, m = len(pred), len(self.residuals)
-        boots = np.array([pred[rng.integers(0, n, n)].mean() + self.residuals[rng.integers(0, m, n)].mean()
-                          for _ in range(bootstrap)])
+        k, m = len(means), len(self.residuals)
+        boots = np.empty(bootstrap)
+        for b in range(bootstrap):  # the batch's blocks resampled, each given a validation block's residual
+            i = rng.integers(0, k, k)
+            boots[b] = ((means[i] + self.residuals[rng.integers(0, m, k)]) * sizes[i]).sum() / sizes[i].sum()
         lo, hi = np.quantile(boots, [(1 - level) / 2, (1 + level) / 2])
         return {"metric": "mae", "value": value, "low": float(max(0.0, min(lo, value))), "high": float(max(hi, value)),
                 "level": level, "method": "dle-gbm", "higher_is_better": False,
