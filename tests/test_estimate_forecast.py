@@ -59,19 +59,22 @@ def test_the_estimate_follows_the_error_it_learned_and_its_interval_holds_its_va
         assert est["reference_high"] >= est["reference_value"] == fitted.reference_value
 
 
-def test_the_interval_resamples_days_so_a_batch_of_one_day_is_wider_than_rows_would_say():
+def test_an_error_shared_by_a_whole_day_widens_the_interval_by_the_spread_between_days():
     rng = np.random.default_rng(2)
     inputs, forecasts, targets = _windows(rng, 400, np.full(400, 2.0))
     days = np.repeat(np.arange(8), 50)
-    targets = targets + np.repeat(rng.normal(0, 3.0, 8), 50)[:, None, None]  # each day misses by its own offset
-    fitted = FittedLoss.fit(inputs, forecasts, targets, None, days)
+    offsets = rng.normal(0, 3.0, 8)
+    shifted = targets + np.repeat(offsets, 50)[:, None, None]  # each day misses by its own offset
+    plain, by_day = FittedLoss.fit(inputs, forecasts, targets, None, days), FittedLoss.fit(inputs, forecasts, shifted, None, days)
+    assert len(by_day.day_residuals) == len(plain.day_residuals) == 8  # one out-of-fold error per validation day
+    assert by_day.day_residuals.std(ddof=1) > 3 * plain.day_residuals.std(ddof=1)
     batch = _windows(rng, 50, np.full(50, 2.0))[:2]
-    by_day = fitted.estimate(*batch, samples=np.zeros(50, np.int64))  # one day: its residuals move together
-    by_row = fitted.estimate(*batch)  # every window its own block
-    assert by_day["value"] == by_row["value"]
-    assert by_day["high"] - by_day["low"] > by_row["high"] - by_row["low"]
+    wide, narrow = by_day.estimate(*batch, samples=np.zeros(50, np.int64)), plain.estimate(*batch, samples=np.zeros(50, np.int64))
+    assert wide["high"] - wide["low"] > 2 * (narrow["high"] - narrow["low"])
+    lo, hi = by_day.day_interval(wide["value"])  # the t prediction interval of one more day's error
+    assert wide["low"] <= max(lo, 0.0) and wide["high"] >= hi > wide["value"]
     with pytest.raises(InvalidInput, match="sample indices"):
-        fitted.estimate(*batch, samples=np.zeros(3, np.int64))
+        by_day.estimate(*batch, samples=np.zeros(3, np.int64))
 
 
 def test_too_few_held_out_forecasts_are_refused():
