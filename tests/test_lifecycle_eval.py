@@ -6,6 +6,7 @@ not properties of the code, so nothing here asserts a value.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -53,8 +54,6 @@ def test_quick_drift_run_prints_tables_and_pools(tmp_path: Path) -> None:
     pooled = _quick("benchmarks.lifecycle_eval.drift", tmp_path / "pooled", "--pool", str(tmp_path / "one" / "drift_eval.json"))
     assert "FPR upper bound <= 0.07 at every n" in pooled and (tmp_path / "pooled" / "drift_eval_pooled.json").exists()
     # a run over fewer sizes (here: the same run as seed 1, n = 10 only) pools cell by cell
-    import json
-
     doc = json.loads((tmp_path / "one" / "drift_eval.json").read_text())
     doc["args"]["ns"], doc["raw"][0]["seed"] = [10], 1
     doc["raw"][0]["cells"] = [c for c in doc["raw"][0]["cells"] if c["n"] == 10]
@@ -76,6 +75,21 @@ def test_forecast_estimate_quick_run_prints_its_tables(tmp_path: Path) -> None:
     assert "| dle |" in md and "| validated |" in md and (tmp_path / "forecast_estimate.json").is_file()
 
 
+def test_sensor_suite_quick_run_prints_its_tables_and_pools_them(tmp_path: Path) -> None:
+    md = _quick("benchmarks.lifecycle_eval.sensors", tmp_path / "one", "--quick", "--repeats", "2")
+    assert "| method | kind | mean per-target rho | top-1 regret (mph) |" in md and "ranked by as_is" in md
+    for method in ("default", "mmd", "mean_pairwise", "gromov_wasserstein", "as_is", "mean_embedding"):
+        assert f"| `{method}` |" in md
+    assert "Split-half reliability of the gains" in md and "transfer never ends worse than the source as-is" in md
+    doc = json.loads((tmp_path / "one" / "sensors_eval_quick.json").read_text())
+    (run,) = doc["runs"]
+    assert run["default_method"] == "as_is" and set(run["reliability"]) == {"grid-busy"}
+    assert all(len(v) == 1 for per in run["repeats"].values() for v in per.values())  # one more fine-tuning each
+    both = _quick("benchmarks.lifecycle_eval.sensors", tmp_path / "pooled", "--pool", str(tmp_path / "one" / "sensors_eval_quick.json"),
+                  str(tmp_path / "one" / "sensors_eval_quick.json"))
+    assert "Pooled over 2 file(s), 2 seeds, 2 (seed, target) cells; the default ranked by as_is" in both
+
+
 def test_reference_bound_is_wider_than_clopper_pearson_when_references_disagree() -> None:
     from benchmarks.lifecycle_eval.drift import clopper_pearson_upper, fpr_upper, reference_upper
 
@@ -88,8 +102,6 @@ def test_reference_bound_is_wider_than_clopper_pearson_when_references_disagree(
 
 
 def test_drift_candidates_analysis_scores_every_candidate(tmp_path: Path) -> None:
-    import json
-
     import numpy as np
 
     rng = np.random.default_rng(0)

@@ -231,4 +231,8 @@ def test_transfer_across_sensor_counts_when_the_source_cannot_run_on_the_target(
     assert out["metric"]["name"] == "mae" and out["metric"]["value"] > 0  # the new 12-sensor model ran on the test
     src = out["source_lifecycle"]
     assert src["on_test"] is None and "9 sensors" in src["on_test_error"]  # the 9-sensor source cannot
-    assert out["distance"] is not None  # gromov_wasserstein compares networks of different sizes
+    # forecasters' lifecycles rank by as_is, which cannot score a 9-sensor model on 12 sensors: no distance
+    assert out["distance"] is None and out["method"] is None
+    named = ok("transfer", "traffic-grid", "--from", "traffic-ring", "--method", "gromov_wasserstein", "--set", "max_steps=3",
+               "--repo", root)
+    assert named["distance"] is not None and named["method"] == "gromov_wasserstein"  # compares networks of any size

@@ -142,6 +142,16 @@ def test_bad_transfer_requests_fail_cleanly_and_record_nothing(root, args, needl
     assert _count(root) == before
 
 
+def test_a_target_too_small_to_hold_out_a_validation_split_is_refused_with_the_reason(root, tmp_path):
+    with veml.open(root) as repo:  # 4 images: keep-better has nothing to compare the two models on
+        repo.data.import_("images", _folder(tmp_path / "tiny", (0, 1), 2, 60), "digits-tiny")
+    before = _count(root)
+    for source in (["--from", "digits-src"], []):  # named, or chosen by the ranking (which records nothing either)
+        assert_failed_cleanly(run_cli("transfer", "digits-tiny", *source, "--repo", root, "--json"),
+                              "its 4 samples are too few to hold one out")
+        assert _count(root) == before
+
+
 @pytest.mark.parametrize("method", ["leep", "logme", "hscore", "knn_probe"])
 def test_similar_scores_each_lifecycle_model_on_the_targets_labels(root, method):
     out = ok("similar", "digits-tgt", "--method", method, "--repo", root)
@@ -152,6 +162,15 @@ def test_similar_scores_each_lifecycle_model_on_the_targets_labels(root, method)
     assert "digits-src" in [r["name"] for r in out["ranking"]]
     text = run_cli("similar", "digits-tgt", "--method", method, "--repo", root)
     assert text.code == 0 and "score " in text.out, text.err
+
+
+def test_as_is_scores_a_classifier_by_its_accuracy_on_the_targets_core_set(root):
+    out = ok("similar", "digits-tgt", "--method", "as_is", "--repo", root)
+    row = next(r for r in out["ranking"] if r["name"] == "digits-src")
+    with veml.open(root) as repo:  # 36 samples: the core set is all of them
+        _, _, td, preds = repo.inference.run("src-onnx", "digits-tgt")
+        accuracy = float((np.asarray(preds.scores).argmax(1) == td.labels).mean())
+    assert row["score"] == pytest.approx(accuracy) and row["distance"] == pytest.approx(-accuracy)
 
 
 def test_lifecycles_are_ranked_by_the_score_ensemble_by_default_on_labelled_images(root):

@@ -29,9 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -42,7 +40,8 @@ sys.path.insert(0, str(BENCH))
 import numpy as np  # noqa: E402
 
 import veml  # noqa: E402
-from _common import machine_info, md_table, publish, verdict  # noqa: E402
+from _common import md_table, verdict  # noqa: E402
+from lifecycle_eval.harness import run_and_publish  # noqa: E402
 from lifecycle_eval.run import DOMAINS, SIZE, ci, fmt, log, split, write_folder  # noqa: E402
 
 SHIFTS = ["rot30", "noise35", "lowcontrast"]
@@ -232,15 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     for s in a.shifts:
         if s not in DOMAINS:
             p.error(f"unknown shift {s!r}: use {', '.join(DOMAINS)}")
-    work = Path(tempfile.mkdtemp(prefix="veml-rebuild-eval-"))
-    t0 = time.perf_counter()
-    try:
-        runs = [run_seed(seed, a, work) for seed in range(a.first_seed, a.first_seed + a.seeds)]
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    md, res = report(runs, a, time.perf_counter() - t0)
-    res["machine"] = machine_info()
-    publish(a.out, "rebuild_eval_quick" if a.quick else "rebuild_eval" if a.all_methods else "rebuild_active", res, md)
+    run_and_publish(run_seed, report, a, "veml-rebuild-eval-", "rebuild_eval_quick" if a.quick else "rebuild_eval" if a.all_methods else "rebuild_active")
     return 0
 
 

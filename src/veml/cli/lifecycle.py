@@ -7,7 +7,8 @@ from typing import Any
 
 from veml.cli.common import Context
 
-METHODS = ["mean_pairwise", "mmd", "gromov_wasserstein", "label_ot", "leep", "logme", "hscore", "knn_probe", "ensemble"]
+METHODS = ["mean_pairwise", "mmd", "gromov_wasserstein", "label_ot", "leep", "logme", "hscore", "knn_probe", "ensemble",
+           "as_is"]
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -25,7 +26,9 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
                                                      "series gromov_wasserstein, tables mmd); leep, logme, hscore and "
                                                      "knn_probe score each candidate lifecycle's model on D's labels; "
                                                      "ensemble ranks by the mean rank of logme, leep and knn_probe "
-                                                     "(the default with --with-lifecycle on labelled images)")
+                                                     "(the default with --with-lifecycle on labelled images); as_is "
+                                                     "scores each candidate's model, unchanged, by its own metric on "
+                                                     "D (the default with --with-lifecycle on series)")
     p.add_argument("--with-lifecycle", action="store_true", help="only versions with a complete lifecycle")
     p.add_argument("--include-related", action="store_true", help="also rank versions that share samples with D")
     p.add_argument("--k", type=int, help="core-set size")

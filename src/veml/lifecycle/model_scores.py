@@ -12,6 +12,12 @@ Higher is better for all four.  ``veml similar`` reports them negated as the ``d
 stays ascending) and as ``score`` as they are.  They need the target's labels, and a lifecycle per
 candidate (a model to look through): data without one cannot be scored.
 
+- ``as_is``: the source deployment's own key metric on the target's labelled core-set samples, unchanged (accuracy
+  for a classifier, the masked MAE negated for a forecaster).  It needs no class labels beyond the task's own
+  targets, so it is the one model-based score for forecasters, whose "labels" are the futures in the series; on the
+  issue-14 sensor suite it ranked sources by transfer gain where every data distance ranked at random
+  (BENCHMARKS.md), so it is the default for ranking forecasters' lifecycles.
+
 - ``ensemble``: each candidate's rank by LogME, LEEP and the k-NN probe, averaged (:func:`mean_ranks`).  The three
   tied for best on the issue-14 suites, with run-to-run swings larger than their differences; their mean rank
   averages that noise out.  It ranks candidates against each other, so it has a value only within a ranking.
@@ -26,10 +32,13 @@ import numpy as np
 from veml.coreset import transferability as TR
 from veml.entities import Node
 from veml.errors import InvalidInput
+from veml.versions import evaluation
 from veml.versions.coresets import CoreSets
 from veml.versions.inference import InferenceVersions
 
-SINGLE = ("leep", "logme", "hscore", "knn_probe")
+SINGLE = ("leep", "logme", "hscore", "knn_probe", "as_is")
+#: the scores that read the target's class labels (as_is reads whatever the task evaluates against)
+CLASS_LABELS = ("leep", "logme", "hscore", "knn_probe")
 #: the scores ``ensemble`` averages the ranks of
 ENSEMBLE = ("logme", "leep", "knn_probe")
 METHODS = SINGLE + ("ensemble",)
@@ -75,8 +84,12 @@ class ModelScores:
         unknown = [m for m in methods if m not in SINGLE]
         if unknown:
             raise InvalidInput(f"unknown model-based score {unknown[0]!r}: use one of {', '.join(METHODS)}")
-        ids, y = self.labelled(core, target)
         out: dict[str, float] = {}
+        if "as_is" in methods:
+            out["as_is"] = self.as_is(target, core, lifecycle)
+        if not any(m in CLASS_LABELS for m in methods):
+            return {m: out[m] for m in methods}
+        ids, y = self.labelled(core, target)
         if "leep" in methods:
             _, _, td, preds = self._inference.run(lifecycle["inference"], target.id, data_ids=ids)
             if preds.scores is None:
@@ -84,11 +97,13 @@ class ModelScores:
             pos = {int(d): i for i, d in enumerate(td.data_ids)}
             probs = np.asarray(preds.scores, np.float64)[[pos[int(d)] for d in ids]]
             out["leep"] = TR.leep(probs, y)
-        if any(m != "leep" for m in methods):
+        if any(m not in ("leep", "as_is") for m in methods):
             fid, feats = self._coresets.embed_samples(target, f"training:{lifecycle['training']}", ids)
             pos = {int(d): i for i, d in enumerate(fid)}
             f = feats[[pos[int(d)] for d in ids]].reshape(len(ids), -1)
             for m in methods:
+                if m == "as_is":
+                    continue
                 if m == "logme":
                     out[m] = TR.logme(f, y)
                 elif m == "hscore":
@@ -96,3 +111,14 @@ class ModelScores:
                 elif m == "knn_probe":
                     out[m] = TR.knn_probe(f, y, k=5)
         return {m: out[m] for m in methods}
+
+    def as_is(self, target: Node, core: Node, lifecycle: Mapping[str, Any]) -> float:
+        """The lifecycle's deployment on the target's core-set samples, unchanged: its key metric, higher = better."""
+        ids = np.asarray(core.props.get("ids", []), np.int64)
+        _, _, td, preds = self._inference.run(lifecycle["inference"], target.id, data_ids=ids)
+        report, _ = evaluation.evaluate(td, preds)
+        name, value = evaluation.key_metric(td.task, report)
+        if value is None or not np.isfinite(value):
+            raise InvalidInput(f"as_is scores a model on the target's labels, and {target.name!r} has none its "
+                               f"{td.task} model can be scored against")
+        return -float(value) if name in evaluation.LOWER_IS_BETTER else float(value)

@@ -34,6 +34,10 @@ KIND = "SimilarityReport"
 #: vs LEEP's 1.1); LEEP as the default was tried on the fourth suite and came third there (BENCHMARKS.md, issue 14).
 #: Data without class labels, or ranking data versions alone, use the modality's distance (DEFAULT_METHOD)
 LIFECYCLE_DEFAULT = "ensemble"
+#: ranking forecasters' lifecycles for a series target: each source model's own error on the target's series
+#: (model_scores.as_is).  On the issue-14 sensor suite every data distance ranked sources at random (rho about 0)
+#: and it did not (BENCHMARKS.md)
+SERIES_LIFECYCLE_DEFAULT = "as_is"
 
 
 class Similarity:
@@ -48,6 +52,8 @@ class Similarity:
         modality = str(node.props.get("modality"))
         if method is None and with_lifecycle and modality == "image" and "labels" in node.props.get("annotation_tables", []):
             return LIFECYCLE_DEFAULT
+        if method is None and with_lifecycle and modality == "series":
+            return SERIES_LIFECYCLE_DEFAULT
         chosen = method or D.DEFAULT_METHOD.get(modality, "mmd")
         if chosen not in D.METHODS and chosen not in MODEL_METHODS:
             raise InvalidInput(f"unknown distance method {chosen!r}: use one of {', '.join([*D.METHODS, *MODEL_METHODS])}")
@@ -137,7 +143,7 @@ class Similarity:
         ct, xt = self._core(tnode, k, embedder, progress, strict=True)
         if m in D.NEEDS_LABELS and any(label is None for label in ct.props.get("labels", [])):
             raise InvalidInput(f"{m} needs labels, and {tnode.name!r} has unlabelled samples")
-        if self.model_based(m):
+        if self.model_based(m) and m != "as_is":  # as_is scores against the task's own targets (a series' futures)
             try:
                 ModelScores.labelled(ct, tnode)  # refuse unlabelled targets before any model runs
             except InvalidInput:

@@ -62,6 +62,10 @@ class Transfer:
         if int(tnode.props.get("samples", 0)) == 0:
             raise InvalidInput(f"data version {tnode.name!r} is empty: there is nothing to train on")
         report_id, distance, chosen_by = None, None, self._similarity.method_for(tnode, method, with_lifecycle=True)
+        if source is None and _asks_keep_better(sets):  # refused before the ranking records its report
+            refusal = self._training.keep_better_refusal(tnode, {"keep_better": True, "val_fraction": 1.0})
+            if refusal is not None:
+                raise InvalidInput(refusal)
         if source is None:
             ranking = self._similarity.rank(tnode.id, method=method, with_lifecycle=True, progress=progress,
                                             lifecycle_filter=lambda lc: self._training.fit_reason(lc["model"], tnode))
@@ -83,6 +87,9 @@ class Transfer:
         recipe = dict(src_train["params"])
         head = self._head(src_train, lc["model"], tnode)
         params = self._params(recipe, lc["model"], sets, new_head_rows=bool(head and head["new"]))
+        refusal = self._training.keep_better_refusal(tnode, params)
+        if refusal is not None:
+            raise InvalidInput(refusal)
         if source is not None:  # the recipe is checked first: a refused one leaves no core sets behind
             try:
                 distance = self._similarity.distance(tnode, lc["data"], method=method, progress=progress, lifecycle=lc)
@@ -138,6 +145,13 @@ class Transfer:
         common = [c for c in target_names if c in source]
         return {"reused": len(common), "new": [c for c in target_names if c not in source],
                 "dropped": [c for c in source if c not in target_names]}
+
+
+def _asks_keep_better(sets: Mapping[str, Any] | list[str] | None) -> bool:
+    """Whether ``sets`` leaves transfer's keep-better on (only that key is read here)."""
+    pairs = sets.items() if isinstance(sets, Mapping) else [item.split("=", 1) for item in sets or [] if "=" in item]
+    given = {k.strip(): v.strip() if isinstance(v, str) else v for k, v in pairs if k.strip() == "keep_better"}
+    return bool(parse_sets(given, {"keep_better": True})["keep_better"])
 
 
 def finetune_params(defaults: Mapping[str, Any], recipe: Mapping[str, Any], sets: Mapping[str, Any] | list[str] | None,

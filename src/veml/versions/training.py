@@ -367,8 +367,7 @@ class TrainingVersions:
         # keep_better chooses on a validation split of the training data, even when a test version is given
         train_pos, eval_pos = self._split(len(view), params, test_node is not None and not keep)
         if keep and not len(eval_pos):
-            raise InvalidInput("keep_better compares on a validation split of the training data: "
-                               "set val_fraction above 0 (and give at least 5 samples)")
+            raise InvalidInput(self._no_holdout(dnode.name, len(view)))
         td = task_data(self._s, spec, view, class_names, positions=train_pos, require_labels=adapt is None)
         if len(td) == 0:
             raise InvalidInput(f"data version {dnode.name!r} has no labelled samples to train on")
@@ -489,6 +488,20 @@ class TrainingVersions:
         from veml.compute import ray_train
 
         ray_train.prepare(self._s.compute if isinstance(self._s.compute, RayExecutor) else RayExecutor(), workers)
+
+    @staticmethod
+    def _no_holdout(name: str, samples: int) -> str:
+        return (f"keep_better compares the fine-tuned and the starting model on a validation split of {name!r}, and its "
+                f"{samples} samples are too few to hold one out (at least 5; a forecaster's sample is a day): add "
+                "samples, or set keep_better=false to keep the fine-tuned model unchecked")
+
+    def keep_better_refusal(self, data: str | int | Node, params: Mapping[str, Any]) -> str | None:
+        """Why a fine-tuning with ``params`` on ``data`` cannot keep the better model, checked before any work."""
+        if not params.get("keep_better"):
+            return None
+        dnode = data if isinstance(data, Node) else self._data.get(data)
+        n = int(dnode.props.get("samples", 0))
+        return self._no_holdout(dnode.name, n) if not len(self._split(n, params, False)[1]) else None
 
     @staticmethod
     def _split(n: int, params: Mapping[str, Any], has_test: bool) -> tuple[np.ndarray, np.ndarray]:
