@@ -209,6 +209,16 @@ def report_active(runs: list[dict[str, Any]], cells: list, a: argparse.Namespace
     return "\n".join(L), {"active_minus_random": diff, "runs": runs}
 
 
+def pooled_active(paths: list[Path]) -> str:
+    """Active minus random (accuracy points) over every (seed, shift) cell of several result files."""
+    runs = [r for p in paths for r in json.loads(p.read_text())["runs"]]
+    diffs = [100 * (r[s]["active"]["metric"] - r[s]["random"]["metric"]) for r in runs for s in r]
+    diff = ci(diffs)
+    return (f"Pooled over {len(paths)} file(s), {len(runs)} seeds, {len(diffs)} (seed, shift) cells: active - random "
+            f"{fmt(diff, 1)} points; active ahead in {sum(d > 0 for d in diffs)}, behind in {sum(d < 0 for d in diffs)}; "
+            f"active beats random, interval excluding 0: {verdict(diff[1] > 0)}")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="smoke run: 1 seed, 1 shift, 1 epoch, tiny sets")
@@ -223,7 +233,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--shifts", default=",".join(SHIFTS))
     p.add_argument("--arch", default="resnet18")
     p.add_argument("--out", type=Path, default=Path("bench-out"))
+    p.add_argument("--pool", type=Path, nargs="+", help="no run: active - random pooled over these result files")
     a = p.parse_args(argv)
+    if a.pool:
+        print(pooled_active(a.pool))
+        return 0
     a.shifts = a.shifts.split(",")
     a.all_methods = a.methods == "all"
     if a.quick:

@@ -14,9 +14,9 @@ candidate (a model to look through): data without one cannot be scored.
 
 - ``as_is``: the source deployment's own key metric on the target's labelled core-set samples, unchanged (accuracy
   for a classifier, the masked MAE negated for a forecaster).  It needs no class labels beyond the task's own
-  targets, so it is the one model-based score for forecasters, whose "labels" are the futures in the series; on the
-  issue-14 sensor suite it ranked sources by transfer gain where every data distance ranked at random
-  (BENCHMARKS.md), so it is the default for ranking forecasters' lifecycles.
+  targets, so it is the one model-based score for forecasters, whose "labels" are the futures in the series.  On the
+  issue-14 sensor suite every data distance ranked sources at random; as_is ranked them better, though weakly
+  (rho 0.15 pooled over 30 cells, BENCHMARKS.md), so it is the default for ranking forecasters' lifecycles.
 
 - ``ensemble``: each candidate's rank by LogME, LEEP and the k-NN probe, averaged (:func:`mean_ranks`).  The three
   tied for best on the issue-14 suites, with run-to-run swings larger than their differences; their mean rank
