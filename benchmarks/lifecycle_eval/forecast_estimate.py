@@ -24,9 +24,7 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import replace
-import shutil
 import sys
-import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -34,12 +32,13 @@ from typing import Any
 
 from benchmarks.lifecycle_eval.run import SIZE  # noqa: F401  (puts benchmarks/ on sys.path)
 
-from _common import md_table, publish  # noqa: E402
+from _common import md_table  # noqa: E402
 
 import numpy as np  # noqa: E402
 
 import veml  # noqa: E402
 from benchmarks.lifecycle_eval.drift import tci  # noqa: E402
+from benchmarks.lifecycle_eval.harness import run_and_publish  # noqa: E402
 from veml.datasets import generate_traffic, write_npz  # noqa: E402
 from veml.metrics import forecasting_report  # noqa: E402
 
@@ -122,13 +121,8 @@ def main() -> None:
     a = p.parse_args()
     if a.quick:
         a.seeds, a.sensors, a.train_days, a.batches, a.epochs = 1, 4, 10, 1, 1
-    work = Path(tempfile.mkdtemp(prefix="veml-fest-"))
-    try:
-        rows = [r for s in range(a.first_seed, a.first_seed + a.seeds) for r in run_seed(s, a, work)]
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    md, res = report(rows, a, time.perf_counter() - T0)
-    publish(a.out, "forecast_estimate", res, md)
+    run_and_publish(run_seed, lambda runs, a, secs: report([r for rows in runs for r in rows], a, secs), a, "veml-fest-",
+                    "forecast_estimate")
 
 
 if __name__ == "__main__":

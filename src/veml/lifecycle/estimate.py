@@ -221,15 +221,17 @@ class Estimates:
         if method not in METHODS:
             raise InvalidInput(f"unknown estimation method {method!r}: use one of {', '.join(METHODS)}")
         key = (inode.id, score, method)
-        if key not in self._fitted and self._training.get(inode.props["training"]).props.get("task") == "forecasting":
-            self._fitted[key] = self._fit_loss(inode) if method in ("auto", "dle") else f"{method} needs a classifier"
         if key not in self._fitted:
-            if method == "dle":
-                self._fitted[key] = "direct loss estimation needs a forecaster"
-                return self._fitted[key]
-            atc = self._fitted_atc(inode, score)
-            self._fitted[key] = atc if method == "atc" or isinstance(atc, str) else self._fit_agreement(inode, atc, method)
+            self._fitted[key] = self._fit_method(inode, score, method)
         return self._fitted[key]
+
+    def _fit_method(self, inode: Node, score: str, method: str) -> Fitted | str:
+        if self._training.get(inode.props["training"]).props.get("task") == "forecasting":
+            return self._fit_loss(inode) if method in ("auto", "dle") else f"{method} needs a classifier"
+        if method == "dle":
+            return "direct loss estimation needs a forecaster"
+        atc = self._fitted_atc(inode, score)
+        return atc if method == "atc" or isinstance(atc, str) else self._fit_agreement(inode, atc, method)
 
     def _fitted_atc(self, inode: Node, score: str) -> FittedATC | str:
         key = (inode.id, score, "atc")
