@@ -46,7 +46,7 @@ def test_quick_rebuild_run_prints_tables(tmp_path: Path) -> None:
     assert (tmp_path / "rebuild_eval_quick.json").exists()
     both = _quick("benchmarks.lifecycle_eval.rebuild", tmp_path / "pooled", "--pool", str(tmp_path / "rebuild_eval_quick.json"),
                   str(tmp_path / "rebuild_eval_quick.json"))
-    assert "Pooled over 2 file(s), 2 seeds, 2 (seed, shift) cells: active - random" in both
+    assert "Pooled over 2 file(s), 2 seeds, 2 (seed, shift) cells: active - random" in both and "with the seeds as the unit" in both
 
 
 def test_quick_drift_run_prints_tables_and_pools(tmp_path: Path) -> None:

@@ -212,11 +212,16 @@ def report_active(runs: list[dict[str, Any]], cells: list, a: argparse.Namespace
 def pooled_active(paths: list[Path]) -> str:
     """Active minus random (accuracy points) over every (seed, shift) cell of several result files."""
     runs = [r for p in paths for r in json.loads(p.read_text())["runs"]]
+    from scipy.stats import binomtest
+
     diffs = [100 * (r[s]["active"]["metric"] - r[s]["random"]["metric"]) for r in runs for s in r]
-    diff = ci(diffs)
+    per_seed = [float(np.mean([100 * (r[s]["active"]["metric"] - r[s]["random"]["metric"]) for s in r])) for r in runs]
+    diff, ahead, behind = ci(diffs), sum(d > 0 for d in diffs), sum(d < 0 for d in diffs)
+    sign_p = binomtest(ahead, ahead + behind).pvalue if ahead + behind else float("nan")
     return (f"Pooled over {len(paths)} file(s), {len(runs)} seeds, {len(diffs)} (seed, shift) cells: active - random "
-            f"{fmt(diff, 1)} points; active ahead in {sum(d > 0 for d in diffs)}, behind in {sum(d < 0 for d in diffs)}; "
-            f"active beats random, interval excluding 0: {verdict(diff[1] > 0)}")
+            f"{fmt(diff, 2)} points; active ahead in {ahead}, behind in {behind} (sign test p = {sign_p:.3f}); "
+            f"with the seeds as the unit {fmt(ci(per_seed), 2)}; active beats random, interval over cells excluding 0: "
+            f"{verdict(diff[1] > 0)}")
 
 
 def main(argv: list[str] | None = None) -> int:
