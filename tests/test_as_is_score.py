@@ -1,8 +1,10 @@
-"""``as_is``: a stored lifecycle's model scored, unchanged, by its own metric on the target (issue 14, sensor series).
+"""Model scores for forecasters' lifecycles (issue 14, sensor series).
 
-Real DCRNN forecasters trained on generated traffic networks and deployed to ONNX; the score is checked against the
-deployment's masked MAE on the target computed through the public API, and ``veml similar`` / ``veml transfer``
-rank forecasters' lifecycles by it when no method is named.
+``as_is``: a stored lifecycle's model scored, unchanged, by its own metric on the target.  ``finetune_probe``: the
+model fine-tuned on the target in memory by transfer's recipe, then scored there.  Real DCRNN forecasters trained on
+generated traffic networks and deployed to ONNX; each score is checked against the same computation done through
+the public API (the deployment's masked MAE; a recorded ``veml transfer``'s deployment, evaluated on the target), and ``veml similar`` / ``veml transfer`` rank forecasters' lifecycles by ``finetune_probe`` when no method
+is named.
 """
 
 from __future__ import annotations
@@ -35,8 +37,8 @@ def root(tmp_path_factory):
     return base / "repo"
 
 
-def test_forecasters_lifecycles_are_ranked_by_their_own_error_on_the_target(root):
-    out = ok("similar", "target", "--with-lifecycle", "--repo", root)
+def test_as_is_ranks_forecasters_lifecycles_by_their_own_error_on_the_target(root):
+    out = ok("similar", "target", "--with-lifecycle", "--method", "as_is", "--repo", root)
     assert out["method"] == "as_is"
     ranked = {r["name"]: r for r in out["ranking"]}
     assert set(ranked) == {"src-calm", "src-heavy"}  # the 6-sensor forecaster cannot run on 4 sensors
@@ -54,7 +56,31 @@ def test_forecasters_lifecycles_are_ranked_by_their_own_error_on_the_target(root
     assert data_only["method"] == "gromov_wasserstein"
 
 
-def test_transfer_without_a_source_starts_from_the_lifecycle_as_is_ranks_first(root):
+def test_finetune_probe_is_the_default_and_scores_what_transfer_would_fine_tune(root):
+    with veml.open(root) as repo:
+        before = (len(repo.training.list()), len(repo.inference.list()))
+    out = ok("similar", "target", "--with-lifecycle", "--repo", root)
+    assert out["method"] == "finetune_probe"
+    ranked = {r["name"]: r for r in out["ranking"]}
+    # the diffusion convolution's weights do not depend on the sensor count: a 6-sensor forecaster fine-tunes on a
+    # 4-sensor network (as veml transfer does), where its deployment as it is cannot run (as_is skips it)
+    assert set(ranked) == {"src-calm", "src-heavy", "src-wide"} and out["skipped"] == []
+    with veml.open(root) as repo:
+        assert (len(repo.training.list()), len(repo.inference.list())) == before  # the probe records no training
+    # the same fine-tuning, recorded: veml transfer from each source (its recipe, split and keep-better), its
+    # deployment then evaluated on the target's days
+    for name, row in ranked.items():
+        t = ok("transfer", "target", "--from", name, "--name", f"probe-check-{name}", "--repo", root)
+        with veml.open(root) as repo:
+            mae = repo.inference.predict(t["inference"], "target").props["key_metric"]
+        assert mae["name"] == "mae"
+        assert row["score"] == pytest.approx(-mae["value"], rel=1e-3)
+        assert row["distance"] == pytest.approx(mae["value"], rel=1e-3)
+    distances = [r["distance"] for r in out["ranking"]]
+    assert distances == sorted(distances)
+
+
+def test_transfer_without_a_source_starts_from_the_lifecycle_the_probe_ranks_first(root):
     best = ok("similar", "target", "--with-lifecycle", "--repo", root)["ranking"][0]["name"]
     out = ok("transfer", "target", "--set", "epochs=1", "--repo", root)
-    assert out["method"] == "as_is" and out["source_name"] == best
+    assert out["method"] == "finetune_probe" and out["source_name"] == best

@@ -80,17 +80,17 @@ def test_forecast_estimate_quick_run_prints_its_tables(tmp_path: Path) -> None:
 
 def test_sensor_suite_quick_run_prints_its_tables_and_pools_them(tmp_path: Path) -> None:
     md = _quick("benchmarks.lifecycle_eval.sensors", tmp_path / "one", "--quick", "--repeats", "2")
-    assert "| method | kind | mean per-target rho | top-1 regret (mph) |" in md and "ranked by as_is" in md
-    for method in ("default", "mmd", "mean_pairwise", "gromov_wasserstein", "as_is", "mean_embedding"):
+    assert "| method | kind | mean per-target rho | top-1 regret (mph) |" in md and "ranked by finetune_probe" in md
+    for method in ("default", "mmd", "mean_pairwise", "gromov_wasserstein", "as_is", "finetune_probe", "mean_embedding"):
         assert f"| `{method}` |" in md
     assert "Split-half reliability of the gains" in md and "transfer never ends worse than the source as-is" in md
     doc = json.loads((tmp_path / "one" / "sensors_eval_quick.json").read_text())
     (run,) = doc["runs"]
-    assert run["default_method"] == "as_is" and set(run["reliability"]) == {"grid-busy"}
+    assert run["default_method"] == "finetune_probe" and set(run["reliability"]) == {"grid-busy"}
     assert all(len(v) == 1 for per in run["repeats"].values() for v in per.values())  # one more fine-tuning each
     both = _quick("benchmarks.lifecycle_eval.sensors", tmp_path / "pooled", "--pool", str(tmp_path / "one" / "sensors_eval_quick.json"),
                   str(tmp_path / "one" / "sensors_eval_quick.json"))
-    assert "Pooled over 2 file(s), 2 seeds, 2 (seed, target) cells; the default ranked by as_is" in both
+    assert "Pooled over 2 file(s), 2 seeds, 2 (seed, target) cells; the default ranked by finetune_probe" in both
 
 
 def test_reference_bound_is_wider_than_clopper_pearson_when_references_disagree() -> None:

@@ -382,6 +382,12 @@ def test_similar_drift_and_reports(world):
     assert sim["ranking"] == sorted(sim["ranking"], key=lambda r: r["distance"])
     error(world, "POST", "/similar/table-a", 422, json={"top": 0})
     error(world, "POST", "/similar/table-a", 422, json={"method": "astrology"})
+    # model scores look through each candidate's lifecycle: the classifier trained on "both", scored on "probe"
+    as_is = post(world, "/similar/probe", {"method": "as_is"})
+    assert as_is["method"] == "as_is" and [r["name"] for r in as_is["ranking"]] == ["both"]
+    assert -1.0 <= as_is["ranking"][0]["distance"] <= 0.0  # the deployment's accuracy there, negated
+    probe = post(world, "/similar/probe", {"method": "finetune_probe"})  # forecasters only: the classifier is skipped
+    assert probe["ranking"] == [] and "scores forecasters" in probe["skipped"][0]["reason"]
     error(world, "POST", "/similar/nope", 404, json={})
     drift = post(world, "/drift", {"reference": "table-a", "test": "table-b", "method": "ks"})
     assert {"drift", "p_value", "statistic", "method", "report"} <= set(drift) and drift["drift"] is True

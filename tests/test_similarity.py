@@ -231,8 +231,24 @@ def test_transfer_across_sensor_counts_when_the_source_cannot_run_on_the_target(
     assert out["metric"]["name"] == "mae" and out["metric"]["value"] > 0  # the new 12-sensor model ran on the test
     src = out["source_lifecycle"]
     assert src["on_test"] is None and "9 sensors" in src["on_test_error"]  # the 9-sensor source cannot
-    # forecasters' lifecycles rank by as_is, which cannot score a 9-sensor model on 12 sensors: no distance
-    assert out["distance"] is None and out["method"] is None
+    # forecasters' lifecycles rank by finetune_probe, which fine-tunes the 9-sensor model on the 12-sensor target
+    # as transfer does: its distance is that model's MAE there
+    assert out["method"] == "finetune_probe" and out["distance"] > 0
+    as_is = ok("transfer", "traffic-grid", "--from", "traffic-ring", "--method", "as_is", "--set", "max_steps=3",
+               "--repo", root)  # the unchanged 9-sensor model cannot run on 12 sensors: no distance, no method
+    assert as_is["distance"] is None and as_is["method"] is None
     named = ok("transfer", "traffic-grid", "--from", "traffic-ring", "--method", "gromov_wasserstein", "--set", "max_steps=3",
                "--repo", root)
     assert named["distance"] is not None and named["method"] == "gromov_wasserstein"  # compares networks of any size
+
+
+def test_every_similarity_method_is_offered_by_the_cli_and_the_server():
+    from typing import get_args
+
+    from veml.cli.lifecycle import METHODS as CLI
+    from veml.coreset.distance import METHODS as DISTANCES
+    from veml.lifecycle.model_scores import METHODS as MODEL_SCORES
+    from veml.server.models import SimilarIn
+
+    server = set(get_args(get_args(SimilarIn.model_fields["method"].annotation)[0]))
+    assert set(CLI) == server == set(DISTANCES) | set(MODEL_SCORES)

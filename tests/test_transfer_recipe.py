@@ -296,7 +296,7 @@ def test_label_free_adaptation_moves_only_the_batch_norm_layers(root, how):
 
 
 def test_fine_tuning_on_a_labelling_budget_uses_every_label_for_enough_steps():
-    from veml.lifecycle.transfer import MIN_FINETUNE_STEPS, few_label_params
+    from veml.lifecycle.finetune_recipe import MIN_FINETUNE_STEPS, few_label_params
 
     params = {"epochs": 2, "batch_size": 16, "val_fraction": 0.2, "lr": 1e-4, "keep_better": True}
     raised = few_label_params(params, 30, None)  # 6 validation samples: keep-better off, all 30 train (2 steps/epoch)

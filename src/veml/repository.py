@@ -141,7 +141,8 @@ class Repository:
     lineage: LineageAPI = _api("veml.versions.lineage:LineageAPI", "stores")
     aliases: Aliases = _api("veml.versions.aliases:Aliases", "stores")
     coresets: CoreSets = _api("veml.versions.coresets:CoreSets", "stores", "data", "training")
-    similarity: Similarity = _api("veml.lifecycle.similarity:Similarity", "stores", "data", "coresets", "lifecycles", "inference")
+    similarity: Similarity = _api("veml.lifecycle.similarity:Similarity", "stores", "data", "coresets", "lifecycles", "inference",
+                                  "training")
     drift: Drift = _api("veml.lifecycle.drift:Drift", "stores", "data", "coresets", "inference", "training")
     rebuild: Rebuild = _api("veml.lifecycle.rebuild:Rebuild", "stores", "data", "training", "inference", "coresets")
     monitor: Monitor = _api("veml.lifecycle.monitor:Monitor", "data", "inference", "drift", "rebuild")

@@ -16,7 +16,14 @@ candidate (a model to look through): data without one cannot be scored.
   for a classifier, the masked MAE negated for a forecaster).  It needs no class labels beyond the task's own
   targets, so it is the one model-based score for forecasters, whose "labels" are the futures in the series.  On the
   issue-14 sensor suite every data distance ranked sources at random; as_is ranked them better, though weakly
-  (rho 0.15 pooled over 30 cells, BENCHMARKS.md), so it is the default for ranking forecasters' lifecycles.
+  (rho 0.15 pooled over 30 cells, BENCHMARKS.md).
+- ``finetune_probe`` (forecasters): what ``veml transfer`` would end with from each candidate, run in memory on the
+  target's core-set samples and recorded nowhere -- transfer's own recipe (a third of the epochs at a tenth of the
+  learning rate), its seeded validation split and its keep-the-better choice -- scored by its key metric on those
+  samples.  As-is error mixes a level bias that a few fine-tuning steps remove with dynamics they do not; the probe
+  scores what transfer would keep.  The score is mostly in-sample, which is fair only because the recipe is light.
+  It costs one short fine-tuning per candidate, and it is the default for ranking forecasters' lifecycles
+  (BENCHMARKS.md, issue 14: sensor series).
 
 - ``ensemble``: each candidate's rank by LogME, LEEP and the k-NN probe, averaged (:func:`mean_ranks`).  The three
   tied for best on the issue-14 suites, with run-to-run swings larger than their differences; their mean rank
@@ -32,13 +39,17 @@ import numpy as np
 from veml.coreset import transferability as TR
 from veml.entities import Node
 from veml.errors import InvalidInput
+from veml.lifecycle.finetune_recipe import finetune_params
 from veml.versions import evaluation
 from veml.versions.coresets import CoreSets
 from veml.versions.inference import InferenceVersions
+from veml.versions.training import TrainingVersions
 
-SINGLE = ("leep", "logme", "hscore", "knn_probe", "as_is")
-#: the scores that read the target's class labels (as_is reads whatever the task evaluates against)
+SINGLE = ("leep", "logme", "hscore", "knn_probe", "as_is", "finetune_probe")
+#: the scores that read the target's class labels (the others read whatever the task evaluates against)
 CLASS_LABELS = ("leep", "logme", "hscore", "knn_probe")
+#: the scores that read only the task's own targets (a forecaster's futures): usable on unlabelled series
+TASK_TARGETS = ("as_is", "finetune_probe")
 #: the scores ``ensemble`` averages the ranks of
 ENSEMBLE = ("logme", "leep", "knn_probe")
 METHODS = SINGLE + ("ensemble",)
@@ -59,8 +70,8 @@ def mean_ranks(parts: Sequence[Mapping[str, float]], methods: Sequence[str] = EN
 
 
 class ModelScores:
-    def __init__(self, coresets: CoreSets, inference: InferenceVersions) -> None:
-        self._coresets, self._inference = coresets, inference
+    def __init__(self, coresets: CoreSets, inference: InferenceVersions, training: TrainingVersions) -> None:
+        self._coresets, self._inference, self._training = coresets, inference, training
 
     @staticmethod
     def labelled(core: Node, target: Node) -> tuple[np.ndarray, np.ndarray]:
@@ -87,6 +98,8 @@ class ModelScores:
         out: dict[str, float] = {}
         if "as_is" in methods:
             out["as_is"] = self.as_is(target, core, lifecycle)
+        if "finetune_probe" in methods:
+            out["finetune_probe"] = self.finetune_probe(target, core, lifecycle)
         if not any(m in CLASS_LABELS for m in methods):
             return {m: out[m] for m in methods}
         ids, y = self.labelled(core, target)
@@ -97,13 +110,11 @@ class ModelScores:
             pos = {int(d): i for i, d in enumerate(td.data_ids)}
             probs = np.asarray(preds.scores, np.float64)[[pos[int(d)] for d in ids]]
             out["leep"] = TR.leep(probs, y)
-        if any(m not in ("leep", "as_is") for m in methods):
+        if any(m not in ("leep", *TASK_TARGETS) for m in methods):
             fid, feats = self._coresets.embed_samples(target, f"training:{lifecycle['training']}", ids)
             pos = {int(d): i for i, d in enumerate(fid)}
             f = feats[[pos[int(d)] for d in ids]].reshape(len(ids), -1)
             for m in methods:
-                if m == "as_is":
-                    continue
                 if m == "logme":
                     out[m] = TR.logme(f, y)
                 elif m == "hscore":
@@ -121,4 +132,22 @@ class ModelScores:
         if value is None or not np.isfinite(value):
             raise InvalidInput(f"as_is scores a model on the target's labels, and {target.name!r} has none its "
                                f"{td.task} model can be scored against")
+        return -float(value) if name in evaluation.LOWER_IS_BETTER else float(value)
+
+    def finetune_probe(self, target: Node, core: Node, lifecycle: Mapping[str, Any]) -> float:
+        """What transfer's recipe would end with from this lifecycle's model on the target's core-set samples (the
+        fine-tuned model, or the unchanged one where keep-better keeps it), run in memory, scored on those samples:
+        its key metric, higher = better.  Forecasters only: a classifier's head
+        would learn a few labels by heart, and the in-sample score would then say nothing."""
+        run = self._training.describe(self._training.get(lifecycle["training"]))
+        if run.get("task") != "forecasting":
+            raise InvalidInput(f"finetune_probe scores forecasters; {target.name!r}'s candidate is a {run.get('task')} "
+                               "model: rank classifiers with ensemble, leep, logme or knn_probe")
+        recipe = dict(run.get("params") or {})
+        params = finetune_params({**self._training.defaults(lifecycle["model"]), **recipe}, recipe, None)
+        ids = np.asarray(core.props.get("ids", []), np.int64)
+        name, value = self._training.probe(target, lifecycle["training"], params, ids)
+        if value is None or not np.isfinite(value):
+            raise InvalidInput(f"finetune_probe scores a model on the target's own futures, and {target.name!r} has none "
+                               "it can be scored against")
         return -float(value) if name in evaluation.LOWER_IS_BETTER else float(value)

@@ -34,7 +34,7 @@ from veml.coreset.typical import typical_clusters
 from veml.entities import Node
 from veml.errors import InvalidInput
 from veml.lifecycle.evidence import rebuild_evidence
-from veml.lifecycle.transfer import few_label_params, finetune_params
+from veml.lifecycle.finetune_recipe import few_label_params, finetune_params
 from veml.versions.context import Stores, unique_name
 from veml.versions.coresets import CoreSets
 from veml.versions.data import DataVersions

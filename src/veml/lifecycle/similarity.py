@@ -15,7 +15,7 @@ import numpy as np
 from veml.coreset import distance as D
 from veml.entities import Node
 from veml.errors import InvalidInput
-from veml.lifecycle.model_scores import ENSEMBLE, mean_ranks
+from veml.lifecycle.model_scores import ENSEMBLE, TASK_TARGETS, mean_ranks
 from veml.lifecycle.model_scores import METHODS as MODEL_METHODS
 from veml.lifecycle.model_scores import ModelScores
 from veml.progress import ProgressLike
@@ -24,6 +24,7 @@ from veml.versions.coresets import CoreSets
 from veml.versions.data import DataVersions
 from veml.versions.inference import InferenceVersions
 from veml.versions.lifecycles import Lifecycles
+from veml.versions.training import TrainingVersions
 
 KIND = "SimilarityReport"
 #: how lifecycles are ranked for a target with class labels when no method is named: the mean rank by LogME, LEEP
@@ -34,17 +35,19 @@ KIND = "SimilarityReport"
 #: vs LEEP's 1.1); LEEP as the default was tried on the fourth suite and came third there (BENCHMARKS.md, issue 14).
 #: Data without class labels, or ranking data versions alone, use the modality's distance (DEFAULT_METHOD)
 LIFECYCLE_DEFAULT = "ensemble"
-#: ranking forecasters' lifecycles for a series target: each source model's own error on the target's series
-#: (model_scores.as_is).  On the issue-14 sensor suite every data distance ranked sources at random (rho about 0);
-#: as_is did better, though weakly (rho 0.15, paired +0.24 [0.07, 0.41] over gromov_wasserstein; BENCHMARKS.md)
-SERIES_LIFECYCLE_DEFAULT = "as_is"
+#: ranking forecasters' lifecycles for a series target: what transfer would end with from each source, run in
+#: memory on the target's core set and scored there (model_scores.finetune_probe).  On the issue-14 sensor suite every
+#: data distance ranked sources at random and each source's unchanged error (as_is) weakly; the probe, chosen on seeds
+#: 0-2 and 20-24, ranked them at rho 0.75 over 13 fresh seeds (0.60 against a fine-tuning with another seed;
+#: BENCHMARKS.md, issue 14: sensor series)
+SERIES_LIFECYCLE_DEFAULT = "finetune_probe"
 
 
 class Similarity:
     def __init__(self, stores: Stores, data: DataVersions, coresets: CoreSets, lifecycles: Lifecycles,
-                 inference: InferenceVersions) -> None:
+                 inference: InferenceVersions, training: TrainingVersions) -> None:
         self._s, self._data, self._coresets, self._lifecycles = stores, data, coresets, lifecycles
-        self._scores = ModelScores(coresets, inference)
+        self._scores = ModelScores(coresets, inference, training)
 
     def method_for(self, node: Node, method: str | None, with_lifecycle: bool = False) -> str:
         """``method``, else the default: ``LIFECYCLE_DEFAULT`` when lifecycles are ranked for a target with class
@@ -143,7 +146,7 @@ class Similarity:
         ct, xt = self._core(tnode, k, embedder, progress, strict=True)
         if m in D.NEEDS_LABELS and any(label is None for label in ct.props.get("labels", [])):
             raise InvalidInput(f"{m} needs labels, and {tnode.name!r} has unlabelled samples")
-        if self.model_based(m) and m != "as_is":  # as_is scores against the task's own targets (a series' futures)
+        if self.model_based(m) and m not in TASK_TARGETS:  # these score against the task's own targets (a series' futures)
             try:
                 ModelScores.labelled(ct, tnode)  # refuse unlabelled targets before any model runs
             except InvalidInput:

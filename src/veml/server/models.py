@@ -203,7 +203,8 @@ class PredictionSampleOut(_Page):
 
 class SimilarIn(_In):
     top: int | None = Field(default=None, ge=1)
-    method: Literal["mean_pairwise", "mmd", "gromov_wasserstein", "label_ot"] | None = None
+    method: Literal["mean_pairwise", "mmd", "gromov_wasserstein", "label_ot", "leep", "logme", "hscore", "knn_probe",
+                    "ensemble", "as_is", "finetune_probe"] | None = None
     with_lifecycle: bool = False
     include_related: bool = False
     k: int | None = Field(default=None, ge=1, description="core-set size")

@@ -296,6 +296,38 @@ class TrainingVersions:
             return self._data.get(node.props["test"]), None, "test"
         return self._data.get(node.props["data"]), None, "training"
 
+    def probe(self, data: str | int | Node, init_from: str | int, params: Mapping[str, Any],
+              data_ids: np.ndarray) -> tuple[str, float | None]:
+        """What a fine-tuning of ``init_from``'s weights on the samples ``data_ids`` of ``data`` with ``params`` would
+        end with, run in memory and recorded nowhere: (key metric, value) of the model it keeps, on those samples.
+
+        It is :meth:`train` without the record: the same seeded split, and with ``keep_better`` the same choice
+        between the fine-tuned and the starting model on the split's validation samples (skipped when the samples
+        are too few to hold any out).  The score is on all the samples, most of them trained on, so it is only as
+        fair as ``params`` are light; ``model_scores.finetune_probe`` gives it transfer's recipe."""
+        init_node = self.get(init_from)
+        dnode = data if isinstance(data, Node) else self._data.get(data)
+        spec: ModelSpec = spec_of(self._models.get(init_node.props["model"]))
+        adapter = get_adapter(spec.adapter)
+        if not adapter.warm_start:
+            raise InvalidInput(f"the {spec.adapter} adapter cannot start from trained weights, so it cannot be probed")
+        check_params(dict(params))
+        view = self._data.checkout(dnode)
+        class_names = class_names_for(spec, view)
+        positions = np.flatnonzero(np.isin(view.data_ids, data_ids))
+        train_pos, eval_pos = self._split(len(positions), params, not params.get("keep_better"))
+        td = task_data(self._s, spec, view, class_names, positions=positions[train_pos])
+        init_bytes = self.checkpoint(init_node)
+        if hasattr(adapter, "check_init"):
+            adapter.check_init(spec, td, init_bytes)
+        outcome = adapter.train(spec, td, params, init_bytes, lambda *_: None)
+        if len(eval_pos):
+            val_td = task_data(self._s, spec, view, class_names, positions=positions[eval_pos], require_labels=False)
+            outcome, _ = self._keep_better(adapter, spec, outcome, init_bytes, init_node, class_names, val_td)
+        every = task_data(self._s, spec, view, class_names, positions=positions, require_labels=False)
+        report, _ = evaluation.evaluate(every, adapter.predict(spec, outcome.checkpoint, every))
+        return evaluation.key_metric(spec.task, report)
+
     def checkpoint(self, node: Node) -> bytes:
         """The run's checkpoint: the very bytes whose digest was checked (read once, then loaded)."""
         ev = self.status(node)
