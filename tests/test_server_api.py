@@ -386,8 +386,8 @@ def test_similar_drift_and_reports(world):
     as_is = post(world, "/similar/probe", {"method": "as_is"})
     assert as_is["method"] == "as_is" and [r["name"] for r in as_is["ranking"]] == ["both"]
     assert -1.0 <= as_is["ranking"][0]["distance"] <= 0.0  # the deployment's accuracy there, negated
-    probe = post(world, "/similar/probe", {"method": "finetune_probe"})  # forecasters only: the classifier is skipped
-    assert probe["ranking"] == [] and "scores forecasters" in probe["skipped"][0]["reason"]
+    probe = post(world, "/similar/probe", {"method": "finetune_probe"})  # 4 images: keep-better holds none out
+    assert probe["ranking"] == [] and "too few to hold any out" in probe["skipped"][0]["reason"]
     error(world, "POST", "/similar/nope", 404, json={})
     drift = post(world, "/drift", {"reference": "table-a", "test": "table-b", "method": "ks"})
     assert {"drift", "p_value", "statistic", "method", "report"} <= set(drift) and drift["drift"] is True

@@ -173,17 +173,38 @@ def test_as_is_scores_a_classifier_by_its_accuracy_on_the_targets_core_set(root)
     assert row["score"] == pytest.approx(accuracy) and row["distance"] == pytest.approx(-accuracy)
 
 
+def test_finetune_probe_scores_a_classifier_by_what_transfer_keeps_on_its_held_out_split(root):
+    out = ok("similar", "digits-tgt", "--method", "finetune_probe", "--repo", root)
+    row = next(r for r in out["ranking"] if r["name"] == "digits-src")
+    with veml.open(root) as repo:
+        before = len(repo.training.list())
+    # the same fine-tuning, recorded (36 samples: the core set is all of them): keep-better's comparison on its
+    # seeded validation split is the probe's score, for the model it kept
+    t = ok("transfer", "digits-tgt", "--from", "digits-src", "--name", "tr-probe-check", "--repo", root)
+    with veml.open(root) as repo:
+        assert len(repo.training.list()) == before + 1  # the ranking recorded none; the transfer one
+    sel = t["selection"]
+    kept = sel["init"] if t["kept"] == "source" else sel["trained"]
+    assert sel["metric"] == "accuracy" and row["score"] == pytest.approx(kept, abs=1e-6)
+    assert row["distance"] == pytest.approx(-kept, abs=1e-6)
+
+
 def test_lifecycles_are_ranked_by_the_score_ensemble_by_default_on_labelled_images(root):
     """The default of the harness (BENCHMARKS.md, issue 14) is used where it applies, and only there."""
     out = ok("similar", "digits-tgt", "--with-lifecycle", "--repo", root)
     assert out["method"] == "ensemble" and all("score" in r and "lifecycle" in r for r in out["ranking"])
-    singles = {m: ok("similar", "digits-tgt", "--method", m, "--repo", root)["ranking"] for m in ("logme", "leep", "knn_probe")}
-    for row in out["ranking"]:  # each candidate's three scores, as each method alone reports them; distance = mean rank
+    methods = ("logme", "leep", "knn_probe", "finetune_probe")
+    singles = {m: ok("similar", "digits-tgt", "--method", m, "--repo", root)["ranking"] for m in methods}
+    assert all(set(row["scores"]) == set(methods) for row in out["ranking"])
+    # each candidate's four scores, as each method alone reports them; distance = its mean rank (ties share theirs)
+    from scipy.stats import rankdata
+
+    rank_of = {m: dict(zip([r["id"] for r in ranked], rankdata([-r["score"] for r in ranked]))) for m, ranked in singles.items()}
+    for row in out["ranking"]:
         for m, ranked in singles.items():
             mine = next(r for r in ranked if r["id"] == row["id"])
             assert row["scores"][m] == pytest.approx(mine["score"])
-        ranks = [1 + sum(r["score"] > next(x for x in ranked if x["id"] == row["id"])["score"] for r in ranked)
-                 for ranked in singles.values()]
+        ranks = [rank_of[m][row["id"]] for m in methods]
         assert row["distance"] == pytest.approx(np.mean(ranks)) and row["score"] == -row["distance"]
     assert [r["distance"] for r in out["ranking"]] == sorted(r["distance"] for r in out["ranking"])
     text = run_cli("similar", "digits-tgt", "--with-lifecycle", "--repo", root)

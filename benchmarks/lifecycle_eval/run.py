@@ -52,6 +52,7 @@ from scipy import stats  # noqa: E402
 
 import veml  # noqa: E402
 from veml.coreset import transferability as TR  # noqa: E402
+from veml.lifecycle.model_scores import ENSEMBLE  # noqa: E402
 
 warnings.filterwarnings("ignore")
 
@@ -75,10 +76,14 @@ DOMAINS: dict[str, list[tuple[str, float]]] = {
     # the fourth confirmation suite (issue 14): fixed before it ran, to check LEEP as the default
     "rot35-blur1": [("rotate", 35), ("blur", 1.0)], "noise40": [("noise", 0.40)],
     "invert-rot30": [("invert", 1), ("rotate", 30)],
+    # the fifth confirmation suite (issue 14): fixed before it ran, to check finetune_probe on classifiers
+    "rot25-noise20": [("rotate", 25), ("noise", 0.20)], "blur25": [("blur", 2.5)],
+    "invert-noise20": [("invert", 1), ("noise", 0.20)],
 }
 SOURCES = ["rot15", "rot45", "blur1", "noise20", "invert"]
 TARGETS = ["rot30", "blur2", "invert-noise10"]
-VEML_METHODS = ("mean_pairwise", "mmd", "label_ot", "ensemble")  # core-set distances; the mean rank of three model scores
+# core-set distances; the mean rank of model scores (ENSEMBLE); what transfer would end with, on held-out labels
+VEML_METHODS = ("mean_pairwise", "mmd", "label_ot", "ensemble", "finetune_probe")
 MODEL_METHODS = ("leep", "logme", "hscore", "knn_probe")  # the reviewers' baselines, selectable as `veml similar --method`
 METHODS = VEML_METHODS + MODEL_METHODS
 BASELINES = MODEL_METHODS + ("mean_embedding",)
@@ -208,9 +213,10 @@ def per_seed_stats(R: dict[str, Any], methods: list[str]) -> dict[str, dict[str,
             if len(sc) < 2:
                 continue
             gg = {s: g[s] for s in sc}
-            rho[t] = TR.spearman(sc, gg, HIGHER[m])
-            reg.append(TR.top1_regret(sc, gg, HIGHER[m]))
-            hit.append(TR.top1_hit(sc, gg, HIGHER[m]))
+            higher = HIGHER.get(m, False)  # a --mean-rank combination is a mean rank: lower = better
+            rho[t] = TR.spearman(sc, gg, higher)
+            reg.append(TR.top1_regret(sc, gg, higher))
+            hit.append(TR.top1_hit(sc, gg, higher))
         out[m] = {"rho": rho, "rho_mean": float(np.mean(list(rho.values()))) if rho else float("nan"),
                   "regret": float(np.mean(reg)) if reg else float("nan"), "hit": float(np.mean(hit)) if hit else float("nan")}
     return out
@@ -221,11 +227,28 @@ def paired(S: list[dict[str, Any]], a: str, b: str) -> tuple[float, float, float
     return ci([s[a]["rho"][t] - s[b]["rho"][t] for s in S for t in s[a]["rho"] if t in s[b]["rho"]])
 
 
-def pooled(paths: list[Path], reference: str) -> str:
+def with_mean_ranks(runs: list[dict[str, Any]], combos: dict[str, list[str]]) -> list[str]:
+    """Adds to each run's scores, per named combination of recorded methods, each source's mean rank over them (the
+    ``ensemble`` rule, as distances: 1 = ranked first by all); returns the names added."""
+    from scipy.stats import rankdata
+
+    for r in runs:
+        for name, parts in combos.items():
+            r["scores"][name] = {}
+            for t in r["gain"]:
+                srcs = list(r["gain"][t])
+                ranks = [rankdata([r["scores"][m][t].get(s, np.inf) for s in srcs]) for m in parts]
+                r["scores"][name][t] = dict(zip(srcs, np.mean(ranks, axis=0).tolist()))
+    return list(combos)
+
+
+def pooled(paths: list[Path], reference: str, combos: dict[str, list[str]] | None = None) -> str:
     """One table over every (seed, target) cell of several result files (suites): each method's mean per-cell
-    rho and regret, and ``reference``'s rho minus each method's, paired by cell."""
+    rho and regret, and ``reference``'s rho minus each method's, paired by cell; ``combos`` adds mean-rank
+    combinations of recorded methods (``--mean-rank``)."""
     runs = [r for p in paths for r in __import__("json").loads(p.read_text())["runs"]]
-    methods = [m for m in list(VEML_METHODS) + list(BASELINES) if all(m in r["scores"] for r in runs)]
+    extra = with_mean_ranks(runs, combos or {})
+    methods = [m for m in list(VEML_METHODS) + list(BASELINES) + extra if all(m in r["scores"] for r in runs)]
     S = [per_seed_stats(r, methods) for r in runs]
     cells = lambda m, key: [v for s in S for v in (s[m]["rho"].values() if key == "rho" else [s[m][key]])]  # noqa: E731
     rows = [[f"`{m}`", fmt(ci(cells(m, "rho"))), fmt(ci(cells(m, "regret")), 1),
@@ -269,7 +292,8 @@ def report(runs: list[dict[str, Any]], a: argparse.Namespace, seconds: float) ->
          "### Methods", ""]
     rows = []
     for m in methods:
-        kind = ("veml score ensemble (logme, leep, knn_probe)" if m == "ensemble"
+        kind = (f"veml score ensemble ({', '.join(ENSEMBLE)})" if m == "ensemble"
+                else "veml model score (transfer in memory)" if m == "finetune_probe"
                 else "veml distance" if m in VEML_METHODS else "model score, `--method`" if m in MODEL_METHODS
                 else f"`veml similar --with-lifecycle` with no `--method` (ranked by {', '.join(resolved)})"
                 if m == DEFAULT else "baseline")
@@ -377,9 +401,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--work", type=Path, default=None, help="scratch folder (default: a temporary one, removed)")
     p.add_argument("--pool", type=Path, nargs="+", help="no run: one table over these result files (lifecycle_eval.json)")
     p.add_argument("--reference", default="logme", help="with --pool: the method the others are compared with, paired")
+    p.add_argument("--mean-rank", action="append", default=[], metavar="NAME=M1,M2,...",
+                   help="with --pool: also rank sources by their mean rank over these recorded methods")
     a = p.parse_args(argv)
     if a.pool:
-        print(pooled(a.pool, a.reference))
+        combos = {}
+        for item in a.mean_rank:
+            name, _, parts = item.partition("=")
+            if not name or not parts:
+                p.error(f"--mean-rank {item!r}: use NAME=METHOD1,METHOD2,...")
+            combos[name] = parts.split(",")
+        print(pooled(a.pool, a.reference, combos))
         return 0
     a.sources, a.targets = a.sources.split(","), a.targets.split(",")
     a.fewer = [int(k) for k in a.fewer.split(",") if k]

@@ -17,17 +17,20 @@ candidate (a model to look through): data without one cannot be scored.
   targets, so it is the one model-based score for forecasters, whose "labels" are the futures in the series.  On the
   issue-14 sensor suite every data distance ranked sources at random; as_is ranked them better, though weakly
   (rho 0.15 pooled over 30 cells, BENCHMARKS.md).
-- ``finetune_probe`` (forecasters): what ``veml transfer`` would end with from each candidate, run in memory on the
-  target's core-set samples and recorded nowhere -- transfer's own recipe (a third of the epochs at a tenth of the
-  learning rate), its seeded validation split and its keep-the-better choice -- scored by its key metric on those
-  samples.  As-is error mixes a level bias that a few fine-tuning steps remove with dynamics they do not; the probe
-  scores what transfer would keep.  The score is mostly in-sample, which is fair only because the recipe is light.
-  It costs one short fine-tuning per candidate, and it is the default for ranking forecasters' lifecycles
+- ``finetune_probe``: what ``veml transfer`` would end with from each candidate, run in memory on the target's
+  core-set samples and recorded nowhere -- transfer's own recipe (a third of the epochs at a tenth of the learning
+  rate), its seeded validation split and its keep-the-better choice -- scored by its key metric.  A forecaster is
+  scored on all those samples: its as-is error mixes a level bias that a few fine-tuning steps remove with dynamics
+  they do not, a light fine-tuning of its few shared weights learns little by heart, and one held-out day is too
+  noisy to rank by.  A classifier is scored on the held-out split alone, since its head learns a few labels by
+  heart.  It costs one short fine-tuning per candidate, and it is the default for ranking forecasters' lifecycles
   (BENCHMARKS.md, issue 14: sensor series).
 
-- ``ensemble``: each candidate's rank by LogME, LEEP and the k-NN probe, averaged (:func:`mean_ranks`).  The three
-  tied for best on the issue-14 suites, with run-to-run swings larger than their differences; their mean rank
-  averages that noise out.  It ranks candidates against each other, so it has a value only within a ranking.
+- ``ensemble``: each candidate's rank by LogME, LEEP, the k-NN probe and ``finetune_probe``, averaged
+  (:func:`mean_ranks`).  The first three tied for best on the issue-14 suites, with run-to-run swings larger than
+  their differences; their mean rank averages that noise out.  ``finetune_probe`` joined by a rule fixed before the
+  fifth image suite ran (BENCHMARKS.md); it makes the default ranking cost one short fine-tuning per candidate.  It
+  ranks candidates against each other, so it has a value only within a ranking.
 """
 
 from __future__ import annotations
@@ -51,8 +54,14 @@ CLASS_LABELS = ("leep", "logme", "hscore", "knn_probe")
 #: the scores that read only the task's own targets (a forecaster's futures): usable on unlabelled series
 TASK_TARGETS = ("as_is", "finetune_probe")
 #: the scores ``ensemble`` averages the ranks of
-ENSEMBLE = ("logme", "leep", "knn_probe")
+ENSEMBLE = ("logme", "leep", "knn_probe", "finetune_probe")
 METHODS = SINGLE + ("ensemble",)
+
+
+def ensemble_for(core: Node) -> tuple[str, ...]:
+    """The scores ``ensemble`` averages on this core set: without ``finetune_probe`` when its samples are too few for
+    keep-better's split to hold any out (fewer than 5), where that probe has no held-out labels to score on."""
+    return ENSEMBLE if len(core.props.get("ids", [])) >= 5 else tuple(m for m in ENSEMBLE if m != "finetune_probe")
 
 
 def mean_ranks(parts: Sequence[Mapping[str, float]], methods: Sequence[str] = ENSEMBLE) -> np.ndarray:
@@ -136,18 +145,21 @@ class ModelScores:
 
     def finetune_probe(self, target: Node, core: Node, lifecycle: Mapping[str, Any]) -> float:
         """What transfer's recipe would end with from this lifecycle's model on the target's core-set samples (the
-        fine-tuned model, or the unchanged one where keep-better keeps it), run in memory, scored on those samples:
-        its key metric, higher = better.  Forecasters only: a classifier's head
-        would learn a few labels by heart, and the in-sample score would then say nothing."""
+        fine-tuned model, or the unchanged one where keep-better keeps it), run in memory: its key metric, higher =
+        better.  A forecaster is scored on all those samples (a light fine-tuning of its few shared weights learns
+        little by heart, and one held-out day is too noisy to rank by); a classifier on keep-better's held-out
+        split alone, since its head learns a few labels by heart."""
         run = self._training.describe(self._training.get(lifecycle["training"]))
-        if run.get("task") != "forecasting":
-            raise InvalidInput(f"finetune_probe scores forecasters; {target.name!r}'s candidate is a {run.get('task')} "
-                               "model: rank classifiers with ensemble, leep, logme or knn_probe")
         recipe = dict(run.get("params") or {})
-        params = finetune_params({**self._training.defaults(lifecycle["model"]), **recipe}, recipe, None)
+        held_out = run.get("task") != "forecasting"
+        new_rows = False
+        if run.get("task") == "classification":
+            source = set(run.get("class_names") or [])
+            new_rows = any(c not in source for c in self._training.class_names(lifecycle["model"], target.id))
+        params = finetune_params({**self._training.defaults(lifecycle["model"]), **recipe}, recipe, None, new_rows)
         ids = np.asarray(core.props.get("ids", []), np.int64)
-        name, value = self._training.probe(target, lifecycle["training"], params, ids)
+        name, value = self._training.probe(target, lifecycle["training"], params, ids, held_out_only=held_out)
         if value is None or not np.isfinite(value):
-            raise InvalidInput(f"finetune_probe scores a model on the target's own futures, and {target.name!r} has none "
+            raise InvalidInput(f"finetune_probe scores a model on the target's own labels, and {target.name!r} has none "
                                "it can be scored against")
         return -float(value) if name in evaluation.LOWER_IS_BETTER else float(value)

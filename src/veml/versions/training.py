@@ -297,14 +297,15 @@ class TrainingVersions:
         return self._data.get(node.props["data"]), None, "training"
 
     def probe(self, data: str | int | Node, init_from: str | int, params: Mapping[str, Any],
-              data_ids: np.ndarray) -> tuple[str, float | None]:
+              data_ids: np.ndarray, held_out_only: bool = False) -> tuple[str, float | None]:
         """What a fine-tuning of ``init_from``'s weights on the samples ``data_ids`` of ``data`` with ``params`` would
         end with, run in memory and recorded nowhere: (key metric, value) of the model it keeps, on those samples.
 
         It is :meth:`train` without the record: the same seeded split, and with ``keep_better`` the same choice
         between the fine-tuned and the starting model on the split's validation samples (skipped when the samples
         are too few to hold any out).  The score is on all the samples, most of them trained on, so it is only as
-        fair as ``params`` are light; ``model_scores.finetune_probe`` gives it transfer's recipe."""
+        fair as ``params`` are light (``model_scores.finetune_probe`` gives it transfer's recipe); with
+        ``held_out_only`` it is on the validation samples alone, which ``params`` must then hold out."""
         init_node = self.get(init_from)
         dnode = data if isinstance(data, Node) else self._data.get(data)
         spec: ModelSpec = spec_of(self._models.get(init_node.props["model"]))
@@ -324,7 +325,11 @@ class TrainingVersions:
         if len(eval_pos):
             val_td = task_data(self._s, spec, view, class_names, positions=positions[eval_pos], require_labels=False)
             outcome, _ = self._keep_better(adapter, spec, outcome, init_bytes, init_node, class_names, val_td)
-        every = task_data(self._s, spec, view, class_names, positions=positions, require_labels=False)
+        if held_out_only and not len(eval_pos):
+            raise InvalidInput(f"{len(positions)} samples of {dnode.name!r} are too few to hold any out "
+                               f"(at least 5, with keep_better and val_fraction above 0)")
+        every = task_data(self._s, spec, view, class_names, require_labels=False,
+                          positions=positions[eval_pos] if held_out_only else positions)
         report, _ = evaluation.evaluate(every, adapter.predict(spec, outcome.checkpoint, every))
         return evaluation.key_metric(spec.task, report)
 
