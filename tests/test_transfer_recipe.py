@@ -189,6 +189,20 @@ def test_finetune_probe_scores_a_classifier_by_what_transfer_keeps_on_its_held_o
     assert row["distance"] == pytest.approx(-kept, abs=1e-6)
 
 
+def test_the_ensemble_ranks_a_target_too_small_for_the_probe_by_its_other_scores(root, tmp_path):
+    with veml.open(root) as repo:  # 4 images: keep-better cannot hold any out, so finetune_probe cannot score them
+        repo.data.import_("images", _folder(tmp_path / "four", (0, 1), 2, 70), "digits-four")
+    out = ok("similar", "digits-four", "--with-lifecycle", "--repo", root)
+    assert out["method"] == "ensemble" and out["ranking"] and not out["skipped"]
+    assert all(row["scores"]["finetune_probe"] is None for row in out["ranking"])
+    from veml.lifecycle.model_scores import mean_ranks
+
+    three = mean_ranks([row["scores"] for row in out["ranking"]], ("logme", "leep", "knn_probe"))
+    assert np.argsort(three, kind="stable").tolist() == list(range(len(three)))  # the order the three scores give
+    alone = ok("similar", "digits-four", "--method", "finetune_probe", "--repo", root)  # named alone: it says why
+    assert alone["ranking"] == [] and all("too few to hold any out" in s["reason"] for s in alone["skipped"])
+
+
 def test_lifecycles_are_ranked_by_the_score_ensemble_by_default_on_labelled_images(root):
     """The default of the harness (BENCHMARKS.md, issue 14) is used where it applies, and only there."""
     out = ok("similar", "digits-tgt", "--with-lifecycle", "--repo", root)

@@ -27,10 +27,11 @@ candidate (a model to look through): data without one cannot be scored.
   (BENCHMARKS.md, issue 14: sensor series).
 
 - ``ensemble``: each candidate's rank by LogME, LEEP, the k-NN probe and ``finetune_probe``, averaged
-  (:func:`mean_ranks`).  The first three tied for best on the issue-14 suites, with run-to-run swings larger than
-  their differences; their mean rank averages that noise out.  ``finetune_probe`` joined by a rule fixed before the
-  fifth image suite ran (BENCHMARKS.md); it makes the default ranking cost one short fine-tuning per candidate.  It
-  ranks candidates against each other, so it has a value only within a ranking.
+  (:func:`mean_ranks`; a candidate the probe cannot run on ranks last on that score alone).  The first three tied
+  for best on the issue-14 suites, with run-to-run swings larger than their differences; their mean rank averages
+  that noise out.  ``finetune_probe`` joined by a rule fixed before the fifth image suite ran (BENCHMARKS.md); it
+  makes the default ranking cost one short fine-tuning per candidate.  It ranks candidates against each other, so
+  it has a value only within a ranking.
 """
 
 from __future__ import annotations
@@ -56,12 +57,6 @@ TASK_TARGETS = ("as_is", "finetune_probe")
 #: the scores ``ensemble`` averages the ranks of
 ENSEMBLE = ("logme", "leep", "knn_probe", "finetune_probe")
 METHODS = SINGLE + ("ensemble",)
-
-
-def ensemble_for(core: Node) -> tuple[str, ...]:
-    """The scores ``ensemble`` averages on this core set: without ``finetune_probe`` when its samples are too few for
-    keep-better's split to hold any out (fewer than 5), where that probe has no held-out labels to score on."""
-    return ENSEMBLE if len(core.props.get("ids", [])) >= 5 else tuple(m for m in ENSEMBLE if m != "finetune_probe")
 
 
 def mean_ranks(parts: Sequence[Mapping[str, float]], methods: Sequence[str] = ENSEMBLE) -> np.ndarray:
@@ -108,7 +103,14 @@ class ModelScores:
         if "as_is" in methods:
             out["as_is"] = self.as_is(target, core, lifecycle)
         if "finetune_probe" in methods:
-            out["finetune_probe"] = self.finetune_probe(target, core, lifecycle)
+            try:
+                out["finetune_probe"] = self.finetune_probe(target, core, lifecycle)
+            except InvalidInput:
+                if len(methods) == 1:
+                    raise
+                # within the ensemble a candidate the probe cannot run on (a core set too small to hold any out, a
+                # recipe without a validation split) ranks last on this score alone: None, which mean_ranks puts last
+                out["finetune_probe"] = None  # type: ignore[assignment]
         if not any(m in CLASS_LABELS for m in methods):
             return {m: out[m] for m in methods}
         ids, y = self.labelled(core, target)

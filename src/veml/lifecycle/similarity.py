@@ -15,7 +15,7 @@ import numpy as np
 from veml.coreset import distance as D
 from veml.entities import Node
 from veml.errors import InvalidInput
-from veml.lifecycle.model_scores import TASK_TARGETS, ensemble_for, mean_ranks
+from veml.lifecycle.model_scores import ENSEMBLE, TASK_TARGETS, mean_ranks
 from veml.lifecycle.model_scores import METHODS as MODEL_METHODS
 from veml.lifecycle.model_scores import ModelScores
 from veml.progress import ProgressLike
@@ -165,7 +165,7 @@ class Similarity:
             parts: dict[str, float] = {}
             try:
                 if m == "ensemble":  # its distance (the mean rank) is set once every candidate is scored
-                    parts, d = self._scores.scores(ensemble_for(ct), tnode, ct, lifecycles[c.id]), 0.0
+                    parts, d = self._scores.scores(ENSEMBLE, tnode, ct, lifecycles[c.id]), 0.0
                 elif self.model_based(m):
                     score = self._scores.score(m, tnode, ct, lifecycles[c.id])
                     d = -score
@@ -186,7 +186,7 @@ class Similarity:
                 row["lifecycle"] = {key: lc[key] for key in ("model", "training", "inference", "metric")}
             ranking.append(row)
         if m == "ensemble":
-            for row, mean_rank in zip(ranking, mean_ranks([r["scores"] for r in ranking], ensemble_for(ct))):
+            for row, mean_rank in zip(ranking, mean_ranks([r["scores"] for r in ranking])):
                 row["distance"], row["score"] = float(mean_rank), -float(mean_rank)
         ranking.sort(key=lambda r: (r["distance"], r["id"]))
         if top is not None:

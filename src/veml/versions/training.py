@@ -317,6 +317,9 @@ class TrainingVersions:
         class_names = class_names_for(spec, view)
         positions = np.flatnonzero(np.isin(view.data_ids, data_ids))
         train_pos, eval_pos = self._split(len(positions), params, not params.get("keep_better"))
+        if held_out_only and not len(eval_pos):
+            raise InvalidInput(f"{len(positions)} samples of {dnode.name!r} are too few to hold any out "
+                               f"(at least 5, with keep_better and val_fraction above 0)")
         td = task_data(self._s, spec, view, class_names, positions=positions[train_pos])
         init_bytes = self.checkpoint(init_node)
         if hasattr(adapter, "check_init"):
@@ -325,9 +328,6 @@ class TrainingVersions:
         if len(eval_pos):
             val_td = task_data(self._s, spec, view, class_names, positions=positions[eval_pos], require_labels=False)
             outcome, _ = self._keep_better(adapter, spec, outcome, init_bytes, init_node, class_names, val_td)
-        if held_out_only and not len(eval_pos):
-            raise InvalidInput(f"{len(positions)} samples of {dnode.name!r} are too few to hold any out "
-                               f"(at least 5, with keep_better and val_fraction above 0)")
         every = task_data(self._s, spec, view, class_names, require_labels=False,
                           positions=positions[eval_pos] if held_out_only else positions)
         report, _ = evaluation.evaluate(every, adapter.predict(spec, outcome.checkpoint, every))
