@@ -199,6 +199,8 @@ def test_the_ensemble_ranks_a_target_too_small_for_the_probe_by_its_other_scores
 
     three = mean_ranks([row["scores"] for row in out["ranking"]], ("logme", "leep", "knn_probe"))
     assert np.argsort(three, kind="stable").tolist() == list(range(len(three)))  # the order the three scores give
+    text = run_cli("similar", "digits-four", "--with-lifecycle", "--repo", root)  # the text form says the probe is n/a
+    assert text.code == 0 and "finetune_probe n/a" in text.out and "Traceback" not in text.err, text.err
     alone = ok("similar", "digits-four", "--method", "finetune_probe", "--repo", root)  # named alone: it says why
     assert alone["ranking"] == [] and all("too few to hold any out" in s["reason"] for s in alone["skipped"])
 

@@ -184,7 +184,7 @@ def cmd_similar(ctx: Context, args: argparse.Namespace) -> None:
                 m = r["lifecycle"]["metric"]
                 extra = f"  lifecycle: training {r['lifecycle']['training']}, {m['name']}={_num(m['value'])}"
             if "scores" in r:  # the ensemble: its mean rank, and the scores it averaged the ranks of
-                parts = ", ".join(f"{k} {v:.4g}" for k, v in r["scores"].items())
+                parts = ", ".join(f"{k} {_num(v)}" for k, v in r["scores"].items())  # None: a score that could not run
                 value = f"mean rank {r['distance']:.3g} ({parts})"
             else:
                 value = f"score {r['score']:.5g}" if "score" in r else f"{r['distance']:.5g}"
