@@ -102,6 +102,8 @@ class ModelScores:
         out: dict[str, float] = {}
         if "as_is" in methods:
             out["as_is"] = self.as_is(target, core, lifecycle)
+        if any(m in CLASS_LABELS for m in methods):  # first: a model they refuse is refused before any fine-tuning
+            self._class_label_scores(methods, target, core, lifecycle, out)
         if "finetune_probe" in methods:
             try:
                 out["finetune_probe"] = self.finetune_probe(target, core, lifecycle)
@@ -111,8 +113,11 @@ class ModelScores:
                 # within the ensemble a candidate the probe cannot run on (a core set too small to hold any out, a
                 # recipe without a validation split) ranks last on this score alone: None, which mean_ranks puts last
                 out["finetune_probe"] = None  # type: ignore[assignment]
-        if not any(m in CLASS_LABELS for m in methods):
-            return {m: out[m] for m in methods}
+        return {m: out[m] for m in methods}
+
+    def _class_label_scores(self, methods: Sequence[str], target: Node, core: Node, lifecycle: Mapping[str, Any],
+                            out: dict[str, float]) -> None:
+        """The scores of :data:`CLASS_LABELS` among ``methods``, into ``out``."""
         ids, y = self.labelled(core, target)
         if "leep" in methods:
             _, _, td, preds = self._inference.run(lifecycle["inference"], target.id, data_ids=ids)
@@ -132,7 +137,6 @@ class ModelScores:
                     out[m] = TR.hscore(f, y)
                 elif m == "knn_probe":
                     out[m] = TR.knn_probe(f, y, k=5)
-        return {m: out[m] for m in methods}
 
     def as_is(self, target: Node, core: Node, lifecycle: Mapping[str, Any]) -> float:
         """The lifecycle's deployment on the target's core-set samples, unchanged: its key metric, higher = better."""
