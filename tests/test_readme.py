@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -18,6 +19,8 @@ def _tour_blocks() -> list[str]:
     return re.findall(r"```bash\n(.*?)```", tour, flags=re.S)
 
 
+@pytest.mark.embedded_only("the tour runs once per CI, as a new user types it, on the default; each of its commands "
+                            "is covered on PostgreSQL + S3 by its own module")
 def test_readme_tour_runs(tmp_path):
     blocks = _tour_blocks()
     assert len(blocks) == 3

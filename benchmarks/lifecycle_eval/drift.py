@@ -333,7 +333,7 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=Path("bench-out"))
     a = p.parse_args()
     if a.quick:
-        a.seeds, a.epochs, a.null_trials, a.trials, a.interval_trials, a.mmd_null = 1, 1, 40, 10, 5, 40
+        a.seeds, a.epochs, a.null_trials, a.trials, a.interval_trials, a.mmd_null = 1, 1, 20, 10, 5, 20
     if a.pool:
         pool(a.pool, a.out)
         return
