@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from veml.coreset.combined import LABEL_SHIFT_WEIGHT, Combined, Family, Statistic, black_box
+from veml.coreset.combined import LABEL_SHIFT_RAMP, LABEL_SHIFT_WEIGHT, Combined, Family, Statistic, black_box
 from veml.errors import InvalidInput
 
 
@@ -45,11 +45,30 @@ def test_label_shift_is_caught_by_its_family_and_covariate_shift_by_the_other():
     label = f.test(blocks(skew, 3))
     assert label.drift
     fams = {x["name"]: x for x in label.details["families"]}
-    assert fams["label shift"]["drifted"] and fams["label shift"]["weight"] == LABEL_SHIFT_WEIGHT
+    assert fams["label shift"]["drifted"] and fams["label shift"]["weight"] == pytest.approx(LABEL_SHIFT_WEIGHT * 150 / (150 + LABEL_SHIFT_RAMP))
+    assert fams["label shift"]["weight"] + fams["covariate shift"]["weight"] == pytest.approx(1.0)
     noisy = f.test(blocks(rng.integers(0, 10, 150), 4, noise=0.3))  # inputs change, predicted mix does not
     fams = {x["name"]: x for x in noisy.details["families"]}
     assert noisy.drift and fams["covariate shift"]["drifted"] and not fams["label shift"]["drifted"]
     assert [s["name"] for s in fams["covariate shift"]["statistics"]] == ["pixel mmd"]
+
+
+def test_on_images_the_label_share_of_the_level_grows_with_the_batch():
+    """A batch of 10 says little about its class mix, one of 500 much: the label family's share ramps from 0.53 to
+    0.78 of the level (BENCHMARKS.md, issue 15), and the shares always sum to 1."""
+    params = Combined(black_box(True))
+    shares = {n: params.weights(n) for n in (10, 50, 100, 500)}
+    assert shares[10] == pytest.approx((0.8 * 10 / 15, 1 - 0.8 * 10 / 15)) and shares[500][0] == pytest.approx(0.8 * 500 / 505)
+    assert all(sum(w) == pytest.approx(1.0) for w in shares.values())
+    assert [w[0] for w in shares.values()] == sorted(w[0] for w in shares.values())
+    assert Combined(black_box(False)).weights(10) == Combined(black_box(False)).weights(500) == pytest.approx((0.6, 0.4))
+    f = fitted()
+    rng = np.random.default_rng(8)
+    for n in (10, 200):  # the report carries the shares the test used
+        fams = f.test(blocks(rng.integers(0, 10, n), 20 + n)).details["families"]
+        assert [x["weight"] for x in fams] == pytest.approx(params.weights(n))
+    with pytest.raises(InvalidInput, match="ramp must be"):
+        Combined((Family("x", (Statistic("a", "ks", "softmax"),), 0.5, -1.0),)).fit(blocks(np.arange(40) % 10, 0))
 
 
 def test_less_confident_outputs_are_caught_without_any_input_block():

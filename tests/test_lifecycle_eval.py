@@ -110,9 +110,9 @@ def test_drift_candidates_analysis_scores_every_candidate(tmp_path: Path) -> Non
     import numpy as np
 
     rng = np.random.default_rng(0)
-    from benchmarks.lifecycle_eval.drift_candidates import CANDIDATES
+    from benchmarks.lifecycle_eval.drift_candidates import CANDIDATES, WIDTHS
 
-    keys = ["ks", "chi_pred", "lin_soft"] + [f"mmd_{b}{w}" for b in ("soft", "pix") for w in ("_w2", "_w1", "_w05")]
+    keys = ["ks", "chi_pred", "lin_soft"] + [f"mmd_{b}{w}" for b in ("soft", "pix") for w in WIDTHS]
     rec = [{"shift": shift, "n": 10, "alibi_soft": bool(i % 2), "alibi_pix": False,
             "stats": {**{k: rng.random(21).tolist() for k in keys}, "pool_counts": rng.integers(0, 30, 10).tolist()}}
            for shift in ("none", "blur") for i in range(4)]
@@ -121,4 +121,4 @@ def test_drift_candidates_analysis_scores_every_candidate(tmp_path: Path) -> Non
     out = subprocess.run([sys.executable, "-m", "benchmarks.lifecycle_eval.drift_candidates", "--analyse", str(tmp_path / "c.json")],
                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
-    assert "| chosen: soft_w1 .6 ; pix_w05 .4 |" in out.stdout and out.stdout.count("\n| ") == len(CANDIDATES)  # one row per candidate
+    assert "| chosen: soft_w1 .8n/(n+5) ; pix_w025 rest |" in out.stdout and out.stdout.count("\n| ") == len(CANDIDATES)  # one row per candidate

@@ -30,8 +30,15 @@ from veml.coreset.twosample import MIN_SAMPLES, DriftResult, _informative, _matr
 from veml.errors import InvalidInput
 
 KINDS = ("ks", "mmd")
-#: bbsd's share of the level for label shift (softmax MMD); the rest goes to covariate shift
-LABEL_SHIFT_WEIGHT = 0.6
+#: bbsd's share of the level for label shift (softmax MMD); the rest goes to covariate shift.  On image data the
+#: share grows with the test batch's size n as LABEL_SHIFT_WEIGHT * n / (n + LABEL_SHIFT_RAMP): a batch of 10 holds
+#: too few samples for its class mix to say much (0.53 of the level), one of 500 enough (0.78)
+LABEL_SHIFT_WEIGHT = 0.8
+LABEL_SHIFT_RAMP = 5.0
+#: bbsd's fixed share for label shift where the covariate family reads the outputs too (no image pixels)
+LABEL_SHIFT_WEIGHT_OUTPUTS = 0.6
+#: the pixel MMD's kernel width, as a share of the median pooled squared distance
+PIXEL_KERNEL_SCALE = 0.25
 
 
 @dataclass(frozen=True)
@@ -47,15 +54,22 @@ class Family:
     name: str
     statistics: tuple[Statistic, ...]
     weight: float
+    #: > 0: the family's share of the level at a test batch of n rows is weight * n / (n + ramp), and the families
+    #: without a ramp share what is left in proportion to their weights.  n is the same on every split of the pooled
+    #: rows, so the test stays exact.
+    ramp: float = 0.0
 
 
 def black_box(images: bool) -> tuple[Family, ...]:
     """bbsd on a classifier: label shift (MMD on the softmax) and covariate shift (for image data an MMD on pixel
-    thumbnails with a kernel half as wide, which sees blur and noise the softmax hides; otherwise KS on each
+    thumbnails with a kernel a quarter as wide, which sees blur and noise the softmax hides; otherwise KS on each
     output).  Kernel widths and weights were chosen on six seeds of the issue-15 suite (BENCHMARKS.md)."""
-    covariate = Statistic("pixel mmd", "mmd", "pixels", 0.5) if images else Statistic("softmax ks", "ks", "softmax")
-    return (Family("label shift", (Statistic("softmax mmd", "mmd", "softmax", 1.0),), LABEL_SHIFT_WEIGHT),
-            Family("covariate shift", (covariate,), 1.0 - LABEL_SHIFT_WEIGHT))
+    label = Statistic("softmax mmd", "mmd", "softmax", 1.0)
+    if images:
+        return (Family("label shift", (label,), LABEL_SHIFT_WEIGHT, LABEL_SHIFT_RAMP),
+                Family("covariate shift", (Statistic("pixel mmd", "mmd", "pixels", PIXEL_KERNEL_SCALE),), 1.0))
+    return (Family("label shift", (label,), LABEL_SHIFT_WEIGHT_OUTPUTS),
+            Family("covariate shift", (Statistic("softmax ks", "ks", "softmax"),), 1.0 - LABEL_SHIFT_WEIGHT_OUTPUTS))
 
 
 def _subsample(n: int, cap: int, seed: int) -> np.ndarray:
@@ -73,6 +87,16 @@ class Combined:
     cap: int = 1000
     method: str = "bbsd"
 
+    def weights(self, n: int) -> tuple[float, ...]:
+        """Each family's share of the level at a test batch of ``n`` rows (they sum to 1)."""
+        ramped = [f.weight * n / (n + f.ramp) if f.ramp > 0 else 0.0 for f in self.families]
+        flat = sum(f.weight for f in self.families if f.ramp <= 0)
+        left = 1.0 - sum(ramped)
+        if flat <= 0 or left <= 0:  # every family ramps (or the ramps take it all): shares in proportion
+            total = sum(ramped)
+            return tuple(r / total for r in ramped)
+        return tuple(r if f.ramp > 0 else left * f.weight / flat for r, f in zip(ramped, self.families))
+
     def blocks(self) -> tuple[str, ...]:
         return tuple(dict.fromkeys(s.block for f in self.families for s in f.statistics))
 
@@ -81,6 +105,8 @@ class Combined:
             raise InvalidInput("a combined drift test needs at least one family of at least one statistic")
         if any(not f.weight > 0 for f in self.families):
             raise InvalidInput("every family of a combined drift test needs a positive weight")
+        if any(not f.ramp >= 0 for f in self.families):
+            raise InvalidInput("a family's ramp must be 0 (a fixed weight) or positive")
         bad = [s.kind for f in self.families for s in f.statistics if s.kind not in KINDS]
         if bad:
             raise InvalidInput(f"unknown statistic kind {bad[0]!r}: use one of {', '.join(KINDS)}")
@@ -194,19 +220,18 @@ class FittedCombined:
             sd = float(v.std())
             z[name] = (v - float(v.mean())) / (sd if sd > 0 else 1.0)
         P = p.n_permutations
+        weights = p.weights(n)
         fam_p, fam_rows = [], []
-        for f in p.families:
+        for f, w in zip(p.families, weights):
             stat = np.sum([z[s.name] for s in f.statistics], axis=0)
             ranked = np.sort(stat)
             pv = (P + 1 - np.searchsorted(ranked, stat, side="left")) / (P + 1)  # share of splits at least as extreme
             fam_p.append(pv)
-            fam_rows.append({"name": f.name, "weight": f.weight, "p_value": float(pv[0]),
-                             "drifted": bool(pv[0] < p.alpha * f.weight / sum(g.weight for g in p.families)),
+            fam_rows.append({"name": f.name, "weight": w, "p_value": float(pv[0]), "drifted": bool(pv[0] < p.alpha * w),
                              "statistics": [{"name": s.name, "kind": s.kind, "block": s.block,
                                              "value": float(values[s.name][0]), "z": float(z[s.name][0])}
                                             for s in f.statistics]})
-        total_w = sum(f.weight for f in p.families)
-        tippett = np.min([pv / (f.weight / total_w) for pv, f in zip(fam_p, p.families)], axis=0)
+        tippett = np.min([pv / w for pv, w in zip(fam_p, weights)], axis=0)
         p_value = float(np.sum(tippett <= tippett[0]) / (P + 1))
         details: dict[str, Any] = {"test": "combined", "permutations": P, "reference_rows": m, "test_rows": n,
                                    "families": fam_rows, "bandwidths": bandwidths}
