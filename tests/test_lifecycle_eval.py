@@ -122,3 +122,11 @@ def test_drift_candidates_analysis_scores_every_candidate(tmp_path: Path) -> Non
                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "| chosen: soft_w1 .8n/(n+5) ; pix_w025 rest |" in out.stdout and out.stdout.count("\n| ") == len(CANDIDATES)  # one row per candidate
+
+
+def test_drift_exactness_prints_its_table(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    out = subprocess.run([sys.executable, "-m", "benchmarks.lifecycle_eval.drift_exactness", "--batches", "20", "--ns", "10"],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "| n | batches | false-positive rate | 95 % Clopper-Pearson interval |" in out.stdout and "| 10 | 20 |" in out.stdout
