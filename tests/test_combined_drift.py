@@ -71,6 +71,20 @@ def test_on_images_the_label_share_of_the_level_grows_with_the_batch():
         Combined((Family("x", (Statistic("a", "ks", "softmax"),), 0.5, -1.0),)).fit(blocks(np.arange(40) % 10, 0))
 
 
+def test_each_batch_draws_its_own_permutations_and_its_order_does_not_matter():
+    """The permutations come from the detector's seed and a digest of the batch's rows: the same rows in another
+    order give the same p-value, another batch other permutations (no set of them is shared by every batch)."""
+    f = fitted(50)
+    rng = np.random.default_rng(9)
+    batch = blocks(rng.integers(0, 10, 30), 31)
+    order = rng.permutation(30)
+    shuffled = {k: v[order] for k, v in batch.items()}
+    assert f.test(shuffled).p_value == f.test(batch).p_value
+    other = blocks(rng.integers(0, 10, 30), 32)
+    assert not np.array_equal(f._splits(len(f.reference["softmax"]), 30, batch),
+                              f._splits(len(f.reference["softmax"]), 30, other))
+
+
 def test_less_confident_outputs_are_caught_without_any_input_block():
     assert [s.name for f in black_box(False) for s in f.statistics] == ["softmax mmd", "softmax ks"]
     f = Combined(black_box(False), n_permutations=100).fit({"softmax": softmax_rows(np.random.default_rng(0).integers(0, 10, 300), 10, 1)})

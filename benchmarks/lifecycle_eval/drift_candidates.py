@@ -38,7 +38,7 @@ WIDTHS = {"_w2": 2.0, "_w1": 1.0, "_w05": 0.5, "_w025": 0.25, "_w0125": 0.125}
 def statistics(f: Any, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     x = {k: np.asarray(v, np.float32) for k, v in batch.items()}
     m, n = len(f.reference["softmax"]), len(x["softmax"])
-    sides = f._splits(m, n)
+    sides = f._splits(m, n, x)  # drawn per batch, as the product's test does
     soft = np.concatenate([f.reference["softmax"], x["softmax"]]).astype(np.float64)
     out = {"ks": f._ks(soft, sides, m, n)}
     # label-shift statistics on the predicted classes: a chi-square over the 2 x K table of (side, predicted class),

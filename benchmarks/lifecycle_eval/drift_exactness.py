@@ -5,8 +5,8 @@ On the digit suite the false-positive rate of one reference can sit far from alp
 n = 10), so a few references cannot tell a biased test from the spread between references.  Here every batch gets
 its own reference: 180 softmax rows (a sharp logit on a uniformly drawn class, Gaussian noise elsewhere) plus 48-d
 "pixels" whose level depends on the class, and the batch is drawn the same way.  The detector is the product's
-(``black_box(True)``, 200 permutations, the same permutation set for every batch, as ``veml drift`` uses), so the
-rate over batches estimates the test's unconditional size.
+(``black_box(True)``, 200 permutations drawn per batch from the seed and a digest of its rows, as ``veml drift``
+draws them), so the rate over batches estimates the test's unconditional size.
 
     python -m benchmarks.lifecycle_eval.drift_exactness --batches 2000 --ns 10,100
 """
