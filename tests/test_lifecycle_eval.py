@@ -26,9 +26,10 @@ def _quick(module: str, out_dir: Path, *args: str) -> str:
 def test_quick_run_prints_tables(tmp_path: Path) -> None:
     md = _quick("benchmarks.lifecycle_eval", tmp_path, "--quick")
     assert "| method | kind | mean per-target rho | top-1 regret (pts) | top-1 hit rate | default's rho minus this" in md
-    for method in ("default", "mean_pairwise", "mmd", "label_ot", "ensemble", "finetune_probe", "leep", "logme", "hscore",
-                   "knn_probe", "mean_embedding"):
+    for method in ("default", "mean_pairwise", "mmd", "label_ot", "ensemble", "finetune_probe", "estimate", "as_is", "leep",
+                   "logme", "hscore", "knn_probe", "mean_embedding"):
         assert f"| `{method}` |" in md
+    assert "### Which stored deployment to use as it is" in md and "| method | mean per-target rho | top-1 regret" in md
     assert "### Per-target rho" in md and "### Gains" in md and "### Issue 14 targets" in md and "### Transfer" in md
     assert "| target | scratch | source as-is | transfer |" in md and "transfer saves >= 3x labels" in md
     assert "| target | measured | verdict |" in md
@@ -36,6 +37,9 @@ def test_quick_run_prints_tables(tmp_path: Path) -> None:
     pooled = _quick("benchmarks.lifecycle_eval", tmp_path, "--pool", str(tmp_path / "lifecycle_eval_quick.json"),
                     "--mean-rank", "pair=leep,finetune_probe")
     assert "| method | rho | top-1 regret (pts) | `logme`'s rho minus this (paired) |" in pooled and "| `pair` |" in pooled
+    as_is = _quick("benchmarks.lifecycle_eval", tmp_path, "--pool", str(tmp_path / "lifecycle_eval_quick.json"),
+                   "--truth", "as_is", "--reference", "estimate")
+    assert "truth: as_is" in as_is and "| `estimate` |" in as_is
 
 
 def test_quick_rebuild_run_prints_tables(tmp_path: Path) -> None:

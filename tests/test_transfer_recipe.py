@@ -189,6 +189,55 @@ def test_finetune_probe_scores_a_classifier_by_what_transfer_keeps_on_its_held_o
     assert row["distance"] == pytest.approx(-kept, abs=1e-6)
 
 
+def test_estimate_scores_each_lifecycle_by_its_accuracy_estimated_without_the_targets_labels(root, tmp_path):
+    """``estimate``: the deployment's accuracy on the target's core set as issue 15's label-free estimator gives it
+    (fitted on the source's own held-out split); it ranks lifecycles for a target nobody has labelled."""
+    flat = tmp_path / "unlabelled"
+    flat.mkdir()
+    for png in sorted(_folder(tmp_path / "tgt", (0, 1, 2), 12, 30, rotate=20).rglob("*.png")):
+        png.rename(flat / f"{png.parent.name}-{png.name}")  # digits-tgt's images without class folders: no labels
+    with veml.open(root) as repo:
+        repo.data.import_("images", flat, "digits-unlabelled", role="unlabeled")
+        before = (len(repo.training.list()), len(repo.inference.list()))
+    out = ok("similar", "digits-unlabelled", "--method", "estimate", "--repo", root)
+    assert out["method"] == "estimate" and out["ranking"]
+    row = next(r for r in out["ranking"] if r["name"] == "digits-src")
+    with veml.open(root) as repo:  # 36 samples: the core set is all of them
+        est, why = repo.drift.estimates.estimate("src-onnx", "digits-unlabelled")
+        assert (len(repo.training.list()), len(repo.inference.list())) == before  # nothing trained, nothing deployed
+    assert why is None and est["metric"] == "accuracy"
+    assert row["score"] == pytest.approx(est["value"]) and row["distance"] == pytest.approx(-est["value"])
+    # the scores that read labels cannot rank the same target, and say why
+    assert_failed_cleanly(run_cli("similar", "digits-unlabelled", "--method", "leep", "--repo", root, "--json"),
+                          "need class labels")
+    as_is = ok("similar", "digits-unlabelled", "--method", "as_is", "--repo", root)
+    assert as_is["ranking"] == [] and all("has none" in s["reason"] for s in as_is["skipped"])
+    labelled = ok("similar", "digits-tgt", "--method", "estimate", "--repo", root)  # labels there are not read
+    assert next(r for r in labelled["ranking"] if r["name"] == "digits-src")["score"] == pytest.approx(row["score"])
+    # the default for lifecycles on images without annotations (BENCHMARKS.md, issue 14: label-free)
+    default = ok("similar", "digits-unlabelled", "--with-lifecycle", "--repo", root)
+    assert default["method"] == "estimate" and [r["name"] for r in default["ranking"]] == [r["name"] for r in out["ranking"]]
+    assert ok("similar", "digits-unlabelled", "--repo", root)["method"] == "mean_pairwise"  # data versions alone
+
+
+def test_the_label_free_default_falls_back_to_the_data_distance_when_it_can_estimate_no_candidate(tmp_path):
+    repo = veml.init(tmp_path / "repo")
+    repo.data.import_("images", _folder(tmp_path / "src", (0, 1), 10, 0), "src")
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    for png in _folder(tmp_path / "tgt", (0, 1), 5, 20).rglob("*.png"):
+        png.rename(flat / png.name)
+    repo.data.import_("images", flat, "unlabelled", role="unlabeled")
+    repo.models.add("net", MODEL)
+    run = repo.training.train("src", "net", sets={"epochs": 1, "batch_size": 8, "val_fraction": 0}, name="no-held-out")
+    repo.inference.deploy(run["id"], "onnx", "none", name="no-held-out-onnx")
+    named = repo.similarity.rank("unlabelled", method="estimate", with_lifecycle=True)  # no held-out split to fit on
+    assert named["ranking"] == [] and "no held-out split" in named["skipped"][0]["reason"]
+    out = repo.similarity.rank("unlabelled", with_lifecycle=True)
+    assert out["method"] == "mean_pairwise" and [r["name"] for r in out["ranking"]] == ["src"]
+    repo.close()
+
+
 def test_the_ensemble_ranks_a_target_too_small_for_the_probe_by_its_other_scores(root, tmp_path):
     with veml.open(root) as repo:  # 4 images: keep-better cannot hold any out, so finetune_probe cannot score them
         repo.data.import_("images", _folder(tmp_path / "four", (0, 1), 2, 70), "digits-four")

@@ -79,11 +79,15 @@ DOMAINS: dict[str, list[tuple[str, float]]] = {
     # the fifth confirmation suite (issue 14): fixed before it ran, to check finetune_probe on classifiers
     "rot25-noise20": [("rotate", 25), ("noise", 0.20)], "blur25": [("blur", 2.5)],
     "invert-noise20": [("invert", 1), ("noise", 0.20)],
+    # the sixth confirmation suite (issue 14): fixed before it ran, to check the label-free `estimate` score
+    "rot20-blur15": [("rotate", 20), ("blur", 1.5)], "contrast-noise25": [("contrast", 0.5), ("noise", 0.25)],
+    "invert-rot20-noise10": [("invert", 1), ("rotate", 20), ("noise", 0.10)],
 }
 SOURCES = ["rot15", "rot45", "blur1", "noise20", "invert"]
 TARGETS = ["rot30", "blur2", "invert-noise10"]
-# core-set distances; the mean rank of model scores (ENSEMBLE); what transfer would end with, on held-out labels
-VEML_METHODS = ("mean_pairwise", "mmd", "label_ot", "ensemble", "finetune_probe")
+# core-set distances; the mean rank of model scores (ENSEMBLE); what transfer would end with, on held-out labels;
+# the source deployment's accuracy on the target estimated without labels, and as it is measured with them
+VEML_METHODS = ("mean_pairwise", "mmd", "label_ot", "ensemble", "finetune_probe", "estimate", "as_is")
 MODEL_METHODS = ("leep", "logme", "hscore", "knn_probe")  # the reviewers' baselines, selectable as `veml similar --method`
 METHODS = VEML_METHODS + MODEL_METHODS
 BASELINES = MODEL_METHODS + ("mean_embedding",)
@@ -204,11 +208,22 @@ def run_seed(seed: int, a: argparse.Namespace, work: Path) -> dict[str, Any]:
 
 
 # --- statistics --------------------------------------------------------------------------------
-def per_seed_stats(R: dict[str, Any], methods: list[str]) -> dict[str, dict[str, Any]]:
+#: what a ranking is scored against: the gain of transferring from each source, or (for picking a stored deployment
+#: to use unchanged) each source's accuracy on the target's test version as it is; both in accuracy points
+TRUTHS = ("gain", "as_is")
+
+
+def truth_of(R: dict[str, Any], truth: str) -> dict[str, dict[str, float]]:
+    if truth == "as_is":
+        return {t: {s: 100 * x["as_is"] for s, x in per.items()} for t, per in R["transfer"].items()}
+    return R["gain"]
+
+
+def per_seed_stats(R: dict[str, Any], methods: list[str], truth: str = "gain") -> dict[str, dict[str, Any]]:
     out = {}
     for m in methods:
         rho, reg, hit = {}, [], []
-        for t, g in R["gain"].items():
+        for t, g in truth_of(R, truth).items():
             sc = {s: v for s, v in R["scores"][m][t].items() if v is not None and math.isfinite(v)}
             if len(sc) < 2:
                 continue
@@ -242,20 +257,20 @@ def with_mean_ranks(runs: list[dict[str, Any]], combos: dict[str, list[str]]) ->
     return list(combos)
 
 
-def pooled(paths: list[Path], reference: str, combos: dict[str, list[str]] | None = None) -> str:
+def pooled(paths: list[Path], reference: str, combos: dict[str, list[str]] | None = None, truth: str = "gain") -> str:
     """One table over every (seed, target) cell of several result files (suites): each method's mean per-cell
-    rho and regret, and ``reference``'s rho minus each method's, paired by cell; ``combos`` adds mean-rank
-    combinations of recorded methods (``--mean-rank``)."""
+    rho and regret against ``truth``, and ``reference``'s rho minus each method's, paired by cell; ``combos`` adds
+    mean-rank combinations of recorded methods (``--mean-rank``)."""
     runs = [r for p in paths for r in __import__("json").loads(p.read_text())["runs"]]
     extra = with_mean_ranks(runs, combos or {})
     methods = [m for m in list(VEML_METHODS) + list(BASELINES) + extra if all(m in r["scores"] for r in runs)]
-    S = [per_seed_stats(r, methods) for r in runs]
+    S = [per_seed_stats(r, methods, truth) for r in runs]
     cells = lambda m, key: [v for s in S for v in (s[m]["rho"].values() if key == "rho" else [s[m][key]])]  # noqa: E731
     rows = [[f"`{m}`", fmt(ci(cells(m, "rho"))), fmt(ci(cells(m, "regret")), 1),
              "" if m == reference else fmt(paired(S, reference, m))] for m in methods]
     n = sum(len(s[reference]["rho"]) for s in S)
     return "\n".join([f"Pooled over {len(paths)} suite(s), {len(runs)} (suite, seed) runs, {n} (seed, target) cells; "
-                      "rho per cell, regret per run (mean over its targets).", "",
+                      f"rho per cell, regret per run (mean over its targets); truth: {truth}.", "",
                       md_table(["method", "rho", "top-1 regret (pts)", f"`{reference}`'s rho minus this (paired)"], rows), ""])
 
 
@@ -294,6 +309,8 @@ def report(runs: list[dict[str, Any]], a: argparse.Namespace, seconds: float) ->
     for m in methods:
         kind = (f"veml score ensemble ({', '.join(ENSEMBLE)})" if m == "ensemble"
                 else "veml model score (transfer in memory)" if m == "finetune_probe"
+                else "veml model score, label-free (estimated accuracy)" if m == "estimate"
+                else "veml model score (accuracy as is, on the target's labels)" if m == "as_is"
                 else "veml distance" if m in VEML_METHODS else "model score, `--method`" if m in MODEL_METHODS
                 else f"`veml similar --with-lifecycle` with no `--method` (ranked by {', '.join(resolved)})"
                 if m == DEFAULT else "baseline")
@@ -301,6 +318,7 @@ def report(runs: list[dict[str, Any]], a: argparse.Namespace, seconds: float) ->
                      "" if m == DEFAULT else fmt(paired(S, DEFAULT, m))])
     L += [md_table(["method", "kind", "mean per-target rho", "top-1 regret (pts)", "top-1 hit rate",
                     "default's rho minus this (paired over seed x target)"], rows), ""]
+    L += as_is_table(runs)
     L += ["### Per-target rho (mean over seeds)", ""]
     rows = [[f"`{m}`"] + [fmt(ci([s[m]["rho"].get(t, float('nan')) for s in S])) for t in a.targets] for m in methods]
     L += [md_table(["method"] + list(a.targets), rows), ""]
@@ -322,6 +340,19 @@ def report(runs: list[dict[str, Any]], a: argparse.Namespace, seconds: float) ->
     L += ["### Issue 14 targets", "", md_table(["target", "measured", "verdict"], rows + transfer_verdicts(runs, a, default)), ""]
     L += [f"Seconds: {seconds:.0f}. Command: `{' '.join(sys.argv)}`", ""]
     return "\n".join(L), {"summary": summary, "per_seed": S, "runs": runs}
+
+
+def as_is_table(runs: list[dict[str, Any]]) -> list[str]:
+    """The label-free rankings scored for picking a stored deployment to use unchanged: against each source's test
+    accuracy as it is (``as_is`` reads the target's labels: the ceiling a label-free estimate aims at)."""
+    methods = [m for m in ("estimate", "as_is", "mean_pairwise", "mmd", "mean_embedding") if all(m in r["scores"] for r in runs)]
+    S = [per_seed_stats(r, methods, "as_is") for r in runs]
+    rows = [[f"`{m}`", fmt(ci([s[m]["rho_mean"] for s in S])), fmt(ci([s[m]["regret"] for s in S]), 1),
+             fmt(ci([s[m]["hit"] for s in S]))] for m in methods]
+    return ["### Which stored deployment to use as it is (truth: each source's test accuracy unchanged)", "",
+            "The label-free methods (and `as_is`, which reads the target's labels) ranked against the sources' "
+            "accuracy on the target's test version as they are; regret in accuracy points.", "",
+            md_table(["method", "mean per-target rho", "top-1 regret (pts)", "top-1 hit rate"], rows), ""]
 
 
 def _pairs(runs: list[dict[str, Any]]):
@@ -403,6 +434,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--reference", default="logme", help="with --pool: the method the others are compared with, paired")
     p.add_argument("--mean-rank", action="append", default=[], metavar="NAME=M1,M2,...",
                    help="with --pool: also rank sources by their mean rank over these recorded methods")
+    p.add_argument("--truth", choices=TRUTHS, default="gain",
+                   help="with --pool: score rankings against the transfer gain, or each source's test accuracy as it is")
     a = p.parse_args(argv)
     if a.pool:
         combos = {}
@@ -411,7 +444,7 @@ def main(argv: list[str] | None = None) -> int:
             if not name or not parts:
                 p.error(f"--mean-rank {item!r}: use NAME=METHOD1,METHOD2,...")
             combos[name] = parts.split(",")
-        print(pooled(a.pool, a.reference, combos))
+        print(pooled(a.pool, a.reference, combos, a.truth))
         return 0
     a.sources, a.targets = a.sources.split(","), a.targets.split(",")
     a.fewer = [int(k) for k in a.fewer.split(",") if k]

@@ -8,7 +8,7 @@ from typing import Any
 from veml.cli.common import Context
 
 METHODS = ["mean_pairwise", "mmd", "gromov_wasserstein", "label_ot", "leep", "logme", "hscore", "knn_probe", "ensemble",
-           "as_is", "finetune_probe"]
+           "as_is", "finetune_probe", "estimate"]
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -31,7 +31,8 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
                                                      "scores each candidate's model, unchanged, by its own metric on "
                                                      "D; finetune_probe fine-tunes each candidate forecaster briefly "
                                                      "on D in memory and scores it there (the default with "
-                                                     "--with-lifecycle on series)")
+                                                     "--with-lifecycle on series); estimate scores each candidate's "
+                                                     "model by its metric on D estimated without labels")
     p.add_argument("--with-lifecycle", action="store_true", help="only versions with a complete lifecycle")
     p.add_argument("--include-related", action="store_true", help="also rank versions that share samples with D")
     p.add_argument("--k", type=int, help="core-set size")

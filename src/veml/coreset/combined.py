@@ -160,7 +160,7 @@ class FittedCombined:
     def method(self) -> str:
         return self.params.method
 
-    def _splits(self, m: int, n: int, batch: Mapping[str, np.ndarray] | None = None) -> np.ndarray:
+    def _splits(self, m: int, n: int, batch: Mapping[str, np.ndarray]) -> np.ndarray:
         """(P + 1, m + n) float: 1 where a row is on the reference side; row 0 is the observed split.
 
         The permutations are drawn afresh for each batch, from a generator seeded by the detector's seed and a digest
@@ -168,12 +168,10 @@ class FittedCombined:
         batch (a fixed set is not a group, so the rank of the observed split among its splits is only approximately
         uniform)."""
         p = self.params
-        salt = []
-        if batch is not None:
-            blocks = [np.ascontiguousarray(batch[name]).reshape(n, -1).view(np.uint8) for name in sorted(batch)]
-            rows = sorted(hashlib.blake2b(row.tobytes(), digest_size=8).digest() for row in np.concatenate(blocks, axis=1))
-            salt = [int.from_bytes(hashlib.blake2b(b"".join(rows), digest_size=8).digest(), "little")]
-        rng = np.random.default_rng([p.seed + 1, *salt])
+        blocks = [np.ascontiguousarray(batch[name]).reshape(n, -1).view(np.uint8) for name in sorted(batch)]
+        rows = sorted(hashlib.blake2b(row.tobytes(), digest_size=8).digest() for row in np.concatenate(blocks, axis=1))
+        salt = int.from_bytes(hashlib.blake2b(b"".join(rows), digest_size=8).digest(), "little")
+        rng = np.random.default_rng([p.seed + 1, salt])
         sides = np.zeros((p.n_permutations + 1, m + n), np.float64)
         sides[0, :m] = 1.0
         for i in range(1, p.n_permutations + 1):

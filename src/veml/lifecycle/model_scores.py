@@ -26,6 +26,13 @@ candidate (a model to look through): data without one cannot be scored.
   heart.  It costs one short fine-tuning per candidate, and it is the default for ranking forecasters' lifecycles
   (BENCHMARKS.md, issue 14: sensor series).
 
+- ``estimate``: the source deployment's metric on the target's core-set samples as
+  :mod:`veml.lifecycle.estimate` estimates it without labels (agreement with the source's own nearest training
+  thumbnail for an image classifier, else ATC; direct loss estimation for a forecaster), each fitted on the
+  source's own held-out split.  It reads no target labels, so it ranks lifecycles for a target nobody has
+  labelled, where the data distances cannot see what a model is sensitive to (on the issue-14 image suites every
+  data distance chose the same wrong source for an inverted target, BENCHMARKS.md).
+
 - ``ensemble``: each candidate's rank by LogME, LEEP, the k-NN probe and ``finetune_probe``, averaged
   (:func:`mean_ranks`; a candidate the probe cannot run on ranks last on that score alone).  The first three tied
   for best on the issue-14 suites, with run-to-run swings larger than their differences; their mean rank averages
@@ -43,17 +50,20 @@ import numpy as np
 from veml.coreset import transferability as TR
 from veml.entities import Node
 from veml.errors import InvalidInput
+from veml.lifecycle.estimate import Estimates
 from veml.lifecycle.finetune_recipe import finetune_params
 from veml.versions import evaluation
 from veml.versions.coresets import CoreSets
 from veml.versions.inference import InferenceVersions
 from veml.versions.training import TrainingVersions
 
-SINGLE = ("leep", "logme", "hscore", "knn_probe", "as_is", "finetune_probe")
+SINGLE = ("leep", "logme", "hscore", "knn_probe", "as_is", "finetune_probe", "estimate")
 #: the scores that read the target's class labels (the others read whatever the task evaluates against)
 CLASS_LABELS = ("leep", "logme", "hscore", "knn_probe")
 #: the scores that read only the task's own targets (a forecaster's futures): usable on unlabelled series
 TASK_TARGETS = ("as_is", "finetune_probe")
+#: the scores that read no labels or targets of the target at all
+LABEL_FREE = ("estimate",)
 #: the scores ``ensemble`` averages the ranks of
 ENSEMBLE = ("logme", "leep", "knn_probe", "finetune_probe")
 METHODS = SINGLE + ("ensemble",)
@@ -76,6 +86,7 @@ def mean_ranks(parts: Sequence[Mapping[str, float]], methods: Sequence[str] = EN
 class ModelScores:
     def __init__(self, coresets: CoreSets, inference: InferenceVersions, training: TrainingVersions) -> None:
         self._coresets, self._inference, self._training = coresets, inference, training
+        self._estimates = Estimates(training, inference, coresets)  # fitted once per deployment, then reused
 
     @staticmethod
     def labelled(core: Node, target: Node) -> tuple[np.ndarray, np.ndarray]:
@@ -102,6 +113,8 @@ class ModelScores:
         out: dict[str, float] = {}
         if "as_is" in methods:
             out["as_is"] = self.as_is(target, core, lifecycle)
+        if "estimate" in methods:
+            out["estimate"] = self.estimate(target, core, lifecycle)
         if any(m in CLASS_LABELS for m in methods):  # first: a model they refuse is refused before any fine-tuning
             self._class_label_scores(methods, target, core, lifecycle, out)
         if "finetune_probe" in methods:
@@ -126,7 +139,7 @@ class ModelScores:
             pos = {int(d): i for i, d in enumerate(td.data_ids)}
             probs = np.asarray(preds.scores, np.float64)[[pos[int(d)] for d in ids]]
             out["leep"] = TR.leep(probs, y)
-        if any(m not in ("leep", *TASK_TARGETS) for m in methods):
+        if any(m in CLASS_LABELS and m != "leep" for m in methods):
             fid, feats = self._coresets.embed_samples(target, f"training:{lifecycle['training']}", ids)
             pos = {int(d): i for i, d in enumerate(fid)}
             f = feats[[pos[int(d)] for d in ids]].reshape(len(ids), -1)
@@ -148,6 +161,17 @@ class ModelScores:
             raise InvalidInput(f"as_is scores a model on the target's labels, and {target.name!r} has none its "
                                f"{td.task} model can be scored against")
         return -float(value) if name in evaluation.LOWER_IS_BETTER else float(value)
+
+    def estimate(self, target: Node, core: Node, lifecycle: Mapping[str, Any]) -> float:
+        """The lifecycle's deployment on the target's core-set samples, its key metric estimated without labels
+        (:class:`veml.lifecycle.estimate.Estimates`, fitted on the source's own held-out split): higher = better."""
+        ids = np.asarray(core.props.get("ids", []), np.int64)
+        inode, _, td, preds = self._inference.run(lifecycle["inference"], target.id, data_ids=ids)
+        found, why = self._estimates.estimate(inode.id, target.id, preds, data_ids=td.data_ids)
+        if found is None:
+            raise InvalidInput(f"estimate needs a label-free estimate of {inode.name!r}'s metric, and it has none: {why}")
+        value = float(found["value"])
+        return -value if found["metric"] in evaluation.LOWER_IS_BETTER else value
 
     def finetune_probe(self, target: Node, core: Node, lifecycle: Mapping[str, Any]) -> float:
         """What transfer's recipe would end with from this lifecycle's model on the target's core-set samples (the

@@ -15,7 +15,7 @@ import numpy as np
 from veml.coreset import distance as D
 from veml.entities import Node
 from veml.errors import InvalidInput
-from veml.lifecycle.model_scores import ENSEMBLE, TASK_TARGETS, mean_ranks
+from veml.lifecycle.model_scores import ENSEMBLE, LABEL_FREE, TASK_TARGETS, mean_ranks
 from veml.lifecycle.model_scores import METHODS as MODEL_METHODS
 from veml.lifecycle.model_scores import ModelScores
 from veml.progress import ProgressLike
@@ -36,8 +36,15 @@ KIND = "SimilarityReport"
 #: finetune_probe (what transfer would keep, scored on held-out labels) then joined the mean rank by a rule fixed
 #: before the fifth suite ran: there it ranked sources at rho 0.774 against LEEP's 0.763 and the three-score
 #: ensemble's 0.748, with regret 0.4 points -- gaps inside the noise, for one short fine-tuning per candidate.
-#: Data without class labels, or ranking data versions alone, use the modality's distance (DEFAULT_METHOD)
+#: Image data without annotations is ranked by UNLABELLED_LIFECYCLE_DEFAULT, forecasters by SERIES_LIFECYCLE_DEFAULT;
+#: anything else, and ranking data versions alone, by the modality's distance (DEFAULT_METHOD)
 LIFECYCLE_DEFAULT = "ensemble"
+#: ranking lifecycles for image data nobody has labelled (no annotations at all): each candidate deployment's metric
+#: there as the label-free estimator gives it (model_scores.estimate).  Every data distance chose the same wrong
+#: source for an inverted target on the issue-14 image suites; by a rule fixed before the sixth suite ran, estimate
+#: replaced the data distance here (BENCHMARKS.md, issue 14: label-free).  A candidate it cannot estimate is skipped
+#: with the reason; when it can estimate none, the ranking falls back to the data distance
+UNLABELLED_LIFECYCLE_DEFAULT = "estimate"
 #: ranking forecasters' lifecycles for a series target: what transfer would end with from each source, run in
 #: memory on the target's core set and scored there (model_scores.finetune_probe).  On the issue-14 sensor suite every
 #: data distance ranked sources at random and each source's unchanged error (as_is) weakly; the probe, chosen on seeds
@@ -53,13 +60,16 @@ class Similarity:
         self._scores = ModelScores(coresets, inference, training)
 
     def method_for(self, node: Node, method: str | None, with_lifecycle: bool = False) -> str:
-        """``method``, else the default: ``LIFECYCLE_DEFAULT`` when lifecycles are ranked for a target with class
-        labels (images: the models' features are image features), the modality's core-set distance otherwise."""
+        """``method``, else the default: ``LIFECYCLE_DEFAULT`` when lifecycles are ranked for image data with class
+        labels, ``UNLABELLED_LIFECYCLE_DEFAULT`` for image data with no annotations, ``SERIES_LIFECYCLE_DEFAULT`` for
+        series, and the modality's core-set distance otherwise (and for ranking data versions alone)."""
         modality = str(node.props.get("modality"))
         if method is None and with_lifecycle and modality == "image" and "labels" in node.props.get("annotation_tables", []):
             return LIFECYCLE_DEFAULT
         if method is None and with_lifecycle and modality == "series":
             return SERIES_LIFECYCLE_DEFAULT
+        if method is None and with_lifecycle and modality == "image" and not node.props.get("annotation_tables"):
+            return UNLABELLED_LIFECYCLE_DEFAULT
         chosen = method or D.DEFAULT_METHOD.get(modality, "mmd")
         if chosen not in D.METHODS and chosen not in MODEL_METHODS:
             raise InvalidInput(f"unknown distance method {chosen!r}: use one of {', '.join([*D.METHODS, *MODEL_METHODS])}")
@@ -149,7 +159,7 @@ class Similarity:
         ct, xt = self._core(tnode, k, embedder, progress, strict=True)
         if m in D.NEEDS_LABELS and any(label is None for label in ct.props.get("labels", [])):
             raise InvalidInput(f"{m} needs labels, and {tnode.name!r} has unlabelled samples")
-        if self.model_based(m) and m not in TASK_TARGETS:  # these score against the task's own targets (a series' futures)
+        if self.model_based(m) and m not in TASK_TARGETS + LABEL_FREE:  # these read a series' futures, or nothing
             try:
                 ModelScores.labelled(ct, tnode)  # refuse unlabelled targets before any model runs
             except InvalidInput:
@@ -185,6 +195,9 @@ class Similarity:
                 lc = lifecycles[c.id]
                 row["lifecycle"] = {key: lc[key] for key in ("model", "training", "inference", "metric")}
             ranking.append(row)
+        if method is None and m == UNLABELLED_LIFECYCLE_DEFAULT and not ranking:  # estimated none: the data distance
+            return self.rank(target, top, D.DEFAULT_METHOD.get(str(tnode.props.get("modality")), "mmd"), with_lifecycle,
+                             k, embedder, progress, include_related, lifecycle_filter)
         if m == "ensemble":
             for row, mean_rank in zip(ranking, mean_ranks([r["scores"] for r in ranking])):
                 row["distance"], row["score"] = float(mean_rank), -float(mean_rank)

@@ -204,7 +204,7 @@ class PredictionSampleOut(_Page):
 class SimilarIn(_In):
     top: int | None = Field(default=None, ge=1)
     method: Literal["mean_pairwise", "mmd", "gromov_wasserstein", "label_ot", "leep", "logme", "hscore", "knn_probe",
-                    "ensemble", "as_is", "finetune_probe"] | None = None
+                    "ensemble", "as_is", "finetune_probe", "estimate"] | None = None
     with_lifecycle: bool = False
     include_related: bool = False
     k: int | None = Field(default=None, ge=1, description="core-set size")
