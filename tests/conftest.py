@@ -181,6 +181,9 @@ NOT_STORE_DEPENDENT = {
     "test_lifecycle_eval.py",  # a smoke run of the evaluation harness: measurements, not store behaviour
     "test_transfer_recipe.py",  # what the fine-tuning recipe does to weights; test_similarity runs transfer on every back-end
     "test_server_limits.py",  # HTTP-level caps, queue and token handling: the same whatever stores the repository
+    "test_transferability.py", "test_estimate.py", "test_combined_drift.py",  # statistics on arrays: no repository
+    "test_ui_browser.py",  # a face over the REST API, whose endpoints test_server_api runs on every back-end
+    "test_everyday_cli.py",  # help text, import lean-ness, progress bars, `veml doctor`: what the process does
 }
 
 

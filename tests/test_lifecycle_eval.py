@@ -24,7 +24,7 @@ def _quick(module: str, out_dir: Path, *args: str) -> str:
 
 
 def test_quick_run_prints_tables(tmp_path: Path) -> None:
-    md = _quick("benchmarks.lifecycle_eval", tmp_path, "--quick")
+    md = _quick("benchmarks.lifecycle_eval", tmp_path, "--quick", "--replicates", "1")
     assert "| method | kind | mean per-target rho | top-1 regret (pts) | top-1 hit rate | default's rho minus this" in md
     for method in ("default", "mean_pairwise", "mmd", "label_ot", "ensemble", "finetune_probe", "estimate", "as_is", "leep",
                    "logme", "hscore", "knn_probe", "mean_embedding"):
@@ -33,13 +33,18 @@ def test_quick_run_prints_tables(tmp_path: Path) -> None:
     assert "### Per-target rho" in md and "### Gains" in md and "### Issue 14 targets" in md and "### Transfer" in md
     assert "| target | scratch | source as-is | transfer |" in md and "transfer saves >= 3x labels" in md
     assert "| target | measured | verdict |" in md
+    assert "### The truth's own noise floor" in md and "| rho(rerun gain, gain) | top-1 regret (pts) |" in md
     assert (tmp_path / "lifecycle_eval_quick.json").exists() and (tmp_path / "lifecycle_eval_quick.md").exists()
     pooled = _quick("benchmarks.lifecycle_eval", tmp_path, "--pool", str(tmp_path / "lifecycle_eval_quick.json"),
                     "--mean-rank", "pair=leep,finetune_probe")
     assert "| method | rho | top-1 regret (pts) | `logme`'s rho minus this (paired) |" in pooled and "| `pair` |" in pooled
+    assert "### The truth's own noise floor" in pooled
     as_is = _quick("benchmarks.lifecycle_eval", tmp_path, "--pool", str(tmp_path / "lifecycle_eval_quick.json"),
                    "--truth", "as_is", "--reference", "estimate")
     assert "truth: as_is" in as_is and "| `estimate` |" in as_is
+    mean = _quick("benchmarks.lifecycle_eval", tmp_path, "--pool", str(tmp_path / "lifecycle_eval_quick.json"),
+                  "--truth", "mean_gain", "--reference", "ensemble")
+    assert "truth: mean_gain" in mean and "| `ensemble` |" in mean
 
 
 def test_quick_rebuild_run_prints_tables(tmp_path: Path) -> None:

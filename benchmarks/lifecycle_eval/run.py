@@ -144,9 +144,10 @@ def mean_embedding_scores(repo: veml.Repository, target: str, sources: list[str]
     return {s: TR.mean_embedding_distance(emb_t, repo.coresets.embeddings(s)[1]) for s in sources}
 
 
-def transfer(repo: veml.Repository, target: str, source: str, test: str, name: str) -> dict[str, Any]:
+def transfer(repo: veml.Repository, target: str, source: str, test: str, name: str,
+             sets: dict[str, Any] | None = None) -> dict[str, Any]:
     """``veml transfer TARGET --from SOURCE --test TEST``: its recipe, its keep-better choice, its test accuracy."""
-    out = repo.transfer.transfer(target, source=source, test=test, name=name)
+    out = repo.transfer.transfer(target, source=source, test=test, name=name, sets=sets)
     run = repo.training.describe(repo.training.get(out["training"]))
     return {"acc": run["metrics"]["accuracy"], "as_is": out["source_lifecycle"]["on_test"], "kept": out["kept"],
             "train_s": out["train_s"], "seconds": out["seconds"]}
@@ -195,6 +196,9 @@ def run_seed(seed: int, a: argparse.Namespace, work: Path) -> dict[str, Any]:
         run = repo.training.train(t, "classifier", sets=recipe, test=f"{t}-test", name=f"scratch-{t}")
         scratch[t], scratch_s[t] = run["metrics"]["accuracy"], run["profile"]["train_s"]
         res[t] = {s: transfer(repo, t, s, f"{t}-test", f"tr-{t}-from-{s}") for s in a.sources}
+        for s in a.sources:  # the same transfer with other fine-tuning seeds: how noisy the truth itself is
+            res[t][s]["replicates"] = [transfer(repo, t, s, f"{t}-test", f"tr-{t}-from-{s}-r{i}",
+                                                sets={"seed": seed + 1000 * i})["acc"] for i in range(1, a.replicates + 1)]
         log(f"seed {seed}: {t} scratch {scratch[t]:.3f}; " + ", ".join(
             f"{s} {r['acc']:.3f} (as is {r['as_is']:.3f}, kept {r['kept']})" for s, r in res[t].items()))
         chosen = min((s for s in a.sources if scores[default][t][s] is not None), key=lambda s: scores[default][t][s])
@@ -209,13 +213,17 @@ def run_seed(seed: int, a: argparse.Namespace, work: Path) -> dict[str, Any]:
 
 # --- statistics --------------------------------------------------------------------------------
 #: what a ranking is scored against: the gain of transferring from each source, or (for picking a stored deployment
-#: to use unchanged) each source's accuracy on the target's test version as it is; both in accuracy points
-TRUTHS = ("gain", "as_is")
+#: to use unchanged) each source's accuracy on the target's test version as it is, or the gain averaged over the recorded
+#: transfer and its ``--replicates`` (other fine-tuning seeds): the same truth with less of one training run's noise
+TRUTHS = ("gain", "as_is", "mean_gain")
 
 
 def truth_of(R: dict[str, Any], truth: str) -> dict[str, dict[str, float]]:
     if truth == "as_is":
         return {t: {s: 100 * x["as_is"] for s, x in per.items()} for t, per in R["transfer"].items()}
+    if truth == "mean_gain":
+        return {t: {s: 100 * (float(np.mean([x["acc"], *x.get("replicates", [])])) - R["scratch"][t]) for s, x in per.items()}
+                for t, per in R["transfer"].items()}
     return R["gain"]
 
 
@@ -262,6 +270,8 @@ def pooled(paths: list[Path], reference: str, combos: dict[str, list[str]] | Non
     rho and regret against ``truth``, and ``reference``'s rho minus each method's, paired by cell; ``combos`` adds
     mean-rank combinations of recorded methods (``--mean-rank``)."""
     runs = [r for p in paths for r in __import__("json").loads(p.read_text())["runs"]]
+    if truth == "mean_gain" and not all(x.get("replicates") for r in runs for *_, x in _pairs([r])):
+        raise SystemExit("error: --truth mean_gain needs result files run with --replicates 1 or more")
     extra = with_mean_ranks(runs, combos or {})
     methods = [m for m in list(VEML_METHODS) + list(BASELINES) + extra if all(m in r["scores"] for r in runs)]
     S = [per_seed_stats(r, methods, truth) for r in runs]
@@ -269,7 +279,7 @@ def pooled(paths: list[Path], reference: str, combos: dict[str, list[str]] | Non
     rows = [[f"`{m}`", fmt(ci(cells(m, "rho"))), fmt(ci(cells(m, "regret")), 1),
              "" if m == reference else fmt(paired(S, reference, m))] for m in methods]
     n = sum(len(s[reference]["rho"]) for s in S)
-    return "\n".join([f"Pooled over {len(paths)} suite(s), {len(runs)} (suite, seed) runs, {n} (seed, target) cells; "
+    return "\n".join(noise_floor(runs) + [f"Pooled over {len(paths)} suite(s), {len(runs)} (suite, seed) runs, {n} (seed, target) cells; "
                       f"rho per cell, regret per run (mean over its targets); truth: {truth}.", "",
                       md_table(["method", "rho", "top-1 regret (pts)", f"`{reference}`'s rho minus this (paired)"], rows), ""])
 
@@ -319,6 +329,7 @@ def report(runs: list[dict[str, Any]], a: argparse.Namespace, seconds: float) ->
     L += [md_table(["method", "kind", "mean per-target rho", "top-1 regret (pts)", "top-1 hit rate",
                     "default's rho minus this (paired over seed x target)"], rows), ""]
     L += as_is_table(runs)
+    L += noise_floor(runs)
     L += ["### Per-target rho (mean over seeds)", ""]
     rows = [[f"`{m}`"] + [fmt(ci([s[m]["rho"].get(t, float('nan')) for s in S])) for t in a.targets] for m in methods]
     L += [md_table(["method"] + list(a.targets), rows), ""]
@@ -340,6 +351,31 @@ def report(runs: list[dict[str, Any]], a: argparse.Namespace, seconds: float) ->
     L += ["### Issue 14 targets", "", md_table(["target", "measured", "verdict"], rows + transfer_verdicts(runs, a, default)), ""]
     L += [f"Seconds: {seconds:.0f}. Command: `{' '.join(sys.argv)}`", ""]
     return "\n".join(L), {"summary": summary, "per_seed": S, "runs": runs}
+
+
+def noise_floor(runs: list[dict[str, Any]]) -> list[str]:
+    """How well the truth predicts itself: per (seed, target), the source that transfer with another fine-tuning seed
+    (``--replicates``) ranks first, scored against the recorded gain -- the regret and rho an oracle with no ranking
+    error but one other training run reaches.  A method's regret below this floor is luck, not skill."""
+    rho, reg, hit, diff = [], [], [], []
+    for r in runs:
+        for t, per in r["transfer"].items():
+            reps = [x.get("replicates") or [] for x in per.values()]
+            for i in range(min(len(x) for x in reps) if reps else 0):
+                g = r["gain"][t]
+                other = {s: 100 * (x["replicates"][i] - r["scratch"][t]) for s, x in per.items()}
+                rho.append(TR.spearman(other, g, True))
+                reg.append(TR.top1_regret(other, g, True))
+                hit.append(TR.top1_hit(other, g, True))
+                diff += [abs(other[s] - g[s]) for s in g]
+    if not reg:
+        return []
+    return ["### The truth's own noise floor (`--replicates`: each transfer rerun with another fine-tuning seed)", "",
+            "The source the rerun ranks first, scored against the recorded gains (same data, same test version): what "
+            "a perfect predictor of one training run's outcome reaches on another's. Mean [95 % t-interval] over "
+            f"{len(reg)} (seed, target, rerun) cells.", "",
+            md_table(["rho(rerun gain, gain)", "top-1 regret (pts)", "top-1 hit rate", "mean |gain difference| per pair (pts)"],
+                     [[fmt(ci(rho)), fmt(ci(reg), 1), fmt(ci(hit)), fmt(ci(diff), 1)]]), ""]
 
 
 def as_is_table(runs: list[dict[str, Any]]) -> list[str]:
@@ -427,6 +463,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--fewer", default="2,5", help="fewer labels per class tried with the chosen source (label savings)")
     p.add_argument("--sources", default=",".join(SOURCES))
     p.add_argument("--targets", default=",".join(TARGETS))
+    p.add_argument("--replicates", type=int, default=0,
+                   help="rerun each transfer with this many other fine-tuning seeds: the truth's own noise floor")
     p.add_argument("--arch", default="resnet18")
     p.add_argument("--out", type=Path, default=Path("bench-out"))
     p.add_argument("--work", type=Path, default=None, help="scratch folder (default: a temporary one, removed)")
@@ -435,7 +473,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--mean-rank", action="append", default=[], metavar="NAME=M1,M2,...",
                    help="with --pool: also rank sources by their mean rank over these recorded methods")
     p.add_argument("--truth", choices=TRUTHS, default="gain",
-                   help="with --pool: score rankings against the transfer gain, or each source's test accuracy as it is")
+                   help="with --pool: score rankings against the transfer gain, each source's test accuracy as it is, or the "
+                        "gain averaged over the transfer and its --replicates")
     a = p.parse_args(argv)
     if a.pool:
         combos = {}
@@ -450,6 +489,7 @@ def main(argv: list[str] | None = None) -> int:
     a.fewer = [int(k) for k in a.fewer.split(",") if k]
     if a.quick:
         a.seeds, a.epochs, a.per_class, a.few, a.test, a.fewer = 1, 1, 5, 5, 3, [3]
+        a.replicates = min(a.replicates, 1)
         a.sources, a.targets = a.sources[:2], a.targets[:1]
     for d in a.sources + a.targets:
         if d not in DOMAINS:
