@@ -82,6 +82,9 @@ DOMAINS: dict[str, list[tuple[str, float]]] = {
     # the sixth confirmation suite (issue 14): fixed before it ran, to check the label-free `estimate` score
     "rot20-blur15": [("rotate", 20), ("blur", 1.5)], "contrast-noise25": [("contrast", 0.5), ("noise", 0.25)],
     "invert-rot20-noise10": [("invert", 1), ("rotate", 20), ("noise", 0.10)],
+    # the seventh confirmation suite (issue 14): fixed before it ran; no method or default changed since suite 6
+    "rot25-contrast": [("rotate", 25), ("contrast", 0.5)], "blur2-noise15": [("blur", 2.0), ("noise", 0.15)],
+    "invert-blur15-noise10": [("invert", 1), ("blur", 1.5), ("noise", 0.10)],
 }
 SOURCES = ["rot15", "rot45", "blur1", "noise20", "invert"]
 TARGETS = ["rot30", "blur2", "invert-noise10"]
