@@ -184,8 +184,6 @@ NOT_STORE_DEPENDENT = {
     "test_transferability.py", "test_estimate.py", "test_combined_drift.py",  # statistics on arrays: no repository
     "test_ui_browser.py",  # a face over the REST API, whose endpoints test_server_api runs on every back-end
     "test_everyday_cli.py",  # help text, import lean-ness, progress bars, `veml doctor`: what the process does
-    "test_cli_contract.py",  # section 8's names, flags, --json keys and exit codes: the face's formatting; the
-    # store paths behind each command run on every back-end in test_data_versions, test_ml_versions, test_bad_input
 }
 
 
