@@ -18,6 +18,8 @@ import pytest
 
 from conftest import assert_failed_cleanly, images_dir
 
+PARSER_LEVEL = "parser-level refusal before anything is written: the same on every back-end"
+
 
 # ------------------------------------------------------------------------------------ helpers
 
@@ -81,6 +83,7 @@ def import_coco(cli, repo: Path, ann: Path, img_dir: Path, name: str = "bad"):
 # ------------------------------------------------------------------------------- COCO files
 
 
+@pytest.mark.embedded_only(PARSER_LEVEL)
 def test_malformed_json(cli, good_repo, tmp_path, driving_small):
     before = _list(cli, good_repo)
     ann, img_dir, _ = small_coco(driving_small, tmp_path / "src")
@@ -90,6 +93,7 @@ def test_malformed_json(cli, good_repo, tmp_path, driving_small):
     assert_unchanged(cli, good_repo, before)
 
 
+@pytest.mark.embedded_only(PARSER_LEVEL)
 def test_truncated_coco_json(cli, good_repo, tmp_path, driving_small):
     before = _list(cli, good_repo)
     ann, img_dir, _ = small_coco(driving_small, tmp_path / "src")
@@ -176,6 +180,7 @@ def test_duplicate_image_ids(cli, good_repo, tmp_path, driving_small):
     assert_unchanged(cli, good_repo, before)
 
 
+@pytest.mark.embedded_only(PARSER_LEVEL)
 def test_images_not_a_list(cli, good_repo, tmp_path, driving_small):
     before = _list(cli, good_repo)
     ann, img_dir, doc = small_coco(driving_small, tmp_path / "src")
@@ -194,6 +199,7 @@ def _series(n_steps: int = 40, n_sensors: int = 3) -> np.ndarray:
     return (50 + rng.normal(0, 5, (n_steps, n_sensors))).astype(np.float32)
 
 
+@pytest.mark.embedded_only(PARSER_LEVEL)
 @pytest.mark.parametrize("fmt", ["npz", "csv"])
 @pytest.mark.parametrize("bad", [math.nan, math.inf], ids=["nan", "inf"])
 def test_nan_or_inf_in_series(cli, good_repo, tmp_path, fmt, bad):
@@ -213,6 +219,7 @@ def test_nan_or_inf_in_series(cli, good_repo, tmp_path, fmt, bad):
     assert_unchanged(cli, good_repo, before)
 
 
+@pytest.mark.embedded_only(PARSER_LEVEL)
 def test_adjacency_of_wrong_shape(cli, good_repo, tmp_path):
     before = _list(cli, good_repo)
     path = tmp_path / "sensors.npz"
@@ -237,6 +244,7 @@ def test_table_missing_label_column(cli, good_repo, tmp_path):
 # ---------------------------------------------------------------------------------- filters
 
 
+@pytest.mark.embedded_only(PARSER_LEVEL)
 @pytest.mark.parametrize(
     "where",
     [

@@ -28,6 +28,8 @@ from conftest import VEML_BIN, Result, assert_failed_cleanly, images_dir
 
 posix_only = pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs and symlinks")
 
+PARSER_LEVEL = "parser-level refusal before anything is written: the same on every back-end"
+
 
 # ------------------------------------------------------------------------------------ helpers
 
@@ -126,6 +128,7 @@ def truncated_jpeg() -> bytes:
 # ------------------------------------------------------------------------ point 4: COCO paths
 
 
+@pytest.mark.embedded_only(PARSER_LEVEL)
 def test_coco_absolute_file_name_is_refused(cli, good_repo, tmp_path, driving_small):
     before = _list(cli, good_repo)
     ann, img_dir, doc = small_coco(driving_small, tmp_path / "src")
@@ -137,6 +140,7 @@ def test_coco_absolute_file_name_is_refused(cli, good_repo, tmp_path, driving_sm
     assert_unchanged(cli, good_repo, before)
 
 
+@pytest.mark.embedded_only(PARSER_LEVEL)
 def test_coco_dotdot_file_name_is_refused(cli, good_repo, tmp_path, driving_small):
     before = _list(cli, good_repo)
     ann, img_dir, doc = small_coco(driving_small, tmp_path / "src")
@@ -174,6 +178,7 @@ def test_symlink_inside_the_root_is_fine(cli, good_repo, tmp_path, driving_small
     assert res.code == 0, res.err
 
 
+@pytest.mark.embedded_only(PARSER_LEVEL)
 @posix_only
 def test_coco_fifo_annotation_file_does_not_hang(cli, good_repo, tmp_path, driving_small):
     before = _list(cli, good_repo)
@@ -314,6 +319,7 @@ def test_corrupt_sample_is_named_by_checkout_and_verify_deep(cli, good_repo, tmp
 # ------------------------------------------------------------------------ point 6: other inputs
 
 
+@pytest.mark.embedded_only(PARSER_LEVEL)
 def test_duplicate_coco_category_names_are_refused(cli, good_repo, tmp_path, driving_small):
     before = _list(cli, good_repo)
     ann, img_dir, doc = small_coco(driving_small, tmp_path / "src")
@@ -327,6 +333,7 @@ def test_duplicate_coco_category_names_are_refused(cli, good_repo, tmp_path, dri
     assert_unchanged(cli, good_repo, before)
 
 
+@pytest.mark.embedded_only(PARSER_LEVEL)
 @pytest.mark.parametrize("header, needle", [
     ("a,,y", "empty name"),
     ("a,a,y", "duplicate column name 'a'"),
@@ -344,6 +351,7 @@ def test_bad_table_column_names_are_refused(cli, good_repo, tmp_path, header, ne
     assert_unchanged(cli, good_repo, before)
 
 
+@pytest.mark.embedded_only(PARSER_LEVEL)
 def test_bad_coco_extra_key_is_refused(cli, good_repo, tmp_path, driving_small):
     before = _list(cli, good_repo)
     ann, img_dir, doc = small_coco(driving_small, tmp_path / "src")
@@ -369,6 +377,7 @@ def test_column_names_that_need_quoting_work_everywhere(cli, good_repo, tmp_path
         assert repo.data.checkout("quoted").column("speed km/h") == [1, 5, 7]
 
 
+@pytest.mark.embedded_only(PARSER_LEVEL)
 def test_complex_numbers_are_refused(cli, good_repo, tmp_path, traffic_npz):
     before = _list(cli, good_repo)
     with np.load(traffic_npz) as z:
@@ -413,6 +422,7 @@ def _h5_with(path: Path, make) -> Path:
     return path
 
 
+@pytest.mark.embedded_only(PARSER_LEVEL)
 def test_hdf5_data_stored_outside_the_file_is_refused(cli, good_repo, tmp_path):
     import h5py
 
@@ -471,6 +481,7 @@ def test_compressed_members_over_the_size_cap_are_refused(cli, good_repo, tmp_pa
     assert res.code == 0, res.err
 
 
+@pytest.mark.embedded_only(PARSER_LEVEL)
 def test_infinite_limits_are_refused(cli, good_repo, tmp_path, monkeypatch):
     before = _list(cli, good_repo)
     root = image_folder(tmp_path / "folder")
@@ -486,6 +497,7 @@ def test_infinite_limits_are_refused(cli, good_repo, tmp_path, monkeypatch):
     assert_unchanged(cli, good_repo, before)
 
 
+@pytest.mark.embedded_only(PARSER_LEVEL)
 @posix_only
 def test_config_swapped_for_a_fifo_after_its_check_does_not_hang(cli, good_repo, tmp_path, monkeypatch):
     """The config is replaced by a FIFO right after it is stat-ed: the read must not block on it."""

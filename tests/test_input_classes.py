@@ -23,6 +23,8 @@ from conftest import VEML_BIN, assert_failed_cleanly, images_dir, run_cli
 MB = {"adapter": "torch", "task": "classification", "architecture": "mobilenet_v3_small",
       "parameters": {"image_size": 32, "label_column": "time_of_day"}}
 
+PARSER_LEVEL = "parser-level refusal before anything is written: the same on every back-end"
+
 
 # ------------------------------------------------------------------------------------ helpers
 
@@ -81,6 +83,7 @@ def _bomb(levels: int, width: int = 10) -> str:
     return "\n".join(lines) + "\n"
 
 
+@pytest.mark.embedded_only(PARSER_LEVEL)
 @pytest.mark.parametrize("levels", [6, 9], ids=["million", "billion"])
 def test_yaml_alias_bomb(cli, repo, tmp_path, levels):
     """A config that expands to 10**levels values is refused before anything serialises it."""
@@ -92,6 +95,7 @@ def test_yaml_alias_bomb(cli, repo, tmp_path, levels):
     assert_unchanged(cli, repo, before)
 
 
+@pytest.mark.embedded_only(PARSER_LEVEL)
 def test_recursive_yaml_alias(cli, repo, tmp_path):
     before = snapshot(cli, repo)
     cfg = tmp_path / "loop.yaml"
@@ -101,6 +105,7 @@ def test_recursive_yaml_alias(cli, repo, tmp_path):
     assert_unchanged(cli, repo, before)
 
 
+@pytest.mark.embedded_only(PARSER_LEVEL)
 @pytest.mark.parametrize("suffix", ["yaml", "json", "toml"])
 def test_oversized_config(cli, repo, tmp_path, suffix):
     before = snapshot(cli, repo)
@@ -180,6 +185,7 @@ def test_version_name_with_reserved_prefix(cli, repo, driving_small):
 # ---------------------------------------------------------------------------- parameter types
 
 
+@pytest.mark.embedded_only(PARSER_LEVEL)
 @pytest.mark.parametrize("key,value,expected", [
     ("image_size", "big", "an integer"),
     ("image_size", 1.5, "an integer"),
@@ -197,6 +203,7 @@ def test_model_parameter_of_wrong_type(cli, repo, tmp_path, key, value, expected
     assert_unchanged(cli, repo, before)
 
 
+@pytest.mark.embedded_only(PARSER_LEVEL)
 @pytest.mark.parametrize("item,expected", [
     ("lr=fast", "a finite number"), ("lr=inf", "a finite number"), ("lr=nan", "a finite number"),
     ("epochs=1.5", "an integer"), ("epochs=abc", "an integer"), ("precise_bn=maybe", "a boolean"),
@@ -208,6 +215,7 @@ def test_training_parameter_of_wrong_type(cli, repo, item, expected):
     assert_unchanged(cli, repo, before)
 
 
+@pytest.mark.embedded_only(PARSER_LEVEL)
 @pytest.mark.parametrize("sets", [{"epochs": 1.5}, {"epochs": [1]}, {"lr": "fast"}, {"max_steps": True}])
 def test_training_parameter_of_wrong_type_from_python(repo, sets):
     from veml.errors import InvalidInput

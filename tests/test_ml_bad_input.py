@@ -21,6 +21,8 @@ from veml.datasets import generate_traffic, write_npz
 MB = {"adapter": "torch", "task": "classification", "architecture": "mobilenet_v3_small",
       "parameters": {"image_size": 32, "label_column": "time_of_day"}}
 
+PARSER_LEVEL = "parser-level refusal before anything is written: the same on every back-end"
+
 
 # ------------------------------------------------------------------------------------ helpers
 
@@ -117,6 +119,7 @@ def write(path: Path, text: str) -> Path:
 # ------------------------------------------------------------------------ model configs
 
 
+@pytest.mark.embedded_only(PARSER_LEVEL)
 def test_model_unknown_adapter(cli, ml_repo, tmp_path):
     before = snapshot(cli, ml_repo)
     cfg = write(tmp_path / "m.yaml", "adapter: tensorflow\ntask: classification\narchitecture: resnet18\n")
@@ -125,6 +128,7 @@ def test_model_unknown_adapter(cli, ml_repo, tmp_path):
     assert_unchanged(cli, ml_repo, before)
 
 
+@pytest.mark.embedded_only(PARSER_LEVEL)
 def test_model_unknown_architecture(cli, ml_repo, tmp_path):
     before = snapshot(cli, ml_repo)
     cfg = write(tmp_path / "m.yaml", "adapter: torch\ntask: classification\narchitecture: vgg99\n")
@@ -133,6 +137,7 @@ def test_model_unknown_architecture(cli, ml_repo, tmp_path):
     assert_unchanged(cli, ml_repo, before)
 
 
+@pytest.mark.embedded_only(PARSER_LEVEL)
 @pytest.mark.parametrize(
     "text, key",
     [
@@ -152,6 +157,7 @@ def test_model_key_the_adapter_does_not_accept(cli, ml_repo, tmp_path, text, key
     assert_unchanged(cli, ml_repo, before)
 
 
+@pytest.mark.embedded_only(PARSER_LEVEL)
 @pytest.mark.parametrize("suffix, text", [
     (".yaml", "adapter: torch\ntask: [classification\narchitecture: resnet18\n"),
     (".toml", "adapter = torch\ntask = 'classification'\n"),
@@ -165,6 +171,7 @@ def test_model_malformed_config(cli, ml_repo, tmp_path, suffix, text):
     assert_unchanged(cli, ml_repo, before)
 
 
+@pytest.mark.embedded_only(PARSER_LEVEL)
 def test_model_config_file_missing(cli, ml_repo, tmp_path):
     before = snapshot(cli, ml_repo)
     cfg = tmp_path / "nowhere" / "m.yaml"
@@ -187,6 +194,7 @@ def test_model_finetune_from_refused_leaves_no_part_nodes(cli, ml_repo, tmp_path
 # -------------------------------------------------------------------------------- training
 
 
+@pytest.mark.embedded_only(PARSER_LEVEL)
 def test_train_unknown_set_key(cli, ml_repo):
     before = snapshot(cli, ml_repo)
     res = cli("train", "--data", "both", "--model", "mb", "--set", "learning_rate=0.1", "--json", "--repo", ml_repo)
@@ -195,6 +203,7 @@ def test_train_unknown_set_key(cli, ml_repo):
     assert_unchanged(cli, ml_repo, before)
 
 
+@pytest.mark.embedded_only(PARSER_LEVEL)
 @pytest.mark.parametrize("item, needles", [
     ("epochs=abc", ("epochs", "'abc'")),
     ("epochs=2.5", ("epochs", "'2.5'")),
@@ -208,6 +217,7 @@ def test_train_set_value_of_wrong_type(cli, ml_repo, item, needles):
     assert_unchanged(cli, ml_repo, before)
 
 
+@pytest.mark.embedded_only(PARSER_LEVEL)
 @pytest.mark.parametrize("item, needle", [("optimizer=rmsprop", "rmsprop"), ("batch_size=0", "batch_size"),
                                           ("lr=-1", "lr"), ("epochs=0", "epochs"), ("val_fraction=1.5", "val_fraction")],
                          ids=["optimizer", "batch-size-zero", "negative-lr", "zero-epochs", "val-fraction"])

@@ -148,7 +148,7 @@ def _ml_stage(repo: Any, raw: Path, images: int, log: Callable[[str], None]) -> 
             f"({dep.props['latency_ms']:.2f} ms), {km['name']} on {evaluate_on} = {km['value']:.3f}")
 
     lifecycle("time-of-day", "all-cities", "time-of-day-lite0", CLASSIFIER, ["epochs=3"], "all-cities-test", "int8")
-    for split, n, seed in (("", max(images, 60), 21), ("-test", max(images // 4, 16), 22)):
+    for split, n, seed in (("", max(images, 24), 21), ("-test", max(images // 4, 12), 22)):
         ann = generate_driving_coco(raw / f"detection-128{split}", n, seed=seed, size=(128, 128), file_prefix=f"det{split}",
                                     domain=DOMAINS["amsterdam-day"])
         repo.data.import_("coco", ann, f"amsterdam-day-128{split}", role="test" if split else "train", images=ann.parent / "images")
@@ -185,7 +185,7 @@ def _transfer_stage(repo: Any, raw: Path, images: int, log: Callable[[str], None
 def _drift_stage(repo: Any, raw: Path, images: int, log: Callable[[str], None]) -> dict[str, Any]:
     """The daytime detector meets night and fog: drift flags it, a same-distribution batch passes, each rebuild method runs."""
     out: dict[str, Any] = {"drift": {}, "rebuild": {}}
-    n = max(images // 3, 30)
+    n = max(images // 3, 15)
     ann = generate_driving_coco(raw / "night-fog-128", n, seed=31, size=(128, 128), file_prefix="nightfog",
                                 domain=Domain(city="amsterdam", time_of_day="night", weather="fog"))
     repo.data.import_("coco", ann, "night-fog-128", role="test", images=ann.parent / "images")

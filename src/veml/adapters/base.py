@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Protocol, Sequence
+from typing import Any, Callable, Mapping, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
@@ -186,3 +186,27 @@ class Adapter(Protocol):
 
     def predict_exported(self, spec: ModelSpec, artifact: bytes, fmt: str, checkpoint_meta: Mapping[str, Any],
                          data: TaskData, device: str = "cpu") -> Predictions: ...
+
+
+# --- capabilities an adapter declares (by subclassing), checked with isinstance ------------------------------
+@runtime_checkable
+class ChecksInit(Protocol):
+    """Refuses an incompatible ``--init-from`` checkpoint before a training version is written."""
+
+    def check_init(self, spec: ModelSpec, data: TaskData, init: bytes) -> None: ...
+
+
+@runtime_checkable
+class TrainsDataParallel(Protocol):
+    """Runs one worker of a data-parallel training (``--set distributed=ray``)."""
+
+    def train_worker(self, spec: ModelSpec, data: TaskData, params: Mapping[str, Any], init: bytes | None, log: LogFn,
+                     wrap_model: Callable[[Any], Any], wrap_loader: Callable[[Any], Any],
+                     epoch_end: Callable[[int, Mapping[str, float]], None], rank: int) -> TrainOutcome: ...
+
+
+@runtime_checkable
+class ProvidesModel(Protocol):
+    """Hands out the loaded model of a checkpoint, whose features embed data (core sets, model-based scores)."""
+
+    def model_and_meta(self, spec: ModelSpec, checkpoint: bytes) -> tuple[Any, dict[str, Any]]: ...

@@ -35,7 +35,8 @@ from typing import Any, Mapping
 import numpy as np
 
 from veml.adapters import openmmlab_config as occ
-from veml.adapters.base import ExportOutcome, LogFn, ModelSpec, Predictions, TaskData, TrainOutcome, check_spec
+from veml.adapters.base import (ChecksInit, ExportOutcome, LogFn, ModelSpec, Predictions, ProvidesModel, TaskData, TrainOutcome,
+                               check_spec)
 from veml.adapters.onnx_run import check_data
 from veml.errors import InvalidInput, StorageError
 
@@ -44,7 +45,7 @@ MODEL_PARAMETERS: dict[str, Any] = {"config": {}, "image_size": occ.DEFAULT_IMAG
 _FILE_LOADERS = ("LoadImageFromFile", "LoadImageFromWebcam")
 
 
-class OpenMMLabAdapter:
+class OpenMMLabAdapter(ChecksInit, ProvidesModel):
     name = "openmmlab"
     warm_start = True
     ADAPT_METHODS: tuple[str, ...] = ()

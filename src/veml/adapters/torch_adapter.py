@@ -11,6 +11,7 @@ import io
 import math
 import resource
 import time
+import warnings
 from dataclasses import replace
 from typing import Any, Callable, Iterator, Mapping
 
@@ -20,7 +21,8 @@ from torch import nn
 
 from veml.adapters import onnx_run
 from veml.adapters import torch_models as tm
-from veml.adapters.base import ExportOutcome, LogFn, ModelSpec, Predictions, TaskData, TrainOutcome, check_spec
+from veml.adapters.base import (ChecksInit, ExportOutcome, LogFn, ModelSpec, Predictions, ProvidesModel, TaskData, TrainOutcome,
+                               TrainsDataParallel, check_spec)
 from veml.adapters.finetune import Schedule
 from veml.adapters.threads import choose_threads
 from veml.errors import InvalidInput, StorageError
@@ -37,7 +39,7 @@ def spans(n: int, batch_size: int) -> list[tuple[int, int]]:
         out[-2:] = [(out[-2][0], n)]
     return out
 
-class TorchAdapter:
+class TorchAdapter(ChecksInit, TrainsDataParallel, ProvidesModel):
     name = "torch"
     warm_start = True
 
@@ -85,6 +87,13 @@ class TorchAdapter:
         except Exception as exc:  # any unpickling failure is a damaged artifact
             raise StorageError(f"cannot load checkpoint: {type(exc).__name__}") from None
         meta = blob["meta"]
+        if spec.task == "classification":  # every tensor of a classifier is in its state dict: skip the random
+            with torch.device("meta"), warnings.catch_warnings():  # initialisation (and pretrained weights) the
+                warnings.filterwarnings("ignore", ".*copying from a non-meta parameter")  # checkpoint overwrites
+                model = self._build(spec, meta)
+            model.load_state_dict(blob["state_dict"], assign=True)
+            if not any(t.is_meta for t in (*model.parameters(), *model.buffers())):
+                return model.eval(), meta
         model = self._build(spec, meta)
         model.load_state_dict(blob["state_dict"])
         return model.eval(), meta

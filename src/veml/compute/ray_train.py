@@ -21,7 +21,7 @@ import threading
 import uuid
 from typing import Any, Mapping
 
-from veml.adapters.base import LogFn, ModelSpec, TaskData, TrainOutcome
+from veml.adapters.base import LogFn, ModelSpec, TaskData, TrainOutcome, TrainsDataParallel
 from veml.compute.executor import ComputeError, RayExecutor, import_ray
 from veml.errors import InvalidInput, MissingExtra, VemlError
 
@@ -104,7 +104,7 @@ def fit(adapter: Any, spec: ModelSpec, data: TaskData, params: Mapping[str, Any]
     they arrive (``log`` is the caller's, and its store is used from the caller's thread only);
     Ray's own per-epoch reports are in the Ray dashboard.
     """
-    if not hasattr(adapter, "train_worker"):
+    if not isinstance(adapter, TrainsDataParallel):
         raise ComputeError(f"the {adapter.name} adapter has no data-parallel training loop")
     TorchTrainer, ScalingConfig, RunConfig, TorchConfig = require_ray_train()
     ray = import_ray()

@@ -81,6 +81,7 @@ class CoreSets:
 
     def _training_embedder(self, node: Node, ref: str) -> E.Embedder:
         from veml.adapters import get_adapter
+        from veml.adapters.base import ProvidesModel
         from veml.adapters.torch_embed import feature_function, normalises
         from veml.versions.model import spec_of
 
@@ -91,7 +92,7 @@ class CoreSets:
             raise InvalidInput(f"training {tnode.name!r} embeds {want} data; {node.name!r} holds {node.props.get('modality')} data")
         checkpoint = self._training.checkpoint(tnode)
         adapter = get_adapter(spec.adapter)
-        if not hasattr(adapter, "model_and_meta"):
+        if not isinstance(adapter, ProvidesModel):
             raise InvalidInput(f"the {spec.adapter} adapter cannot provide features for embedding")
         model, meta = adapter.model_and_meta(spec, checkpoint)
         key = f"training-{tnode.id}-{hashlib.sha256(checkpoint).hexdigest()[:12]}"

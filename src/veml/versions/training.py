@@ -28,7 +28,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from veml.adapters import get_adapter
-from veml.adapters.base import ModelSpec, TrainOutcome, check_type
+from veml.adapters.base import ChecksInit, ModelSpec, TrainOutcome, TrainsDataParallel, check_type
 from veml.compute import RayExecutor
 from veml.entities import Node
 from veml.errors import InvalidInput, VemlError
@@ -322,7 +322,7 @@ class TrainingVersions:
                                f"(at least 5, with keep_better and val_fraction above 0)")
         td = task_data(self._s, spec, view, class_names, positions=positions[train_pos])
         init_bytes = self.checkpoint(init_node)
-        if hasattr(adapter, "check_init"):
+        if isinstance(adapter, ChecksInit):
             adapter.check_init(spec, td, init_bytes)
         outcome = adapter.train(spec, td, params, init_bytes, lambda *_: None)
         if len(eval_pos):
@@ -413,7 +413,7 @@ class TrainingVersions:
             eval_td = task_data(self._s, spec, self._data.checkout(test_node), class_names, require_labels=False)
         else:
             eval_td = val_td
-        if init_bytes is not None and hasattr(adapter, "check_init"):
+        if init_bytes is not None and isinstance(adapter, ChecksInit):
             adapter.check_init(spec, td, init_bytes)
         if adapt is not None and init_bytes is not None:
             adapter.check_adapt(spec, init_bytes, adapt)
@@ -520,7 +520,7 @@ class TrainingVersions:
         """Refuse what cannot run data-parallel, and connect to Ray, before a training version exists."""
         if adapt is not None:
             raise InvalidInput("adaptation re-estimates statistics in one pass: it does not run distributed")
-        if not hasattr(adapter, "train_worker"):
+        if not isinstance(adapter, TrainsDataParallel):
             raise InvalidInput(f"the {adapter.name} adapter cannot train distributed (only torch can)")
         from veml.compute import ray_train
 
