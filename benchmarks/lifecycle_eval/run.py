@@ -85,6 +85,9 @@ DOMAINS: dict[str, list[tuple[str, float]]] = {
     # the seventh confirmation suite (issue 14): fixed before it ran; no method or default changed since suite 6
     "rot25-contrast": [("rotate", 25), ("contrast", 0.5)], "blur2-noise15": [("blur", 2.0), ("noise", 0.15)],
     "invert-blur15-noise10": [("invert", 1), ("blur", 1.5), ("noise", 0.10)],
+    # the eighth confirmation suite (issue 14): fixed before it ran, to check a mean rank without LEEP
+    "rot35-noise15": [("rotate", 35), ("noise", 0.15)], "contrast-blur2": [("contrast", 0.5), ("blur", 2.0)],
+    "invert-rot15-blur1": [("invert", 1), ("rotate", 15), ("blur", 1.0)],
 }
 SOURCES = ["rot15", "rot45", "blur1", "noise20", "invert"]
 TARGETS = ["rot30", "blur2", "invert-noise10"]
