@@ -138,6 +138,9 @@ def _no_env_repo(monkeypatch):
 # (files under .veml/), and the full demo (5 minutes, run once per CI), carry the ``embedded_only``
 # marker and are skipped there, with their reason.
 STORES = os.environ.get("VEML_TEST_STORES", "embedded")
+#: the ``embedded_only`` reason of a bad-input test whose input a parser or a parameter check refuses before any
+#: store is read or written
+PARSER_LEVEL = "parser-level refusal before anything is written: the same on every back-end"
 
 
 def pytest_configure(config):

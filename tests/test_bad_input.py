@@ -16,9 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import assert_failed_cleanly, images_dir
-
-PARSER_LEVEL = "parser-level refusal before anything is written: the same on every back-end"
+from conftest import PARSER_LEVEL, assert_failed_cleanly, images_dir
 
 
 # ------------------------------------------------------------------------------------ helpers

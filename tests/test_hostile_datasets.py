@@ -24,11 +24,9 @@ import pytest
 from PIL import Image
 
 import veml
-from conftest import VEML_BIN, Result, assert_failed_cleanly, images_dir
+from conftest import PARSER_LEVEL, Result, VEML_BIN, assert_failed_cleanly, images_dir
 
 posix_only = pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs and symlinks")
-
-PARSER_LEVEL = "parser-level refusal before anything is written: the same on every back-end"
 
 
 # ------------------------------------------------------------------------------------ helpers

@@ -18,12 +18,10 @@ from pathlib import Path
 import pytest
 
 import veml
-from conftest import VEML_BIN, assert_failed_cleanly, images_dir, run_cli
+from conftest import PARSER_LEVEL, VEML_BIN, assert_failed_cleanly, images_dir, run_cli
 
 MB = {"adapter": "torch", "task": "classification", "architecture": "mobilenet_v3_small",
       "parameters": {"image_size": 32, "label_column": "time_of_day"}}
-
-PARSER_LEVEL = "parser-level refusal before anything is written: the same on every back-end"
 
 
 # ------------------------------------------------------------------------------------ helpers

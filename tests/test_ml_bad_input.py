@@ -15,13 +15,12 @@ from pathlib import Path
 import pytest
 
 import veml
-from conftest import artifact_bytes, artifact_digests, assert_failed_cleanly, images_dir, ok, overwrite_artifact, run_cli
+from conftest import (PARSER_LEVEL, artifact_bytes, artifact_digests, assert_failed_cleanly, images_dir, ok, overwrite_artifact,
+                      run_cli)
 from veml.datasets import generate_traffic, write_npz
 
 MB = {"adapter": "torch", "task": "classification", "architecture": "mobilenet_v3_small",
       "parameters": {"image_size": 32, "label_column": "time_of_day"}}
-
-PARSER_LEVEL = "parser-level refusal before anything is written: the same on every back-end"
 
 
 # ------------------------------------------------------------------------------------ helpers
