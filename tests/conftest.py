@@ -81,22 +81,53 @@ def cli(monkeypatch):
     return run
 
 
+# --- disk: what a test wrote is gone once it has passed ----------------------------------------------
+# A passing test's tmp_path goes at its teardown (tmp_path_retention_policy = "failed" in pyproject.toml), and
+# what a module's fixtures made with tmp_path_factory (repositories with model checkpoints: several hundred MB
+# for some modules) goes when the module's last test has run, unless one of its tests failed.  Without this a
+# full run held about 3 GB under /tmp at its end, and a CI machine with little free disk failed part-way
+# through with "No space left on device".  Session fixtures keep theirs (registered in _SESSION_DIRS).
+_SESSION_DIRS: set[str] = set()
+
+
+def _session_dir(tmp_path_factory, name: str) -> Path:
+    out = tmp_path_factory.mktemp(name)
+    _SESSION_DIRS.add(out.name)
+    return out
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _module_tmp_cleanup(request, tmp_path_factory):
+    """Set up before, so torn down after, every module-scoped fixture of the module."""
+    import shutil
+
+    base = tmp_path_factory.getbasetemp()
+    before = {p.name for p in base.iterdir()}
+    failed = request.session.testsfailed
+    yield
+    if request.session.testsfailed != failed:
+        return  # keep what a failing module made, for a look
+    for path in base.iterdir():
+        if path.name not in before and path.name not in _SESSION_DIRS and path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
 def driving_small(tmp_path_factory) -> Path:
     """40 generated 64×64 driving scenes (clear day, Amsterdam) as COCO."""
-    out = tmp_path_factory.mktemp("driving_small")
+    out = _session_dir(tmp_path_factory, "driving_small")
     return generate_driving_coco(out, 40, seed=7)
 
 
 @pytest.fixture(scope="session")
 def driving_night(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("driving_night")
+    out = _session_dir(tmp_path_factory, "driving_night")
     return generate_driving_coco(out, 24, seed=8, domain=Domain(city="tokyo", time_of_day="night", weather="rain"), file_prefix="night")
 
 
 @pytest.fixture(scope="session")
 def traffic_npz(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("traffic")
+    out = _session_dir(tmp_path_factory, "traffic")
     return write_npz(generate_traffic(n_sensors=12, n_steps=288 * 4, seed=3, missing_rate=0.02), out / "traffic.npz")
 
 

@@ -155,8 +155,10 @@ def transfer(repo: veml.Repository, target: str, source: str, test: str, name: s
     """``veml transfer TARGET --from SOURCE --test TEST``: its recipe, its keep-better choice, its test accuracy."""
     out = repo.transfer.transfer(target, source=source, test=test, name=name, sets=sets)
     run = repo.training.describe(repo.training.get(out["training"]))
+    sel = out.get("selection") or {}
     return {"acc": run["metrics"]["accuracy"], "as_is": out["source_lifecycle"]["on_test"], "kept": out["kept"],
-            "train_s": out["train_s"], "seconds": out["seconds"]}
+            "train_s": out["train_s"], "seconds": out["seconds"],
+            "validation": {k: sel.get(k) for k in ("samples", "trained", "init", "reason")}}
 
 
 # --- one seed ----------------------------------------------------------------------------------
