@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     from veml.versions.lineage import LineageAPI
     from veml.versions.model import ModelVersions
     from veml.versions.registry import Registry
+    from veml.versions.reports import Reports
     from veml.versions.runs import ActiveRun, Runs
     from veml.versions.training import TrainingVersions
 
@@ -141,9 +142,10 @@ class Repository:
     lineage: LineageAPI = _api("veml.versions.lineage:LineageAPI", "stores")
     aliases: Aliases = _api("veml.versions.aliases:Aliases", "stores")
     coresets: CoreSets = _api("veml.versions.coresets:CoreSets", "stores", "data", "training")
+    reports: Reports = _api("veml.versions.reports:Reports", "stores")
     similarity: Similarity = _api("veml.lifecycle.similarity:Similarity", "stores", "data", "coresets", "lifecycles", "inference",
-                                  "training")
-    drift: Drift = _api("veml.lifecycle.drift:Drift", "stores", "data", "coresets", "inference", "training")
+                                  "training", "reports")
+    drift: Drift = _api("veml.lifecycle.drift:Drift", "stores", "data", "coresets", "inference", "training", "reports")
     rebuild: Rebuild = _api("veml.lifecycle.rebuild:Rebuild", "stores", "data", "training", "inference", "coresets")
     monitor: Monitor = _api("veml.lifecycle.monitor:Monitor", "data", "inference", "drift", "rebuild")
     transfer: Transfer = _api("veml.lifecycle.transfer:Transfer", "stores", "data", "training", "inference", "lifecycles",

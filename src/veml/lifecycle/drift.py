@@ -26,6 +26,7 @@ from veml.versions.context import Stores, unique_name
 from veml.versions.coresets import CoreSets
 from veml.versions.data import DataVersions
 from veml.versions.inference import InferenceVersions
+from veml.versions.reports import Reports
 from veml.versions.training import TrainingVersions
 
 KIND = "DriftReport"
@@ -97,9 +98,9 @@ SEEN_WARNING = ("training {name!r} recorded no held-out split (or {why}), so the
 
 class Drift:
     def __init__(self, stores: Stores, data: DataVersions, coresets: CoreSets, inference: InferenceVersions,
-                 training: TrainingVersions) -> None:
+                 training: TrainingVersions, reports: Reports) -> None:
         self._s, self._data, self._coresets, self._inference = stores, data, coresets, inference
-        self._training = training
+        self._training, self._reports = training, reports
         self.estimates = Estimates(training, inference, coresets)
         self._fitted: dict[tuple[Any, ...], Any] = {}
 
@@ -252,6 +253,6 @@ class Drift:
         parents = [(rnode.id, "DRIFT_CHECK", {"role": "reference"}), (tnode.id, "DRIFT_CHECK", {"role": "test"})]
         if inode is not None:
             parents.append((inode.id, "DRIFT_CHECK", {"role": "inference"}))
-        report = self._s.graph.record(KIND, name or unique_name(self._s, f"drift-{tnode.name}-vs-{rnode.name}"), props,
-                                      parents=parents)
+        report = self._reports.record(KIND, name or unique_name(self._s, f"drift-{tnode.name}-vs-{rnode.name}"), props,
+                                      parents)
         return {**props, "report": report.id, "reference_name": rnode.name, "test_name": tnode.name}

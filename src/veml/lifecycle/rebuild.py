@@ -75,9 +75,9 @@ class Rebuild:
             raise InvalidInput(f"test version {test.name!r} has {n} samples: too few to hold back {holdout:.0%} and learn from the rest")
         reason = f"rebuild hold-out {holdout:g} seed {seed}"
         found = {}
-        for child in self._s.graph.lineage(test.id, "down", hops=1).nodes:
+        for child in self._data.derived(test):
             src = child.props.get("source", {})
-            if child.kind == "DataVersion" and src.get("base") == test.id and src.get("select", "").startswith(reason):
+            if src.get("base") == test.id and src.get("select", "").startswith(reason):
                 found[src["select"]] = child
         if f"{reason}: held back" in found and f"{reason}: rest" in found:
             return found[f"{reason}: held back"], found[f"{reason}: rest"]
@@ -104,7 +104,7 @@ class Rebuild:
         tnode = self._training.get(inode.props["training"])
         if self._training.status(tnode).get("status") != "finished":
             raise InvalidInput(f"training {tnode.name!r} of {inode.name!r} did not finish: there is no lifecycle to rebuild")
-        old_data, model = self._data.get(tnode.props["data"]), self._s.graph.get(tnode.props["model"])
+        old_data, model = self._data.get(tnode.props["data"]), self._training.model_of(tnode)
         spec = spec_of(model)
         new = self._data.get(test)
         if new.props.get("modality") != old_data.props.get("modality"):
@@ -194,8 +194,8 @@ class Rebuild:
     # --- active learning ----------------------------------------------------------------------
     def _existing_pick(self, inode: Node, rest: Node) -> Node | None:
         reason = ACTIVE_REASON.format(inference=inode.id)
-        for child in self._s.graph.lineage(rest.id, "down", hops=1).nodes:
-            if child.kind == "DataVersion" and child.props.get("source", {}).get("select") == reason:
+        for child in self._data.derived(rest):
+            if child.props.get("source", {}).get("select") == reason:
                 return child
         return None
 

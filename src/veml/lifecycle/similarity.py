@@ -24,6 +24,7 @@ from veml.versions.coresets import CoreSets
 from veml.versions.data import DataVersions
 from veml.versions.inference import InferenceVersions
 from veml.versions.lifecycles import Lifecycles
+from veml.versions.reports import Reports
 from veml.versions.training import TrainingVersions
 
 KIND = "SimilarityReport"
@@ -55,8 +56,9 @@ SERIES_LIFECYCLE_DEFAULT = "finetune_probe"
 
 class Similarity:
     def __init__(self, stores: Stores, data: DataVersions, coresets: CoreSets, lifecycles: Lifecycles,
-                 inference: InferenceVersions, training: TrainingVersions) -> None:
+                 inference: InferenceVersions, training: TrainingVersions, reports: Reports) -> None:
         self._s, self._data, self._coresets, self._lifecycles = stores, data, coresets, lifecycles
+        self._reports = reports
         self._scores = ModelScores(coresets, inference, training)
 
     def method_for(self, node: Node, method: str | None, with_lifecycle: bool = False) -> str:
@@ -210,6 +212,6 @@ class Similarity:
         parents = [(tnode.id, "SIMILARITY_CHECK", {"role": "target"})]
         parents += [(r["id"], "SIMILARITY_CHECK", {"role": "candidate", "rank": i + 1, "distance": r["distance"]})
                     for i, r in enumerate(ranking)]
-        report = self._s.graph.record(KIND, unique_name(self._s, f"similar-to-{tnode.name}"), props, parents=parents)
+        report = self._reports.record(KIND, unique_name(self._s, f"similar-to-{tnode.name}"), props, parents)
         return {"target": tnode.id, "target_name": tnode.name, "method": m, "embedder": ct.props["embedder"],
                 "k": ct.props["k"], "ranking": ranking, "skipped": skipped, "related_left_out": related, "report": report.id}

@@ -42,7 +42,7 @@ class Transfer:
 
     def source_lifecycle(self, ref: str | int) -> dict[str, Any]:
         """The lifecycle ``--from`` names: a data version's latest complete one, or the one a training/inference belongs to."""
-        node = self._s.graph.resolve(ref, kinds=["DataVersion", "TrainingVersion", "InferenceVersion"])
+        node = self._lifecycles.member(ref)
         key = {"DataVersion": "data", "TrainingVersion": "training", "InferenceVersion": "inference"}[node.kind]
         matches = [lc for lc in self._lifecycles.list() if lc[key] == node.id]
         if not matches:

@@ -69,6 +69,11 @@ class DataVersions:
     def list(self, role: str | None = None, limit: int | None = None, offset: int = 0) -> list[Node]:
         return list_data_versions(self._s.graph, role, limit, offset)
 
+    def derived(self, ref: str | int | Node) -> list[Node]:
+        """The data versions made directly from ``ref`` (one step down its lineage): its filters, selections, merges..."""
+        node = ref if isinstance(ref, Node) else self.get(ref)
+        return [n for n in self._s.graph.lineage(node.id, "down", hops=1).nodes if n.kind == KIND and n.id != node.id]
+
     def ids(self, ref: str | int | Node) -> BitMap:
         node = ref if isinstance(ref, Node) else self.get(ref)
         return self._s.graph.idset(node.id, "samples")

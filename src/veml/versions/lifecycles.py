@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from veml.entities import Node
 from veml.versions import evaluation
 from veml.versions.context import Stores
 from veml.versions.training import TrainingVersions
@@ -16,6 +17,10 @@ from veml.versions.training import TrainingVersions
 class Lifecycles:
     def __init__(self, stores: Stores, training: TrainingVersions) -> None:
         self._s, self._training = stores, training
+
+    def member(self, ref: str | int) -> Node:
+        """A version a lifecycle is made of and can be named by: a data, training or inference version."""
+        return self._s.graph.resolve(ref, kinds=["DataVersion", "TrainingVersion", "InferenceVersion"])
 
     def list(self) -> list[dict[str, Any]]:
         g = self._s.graph

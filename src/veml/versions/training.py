@@ -238,6 +238,10 @@ class TrainingVersions:
         later = (self._s.graph.latest_events([node.id]).get(node.id) or {}).get("props")
         return dataclasses.replace(node, props={**node.props, **later}) if later else node
 
+    def model_of(self, node: Node) -> Node:
+        """The model version a training version trained."""
+        return self._models.get(node.props["model"])
+
     def status(self, node: Node) -> dict[str, Any]:
         ev = self._s.graph.latest_events([node.id]).get(node.id) or before_first_event(node)
         return self.effective(ev)
