@@ -19,20 +19,23 @@ from conftest import assert_failed_cleanly, images_dir, ok, run_cli
 from veml.coreset.typical import typical_clusters
 from veml.datasets import Domain, generate_driving_coco
 from veml.lifecycle import rebuild as rebuild_module
+from veml.versions.keep_better import SCRATCH_REASON, beats_chance, chance_rate
 
 MODEL = {"adapter": "torch", "task": "classification", "architecture": "resnet18",
          "parameters": {"image_size": 32, "pretrained": False}}
 
 
-def _folder(out, classes, per_class, offset, rotate=0.0):
+def _folder(out, classes, per_class, offset, rotate=0.0, relabel=None):
+    """Digits ``classes`` as an image folder; ``relabel`` files each digit's images under another class's name."""
     from sklearn.datasets import load_digits
 
     d = load_digits()
     for c in classes:
-        (out / f"digit{c}").mkdir(parents=True, exist_ok=True)
+        name = f"digit{(relabel or {}).get(c, c)}"
+        (out / name).mkdir(parents=True, exist_ok=True)
         for i in np.flatnonzero(d.target == c)[offset:offset + per_class]:
             img = Image.fromarray((d.images[i] / 16 * 255).astype(np.uint8)).resize((32, 32)).rotate(rotate)
-            img.convert("RGB").save(out / f"digit{c}" / f"{i}.png")
+            img.convert("RGB").save(out / name / f"{i}.png")
     return out
 
 
@@ -92,14 +95,18 @@ def test_heads_are_matched_to_classes_by_name(root):
     assert not any(torch.equal(w1[2], w0[i]) for i in range(3))
 
 
-def _kept_consistently(root, out):
+def _kept_consistently(root, out, source="src-train"):
     sel = out["selection"]
     assert sel["split"] == "validation" and sel["samples"] > 0 and sel["metric"] == "accuracy"
     assert sel["init"] is not None and sel["trained"] is not None
-    assert (sel["kept"] == "init") == (sel["init"] > sel["trained"])
-    assert out["kept"] == ("source" if sel["kept"] == "init" else "fine-tuned")
+    first = "init" if sel["init"] > sel["trained"] else "trained"
+    if sel["kept"] == "scratch":  # the from-scratch fallback tried, and better than both on validation
+        assert sel["scratch"] > sel[first] and sel["reason"] == SCRATCH_REASON
+    else:
+        assert sel["kept"] == first
+    assert out["kept"] == {"init": "source", "trained": "fine-tuned", "scratch": "scratch"}[sel["kept"]]
     same = torch.equal(_state(root, out["training"])["state_dict"]["fc.weight"],
-                       _state(root, "src-train")["state_dict"]["fc.weight"])
+                       _state(root, source)["state_dict"]["fc.weight"])
     assert same == (sel["kept"] == "init")
 
 
@@ -118,11 +125,46 @@ def test_transfer_keeps_the_better_of_fine_tuned_and_source(root):
     _kept_consistently(root, bad)
 
 
+def test_a_source_no_fine_tuning_rescues_gives_way_to_a_model_trained_from_scratch(root, tmp_path):
+    """A source whose classes are swapped (each digit filed under the next one's name) is wrong on the target, and a
+    fine-tuning that cannot move (lr 0) leaves it so: below guessing on validation.  Transfer then trains the model
+    from its own starting weights with the source's recipe (5 epochs at lr 1e-3, not the fine-tuning's 0) and keeps
+    that model, said so; with scratch_fallback=false it does not."""
+    with veml.open(root) as repo:
+        repo.data.import_("images", _folder(tmp_path / "swapped", (0, 1, 2), 25, 0, relabel={0: 1, 1: 2, 2: 0}),
+                          "digits-swapped")
+        repo.data.import_("images", _folder(tmp_path / "big", (0, 1, 2), 40, 70, rotate=20), "digits-tgt-big")
+        run = repo.training.train("digits-swapped", "digits-net", sets={"epochs": 5, "batch_size": 16}, name="swapped-train")
+        repo.inference.deploy(run["id"], "onnx", "none", name="swapped-onnx")
+    common = ("transfer", "digits-tgt-big", "--from", "digits-swapped", "--test", "digits-tgt-test", "--set", "lr=0")
+    out = ok(*common, "--name", "tr-rescued", "--repo", root)
+    sel = out["selection"]
+    assert out["kept"] == "scratch", sel
+    _kept_consistently(root, out, source="swapped-train")
+    with veml.open(root) as repo:  # the figures the choice rests on, recomputed from the stored versions
+        node = repo.training.get(out["training"])
+        data, ids, kind = repo.training.held_out(node)
+        _, _, td, _ = repo.inference.run("swapped-onnx", data.name, data_ids=ids)
+        chance = chance_rate(td)
+    assert kind == "validation" and chance[0] == sel["samples"]
+    assert not beats_chance(max(sel["init"], sel["trained"]), chance) and beats_chance(sel["scratch"], chance)
+    assert out["train_s"] >= sel["scratch_train_s"] > 0
+    assert not torch.equal(_state(root, out["training"])["state_dict"]["fc.weight"],
+                           _state(root, "swapped-train")["state_dict"]["fc.weight"])
+    text = run_cli(*common, "--name", "tr-rescued-text", "--repo", root)
+    assert text.code == 0 and "kept:   scratch (neither the fine-tuned nor the starting model" in text.out, text.err
+    off = ok(*common, "--set", "scratch_fallback=false", "--name", "tr-no-fallback", "--repo", root)
+    assert off["kept"] != "scratch" and "scratch" not in off["selection"] and off["params"]["scratch_fallback"] is False
+
+
 def test_a_source_with_other_classes_is_not_compared_but_its_head_is_matched(root):
-    out = ok("transfer", "digits-123", "--from", "digits-src", "--name", "tr-123", "--repo", root)
+    # (the from-scratch fallback off: on 7 validation samples it may replace the fine-tuning, which is not the point here)
+    out = ok("transfer", "digits-123", "--from", "digits-src", "--name", "tr-123", "--set", "scratch_fallback=false",
+             "--repo", root)
     assert out["head"] == {"reused": 2, "new": ["digit3"], "dropped": ["digit0"]}
     assert out["params"]["head_epochs"] == 1 and out["params"]["epochs"] == 2  # a fresh head row: the head goes first
     assert out["kept"] == "fine-tuned" and "other classes" in out["selection"]["reason"]
+    assert out["selection"]["init"] is None
 
 
 def _count(root) -> int:

@@ -156,9 +156,13 @@ def transfer(repo: veml.Repository, target: str, source: str, test: str, name: s
     out = repo.transfer.transfer(target, source=source, test=test, name=name, sets=sets)
     run = repo.training.describe(repo.training.get(out["training"]))
     sel = out.get("selection") or {}
-    return {"acc": run["metrics"]["accuracy"], "as_is": out["source_lifecycle"]["on_test"], "kept": out["kept"],
-            "train_s": out["train_s"], "seconds": out["seconds"],
-            "validation": {k: sel.get(k) for k in ("samples", "trained", "init", "reason")}}
+    res = {"acc": run["metrics"]["accuracy"], "as_is": out["source_lifecycle"]["on_test"], "kept": out["kept"],
+           "train_s": out["train_s"], "seconds": out["seconds"],
+           "validation": {k: sel.get(k) for k in ("samples", "trained", "init", "scratch", "reason")}}
+    if out["kept"] == "scratch":  # what the same transfer keeps without the from-scratch fallback: what it cost or bought
+        res["without_fallback"] = transfer(repo, target, source, test, f"{name}-nofb",
+                                           {**(sets or {}), "scratch_fallback": False})["acc"]
+    return res
 
 
 # --- one seed ----------------------------------------------------------------------------------
@@ -214,7 +218,7 @@ def run_seed(seed: int, a: argparse.Namespace, work: Path) -> dict[str, Any]:
                                          for k in a.fewer}}
     after = repo.similarity.rank(a.targets[0], with_lifecycle=True)  # once the target has lifecycles of its own
     gain = {t: {s: 100 * (res[t][s]["acc"] - scratch[t]) for s in a.sources} for t in a.targets}  # accuracy points
-    return {"scratch": scratch, "scratch_s": scratch_s, "transfer": res, "gain": gain, "scores": scores, "fewer": fewer,
+    return {"seed": seed, "scratch": scratch, "scratch_s": scratch_s, "transfer": res, "gain": gain, "scores": scores, "fewer": fewer,
             "default_method": default_method,
             "ranked_after_transfer": [r["name"] for r in after["ranking"]]}
 
@@ -277,7 +281,8 @@ def pooled(paths: list[Path], reference: str, combos: dict[str, list[str]] | Non
     """One table over every (seed, target) cell of several result files (suites): each method's mean per-cell
     rho and regret against ``truth``, and ``reference``'s rho minus each method's, paired by cell; ``combos`` adds
     mean-rank combinations of recorded methods (``--mean-rank``)."""
-    runs = [r for p in paths for r in __import__("json").loads(p.read_text())["runs"]]
+    files = [(p, __import__("json").loads(p.read_text())["runs"]) for p in paths]  # runs before "seed": file[#i]
+    runs = [{"seed": p.parent.name + (f"#{i + 1}" if len(rs) > 1 else ""), **r} for p, rs in files for i, r in enumerate(rs)]
     if truth == "mean_gain" and not all(x.get("replicates") for r in runs for *_, x in _pairs([r])):
         raise SystemExit("error: --truth mean_gain needs result files run with --replicates 1 or more")
     extra = with_mean_ranks(runs, combos or {})
@@ -287,7 +292,11 @@ def pooled(paths: list[Path], reference: str, combos: dict[str, list[str]] | Non
     rows = [[f"`{m}`", fmt(ci(cells(m, "rho"))), fmt(ci(cells(m, "regret")), 1),
              "" if m == reference else fmt(paired(S, reference, m))] for m in methods]
     n = sum(len(s[reference]["rho"]) for s in S)
-    return "\n".join(noise_floor(runs) + [f"Pooled over {len(paths)} suite(s), {len(runs)} (suite, seed) runs, {n} (seed, target) cells; "
+    pairs = list(_pairs(runs))
+    worse = [f"{r['seed']} {t} <- {src}" for r, t, src, x in pairs if x["acc"] < x["as_is"] - 0.02]
+    transfer = [f"Transfer more than 2 points below the source as-is on the test: {len(worse)}/{len(pairs)} pairs"
+                + (f" ({'; '.join(worse)})" if worse else "") + ".", ""]
+    return "\n".join(noise_floor(runs) + transfer + fallback_lines(runs) + [f"Pooled over {len(paths)} suite(s), {len(runs)} (suite, seed) runs, {n} (seed, target) cells; "
                       f"rho per cell, regret per run (mean over its targets); truth: {truth}.", "",
                       md_table(["method", "rho", "top-1 regret (pts)", f"`{reference}`'s rho minus this (paired)"], rows), ""])
 
@@ -433,14 +442,36 @@ def transfer_tables(runs: list[dict[str, Any]], a: argparse.Namespace, default: 
         rows.append([t, f"{np.mean(sc):.3f}", f"{np.mean([x['as_is'] for x in xs]):.3f}", f"{np.mean([x['acc'] for x in xs]):.3f}",
                      f"{max(np.mean([r['transfer'][t][s]['acc'] for r in runs]) for s in a.sources):.3f}",
                      f"{sum(x['kept'] == 'source' for x in xs)}/{len(xs)}",
+                     f"{sum(x['kept'] == 'scratch' for x in xs)}/{len(xs)}",
                      f"{sum(x['acc'] < x['as_is'] - 0.02 for x in xs)}/{len(xs)}"])
     L += [md_table(["target", "scratch", "source as-is", "transfer", "best source's transfer", "kept the source",
-                    "worse than as-is"], rows), ""]
+                    "kept scratch", "worse than as-is"], rows), ""]
+    L += fallback_lines(runs)
     time_r, label_r = savings(runs, a, default)
     L += [f"Savings with the source the default ranks first, per (seed, target): training-time ratio scratch/transfer "
           f"{', '.join(f'{v:.1f}' for v in time_r)}; label ratio {', '.join(f'{v:.1f}' for v in label_r)} "
           f"(fewer-label targets tried: {', '.join(map(str, a.fewer))} per class of {a.few}; 0 = scratch accuracy not reached).", ""]
     return L
+
+
+def fallback_lines(runs: list[dict[str, Any]]) -> list[str]:
+    """Each (seed, target, source) pair where transfer kept the model its from-scratch fallback trained, with what the
+    same transfer keeps with ``scratch_fallback=false`` (test accuracy): what the fallback bought or cost there."""
+    rows, diffs = [], []
+    for r, t, s, x in _pairs(runs):
+        if x.get("kept") != "scratch" or x.get("without_fallback") is None:
+            continue
+        seed = r.get("seed", "")
+        diffs.append(100 * (x["acc"] - x["without_fallback"]))
+        rows.append([str(seed), t, s, f"{x['as_is']:.3f}", f"{x['without_fallback']:.3f}", f"{x['acc']:.3f}",
+                     f"{diffs[-1]:+.1f}", f"{(x.get('validation') or {}).get('scratch')}"])
+    if not rows:
+        return []
+    return ["Pairs where transfer kept the from-scratch fallback's model (test accuracy; *without* = the same transfer "
+            "with `scratch_fallback=false`):", "",
+            md_table(["seed", "target", "source", "source as-is", "without", "with the fallback", "points",
+                      "scratch on validation"], rows), "",
+            f"{len(rows)} pair(s); the fallback's change {fmt(ci(diffs), 1)} points, smallest {min(diffs):+.1f}.", ""]
 
 
 def transfer_verdicts(runs: list[dict[str, Any]], a: argparse.Namespace, default: str) -> list[list[str]]:

@@ -38,7 +38,7 @@ MODEL_PARAMETERS: dict[str, dict[str, Any]] = {
 TRAIN_PARAMETERS: dict[str, dict[str, Any]] = {
     "classification": {"epochs": 3, "batch_size": 32, "lr": 1e-3, "weight_decay": 1e-4, "optimizer": "adamw", "seed": 0,
                        "val_fraction": 0.2, "max_steps": 0, "precise_bn": True, "head_epochs": 0, "warmup_steps": 0,
-                       "keep_better": False},
+                       "keep_better": False, "scratch_fallback": False},
     "detection": {"epochs": 3, "batch_size": 8, "lr": 1e-3, "weight_decay": 1e-4, "optimizer": "adamw", "seed": 0,
                   "val_fraction": 0.2, "max_steps": 0, "warmup_steps": 0, "keep_better": False},
     "forecasting": {"epochs": 5, "batch_size": 32, "lr": 5e-3, "weight_decay": 0.0, "optimizer": "adamw", "seed": 0,

@@ -210,6 +210,8 @@ def cmd_transfer(ctx: Context, args: argparse.Namespace) -> None:
             f"transferred the lifecycle of {out['source_name']}{dist}: training {out['training']}, inference {out['inference']}",
             f"  new:    {m['name']}={_num(m['value'])}  train {_num(out['train_s'])} s  ({out['params'].get('epochs')} epochs)",
             f"  source: {src['metric']['name']}={_num(src['metric']['value'])}  train {_num(src['train_s'])} s  ({src['epochs']} epochs)",
+            *([f"  kept:   {out['kept']}" + (f" ({out['selection']['reason']})" if (out['selection'] or {}).get('reason') else "")]
+              if out.get("selection") else []),
         ])
 
     ctx.emit(out, text)

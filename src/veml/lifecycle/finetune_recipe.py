@@ -12,8 +12,10 @@ from typing import Any, Mapping
 from veml.errors import InvalidInput
 from veml.versions.training import check_params, parse_sets
 
-# lower learning rate, warm-up, head first, and keep the better of fine-tuned and source (see the module doc)
-FINETUNE: dict[str, Any] = {"lr_factor": 0.1, "warmup_steps": 10, "head_epochs": 1, "keep_better": True}
+# lower learning rate, warm-up, head first, and keep the better of fine-tuned and source (see the module doc); a
+# classifier whose kept model does not beat guessing also tries one trained from scratch (versions/keep_better.py)
+FINETUNE: dict[str, Any] = {"lr_factor": 0.1, "warmup_steps": 10, "head_epochs": 1, "keep_better": True,
+                            "scratch_fallback": True}
 MIN_FINETUNE_STEPS = 40  # a few labels still get four warm-ups' worth of steps (see few_label_params)
 MIN_KEEP_BETTER_VAL = 30  # keep-better needs this many validation samples to mean anything (few_label_params)
 

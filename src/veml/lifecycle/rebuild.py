@@ -5,7 +5,8 @@
   scikit-learn: from a fresh initialisation, as the first training did);
 - ``transfer``: the previous checkpoint fine-tuned on the new labelled data only, with transfer's fine-tuning
   recipe (a third of the epochs, a tenth of the learning rate, warm-up, keep the better of fine-tuned and
-  previous on a validation split of the new data);
+  previous on a validation split of the new data, and for a classifier still at guessing there, one trained from
+  scratch: ``versions/keep_better.py``);
 - ``active``: the most informative new samples chosen for labelling (a classifier: typical samples of its
   own feature space's clusters at a few labels per class, uncertainty plus diversity above that; otherwise k-center core-set selection, Sener & Savarese 2018), exported,
   the labels accepted back as a data version of their own, then fine-tuning on it as ``transfer`` does — two

@@ -11,7 +11,10 @@ head first, so the fresh head rows do not tear up the pretrained features (bench
 compared these settings on real handwriting: the lower learning rate is what turns losses into gains).  Then it compares the fine-tuned model with
 the unchanged source model on a validation split of the target's labelled data (never the test
 version) and keeps the better one, saying which (``"kept"``): a transfer never ends worse, on data the
-choice could see, than what it started from.  ``--set`` overrides any of it.
+choice could see, than what it started from.  When for a classifier neither beats guessing on that split (a source
+from another domain, such as inverted digits, that fine-tuning cannot rescue), it also trains the model from its
+own starting weights with the source's recipe and keeps that when it does beat guessing (``"kept": "scratch"``;
+``versions/keep_better.py``).  ``--set`` overrides any of it (``scratch_fallback=false`` turns the last step off).
 
 Before training, the source's task must fit the target (``TrainingVersions.fit_reason``): a detector's
 lifecycle is not transferred to class labels.  A classifier's head is matched to the target's classes
@@ -33,6 +36,10 @@ from veml.versions.data import DataVersions
 from veml.versions.inference import InferenceVersions
 from veml.versions.lifecycles import Lifecycles
 from veml.versions.training import TrainingVersions, parse_sets
+
+#: keep-better's choice (``selection["kept"]``) as transfer reports it
+KEPT = {"init": "source", "trained": "fine-tuned", "scratch": "scratch"}
+
 
 class Transfer:
     def __init__(self, stores: Stores, data: DataVersions, training: TrainingVersions, inference: InferenceVersions,
@@ -116,7 +123,7 @@ class Transfer:
             "method": chosen_by, "report": report_id, "model": lc["model"], "training": run["id"], "inference": dep.id,
             "prediction": pred.id if pred is not None else None, "params": params,
             "metric": {"name": metric_name, "value": value}, "train_s": (run.get("profile") or {}).get("train_s"),
-            "seconds": round(seconds, 3), "kept": "source" if selection.get("kept") == "init" else "fine-tuned",
+            "seconds": round(seconds, 3), "kept": KEPT.get(selection.get("kept"), "fine-tuned"),
             "selection": selection or None, "head": head,
             "source_lifecycle": {"training": lc["training"], "inference": lc["inference"], "metric": lc["metric"],
                                  "train_s": (src_train.get("profile") or {}).get("train_s"),

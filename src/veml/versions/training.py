@@ -34,6 +34,7 @@ from veml.entities import Node
 from veml.errors import InvalidInput, VemlError
 from veml.store.idsets import BitMap, from_array, to_numpy
 from veml.versions import evaluation, version_compare
+from veml.versions.keep_better import keep_better, scratch_fallback, scratch_recipe
 from veml.versions.run_status import before_first_event, effective, running_here
 from veml.versions.context import Stores
 from veml.versions.data import DataVersions
@@ -331,7 +332,7 @@ class TrainingVersions:
         outcome = adapter.train(spec, td, params, init_bytes, lambda *_: None)
         if len(eval_pos):
             val_td = task_data(self._s, spec, view, class_names, positions=positions[eval_pos], require_labels=False)
-            outcome, _ = self._keep_better(adapter, spec, outcome, init_bytes, init_node, class_names, val_td)
+            outcome, _ = keep_better(adapter, spec, outcome, init_bytes, init_node, class_names, val_td)
         every = task_data(self._s, spec, view, class_names, require_labels=False,
                           positions=positions[eval_pos] if held_out_only else positions)
         report, _ = evaluation.evaluate(every, adapter.predict(spec, outcome.checkpoint, every))
@@ -462,7 +463,10 @@ class TrainingVersions:
             logger.flush()
             selection = None
             if keep:
-                outcome, selection = self._keep_better(adapter, spec, outcome, init_bytes, init_node, class_names, val_td)
+                outcome, selection = keep_better(adapter, spec, outcome, init_bytes, init_node, class_names, val_td)
+                if params.get("scratch_fallback"):
+                    outcome, selection = scratch_fallback(adapter, spec, outcome, selection, td, val_td,
+                                                          scratch_recipe(self._first_recipe(init_node, adapter, spec), params))
             digest = self._s.artifacts.put_bytes(outcome.checkpoint)
             profile = dict(outcome.profile)
             metrics, worst = None, []
@@ -490,35 +494,14 @@ class TrainingVersions:
             raise
         return self.describe(self._s.graph.get(node.id))
 
-    @staticmethod
-    def _keep_better(adapter: Any, spec: ModelSpec, outcome: TrainOutcome, init_bytes: bytes, init_node: Node,
-                     class_names: tuple[str, ...], val_td: Any) -> tuple[TrainOutcome, dict[str, Any]]:
-        """The trained model or the one it started from, whichever scores better on the validation split.
-
-        The starting model competes only when it speaks the training data's classes in the same order;
-        on a tie the trained model is kept."""
-        t0 = time.perf_counter()
-        trained, _ = evaluation.evaluate(val_td, adapter.predict(spec, outcome.checkpoint, val_td))
-        name, trained_v = evaluation.key_metric(spec.task, trained)
-        out: dict[str, Any] = {"kept": "trained", "split": "validation", "samples": len(val_td), "metric": name,
-                               "trained": trained_v, "init": None, "init_from": init_node.id}
-        init_names = init_node.props.get("class_names")
-        if init_names is not None and list(init_names) != list(class_names):
-            out["reason"] = "the starting model predicts other classes than this data holds"
-        elif trained_v is None:
-            out["reason"] = "the validation split has no labels"
-        else:
-            try:
-                start, _ = evaluation.evaluate(val_td, adapter.predict(spec, init_bytes, val_td))
-            except InvalidInput as exc:  # e.g. a forecaster of another sensor count
-                out["reason"] = f"the starting model cannot run on this data: {exc}"
-            else:
-                out["init"] = evaluation.key_metric(spec.task, start)[1]
-                if out["init"] is not None and evaluation.better(name, out["init"], trained_v):
-                    out["kept"] = "init"
-                    outcome = dataclasses.replace(outcome, checkpoint=init_bytes)
-        out["seconds"] = round(time.perf_counter() - t0, 3)
-        return outcome, out
+    def _first_recipe(self, node: Node, adapter: Any, spec: ModelSpec) -> dict[str, Any]:
+        """The hyper-parameters of the training that began ``node``'s chain of fine-tunings (its adapter's defaults
+        under them): how the model was trained from its own starting weights."""
+        seen = {node.id}
+        while node.props.get("init_from") is not None and node.props["init_from"] not in seen:
+            node = self.get(node.props["init_from"])
+            seen.add(node.id)
+        return {**adapter.train_defaults(spec), **(node.props.get("params") or {})}
 
     def _check_distributed(self, adapter: Any, adapt: str | None, workers: int) -> None:
         """Refuse what cannot run data-parallel, and connect to Ray, before a training version exists."""
