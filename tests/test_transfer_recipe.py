@@ -19,7 +19,7 @@ from conftest import assert_failed_cleanly, images_dir, ok, run_cli
 from veml.coreset.typical import typical_clusters
 from veml.datasets import Domain, generate_driving_coco
 from veml.lifecycle import rebuild as rebuild_module
-from veml.versions.keep_better import SCRATCH_REASON, beats_chance, chance_rate
+from veml.versions.keep_better import SCRATCH_REASON, SCRATCH_REASON_UNCOMPARED, beats_chance, chance_rate
 
 MODEL = {"adapter": "torch", "task": "classification", "architecture": "resnet18",
          "parameters": {"image_size": 32, "pretrained": False}}
@@ -165,6 +165,11 @@ def test_a_source_with_other_classes_is_not_compared_but_its_head_is_matched(roo
     assert out["params"]["head_epochs"] == 1 and out["params"]["epochs"] == 2  # a fresh head row: the head goes first
     assert out["kept"] == "fine-tuned" and "other classes" in out["selection"]["reason"]
     assert out["selection"]["init"] is None
+    # with the fallback on, a scratch model that wins says the starting model was never compared
+    on = ok("transfer", "digits-123", "--from", "digits-src", "--name", "tr-123-fallback", "--repo", root)
+    assert on["selection"]["init"] is None and on["kept"] in ("fine-tuned", "scratch")
+    if on["kept"] == "scratch":
+        assert on["selection"]["reason"] == SCRATCH_REASON_UNCOMPARED and on["selection"]["scratch"] > on["selection"]["trained"]
 
 
 def _count(root) -> int:

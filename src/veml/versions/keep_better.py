@@ -29,6 +29,9 @@ CLASSIFICATION = ("classification", "tabular-classification")
 FINETUNE_ONLY = {"keep_better": False, "scratch_fallback": False, "head_epochs": 0}
 SCRATCH_REASON = ("neither the fine-tuned nor the starting model beat guessing on the validation split, and a model "
                   "trained from scratch with the source's recipe did")
+#: the same, when the starting model could not be compared (other classes, another input shape)
+SCRATCH_REASON_UNCOMPARED = ("the fine-tuned model did not beat guessing on the validation split (the starting model "
+                             "could not be compared), and a model trained from scratch with the source's recipe did")
 
 
 def keep_better(adapter: Any, spec: ModelSpec, outcome: TrainOutcome, init_bytes: bytes, init_node: Node,
@@ -107,7 +110,8 @@ def scratch_fallback(adapter: Any, spec: ModelSpec, outcome: TrainOutcome, selec
     spent = float(scratch.profile.get("train_s") or 0.0)
     selection = {**selection, "scratch": value, "scratch_train_s": round(spent, 3)}
     if value is not None and beats_chance(value, chance) and value > chosen:
-        selection.update(kept="scratch", reason=SCRATCH_REASON)
+        selection.update(kept="scratch", reason=SCRATCH_REASON if selection.get("init") is not None
+                         else SCRATCH_REASON_UNCOMPARED)
         kept = scratch
     else:
         kept = outcome
