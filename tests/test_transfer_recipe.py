@@ -180,6 +180,7 @@ def _count(root) -> int:
 @pytest.mark.parametrize("args, needle", [
     (("transfer", "scenes-boxes", "--from", "digits-src"), "learns from class labels"),
     (("transfer", "digits-tgt", "--from", "digits-src", "--set", "val_fraction=0"), "validation split"),
+    (("transfer", "digits-tgt", "--from", "digits-src", "--set", "scratch_fallback=maybe"), "must be a boolean"),
     (("train", "--data", "digits-tgt", "--model", "digits-net", "--set", "head_epochs=-1"), "head_epochs"),
     (("train", "--data", "digits-tgt", "--model", "digits-net", "--set", "warmup_steps=x"), "warmup_steps"),
 ])
